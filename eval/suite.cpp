@@ -219,29 +219,32 @@ LongBenchRecord doc_qa(const SuiteOptions& o, const std::vector<SuiteDocument>& 
     all.insert(all.end(), s.begin(), s.end());
   }
   const auto& first = doc_sentences[d0];
-  std::vector<std::string> hay = take_sentences(all, rng.below(first.size()), want);
-  std::string context = join_context(hay);
-  // Candidate questions: a sentence of ordinary length, found exactly once in the context, followed by a sentence
-  // that is itself a plain sentence (the answer). Tried from a random start so the depth varies.
-  size_t start = rng.below(hay.size());
-  for (size_t t = 0; t + 1 < hay.size() * 2; ++t) {
-    size_t i = (start + t) % hay.size();
-    if (i + 1 >= hay.size()) continue;
-    std::string q = trimmed(hay[i]), a = trimmed(hay[i + 1]);
-    if (q.size() < 40 || q.size() > 250 || a.size() < 20 || a.size() > suite_max_sentence_chars) continue;
-    if (q.find('"') != std::string::npos) continue;
-    // Whole sentences only (not the pieces of an over-long sentence, not list items such as "d) ..."): a capital
-    // first letter and closing punctuation, for the question and the answer alike.
-    auto whole = [](const std::string& s) {
-      char e = s.back();
-      return s.front() >= 'A' && s.front() <= 'Z' && (e == '.' || e == '?' || e == '!');
-    };
-    if (!whole(q) || !whole(a)) continue;
-    if (count_occurrences(context, q) != 1 || count_occurrences(context, a) != 1) continue;
-    return make_record("doc_qa", id, context,
-                       "In the document, which sentence comes right after the sentence \"" + q +
-                           "\"? Quote that sentence exactly.",
-                       {a});
+  // A short window may hold no usable pair: then another window of the same document is drawn.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    std::vector<std::string> hay = take_sentences(all, rng.below(first.size()), want);
+    std::string context = join_context(hay);
+    // Candidate questions: a sentence of ordinary length, found exactly once in the context, followed by a sentence
+    // that is itself a plain sentence (the answer). Tried from a random start so the depth varies.
+    size_t start = rng.below(hay.size());
+    for (size_t t = 0; t < hay.size(); ++t) {
+      size_t i = (start + t) % hay.size();
+      if (i + 1 >= hay.size()) continue;
+      std::string q = trimmed(hay[i]), a = trimmed(hay[i + 1]);
+      if (q.size() < 40 || q.size() > 250 || a.size() < 20 || a.size() > suite_max_sentence_chars) continue;
+      if (q.find('"') != std::string::npos) continue;
+      // Whole sentences only (not the pieces of an over-long sentence, not list items such as "d) ..."): a capital
+      // first letter and closing punctuation, for the question and the answer alike.
+      auto whole = [](const std::string& s) {
+        char e = s.back();
+        return s.front() >= 'A' && s.front() <= 'Z' && (e == '.' || e == '?' || e == '!');
+      };
+      if (!whole(q) || !whole(a)) continue;
+      if (count_occurrences(context, q) != 1 || count_occurrences(context, a) != 1) continue;
+      return make_record("doc_qa", id, context,
+                         "In the document, which sentence comes right after the sentence \"" + q +
+                             "\"? Quote that sentence exactly.",
+                         {a});
+    }
   }
   fail("make_longctx_suite: no usable question for ", id, " in ", docs[d0].name,
        "; the haystack text is too short or too repetitive for this length: give more --haystack text");
@@ -277,6 +280,7 @@ std::vector<SuiteDocument> suite_load_haystack(const std::vector<std::string>& p
 std::vector<std::string> suite_sentences(const std::string& text) {
   std::vector<std::string> out;
   std::string cur;
+  bool last = false;
   auto flush = [&] {
     while (cur.size() > suite_max_sentence_chars) {
       size_t cut = cur.rfind(' ', suite_max_sentence_chars - 1);
@@ -286,7 +290,8 @@ std::vector<std::string> suite_sentences(const std::string& text) {
     }
     if (cur.empty()) return;
     if (cur.back() != ' ') cur.push_back(' ');
-    // Very short pieces ("1.", "(a)") join the previous sentence rather than stand alone.
+    // Very short pieces (section numbers "1.", "4.") stay with the text they head: they start the next piece.
+    if (cur.size() < 12 && !last) return;
     if (cur.size() < 12 && !out.empty() && out.back().size() + cur.size() <= suite_max_sentence_chars)
       out.back() += cur;
     else
@@ -302,6 +307,7 @@ std::vector<std::string> suite_sentences(const std::string& text) {
       flush();
     }
   }
+  last = true;
   flush();
   return out;
 }
