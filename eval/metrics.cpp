@@ -134,9 +134,33 @@ bool is_ascii_punct(char32_t c) {  // Python's string.punctuation
   return p.find(c) != std::u32string_view::npos;
 }
 
+// Python's str.lower() of a whole string: per code point, except that a capital sigma becomes the final form
+// when it ends a word (a cased letter before it and none after it, case-ignorable characters skipped both ways).
+U32 python_lower(const U32& s) {
+  auto cased = [](char32_t c) { return in_ranges(k_sigma_cased_ranges, c); };
+  auto ignorable = [](char32_t c) { return in_ranges(k_case_ignorable_ranges, c); };
+  U32 out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != 0x3A3) {
+      append_lower(out, s[i]);
+      continue;
+    }
+    size_t j = i;
+    while (j > 0 && ignorable(s[j - 1])) --j;
+    bool final_sigma = j > 0 && cased(s[j - 1]);
+    if (final_sigma) {
+      size_t k = i + 1;
+      while (k < s.size() && ignorable(s[k])) ++k;
+      final_sigma = k == s.size() || !cased(s[k]);
+    }
+    out.push_back(final_sigma ? 0x3C2 : 0x3C3);
+  }
+  return out;
+}
+
 U32 normalize(std::string_view s) {
-  U32 low;
-  for (char32_t c : utf8_decode(s)) append_lower(low, c);
+  U32 low = python_lower(utf8_decode(s));
   U32 nopunct;
   for (char32_t c : low)
     if (!is_ascii_punct(c)) nopunct.push_back(c);

@@ -6,6 +6,9 @@ taken from the Unicode database of the Python that runs this script (LongBench's
   str.isalnum()  (the \\w of Python's re, for \\b)  -> alnum_ranges ('_' is added in C++)
   str.isspace()  (str.split() with no argument)   -> space_ranges
   str.isdecimal()(the \\d of Python's re)          -> decimal_ranges
+  str.lower() of a capital sigma (final form when it ends a word) -> sigma_cased_ranges, case_ignorable_ranges,
+      read off str.lower() itself: c + "Σ" ends in "ς" iff c is cased and not case-ignorable; "A" + c + "Σ" ends
+      in "ς" iff c is case-ignorable or cased.
 
 These are facts about Unicode, generated, not code. Run:  python3 tools/make_unicode_tables.py
 """
@@ -82,6 +85,10 @@ def main():
     emit("CodeRange k_alnum_ranges", ranges(str.isalnum), lambda r: "{0x%X, 0x%X}," % r)
     emit("CodeRange k_space_ranges", ranges(str.isspace), lambda r: "{0x%X, 0x%X}," % r)
     emit("CodeRange k_decimal_ranges", ranges(str.isdecimal), lambda r: "{0x%X, 0x%X}," % r)
+    cased = lambda c: (c + "\u03a3").lower()[-1] == "\u03c2"
+    ignorable = lambda c: ("A" + c + "\u03a3").lower()[-1] == "\u03c2" and not cased(c)
+    emit("CodeRange k_sigma_cased_ranges", ranges(cased), lambda r: "{0x%X, 0x%X}," % r)
+    emit("CodeRange k_case_ignorable_ranges", ranges(ignorable), lambda r: "{0x%X, 0x%X}," % r)
     lines.append("// clang-format on")
     with open(OUT, "w") as f:
         f.write("\n".join(lines) + "\n")
