@@ -171,7 +171,7 @@ U32 normalize(std::string_view s) {
     bool boundary_before = i == 0 || !is_word(nopunct[i - 1]);
     size_t matched = 0;
     if (boundary_before) {
-      for (std::u32string_view art : {std::u32string_view(U"a"), std::u32string_view(U"an"), std::u32string_view(U"the")}) {
+      for (std::u32string_view art : {U"a", U"an", U"the"}) {
         if (nopunct.compare(i, art.size(), art) == 0 &&
             (i + art.size() == nopunct.size() || !is_word(nopunct[i + art.size()]))) {
           matched = art.size();
@@ -421,7 +421,9 @@ double metric_retrieval_zh(std::string_view pred, std::string_view answer) {
   return number_hit_rate(pred, paragraph_id(answer, U"\u6BB5\u843D", "retrieval_zh"));
 }
 
-double metric_count(std::string_view pred, std::string_view answer) { return number_hit_rate(pred, utf8_decode(answer)); }
+double metric_count(std::string_view pred, std::string_view answer) {
+  return number_hit_rate(pred, utf8_decode(answer));
+}
 
 int metric_fuzz_ratio(std::string_view a, std::string_view b, FuzzMatcher m) {
   if (a == b) return 100;

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <fstream>
 
 #include "eval/longbench.h"
@@ -47,7 +49,8 @@ TEST_CASE("longbench: dataset table holds LongBench's facts") {
   CHECK(hq.prompt.find("Question: {input}\nAnswer:") != std::string::npos);
   CHECK(llm::longbench_dataset("gov_report").max_gen == 512);
   CHECK(llm::longbench_dataset("gov_report").metric == llm::Metric::rouge_l);
-  CHECK(llm::longbench_dataset("lcc").prompt == "Please complete the code given below. \n{context}Next line of code:\n");
+  CHECK(llm::longbench_dataset("lcc").prompt ==
+        "Please complete the code given below. \n{context}Next line of code:\n");
   CHECK(llm::longbench_dataset("passage_count").metric == llm::Metric::count);
   CHECK(llm::longbench_dataset("passage_retrieval_en").metric == llm::Metric::retrieval);
   CHECK(llm::longbench_dataset("trec").metric == llm::Metric::classification);
@@ -69,6 +72,35 @@ TEST_CASE("longbench: dataset table holds LongBench's facts") {
   CHECK(e.find("unknown dataset \"hotpot\"") != std::string::npos);
   CHECK(e.find("hotpotqa") != std::string::npos);
   CHECK(e.find("repobench-p") != std::string::npos);
+}
+
+TEST_CASE("longbench: the tables equal LongBench's config files and eval.py (goldens)") {
+  // tests/data/eval/metric_goldens.json carries LongBench's dataset2prompt.json, dataset2maxlen.json and the metric
+  // function of eval.py's dataset2metric, read by tools/make_metric_goldens.py from a LongBench checkout.
+  std::ifstream in(llm_test::data_path("eval/metric_goldens.json"));
+  REQUIRE(in.good());
+  auto cfg = nlohmann::json::parse(in)["longbench_config"];
+  const std::map<std::string, llm::Metric> by_function = {
+      {"qa_f1_score", llm::Metric::qa_f1},           {"qa_f1_zh_score", llm::Metric::qa_f1_zh},
+      {"rouge_score", llm::Metric::rouge_l},         {"rouge_zh_score", llm::Metric::rouge_zh},
+      {"classification_score", llm::Metric::classification}, {"retrieval_score", llm::Metric::retrieval},
+      {"retrieval_zh_score", llm::Metric::retrieval_zh}, {"count_score", llm::Metric::count},
+      {"code_sim_score", llm::Metric::code_sim}};
+  size_t n = 0;
+  for (const auto& [name, prompt] : cfg["dataset2prompt"].items()) {
+    INFO(name);
+    const auto& d = llm::longbench_dataset(name);
+    CHECK(d.from_longbench);
+    CHECK(d.prompt == prompt.get<std::string>());
+    CHECK(d.max_gen == cfg["dataset2maxlen"][name].get<int>());
+    CHECK(d.metric == by_function.at(cfg["dataset2metric"][name].get<std::string>()));
+    ++n;
+  }
+  CHECK(n == 21);
+  size_t ours_from_longbench = 0;
+  for (const auto& name : llm::longbench_dataset_names())
+    ours_from_longbench += llm::longbench_dataset(name).from_longbench;
+  CHECK(ours_from_longbench == n);
 }
 
 TEST_CASE("longbench: prompt formatting") {

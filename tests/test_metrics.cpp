@@ -121,3 +121,30 @@ TEST_CASE("metrics: whole-record scoring matches LongBench's eval.py scorer (gol
     CHECK(std::fabs(got - r["score_percent"].get<double>()) <= 0.005 + 1e-9);  // eval.py rounds to 2 decimals
   }
 }
+
+TEST_CASE("metrics: arbitrary bytes (invalid UTF-8 included) score in [0, 1] without throwing") {
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<unsigned>(state >> 33);
+  };
+  const std::vector<std::string> classes = {"a", "ab", "\xCE\xA3", "Paragraph 1"};
+  for (int t = 0; t < 300; ++t) {
+    auto text = [&] {  // mostly metric-relevant characters, one byte in four random
+      std::string s;
+      for (unsigned n = next() % 40; n > 0; --n)
+        s.push_back(static_cast<char>(next() % 4 ? "aAb .#\n1\xCE\xA3"[next() % 11] : next()));
+      return s;
+    };
+    std::string a = text(), b = text();
+    for (double s : {llm::metric_qa_f1(a, b), llm::metric_rouge_l(a, b), llm::metric_classification(a, b, classes),
+                     llm::metric_count(a, b), llm::metric_retrieval(a, "Paragraph 1"),
+                     llm::metric_code_sim(a, b, FuzzMatcher::difflib),
+                     llm::metric_code_sim(a, b, FuzzMatcher::levenshtein)}) {
+      CHECK(s >= 0.0);
+      CHECK(s <= 1.0);
+    }
+  }
+  CHECK(llm::metric_normalize_answer("x\xFFy") == "x\xEF\xBF\xBDy");  // a bad byte reads as U+FFFD
+  CHECK(llm::metric_normalize_answer("\xE2\x82") == "\xEF\xBF\xBD\xEF\xBF\xBD");  // truncated sequence
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/data/eval/metric_goldens.json: LongBench's own metric functions, run on a fixed set of
-prediction/answer pairs, so tests/test_metrics.cpp can check that eval/metrics.cpp scores exactly like them.
+prediction/answer pairs, so tests/test_metrics.cpp can check that eval/metrics.cpp scores exactly like them; and
+LongBench's config (prompt templates, max lengths, metric per dataset) for tests/test_longbench.cpp.
 
 Nothing is re-implemented here: the scores come from LongBench's metrics.py and eval.py (THUDM/LongBench, folder
 LongBench/, commit 2e00731f tested) imported as they are, on top of the packages they use:
@@ -246,8 +247,15 @@ def main():
     import rouge
     versions = {"python": sys.version.split()[0], "rouge": getattr(rouge, "__version__", "?"),
                 "fuzzywuzzy": fuzzywuzzy.__version__, "Levenshtein": Levenshtein.__version__}
+    # LongBench's per-dataset protocol, so tests/test_longbench.cpp can check eval/longbench.cpp's tables against it.
+    with open(os.path.join(path, "config", "dataset2prompt.json"), encoding="utf-8") as f:
+        prompts = json.load(f)
+    with open(os.path.join(path, "config", "dataset2maxlen.json"), encoding="utf-8") as f:
+        maxlen = json.load(f)
+    config = {"dataset2prompt": prompts, "dataset2maxlen": maxlen,
+              "dataset2metric": {k: fn.__name__ for k, fn in ev.dataset2metric.items()}}
     out = {"source": "LongBench/metrics.py + eval.py (THUDM/LongBench 2e00731f), via tools/make_metric_goldens.py",
-           "versions": versions, "cases": cases, "records": records}
+           "versions": versions, "longbench_config": config, "cases": cases, "records": records}
     with open(OUT, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
         f.write("\n")
