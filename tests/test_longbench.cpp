@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "eval/longbench.h"
+#include "eval/report.h"
 #include "loader/error.h"
 #include "test_util.h"
 
@@ -193,4 +194,49 @@ TEST_CASE("longbench: bad records give errors naming the file, line and _id") {
         std::string::npos);
   TempFile empty("\n\n", "empty");
   CHECK(error_of([&] { llm::longbench_read_jsonl(empty.path); }).find("no records") != std::string::npos);
+}
+
+TEST_CASE("report: per-task scores, LongBench-E buckets, average") {
+  std::vector<llm::EvalRecordResult> rs = {
+      {"a", "hotpotqa", 100, 1.0, ""}, {"b", "hotpotqa", 5000, 0.5, ""},
+      {"c", "trec", 9000, 1.0, ""},    {"d", "trec", 9000, 0.0, ""},
+  };
+  auto s = llm::eval_summarize(rs);
+  REQUIRE(s.tasks.size() == 2);
+  CHECK(s.tasks[0].dataset == "hotpotqa");
+  CHECK(s.tasks[0].n == 2);
+  CHECK(s.tasks[0].score == 75.0);
+  CHECK(s.tasks[0].bucket_score[0] == 100.0);
+  CHECK(s.tasks[0].bucket_score[1] == 50.0);
+  CHECK(s.tasks[0].bucket_n[2] == 0);
+  CHECK(s.tasks[1].score == 50.0);
+  CHECK(s.tasks[1].bucket_n[2] == 2);
+  CHECK(s.average == 62.5);
+  CHECK(llm::eval_summarize({{"x", "niah", 10, 1.0 / 3.0, ""}}).tasks[0].score == 33.33);
+  auto j = nlohmann::json::parse(llm::eval_summary_json(s));
+  CHECK(j["tasks"]["hotpotqa"]["score"] == 75.0);
+  CHECK(j["tasks"]["hotpotqa"]["8k+"].is_null());
+  CHECK(j["average"] == 62.5);
+  std::string table = llm::eval_summary_table(s);
+  CHECK(table.find("hotpotqa") != std::string::npos);
+  CHECK(table.find("62.50") != std::string::npos);
+}
+
+TEST_CASE("report: progress line") {
+  llm::Progress p;
+  p.total = 4;
+  p.out = std::tmpfile();
+  REQUIRE(p.out != nullptr);
+  p.step("first");
+  std::string l = p.line("note");
+  CHECK(l.rfind("[######..................] 1/4  25%", 0) == 0);
+  CHECK(l.find("ETA") != std::string::npos);
+  CHECK(l.find("note") != std::string::npos);
+  p.step();
+  p.step();
+  p.step();
+  CHECK(p.line("").find("4/4 100%") != std::string::npos);
+  CHECK(p.line("").find("ETA") == std::string::npos);
+  p.finish();
+  std::fclose(p.out);
 }
