@@ -23,7 +23,7 @@ struct SuiteOptions {
   int per_cell = 1;                                 // records per (length, depth) cell, or per length
   int needles = 4;                                  // multi_needle: needles per record
   std::vector<std::string> tasks = {"passkey", "niah", "multi_needle", "doc_qa"};
-  int chars_per_token = 4;                          // the length approximation (English text, BPE tokenizers)
+  double chars_per_token = 4.0;                     // the length approximation (English text, BPE tokenizers)
 };
 
 struct SuiteDocument {

@@ -65,7 +65,8 @@ TEST_CASE("suite: needles sit at the requested depth, contexts have the requeste
   for (const auto& r : recs) {
     INFO(r.id);
     int length = field(r.id, 'L');
-    CHECK(std::fabs(static_cast<double>(r.context.size()) - 4.0 * length) <= 400.0);
+    double want = 4.0 * length * (r.dataset == "passkey" ? 0.9 : 1.0);  // the filler is cut 10% shorter
+    CHECK(std::fabs(static_cast<double>(r.context.size()) - want) <= 400.0);
     if (r.dataset != "passkey" && r.dataset != "niah") continue;
     int depth = field(r.id, 'D');
     std::string needle = r.dataset == "passkey" ? "The pass key is " + r.answers[0] + "."

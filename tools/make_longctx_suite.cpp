@@ -6,7 +6,7 @@
 //                      [--chars-per-token 4]
 //
 // Without --haystack it uses the Debian license texts in tests/data/eval/haystack/ of the source tree.
-// --max-context N (tokens) picks lengths 1024, 2048, ... below N, leaving room for the prompt and the answer.
+// --max-context N (tokens) picks lengths 1024, 2048, ... and N - 256, leaving room for the prompt and the answer.
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -37,6 +37,13 @@ long parse_int(const std::string& flag, const std::string& v) {
   char* end = nullptr;
   long x = std::strtol(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0') llm::fail(flag, ": expected an integer, got \"", v, "\"");
+  return x;
+}
+
+double parse_double(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0') llm::fail(flag, ": expected a number, got \"", v, "\"");
   return x;
 }
 
@@ -76,7 +83,7 @@ int run(int argc, char** argv) {
     else if (flag == "--per-cell") o.per_cell = static_cast<int>(parse_int(flag, v));
     else if (flag == "--needles") o.needles = static_cast<int>(parse_int(flag, v));
     else if (flag == "--tasks") o.tasks = split_list(v);
-    else if (flag == "--chars-per-token") o.chars_per_token = static_cast<int>(parse_int(flag, v));
+    else if (flag == "--chars-per-token") o.chars_per_token = parse_double(flag, v);
     else llm::fail("unknown flag ", flag, "; see --help");
   }
   if (max_context > 0) {
@@ -85,6 +92,7 @@ int run(int argc, char** argv) {
     o.lengths.clear();
     for (long l = 1024; l + 256 <= max_context; l *= 2) o.lengths.push_back(static_cast<int>(l));
     if (o.lengths.empty()) llm::fail("--max-context ", max_context, " is too small; use >= 1280");
+    if (o.lengths.back() < max_context - 256) o.lengths.push_back(static_cast<int>(max_context - 256));
   }
   if (haystack.empty()) {
     std::string dir = std::string(LLM_SOURCE_DIR) + "/tests/data/eval/haystack";
