@@ -3,6 +3,7 @@
 #include "eval/suite.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
