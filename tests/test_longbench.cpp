@@ -88,7 +88,9 @@ TEST_CASE("longbench: the tables equal LongBench's config files and eval.py (gol
       {"retrieval_zh_score", llm::Metric::retrieval_zh}, {"count_score", llm::Metric::count},
       {"code_sim_score", llm::Metric::code_sim}};
   size_t n = 0;
-  for (const auto& [name, prompt] : cfg["dataset2prompt"].items()) {
+  for (const auto& item : cfg["dataset2prompt"].items()) {  // no structured binding: INFO captures by lambda
+    const std::string name = item.key();
+    const auto& prompt = item.value();
     INFO(name);
     const auto& d = llm::longbench_dataset(name);
     CHECK(d.from_longbench);
@@ -164,7 +166,9 @@ TEST_CASE("longbench: bad records give errors naming the file, line and _id") {
     return std::make_pair(error_of([&] { llm::longbench_read_jsonl(f.path); }), f.path);
   };
   auto check = [&](const std::string& line, const std::string& what, bool has_id = true) {
-    auto [e, path] = bad(line);
+    auto result = bad(line);
+    const std::string& e = result.first;
+    const std::string& path = result.second;
     INFO(e);
     CHECK(e.find(path + ":2") != std::string::npos);
     if (has_id) CHECK(e.find("_id x9") != std::string::npos);
