@@ -148,6 +148,8 @@ void finish(Tokenizer& t) {
       if (sys.find_first_of("{}'\"+") == std::string::npos) t.chat_default_system = sys;
     }
   }
+  if (t.kind == TokenizerKind::byte_level_bpe)
+    t.word_ids.build(std::vector<std::pair<std::string, int32_t>>(t.vocab.begin(), t.vocab.end()));
   t.cache = tokenizer_cache_new();
 }
 
