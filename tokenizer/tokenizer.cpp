@@ -44,27 +44,34 @@ static inline uint64_t head_of(std::string_view k) {
 
 static inline uint32_t tag_len_of(uint64_t h, size_t len) { return (uint32_t)((h >> 48) << 16) | (uint32_t)len; }
 
+uint64_t StringTable::hash(std::string_view k) { return hash_bytes(k.data(), k.size()); }
+
 void StringTable::insert(std::string_view k, int32_t v) {
-  if (k.size() >= 65535) return;
+  if (k.empty() || k.size() >= 65535) return;
   if (key_begin.empty()) key_begin.push_back(0);
-  if ((values.size() + 1) * 2 > slots.size()) {  // grow: re-place every entry
-    size_t cap = std::max<size_t>(16, slots.size() * 2);
+  auto place = [&](std::string_view key, int32_t value, uint32_t entry) {
+    uint64_t h = hash_bytes(key.data(), key.size());
+    size_t mask = slots.size() - 1, i = h & mask;
+    while (slots[i].tag_len) i = (i + 1) & mask;
+    slots[i] = Slot{head_of(key), tag_len_of(h, key.size()), value};
+    slot_entry[i] = entry;
+  };
+  if ((count + 1) * 2 > slots.size()) {  // grow: re-place every entry
+    std::vector<Slot> old = std::move(slots);
+    std::vector<uint32_t> old_entry = std::move(slot_entry);
+    size_t cap = std::max<size_t>(16, old.size() * 2);
     slots.assign(cap, Slot{0, 0, 0});
-    for (size_t e = 0; e < values.size(); ++e) {
-      std::string_view ke(keys.data() + key_begin[e], key_begin[e + 1] - key_begin[e]);
-      uint64_t h = hash_bytes(ke.data(), ke.size());
-      size_t i = h & (cap - 1);
-      while (slots[i].entry) i = (i + 1) & (cap - 1);
-      slots[i] = Slot{head_of(ke), tag_len_of(h, ke.size()), (int32_t)e + 1};
+    slot_entry.assign(cap, 0);
+    for (size_t i = 0; i < old.size(); ++i) {
+      if (!old[i].tag_len) continue;
+      uint32_t e = old_entry[i];
+      place(std::string_view(keys.data() + key_begin[e], key_begin[e + 1] - key_begin[e]), old[i].value, e);
     }
   }
   keys.append(k);
-  values.push_back(v);
   key_begin.push_back((uint32_t)keys.size());
-  uint64_t h = hash_bytes(k.data(), k.size());
-  size_t i = h & (slots.size() - 1);
-  while (slots[i].entry) i = (i + 1) & (slots.size() - 1);
-  slots[i] = Slot{head_of(k), tag_len_of(h, k.size()), (int32_t)values.size()};
+  place(k, v, (uint32_t)count);
+  ++count;
 }
 
 void StringTable::build(const std::vector<std::pair<std::string, int32_t>>& entries) {
@@ -73,18 +80,18 @@ void StringTable::build(const std::vector<std::pair<std::string, int32_t>>& entr
     if (find(k) < 0) insert(k, v);  // first one wins
 }
 
-int32_t StringTable::find(std::string_view k) const {
-  if (slots.empty() || k.size() >= 65535) return -1;
-  uint64_t h = hash_bytes(k.data(), k.size()), head = head_of(k);
+int32_t StringTable::find_hashed(std::string_view k, uint64_t h) const {
+  if (slots.empty() || k.empty() || k.size() >= 65535) return -1;
+  uint64_t head = head_of(k);
   uint32_t tl = tag_len_of(h, k.size());
   size_t mask = slots.size() - 1;
   for (size_t i = h & mask;; i = (i + 1) & mask) {
     const Slot& s = slots[i];
-    if (!s.entry) return -1;
+    if (!s.tag_len) return -1;
     if (s.tag_len != tl || s.head != head) continue;
-    if (k.size() <= 8) return values[s.entry - 1];
-    size_t b = key_begin[s.entry - 1];
-    if (std::memcmp(keys.data() + b + 8, k.data() + 8, k.size() - 8) == 0) return values[s.entry - 1];
+    if (k.size() <= 8) return s.value;
+    size_t b = key_begin[slot_entry[i]];
+    if (std::memcmp(keys.data() + b + 8, k.data() + 8, k.size() - 8) == 0) return s.value;
   }
 }
 
@@ -219,7 +226,7 @@ struct TokenizerCache {
   }
   void put(std::string_view word, const std::vector<int32_t>& word_ids) {
     std::lock_guard<std::mutex> lock(mu);
-    if (words.values.size() >= (1u << 18)) {  // bound the memory on endless input
+    if (words.count >= (1u << 18)) {  // bound the memory on endless input
       words.clear();
       id_begin.clear();
       ids.clear();
@@ -294,6 +301,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool want_bos, boo
   PretokScratch ps;
   std::vector<Span> words;
   std::vector<int32_t> ids;
+  std::vector<uint64_t> hashes;
   split_specials(
       *this, text, parse_special,
       [&](std::string_view whole) {
@@ -312,10 +320,19 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool want_bos, boo
         cs = ce;
         words.clear();
         pretokenize(pre, seg, ps, words);
-        for (const Span& w : words) {
+        // hash every word first and prefetch the vocab slot a few words ahead: the table is bigger than
+        // the caches, and waiting for each slot in turn was the largest cost of encoding
+        hashes.resize(words.size());
+        for (size_t i = 0; i < words.size(); ++i)
+          hashes[i] = StringTable::hash(seg.substr(words[i].begin, words[i].end - words[i].begin));
+        constexpr size_t kAhead = 8;
+        for (size_t i = 0; i < std::min(kAhead, words.size()); ++i) word_ids.prefetch(hashes[i]);
+        for (size_t wi = 0; wi < words.size(); ++wi) {
+          const Span& w = words[wi];
+          if (wi + kAhead < words.size()) word_ids.prefetch(hashes[wi + kAhead]);
           std::string_view word = seg.substr(w.begin, w.end - w.begin);
           if (ignore_merges || word.size() == 1) {
-            int32_t id = word_ids.find(word);
+            int32_t id = word_ids.find_hashed(word, hashes[wi]);
             if (id >= 0) {
               out.push_back(id);
               continue;

@@ -39,17 +39,23 @@ struct TokenizerCache;  // word -> ids cache; internal, thread-safe
 struct StringTable {
   struct Slot {
     uint64_t head;     // the key's first 8 bytes, zero padded: most words are compared without leaving the slot
-    uint32_t tag_len;  // (hash high 16 bits << 16) | key length (keys of 65535+ bytes are never looked up here)
-    int32_t entry;     // index + 1 into key_begin/values; 0 = empty
+    uint32_t tag_len;  // (hash high 16 bits << 16) | key length (1..65534); 0 = empty slot
+    int32_t value;
   };
   std::vector<Slot> slots;
-  std::vector<uint32_t> key_begin;  // entry i's key is keys[key_begin[i], key_begin[i+1])
+  std::vector<uint32_t> slot_entry;  // per slot: entry index, to compare the bytes after the first 8
+  std::vector<uint32_t> key_begin;   // entry i's key is keys[key_begin[i], key_begin[i+1])
   std::string keys;
-  std::vector<int32_t> values;
+  size_t count = 0;
   void build(const std::vector<std::pair<std::string, int32_t>>& entries);
-  void insert(std::string_view key, int32_t value);  // key must be absent; grows the table as needed
-  int32_t find(std::string_view key) const;  // -1 when absent
-  void clear() { slots.clear(); key_begin.clear(); keys.clear(); values.clear(); }
+  void insert(std::string_view key, int32_t value);  // key must be absent and non-empty; grows the table
+  int32_t find(std::string_view key) const { return find_hashed(key, hash(key)); }  // -1 when absent
+  static uint64_t hash(std::string_view key);
+  int32_t find_hashed(std::string_view key, uint64_t h) const;
+  void prefetch(uint64_t h) const {
+    if (!slots.empty()) __builtin_prefetch(&slots[h & (slots.size() - 1)]);
+  }
+  void clear() { slots.clear(); slot_entry.clear(); key_begin.clear(); keys.clear(); count = 0; }
 };
 
 // Hash that lets an unordered_map<std::string, ...> be searched with a string_view (no copy per lookup).
