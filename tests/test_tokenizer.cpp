@@ -254,3 +254,30 @@ TEST_CASE("chat templates: detection from the model's metadata") {
   CHECK(ids[1] == 128006);  // <|start_header_id|>
   CHECK(ids.back() == 271);  // "\n\n" after the assistant header
 }
+
+TEST_CASE("SentencePiece-style tokenizer.json: merges by rank, byte fallback, space prefix") {
+  // A tiny HF tokenizer.json of the Llama-2 kind (BPE + byte_fallback, Prepend/Replace normalizer). The full
+  // path was also checked against llama.cpp's 46 llama-spm vectors with a tokenizer.json that transformers
+  // wrote from ggml-vocab-llama-spm.gguf (3.6 MB, not kept as a fixture).
+  std::string vocab = R"("<unk>": 0, "<s>": 1, "</s>": 2)";
+  char buf[32];
+  for (int b = 0; b < 256; ++b) {
+    std::snprintf(buf, sizeof buf, ", \"<0x%02X>\": %d", b, 3 + b);
+    vocab += buf;
+  }
+  vocab += R"(, "▁": 259, "a": 260, "b": 261, "▁a": 262, "ab": 263, "▁ab": 264)";
+  std::string json = R"({"model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "vocab": {)" + vocab +
+                     R"(}, "merges": ["▁ a", "a b", "▁a b"]},
+      "added_tokens": [{"id": 1, "content": "<s>", "special": true}, {"id": 2, "content": "</s>", "special": true}],
+      "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                     {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}})";
+  llm::Tokenizer t = llm::tokenizer_from_json(json, R"({"bos_token": "<s>", "eos_token": "</s>"})", "spm.json");
+  CHECK(t.kind == llm::TokenizerKind::sentencepiece_bpe);
+  CHECK(t.add_bos);
+  CHECK(t.bos_id == 1);
+  CHECK(t.encode("ab ab", false, true) == std::vector<int32_t>{264, 264});
+  CHECK(t.encode("abc", true, true) == std::vector<int32_t>{1, 264, 3 + 'c'});  // 'c' has no token: <0x63>
+  CHECK(t.encode("ba", false, true) == std::vector<int32_t>{259, 261, 260});    // "▁ b" is not a merge
+  CHECK(t.decode(t.encode("abc ab", false, true)) == "abc ab");
+  CHECK(t.encode("</s>a", false, true) == std::vector<int32_t>{2, 262});        // prefix again after a special
+}
