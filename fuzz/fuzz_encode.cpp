@@ -11,6 +11,10 @@
 #include "loader/error.h"
 #include "tokenizer/tokenizer.h"
 
+#ifndef LLM_SOURCE_DIR
+#define LLM_SOURCE_DIR "."  // run from the source root
+#endif
+
 namespace {
 struct Fixtures {
   std::vector<llm::Tokenizer> toks;
