@@ -18,6 +18,15 @@ check "$out" "1 15043" "-p Hello --bos (llama-spm)"
 out=$("$llm" tokenize -m "$d/gpt2/ggml-vocab-gpt-2.gguf" -p " world" --pieces | tr -s ' ')
 check "$out" " 995 ' world'" "--pieces"
 
+# --chat: the model's template (Llama-3 from tokenizer_config.json), or one picked by name; none = clear error
+out=$("$llm" tokenize -m "$d/llama3/tokenizer.json" --chat -p "Hi" | tail -1)
+check "$out" "128000 128006 882 128007 271 13347 128009 128006 78191 128007 271" "--chat llama3 ids"
+"$llm" tokenize -m "$d/gpt2/ggml-vocab-gpt-2.gguf" --chat -p "Hi" > /dev/null 2> /tmp/llm_tok_err.$$; rc=$?
+check "$rc" "1" "--chat without a template exit status"
+grep -q "chat-template" /tmp/llm_tok_err.$$ || { echo "FAIL: no-template message"; cat /tmp/llm_tok_err.$$; fail=1; }
+out=$("$llm" tokenize -m "$d/gpt2/ggml-vocab-gpt-2.gguf" --chat -p "Hi" --chat-template chatml | head -1)
+check "$out" "<|im_start|>user" "--chat-template chatml"
+
 # errors: exit status 1 and a message naming the problem
 "$llm" tokenize -m "$d/no-such-file.json" -p x > /dev/null 2> /tmp/llm_tok_err.$$; rc=$?
 check "$rc" "1" "missing file exit status"

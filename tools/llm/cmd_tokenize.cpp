@@ -1,5 +1,7 @@
 // llm tokenize: encode a text (-p) or a file of llama.cpp test cases (--cases) with a model's tokenizer.
 //   -p TEXT        prints the ids on one line (or, with --pieces, one "id 'piece'" per line)
+//   --chat         -p TEXT is a user message: print the prompt rendered with the model's chat template (or
+//                  --chat-template NAME) and its ids
 //   --cases FILE   cases separated by "\n__ggml_vocab_test__\n" (llama.cpp's .inp format); prints one line per
 //                  case in llama.cpp's .out format: each id preceded by a space, an empty line for no ids.
 // Special token texts are always matched (as llama.cpp's vectors expect); --bos prepends BOS when the model
@@ -23,6 +25,9 @@ int cmd_tokenize(int argc, char** argv) {
       {"--pieces", nullptr, "print each token's id and text instead of the ids"},
       {"--bos", nullptr, "prepend BOS if the model adds one"},
       {"--no-special", nullptr, "encode special-token texts as plain text"},
+      {"--chat", nullptr, "treat -p TEXT as a user message: render the chat prompt, print it and its ids"},
+      {"--system", "TEXT", "with --chat: a system message first"},
+      {"--chat-template", "NAME", "with --chat: llama3, chatml or llama2 instead of the model's own"},
   };
   Args a = parse_args("tokenize", argc, argv, spec);
   if (a.has("help")) {
@@ -34,6 +39,20 @@ int cmd_tokenize(int argc, char** argv) {
   llm::Tokenizer tok = llm::tokenizer_load(a.get("model", default_model_path()));
   bool bos = a.has("bos"), special = !a.has("no-special");
 
+  if (a.has("chat")) {
+    if (!a.has("prompt")) llm::fail("llm tokenize: --chat needs -p TEXT (the user message)");
+    if (a.has("chat-template")) tok.chat_template = llm::chat_template_from_name(a.get("chat-template"));
+    std::vector<llm::ChatMessage> msgs;
+    if (a.has("system")) msgs.push_back({"system", a.get("system")});
+    msgs.push_back({"user", a.get("prompt")});
+    std::string prompt = llm::chat_render(tok, msgs, true);
+    std::printf("%s\n", prompt.c_str());
+    // the rendered text carries BOS itself where the template has one
+    std::vector<int32_t> ids = tok.encode(prompt, false, true);
+    for (size_t i = 0; i < ids.size(); ++i) std::printf(i ? " %d" : "%d", ids[i]);
+    std::printf("\n");
+    return 0;
+  }
   if (a.has("prompt")) {
     std::vector<int32_t> ids = tok.encode(a.get("prompt"), bos, special);
     if (a.has("pieces")) {
