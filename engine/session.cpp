@@ -124,6 +124,7 @@ bool Model::is_end_of_generation(int token) const {
 
 struct SessionImpl {
   Model* model = nullptr;
+  const ModelImpl* mi = nullptr;  // model->impl_ (Session is the friend that can read it)
   KVCache cache;
   RunState state;
   std::vector<int> history;  // every token fed or sampled
@@ -141,6 +142,7 @@ Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_uniq
     fail("context size ", n_ctx, " exceeds the model's maximum of ", c.max_seq_len, " tokens");
   if (opt.max_block < 1) fail("prefill block size must be >= 1, got ", opt.max_block);
   impl_->model = &model;
+  impl_->mi = model.impl_.get();
   impl_->cache = kvcache_create(c, n_ctx);
   impl_->state = runstate_create(c, std::min(opt.max_block, n_ctx));
 }
@@ -177,7 +179,7 @@ static void run_tokens(SessionImpl& s, const std::vector<int>& tokens, LogitsMod
   if (s.pending >= 0) all.push_back(s.pending);
   all.insert(all.end(), tokens.begin(), tokens.end());
   check_fits(s, all.size());
-  const auto& m = *s.model->impl_;
+  const auto& m = *s.mi;
   const double t0 = now_s();
   forward_cpu(m.file.config, m.weights, s.cache, s.state, all.data(), static_cast<int>(all.size()), mode,
               m.pool.get());
@@ -209,7 +211,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const TokenCallback
   sampler_check(opt.sampling);
   for (const auto& st : opt.stop)
     if (st.empty()) fail("a stop string must not be empty");
-  const auto& m = *s.model->impl_;
+  const auto& m = *s.mi;
   const int V = m.file.config.vocab_size;
   Sampler sampler(opt.sampling);
   StreamDecoder dec(m.tokenizer);
