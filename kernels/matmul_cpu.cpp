@@ -326,6 +326,29 @@ void matmul_cpu(float* out, const float* x, const QMatrix& w, int n, ThreadPool*
   });
 }
 
+void matmul_group_cpu(float* const* outs, const QMatrix* const* ws, int count, const float* x, int n,
+                      ThreadPool* pool) {
+  bool fused = n == 1;
+  for (int i = 0; i < count; ++i) fused = fused && native_type(ws[i]->type) && ws[i]->cols == ws[0]->cols;
+  if (!fused) {
+    for (int i = 0; i < count; ++i) matmul_cpu(outs[i], x, *ws[i], n, pool);
+    return;
+  }
+  // groups of 8 rows numbered across the matrices one after another
+  std::vector<int64_t> first(count + 1, 0);
+  for (int i = 0; i < count; ++i) first[i + 1] = first[i] + (ws[i]->rows + 7) / 8;
+  parallel_for(pool, first[count], [&](int64_t b, int64_t e) {
+    int i = 0;
+    for (int64_t gidx = b; gidx < e; ++gidx) {
+      while (gidx >= first[i + 1]) ++i;
+      const QMatrix& w = *ws[i];
+      const int64_t r0 = (gidx - first[i]) * 8, r1 = std::min<int64_t>(w.rows, r0 + 8);
+      for (int64_t r = r0; r < r1; ++r)
+        outs[i][r] = row_dot_native(w.type, w.data + static_cast<size_t>(r) * w.row_bytes, x, w.cols);
+    }
+  });
+}
+
 // Embedding lives here because it shares the row decoders.
 void embedding_cpu(float* out, const int* tokens, int n, const QMatrix& table) {
   for (int i = 0; i < n; ++i) {
