@@ -54,6 +54,21 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // The weight-format decision at a DRAM-sized matrix (the demo model's output head, 49152 x 576, larger than
+  // the caches): the same GEMV with the weights kept as F32 (converted at load), Q8_0 and Q4_1 (as in the file).
+  for (GGMLType t : {GGMLType::F32, GGMLType::Q8_0, GGMLType::Q4_1}) {
+    const int64_t rows = 49152, cols = 576;
+    const size_t rb = ggml_row_bytes(t, cols);
+    std::vector<uint8_t> w(rb * rows, 0x11);
+    QMatrix m{t, w.data(), rows, cols, rb};
+    std::vector<float> x(cols, 0.5f), out(rows);
+    matmul_cpu(out.data(), x.data(), m, 1);
+    double t0 = cpu_s();
+    for (int i = 0; i < iters / 2 + 1; ++i) matmul_cpu(out.data(), x.data(), m, 1);
+    double dt = (cpu_s() - t0) / (iters / 2 + 1);
+    std::printf("head GEMV %-5s 49152 x 576: %6.1f MB  %8.2f ms  %6.2f GB/s\n", ggml_type_name(t), rb * rows / 1e6,
+                dt * 1e3, rb * rows / dt / 1e9);
+  }
   // attention decode at 512 cached tokens, prefill of 128
   const int H = 9, G = 3, d = 64, ctx = 512;
   std::vector<float> k(size_t(G) * ctx * d, 0.01f), v(k.size(), 0.02f), q(size_t(128) * H * d, 0.1f), o(q.size());
