@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "loader/config.h"
@@ -38,13 +39,24 @@ struct ModelFile {
   std::unique_ptr<GGUFFile> gguf;              // set for GGUF
   std::vector<SafetensorsFile> shards;         // set for safetensors
 
-  // Look a tensor up and check it: throws llm::Error printing expected vs actual type/shape.
+  // Look a tensor up and check it: throws llm::Error printing expected vs actual shape ("missing tensor NAME in
+  // FILE" when absent) and naming a type the engine cannot dequantise.
   const TensorView& get(const std::string& name, const std::vector<int64_t>& shape) const;
   const TensorView* find(const std::string& name) const;
 };
 
-// path: a .gguf file, a .safetensors file (config.json beside it) or an HF directory.
+// path: a .gguf file, a .safetensors file (config.json beside it) or an HF directory. Anything else throws
+// "not a model: ...". Every tensor of model_expected_tensors(config) is checked (present, shape, type) before
+// returning, so a wrong config.json or an incomplete download fails here, naming the tensor.
 ModelFile model_file_open(const std::string& path);
+
+// The Llama tensors a config implies, canonical names with shapes (outermost first): token_embd [vocab, dim],
+// output_norm [dim], output [vocab, dim] unless tied, and per layer attn_norm, attn_q [heads*head_dim, dim],
+// attn_k/attn_v [kv_heads*head_dim, dim], attn_output [dim, heads*head_dim], ffn_norm, ffn_gate/ffn_up
+// [ffn, dim], ffn_down [dim, ffn].
+std::vector<std::pair<std::string, std::vector<int64_t>>> model_expected_tensors(const Config& c);
+// get() on every one of them.
+void model_file_check(const ModelFile& m);
 
 // Config from an HF config.json text (file name used in errors) and from GGUF metadata.
 Config config_from_hf_json(const std::string& json_text, const std::string& name);

@@ -1,0 +1,332 @@
+// The public API (engine/llm.h) over the CPU engine: Model = mapped file + Weights + tokenizer + thread pool;
+// Session = KV cache + RunState + sampler loop.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/llm.h"
+#include "engine/model.h"
+#include "kernels/threadpool_cpu.h"
+#include "loader/model_file.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llm {
+
+namespace {
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+Device device_from_name(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") return Device::cuda;
+  fail("unknown device '", name, "': use cpu or cuda");
+}
+const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::eos: return "eos";
+    case StopReason::stop_string: return "stop_string";
+    case StopReason::max_tokens: return "max_tokens";
+    case StopReason::context_full: return "context_full";
+    case StopReason::callback: return "callback";
+  }
+  return "?";
+}
+
+size_t peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return static_cast<size_t>(std::atoll(line.c_str() + 6)) * 1024;
+  return 0;
+}
+
+// ---- Model -----------------------------------------------------------------------------------------------
+
+struct ModelImpl {
+  std::string path;
+  Device device = Device::cpu;
+  ModelFile file;
+  Weights weights;
+  Tokenizer tokenizer;
+  std::unique_ptr<ThreadPool> pool;
+};
+
+Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_unique<ModelImpl>()) {
+  if (opt.device == Device::cuda)
+    fail("device cuda: the CUDA backend is not available yet (issue 5); use --device cpu");
+  auto& m = *impl_;
+  m.path = path;
+  m.device = opt.device;
+  if (opt.on_progress) opt.on_progress(0.0f);
+  m.file = model_file_open(path);
+  if (m.file.config.arch != "llama")
+    fail(path, ": architecture '", m.file.config.arch, "' is not supported (only the LLaMA family is)");
+  if (opt.on_progress) opt.on_progress(0.3f);
+  m.weights = weights_from_file(m.file);
+  if (opt.on_progress) opt.on_progress(0.7f);
+  if (m.file.format == ModelFile::Format::gguf) {
+    m.tokenizer = tokenizer_from_gguf(*m.file.gguf);
+  } else {
+    std::string dir = m.file.directory.empty() ? std::filesystem::path(path).parent_path().string()
+                                               : m.file.directory;
+    m.tokenizer = tokenizer_load(dir.empty() ? "." : dir);
+  }
+  if (m.tokenizer.vocab_size() > m.file.config.vocab_size)
+    fail(path, ": the tokenizer has ", m.tokenizer.vocab_size(), " tokens but the model's vocabulary is ",
+         m.file.config.vocab_size);
+  m.pool = std::make_unique<ThreadPool>(opt.n_threads);
+  if (opt.on_progress) opt.on_progress(1.0f);
+}
+
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+const Config& Model::config() const { return impl_->file.config; }
+Device Model::device() const { return impl_->device; }
+const std::string& Model::path() const { return impl_->path; }
+size_t Model::weight_bytes() const { return impl_->weights.weight_bytes; }
+int Model::n_threads() const { return impl_->pool->size(); }
+const Tokenizer& Model::tokenizer() const { return impl_->tokenizer; }
+
+std::vector<int> Model::tokenize(const std::string& text, bool add_bos, bool parse_special) const {
+  auto ids = impl_->tokenizer.encode(text, add_bos, parse_special);
+  return std::vector<int>(ids.begin(), ids.end());
+}
+
+std::string Model::detokenize(const std::vector<int>& tokens) const {
+  return impl_->tokenizer.decode(std::vector<int32_t>(tokens.begin(), tokens.end()));
+}
+
+std::string Model::chat_prompt(const std::vector<ChatTurn>& turns, bool add_generation_prompt) const {
+  std::vector<ChatMessage> msgs;
+  for (const auto& t : turns) msgs.push_back({t.role, t.content});
+  if (impl_->tokenizer.chat_template == ChatTemplate::none)
+    fail(impl_->path, ": the model has no chat template");
+  return chat_render(impl_->tokenizer, msgs, add_generation_prompt);
+}
+
+bool Model::is_end_of_generation(int token) const {
+  const auto& eos = impl_->file.config.eos_ids;
+  return impl_->tokenizer.is_eog(token) || std::find(eos.begin(), eos.end(), token) != eos.end();
+}
+
+// ---- Session ---------------------------------------------------------------------------------------------
+
+struct SessionImpl {
+  Model* model = nullptr;
+  const ModelImpl* mi = nullptr;  // model->impl_ (Session is the friend that can read it)
+  KVCache cache;
+  RunState state;
+  std::vector<int> history;  // every token fed or sampled
+  int pending = -1;          // the last sampled token, not yet run through the model (fed with the next input)
+  size_t logits_row = 0;     // offset of the current next-token logits in state.logits
+  SessionStats stats;
+};
+
+Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_unique<SessionImpl>()) {
+  const Config& c = model.config();
+  int n_ctx = opt.n_ctx;
+  if (n_ctx < 0) fail("context size must be positive, got ", n_ctx);
+  if (n_ctx == 0) n_ctx = c.max_seq_len > 0 ? std::min(c.max_seq_len, 4096) : 4096;
+  if (c.max_seq_len > 0 && n_ctx > c.max_seq_len)
+    fail("context size ", n_ctx, " exceeds the model's maximum of ", c.max_seq_len, " tokens");
+  if (opt.max_block < 1) fail("prefill block size must be >= 1, got ", opt.max_block);
+  impl_->model = &model;
+  impl_->mi = model.impl_.get();
+  impl_->cache = kvcache_create(c, n_ctx);
+  impl_->state = runstate_create(c, std::min(opt.max_block, n_ctx));
+}
+
+Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+
+int Session::n_ctx() const { return impl_->cache.capacity; }
+int Session::n_past() const { return impl_->cache.n; }
+const std::vector<int>& Session::history() const { return impl_->history; }
+int Session::vocab_size() const { return impl_->model->config().vocab_size; }
+const float* Session::logits() const { return impl_->state.logits.data() + impl_->logits_row; }
+SessionStats Session::stats() const { return impl_->stats; }
+
+void Session::reset() {
+  impl_->cache.n = 0;
+  impl_->history.clear();
+  impl_->pending = -1;
+  impl_->logits_row = 0;
+}
+
+static void check_fits(const SessionImpl& s, size_t n) {
+  if (n == 0) fail("nothing to feed: the token list is empty");
+  if (n > static_cast<size_t>(s.cache.capacity - s.cache.n))
+    fail("the input is ", n, " tokens but only ", s.cache.capacity - s.cache.n, " of the context's ",
+         s.cache.capacity, " are free; use a larger context (-c) or a shorter input");
+}
+
+// Runs the pending token (if any) followed by tokens; returns the logits buffer.
+static void run_tokens(SessionImpl& s, const std::vector<int>& tokens, LogitsMode mode) {
+  if (tokens.empty()) fail("nothing to feed: the token list is empty");
+  std::vector<int> all;
+  if (s.pending >= 0) all.push_back(s.pending);
+  all.insert(all.end(), tokens.begin(), tokens.end());
+  check_fits(s, all.size());
+  const auto& m = *s.mi;
+  const double t0 = now_s();
+  forward_cpu(m.file.config, m.weights, s.cache, s.state, all.data(), static_cast<int>(all.size()), mode,
+              m.pool.get());
+  s.stats.prompt_seconds += now_s() - t0;
+  s.stats.prompt_tokens += static_cast<int>(all.size());
+  s.history.insert(s.history.end(), tokens.begin(), tokens.end());  // the pending token is in history already
+  const size_t V = m.file.config.vocab_size;
+  s.logits_row = mode == LogitsMode::all ? (all.size() - 1) * V : 0;
+  s.pending = -1;
+}
+
+void Session::feed(const std::vector<int>& tokens) { run_tokens(*impl_, tokens, LogitsMode::last); }
+
+void Session::feed_text(const std::string& text, bool add_bos, bool parse_special) {
+  feed(impl_->model->tokenize(text, add_bos, parse_special));
+}
+
+const std::vector<float>& Session::feed_all_logits(const std::vector<int>& tokens) {
+  if (impl_->pending >= 0)
+    fail("feed_all_logits: a generated token is pending; reset() the session or use feed()");
+  run_tokens(*impl_, tokens, LogitsMode::all);
+  return impl_->state.logits;
+}
+
+GenerateResult Session::generate(const GenerateOptions& opt, const TokenCallback& on_piece) {
+  auto& s = *impl_;
+  if (opt.max_tokens < 1) fail("the number of tokens to generate must be >= 1, got ", opt.max_tokens);
+  if (s.cache.n == 0) fail("generate: feed a prompt first (the session is empty)");
+  sampler_check(opt.sampling);
+  for (const auto& st : opt.stop)
+    if (st.empty()) fail("a stop string must not be empty");
+  const auto& m = *s.mi;
+  const int V = m.file.config.vocab_size;
+  Sampler sampler(opt.sampling);
+  StreamDecoder dec(m.tokenizer);
+  GenerateResult r;
+  size_t emitted = 0;  // bytes of r.text handed to the callback
+  bool stop_cb = false;
+  auto emit = [&](size_t upto, int tok) {
+    if (upto > emitted && on_piece && !stop_cb) {
+      if (!on_piece(r.text.substr(emitted, upto - emitted), tok)) stop_cb = true;
+    }
+    emitted = std::max(emitted, upto);
+  };
+  if (s.pending >= 0) {  // generating again right after a generation: run its last token first
+    forward_cpu(m.file.config, m.weights, s.cache, s.state, &s.pending, 1, LogitsMode::last, m.pool.get());
+    s.pending = -1;
+    s.logits_row = 0;
+  }
+  float* logits = s.state.logits.data() + s.logits_row;
+  r.stop = StopReason::max_tokens;
+  double t0 = now_s();
+  for (int step = 0; step < opt.max_tokens; ++step) {
+    const int tok = sampler_sample(sampler, logits, V, s.history);
+    s.history.push_back(tok);
+    s.pending = tok;  // run through the model with the next step or the next input
+    if (opt.stop_at_eos && s.model->is_end_of_generation(tok)) {
+      r.stop = StopReason::eos;
+      break;
+    }
+    r.tokens.push_back(tok);
+    r.text += dec.push(tok);
+    // stop strings: cut and end; otherwise hold back a tail that could still become one
+    size_t cut = std::string::npos;
+    for (const auto& st : opt.stop) {
+      size_t from = emitted >= st.size() ? emitted - st.size() + 1 : 0;
+      size_t p = r.text.find(st, from);
+      if (p != std::string::npos) cut = std::min(cut, p);
+    }
+    if (cut != std::string::npos) {
+      r.text.resize(cut);
+      emit(cut, tok);
+      r.stop = StopReason::stop_string;
+      break;
+    }
+    size_t hold = 0;
+    for (const auto& st : opt.stop)
+      for (size_t k = std::min(st.size() - 1, r.text.size()); k > hold; --k)
+        if (r.text.compare(r.text.size() - k, k, st, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+    emit(r.text.size() - hold, tok);
+    if (stop_cb) {
+      r.stop = StopReason::callback;
+      break;
+    }
+    if (step + 1 == opt.max_tokens) break;  // the last token needs no forward pass
+    if (s.cache.n >= s.cache.capacity) {  // no room to run the token: stop, it stays pending
+      r.stop = StopReason::context_full;
+      break;
+    }
+    forward_cpu(m.file.config, m.weights, s.cache, s.state, &tok, 1, LogitsMode::last, m.pool.get());
+    s.pending = -1;
+    s.logits_row = 0;
+    logits = s.state.logits.data();
+  }
+  if (r.stop != StopReason::stop_string) {
+    r.text += dec.flush();
+    emit(r.text.size(), -1);
+  }
+  s.stats.generate_seconds += now_s() - t0;
+  s.stats.generated_tokens += static_cast<int>(r.tokens.size());
+  return r;
+}
+
+// ---- perplexity ----------------------------------------------------------------------------------------------
+
+PerplexityResult perplexity(Model& model, const std::vector<int>& tokens, int n_ctx, int stride,
+                            const std::function<void(float)>& on_progress) {
+  if (n_ctx < 2) fail("perplexity: the context must be at least 2 tokens, got ", n_ctx);
+  if (stride < 1 || stride > n_ctx) fail("perplexity: the stride must be in [1, context ", n_ctx, "], got ", stride);
+  if (tokens.size() < 2) fail("perplexity: the text is too short (", tokens.size(), " tokens; need at least 2)");
+  Session session(model, {.n_ctx = n_ctx, .max_block = 256});
+  const int V = model.config().vocab_size;
+  const int64_t N = static_cast<int64_t>(tokens.size());
+  PerplexityResult r;
+  double t0 = now_s(), nll_sum = 0.0;
+  int64_t prev_end = 0;
+  for (int64_t begin = 0; begin < N; begin += stride) {
+    const int64_t end = std::min<int64_t>(begin + n_ctx, N);
+    const int64_t trg_len = end - prev_end;  // tokens this window scores: (end - trg_len, end]
+    session.reset();
+    std::vector<int> win(tokens.begin() + begin, tokens.begin() + end);
+    const auto& lg = session.feed_all_logits(win);
+    const int64_t len = end - begin;
+    // transformers: labels = ids with the first len - trg_len set to -100, shifted by one: position i (in the
+    // window) predicts token i+1; scored when i+1 >= len - trg_len.
+    for (int64_t i = std::max<int64_t>(0, len - trg_len - 1); i + 1 < len; ++i) {
+      const float* row = lg.data() + static_cast<size_t>(i) * V;
+      float mx = row[0];
+      for (int j = 1; j < V; ++j) mx = std::max(mx, row[j]);
+      double sum = 0.0;
+      for (int j = 0; j < V; ++j) sum += std::exp(static_cast<double>(row[j] - mx));
+      const double logp = static_cast<double>(row[win[i + 1]] - mx) - std::log(sum);
+      nll_sum -= logp;
+      ++r.tokens;
+    }
+    ++r.windows;
+    prev_end = end;
+    if (on_progress) on_progress(static_cast<float>(end) / static_cast<float>(N));
+    if (end == N) break;
+  }
+  r.nll = nll_sum / static_cast<double>(r.tokens);
+  r.ppl = std::exp(r.nll);
+  r.seconds = now_s() - t0;
+  return r;
+}
+
+}  // namespace llm

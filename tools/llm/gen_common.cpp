@@ -1,0 +1,99 @@
+#include "gen_common.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "loader/error.h"
+
+namespace llm_cli {
+
+std::vector<FlagSpec> model_flags() {
+  return {
+      {"-m,--model", "PATH", "GGUF file, .safetensors file or Hugging Face directory (default: the demo model)"},
+      {"--device", "NAME", "cpu (default) or cuda"},
+      {"-t,--threads", "N", "CPU threads (default: every core)"},
+  };
+}
+
+std::vector<FlagSpec> sampling_flags() {
+  return {
+      {"--temp", "T", "temperature; 0 = greedy (default 0.8)"},
+      {"--top-k", "K", "keep the K most likely tokens; 0 = off (default 40)"},
+      {"--top-p", "P", "nucleus sampling; 1 = off (default 0.95)"},
+      {"--min-p", "P", "drop tokens below P x the top probability; 0 = off (default 0.05)"},
+      {"--repeat-penalty", "R", "penalise recent tokens; 1 = off (default 1)"},
+      {"--repeat-last-n", "N", "tokens the penalty looks back at (default 64)"},
+      {"--seed", "S", "random seed (default: from the clock)"},
+  };
+}
+
+std::vector<FlagSpec> concat(std::vector<FlagSpec> a, const std::vector<FlagSpec>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+llm::LoadOptions load_options(const Args& a) {
+  llm::LoadOptions o;
+  o.device = llm::device_from_name(a.get("device", "cpu"));
+  long long t = a.get_int("threads", 0);
+  if (t < 0 || t > 1024) llm::fail("llm ", a.command, ": --threads must be in [1, 1024], got ", t);
+  o.n_threads = static_cast<int>(t);
+  o.on_progress = progress_bar("loading");
+  return o;
+}
+
+llm::SamplerParams sampling_params(const Args& a) {
+  llm::SamplerParams p;
+  p.temperature = static_cast<float>(a.get_float("temp", 0.8));
+  p.top_k = static_cast<int>(a.get_int("top-k", 40));
+  p.top_p = static_cast<float>(a.get_float("top-p", 0.95));
+  p.min_p = static_cast<float>(a.get_float("min-p", 0.05));
+  p.repeat_penalty = static_cast<float>(a.get_float("repeat-penalty", 1.0));
+  p.repeat_last_n = static_cast<int>(a.get_int("repeat-last-n", 64));
+  p.seed = a.has("seed") ? static_cast<uint64_t>(a.get_int("seed", 0))
+                         : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  llm::sampler_check(p);
+  return p;
+}
+
+int context_size(const Args& a, int def) {
+  long long c = a.get_int("ctx-size", def);
+  if (c <= 0 || c > (1 << 24)) llm::fail("llm ", a.command, ": -c must be a positive number of tokens, got ", c);
+  return static_cast<int>(c);
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) llm::fail("cannot read '", path, "': no such file or not readable");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::function<void(float)> progress_bar(const std::string& label) {
+  if (!isatty(STDERR_FILENO)) return {};
+  return [label, last = -1](float f) mutable {
+    int pct = static_cast<int>(f * 100.0f + 0.5f);
+    if (pct == last) return;
+    last = pct;
+    const int width = 30, fill = pct * width / 100;
+    std::fprintf(stderr, "\r%s [%.*s%*s] %3d%%", label.c_str(), fill, "##############################",
+                 width - fill, "", pct);
+    if (pct >= 100) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  };
+}
+
+void print_session_stats(const llm::Session& s) {
+  const llm::SessionStats st = s.stats();
+  auto rate = [](int n, double t) { return t > 0 ? n / t : 0.0; };
+  std::fprintf(stderr, "\nprompt: %d tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s | peak memory: %.0f MiB\n",
+               st.prompt_tokens, rate(st.prompt_tokens, st.prompt_seconds), st.generated_tokens,
+               rate(st.generated_tokens, st.generate_seconds), llm::peak_rss_bytes() / 1048576.0);
+}
+
+}  // namespace llm_cli
