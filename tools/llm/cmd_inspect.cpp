@@ -21,7 +21,10 @@ const char* rope_layout_name(llm::RopeLayout l) {
 
 std::string eos_list(const std::vector<int>& ids) {
   std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
   return s.empty() ? "none" : s;
 }
 
