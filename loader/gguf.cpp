@@ -244,8 +244,8 @@ GGUFFile gguf_parse(const uint8_t* data, size_t size, const std::string& name) {
     uint64_t row_bytes = static_cast<uint64_t>(ne[0] / tr.block_elems) * static_cast<uint64_t>(tr.block_bytes);
     uint64_t nbytes = 0;
     if (!checked_mul(row_bytes, rows, nbytes) || nbytes > size)
-      fail(name, ": ", what, ": shape ", shape_str(ne), " of ", tr.name, " needs more bytes than the whole file (",
-           size, "); the file is corrupt");
+      fail(name, ": ", what, ": shape ", shape_str(ne), " of ", tr.name, " needs more bytes than the whole file has (",
+           size, "); the file is truncated or corrupt: re-download it");
     uint64_t offset = r.read<uint64_t>(what + " (data offset)");
     if (!names.insert(t.name).second) fail(name, ": tensor name '", t.name, "' appears twice; the file is corrupt");
     std::reverse(ne.begin(), ne.end());  // GGUF is innermost first; we are outermost first (loader/tensor.h)
