@@ -233,3 +233,22 @@ TEST_CASE("safetensors: a header padded with spaces and an empty file of tensors
   CHECK(llm::safetensors_open(dir / "none.safetensors").tensors.empty());
   CHECK_THROWS_WITH_AS(llm::safetensors_open(dir / "missing.safetensors"), doctest::Contains("cannot open"), llm::Error);
 }
+
+TEST_CASE("safetensors: files written by the Python safetensors package (fuzz seeds) parse") {
+  // fuzz/corpus/safetensors/ was written by tools/make_safetensors_fuzz_seeds.py with safetensors.numpy.save.
+  const std::string dir = llm_test::source_path("fuzz/corpus/safetensors/");
+  llm::SafetensorsFile a = llm::safetensors_open(dir + "f32_two.safetensors");
+  REQUIRE(a.tensors.size() == 2);
+  CHECK(a.find("a")->shape == std::vector<int64_t>{2, 3});
+  CHECK(a.find("b")->shape == std::vector<int64_t>{4});
+  llm::SafetensorsFile b = llm::safetensors_open(dir + "f16_meta.safetensors");
+  CHECK(b.metadata.at("note") == "seed");
+  CHECK(b.find("w")->type == GGMLType::F16);
+  llm::SafetensorsFile c = llm::safetensors_open(dir + "llama_names.safetensors");
+  CHECK(c.tensors.size() == 5);
+  CHECK(c.find("empty")->nbytes == 0);
+  CHECK(llm::safetensors_open(dir + "bf16.safetensors").find("x.bf16")->type == GGMLType::BF16);
+  CHECK(llm::safetensors_open(dir + "empty.safetensors").tensors.empty());
+  CHECK_THROWS_WITH_AS(llm::safetensors_open(dir + "config_like.safetensors"),
+                       doctest::Contains("'architectures': entry is not an object"), llm::Error);
+}
