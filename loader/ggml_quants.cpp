@@ -82,12 +82,19 @@ float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+namespace {
+// Branch-free so that loops over it vectorise.
+inline uint16_t bf16_from_bits(uint32_t x) {
+  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // round to nearest, ties to even
+  const uint32_t quiet_nan = (x >> 16) | 0x40u;                      // NaN stays NaN (rounding could make it inf)
+  return uint16_t((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+}  // namespace
+
 uint16_t f32_to_bf16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);  // NaN: keep it NaN (quiet)
-  x += 0x7fffu + ((x >> 16) & 1u);  // round to nearest, ties to even
-  return uint16_t(x >> 16);
+  return bf16_from_bits(x);
 }
 
 namespace {
@@ -329,13 +336,26 @@ void dequantize_row_bf16(GGMLType type, const void* src, uint16_t* dst, int64_t 
   }
   // Through an f32 buffer of whole blocks (256 = one K-quant block = 8 small blocks), kept on the stack.
   const auto tr = ggml_type_traits(type);
-  const int64_t chunk = 256;
-  float buf[chunk];
+  const BlockFn fn = block_fn(type);
+  constexpr int64_t chunk = 256;
+  alignas(64) uint32_t buf[chunk];
   const uint8_t* s = static_cast<const uint8_t*>(src);
   for (int64_t i = 0; i < n; i += chunk) {
     const int64_t m = (n - i < chunk) ? n - i : chunk;  // a multiple of the block size, since n and 256 are
-    dequantize_row(type, s + (i / tr.block_elems) * tr.block_bytes, buf, m);
-    for (int64_t k = 0; k < m; ++k) dst[i + k] = f32_to_bf16(buf[k]);
+    const uint8_t* blocks = s + (i / tr.block_elems) * tr.block_bytes;
+    if (fn) {
+      float fbuf[chunk];
+      for (int64_t b = 0; b < m / tr.block_elems; ++b) fn(blocks + b * tr.block_bytes, fbuf + b * tr.block_elems);
+      std::memcpy(buf, fbuf, size_t(m) * 4);
+    } else if (type == GGMLType::F32) {
+      std::memcpy(buf, blocks, size_t(m) * 4);
+    } else {  // F16
+      for (int64_t k = 0; k < m; ++k) {
+        float v = h2f(blocks + 2 * k);
+        std::memcpy(&buf[k], &v, 4);
+      }
+    }
+    for (int64_t k = 0; k < m; ++k) dst[i + k] = bf16_from_bits(buf[k]);
   }
 }
 

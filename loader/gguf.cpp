@@ -54,6 +54,9 @@ namespace {
 
 constexpr int kMaxArrayDepth = 8;    // real files nest at most one level; deeper is hostile
 constexpr uint32_t kMaxDims = 4;     // GGML_MAX_DIMS
+// Every metadata array element becomes a GGUFValue (~100 bytes), so a hostile file of N bytes could otherwise
+// ask for ~100 N bytes. Real files hold < 1M elements (Llama-3: 128k tokens + types + 280k merges).
+constexpr uint64_t kMaxArrayElems = uint64_t(1) << 23;
 
 // Smallest number of bytes one value of type t can occupy (0 for an invalid type id).
 size_t min_value_bytes(uint32_t t) {
@@ -73,6 +76,7 @@ struct Reader {
   size_t size;
   size_t pos = 0;
   const std::string& name;
+  uint64_t array_elems = 0;  // over the whole file, checked against kMaxArrayElems
 
   size_t left() const { return size - pos; }
 
@@ -141,6 +145,10 @@ GGUFValue read_value(Reader& r, uint32_t type_id, const std::string& key, int de
         fail(r.name, ": ", what, ": array of ", n, " ", gguf_value_type_name(v.elem_type),
              " values cannot fit in the ", r.left(), " bytes left in the file; the file is truncated or corrupt: "
              "re-download it");
+      r.array_elems += n;
+      if (r.array_elems > kMaxArrayElems)
+        fail(r.name, ": ", what, ": the metadata arrays hold more than ", kMaxArrayElems,
+             " elements in all, far more than any real model; the file is corrupt");
       v.arr.reserve(static_cast<size_t>(n));
       for (uint64_t k = 0; k < n; ++k) v.arr.push_back(read_value(r, et, key, depth + 1));
       break;

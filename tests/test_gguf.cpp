@@ -381,6 +381,14 @@ TEST_CASE("gguf bad input: every problem is named") {
     GGUFBuilder::put<uint64_t>(g.kv, ~0ull);
     CHECK_ERROR_HAS(parse_error(g.build()), "bad.gguf", "metadata key 'arr'", "cannot fit");
   }
+  SUBCASE("more metadata array elements than any real model") {
+    GGUFBuilder g;
+    g.key("big", 9);
+    GGUFBuilder::put<uint32_t>(g.kv, 0);  // uint8 elements: 1 byte each, so the file really holds them
+    GGUFBuilder::put<uint64_t>(g.kv, (1ull << 23) + 1);
+    g.kv.resize(g.kv.size() + (1u << 23) + 1, 0);
+    CHECK_ERROR_HAS(parse_error(g.build()), "bad.gguf", "metadata key 'big'", "more than 8388608");
+  }
   SUBCASE("huge tensor and kv counts") {
     std::vector<uint8_t> b = good;
     uint64_t big = ~0ull >> 1;
