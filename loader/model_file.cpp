@@ -159,8 +159,9 @@ ModelFile model_file_open(const std::string& path) {
     m.format = ModelFile::Format::safetensors;
     fs::path dir = p.parent_path();
     m.directory = dir.empty() ? "." : dir.string();
+    SafetensorsFile f = safetensors_open(path);  // a corrupt file is the more useful error: check it first
     m.config = read_config_json((dir.empty() ? fs::path(".") : dir) / "config.json");
-    add_safetensors(m, safetensors_open(path));
+    add_safetensors(m, std::move(f));
   } else {
     fail(path, ": ", kNotAModel);
   }

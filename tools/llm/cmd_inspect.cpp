@@ -21,7 +21,7 @@ const char* rope_layout_name(llm::RopeLayout l) {
 
 std::string eos_list(const std::vector<int>& ids) {
   std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) {  // two appends: GCC 12 -O3 flags `"," + to_string` (-Wrestrict)
+  for (size_t i = 0; i < ids.size(); ++i) {
     if (i) s += ',';
     s += std::to_string(ids[i]);
   }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# (1) The CPU unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (gcc is fine):
+#     build-asan, -DLLM_CUDA=OFF -DLLM_SANITIZE=ON, builds llm_tests (+ gen_model, which tests run), runs ctest.
+# (2) Every libFuzzer target (fuzz/fuzz_*.cpp) built with clang into build-fuzz and run for FUZZ_SECONDS
+#     (default 30) on a scratch copy of its seed corpus fuzz/corpus/<name>/; prints executions and time per
+#     target and fails if any target finds a crash (the reproducer is kept in build-fuzz/crashes/<name>/).
+# Budget: under 8 minutes on 2 cores with the defaults. Env: JOBS (default nproc), FUZZ_SECONDS,
+# SKIP_ASAN=1 / SKIP_FUZZ=1 to run one half only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+status=0
+t0=$(date +%s)
+
+if [ "${SKIP_ASAN:-0}" != "1" ]; then
+  echo "== ASan+UBSan build of the CPU tests (build-asan) =="
+  # RelWithDebInfo (-O2 -g): gcc 12 at -O1 with ASan reports false -Wstringop-overflow errors under -Werror.
+  cmake -S . -B build-asan -G Ninja -DLLM_CUDA=OFF -DLLM_SANITIZE=ON -DLLM_NATIVE=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-asan -j"$JOBS" --target llm_tests gen_model
+  # Leak checking on; any UBSan report aborts (-fno-sanitize-recover) and fails its test.
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$JOBS" -E '^cli_' || status=1
+  echo "ASan+UBSan part: $(( $(date +%s) - t0 )) s"
+fi
+
+if [ "${SKIP_FUZZ:-0}" != "1" ]; then
+  echo "== libFuzzer targets (build-fuzz, clang) =="
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DLLM_FUZZ=ON -DLLM_BUILD_TESTS=OFF -DLLM_CUDA=OFF \
+    -DLLM_NATIVE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-fuzz -j"$JOBS" --target fuzz_all
+  printf '%-24s %12s %8s %8s %s\n' target executions seconds exec/s result
+  for src in fuzz/fuzz_*.cpp; do
+    name=$(basename "$src" .cpp)
+    corpus_name=${name#fuzz_}
+    work=build-fuzz/run/$name
+    crashes=build-fuzz/crashes/$name
+    rm -rf "$work" "$crashes"
+    mkdir -p "$work" "$crashes"
+    if [ -d "fuzz/corpus/$corpus_name" ]; then cp -r "fuzz/corpus/$corpus_name/." "$work/"; fi
+    start=$(date +%s.%N)
+    rc=0
+    # -rss_limit_mb / -malloc_limit_mb: a header that makes us allocate gigabytes is a finding, not an OOM kill.
+    ASAN_OPTIONS=detect_leaks=1 "build-fuzz/$name" -max_total_time="$FUZZ_SECONDS" -timeout=10 \
+      -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$crashes/" \
+      "$work" >"build-fuzz/$name.log" 2>&1 || rc=$?
+    end=$(date +%s.%N)
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "build-fuzz/$name.log" | grep -o '[0-9]*$' || echo 0)
+    secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+    rate=$(awk -v e="$execs" -v s="$secs" 'BEGIN { printf "%d", (s > 0 ? e / s : 0) }')
+    if [ "$rc" -ne 0 ] || [ -n "$(ls -A "$crashes")" ]; then
+      result="CRASH (see build-fuzz/$name.log, reproducer in $crashes/)"
+      status=1
+      tail -n 40 "build-fuzz/$name.log"
+    else
+      result=ok
+    fi
+    printf '%-24s %12s %8s %8s %s\n' "$name" "$execs" "$secs" "$rate" "$result"
+  done
+  echo "fuzz part done at $(( $(date +%s) - t0 )) s"
+fi
+
+echo "sanitize_and_fuzz: $(( $(date +%s) - t0 )) s in all, $([ $status -eq 0 ] && echo passed || echo FAILED)"
+exit $status
