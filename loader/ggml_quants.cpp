@@ -309,7 +309,9 @@ void dequantize_row(GGMLType type, const void* src, float* dst, int64_t n) {
   check_supported(type, n);
   const uint8_t* s = static_cast<const uint8_t*>(src);
   switch (type) {
-    case GGMLType::F32: std::memcpy(dst, s, size_t(n) * 4); return;
+    case GGMLType::F32:
+      if (n) std::memcpy(dst, s, size_t(n) * 4);  // n == 0: dst may be null (UB for memcpy)
+      return;
     case GGMLType::F16:
       for (int64_t i = 0; i < n; ++i) dst[i] = h2f(s + 2 * i);
       return;
@@ -331,7 +333,7 @@ void dequantize_row(GGMLType type, const void* src, float* dst, int64_t n) {
 void dequantize_row_bf16(GGMLType type, const void* src, uint16_t* dst, int64_t n) {
   check_supported(type, n);
   if (type == GGMLType::BF16) {
-    std::memcpy(dst, src, size_t(n) * 2);
+    if (n) std::memcpy(dst, src, size_t(n) * 2);
     return;
   }
   // Through an f32 buffer of whole blocks (256 = one K-quant block = 8 small blocks), kept on the stack.
