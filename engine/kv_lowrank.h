@@ -97,13 +97,6 @@ struct KVLowRankModel {
 std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, const std::string& profile_path,
                                                         const Config& c, const Weights& w, ThreadPool* pool);
 
-// Calibration capture (kv_profile_from_calibration): sums of k k^T (pre-RoPE) and v v^T per (layer, KV head).
-struct KVCalibration {
-  int head_dim = 0, n_kv_heads = 0;
-  std::vector<double> kk, vv;  // (n_layers, n_kv_heads, head_dim, head_dim)
-  int64_t count = 0;           // tokens seen (per layer)
-};
-
 // Session-side state, pointed to by KVCache::lowrank (the hook in forward_cpu). Either a low-rank cache
 // (model != nullptr) or a calibration capture over the ordinary full cache (calib != nullptr).
 struct KVLowRank {

@@ -115,8 +115,8 @@ KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool*
   return p;
 }
 
-KVProfile kv_profile_from_calibration(Model& model, const std::vector<int>& tokens, int n_ctx,
-                                      const std::function<void(float)>& on_progress) {
+KVCalibration kv_calibration_collect(Model& model, const std::vector<int>& tokens, int n_ctx,
+                                     const std::function<void(float)>& on_progress) {
   const Config& c = model.config();
   const Weights& w = model.weights();
   if (tokens.size() < 2) fail("calibration: the text is too short (", tokens.size(), " tokens)");
@@ -137,23 +137,48 @@ KVProfile kv_profile_from_calibration(Model& model, const std::vector<int>& toke
     const int len = static_cast<int>(std::min<int64_t>(n_ctx, N - b));
     kv.n = 0;
     forward_cpu(c, w, kv, s, tokens.data() + b, len, LogitsMode::last, model.thread_pool());
-    if (on_progress) on_progress(0.9f * float(b + len) / float(N));
+    if (on_progress) on_progress(float(b + len) / float(N));
   }
+  return cal;
+}
+
+KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const KVCalibration& cal) {
+  if (cal.count <= 0) fail("calibration: no tokens were run through the model");
+  const int hd = c.head_dim, nkv = c.n_kv_heads;
   KVProfile p = profile_shell(c, w, "calib");
   p.calib_tokens = cal.count;
   for (int l = 0; l < c.n_layers; ++l)
     for (int g = 0; g < nkv; ++g) {
       const size_t blk = size_t(l) * nkv + g;
       for (int which = 0; which < 2; ++which) {
-        std::vector<double> m((which == 0 ? cal.kk : cal.vv).begin() + blk * hd * hd,
-                              (which == 0 ? cal.kk : cal.vv).begin() + (blk + 1) * hd * hd);
+        const std::vector<double>& src = which == 0 ? cal.kk : cal.vv;
+        std::vector<double> m(src.begin() + blk * hd * hd, src.begin() + (blk + 1) * hd * hd);
         for (double& x : m) x /= double(cal.count);
         basis_from_symmetric(m.data(), hd, (which == 0 ? p.k_basis : p.v_basis).data() + blk * hd * hd,
                              (which == 0 ? p.k_eig : p.v_eig).data() + blk * hd);
       }
     }
-  if (on_progress) on_progress(1.0f);
   return p;
+}
+
+double kv_projection_error(const KVProfile& p, const KVCalibration& cal, bool keys, int r) {
+  const int hd = p.head_dim;
+  if (cal.head_dim != hd || cal.n_kv_heads != p.n_kv_heads || cal.kk.size() != size_t(p.n_layers) * p.n_kv_heads * hd * hd)
+    fail("kv_projection_error: the calibration moments do not match the profile's shape");
+  double acc = 0.0;
+  for (int b = 0; b < p.n_layers * p.n_kv_heads; ++b) {
+    const double* C = (keys ? cal.kk : cal.vv).data() + size_t(b) * hd * hd;
+    const float* U = (keys ? p.k_basis : p.v_basis).data() + size_t(b) * hd * hd;
+    double tr = 0.0, kept = 0.0;
+    for (int i = 0; i < hd; ++i) tr += C[size_t(i) * hd + i];
+    for (int j = 0; j < r; ++j) {
+      const float* u = U + size_t(j) * hd;
+      for (int a = 0; a < hd; ++a)
+        for (int bb = 0; bb < hd; ++bb) kept += double(u[a]) * C[size_t(a) * hd + bb] * u[bb];
+    }
+    acc += tr > 0 ? 1.0 - kept / tr : 0.0;
+  }
+  return acc / (p.n_layers * p.n_kv_heads);
 }
 
 void kv_profile_save(const KVProfile& p, const std::string& path) {
@@ -228,20 +253,6 @@ void kv_profile_check(const KVProfile& p, const Config& c, const Weights& w, con
   if (p.model_hash != h)
     fail("KV profile '", path, "' was made for another model of the same shape (weights hash ", p.model_hash,
          ", this model's is ", h, "): make a profile for this model with `llm compress -m MODEL`");
-}
-
-double kv_profile_tail_energy(const std::vector<float>& eig, int n_layers, int n_kv_heads, int head_dim, int r) {
-  double acc = 0.0;
-  for (int b = 0; b < n_layers * n_kv_heads; ++b) {
-    double tot = 0.0, tail = 0.0;
-    for (int j = 0; j < head_dim; ++j) {
-      const double e = std::max(0.0f, eig[size_t(b) * head_dim + j]);
-      tot += e;
-      if (j >= r) tail += e;
-    }
-    acc += tot > 0 ? tail / tot : 0.0;
-  }
-  return acc / (n_layers * n_kv_heads);
 }
 
 }  // namespace llm

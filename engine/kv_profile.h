@@ -26,6 +26,13 @@ class Model;
 struct Weights;
 class ThreadPool;
 
+// Calibration capture (kv_calibration_collect): sums of k k^T (pre-RoPE) and v v^T per (layer, KV head).
+struct KVCalibration {
+  int head_dim = 0, n_kv_heads = 0;
+  std::vector<double> kk, vv;  // (n_layers, n_kv_heads, head_dim, head_dim)
+  int64_t count = 0;           // tokens seen (per layer)
+};
+
 struct KVProfile {
   std::string basis;  // "weights" or "calib"
   std::string arch;
@@ -48,18 +55,21 @@ std::string kv_model_hash(const Weights& w);
 KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool* pool,
                                   const std::function<void(float)>& on_progress = {});
 
-// `calib` profile: run `tokens` through the model in windows of n_ctx tokens (each window a fresh cache) and
-// accumulate E[k k^T], E[v v^T] of the pre-RoPE keys and the values of every layer and KV head.
-KVProfile kv_profile_from_calibration(Model& model, const std::vector<int>& tokens, int n_ctx,
-                                      const std::function<void(float)>& on_progress = {});
+// Run `tokens` through the model (full cache) in windows of n_ctx tokens, each a fresh cache, summing k k^T of
+// the pre-RoPE keys and v v^T of the values of every layer and KV head.
+KVCalibration kv_calibration_collect(Model& model, const std::vector<int>& tokens, int n_ctx,
+                                     const std::function<void(float)>& on_progress = {});
+// `calib` profile: eigenvectors of E[k k^T] and E[v v^T].
+KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const KVCalibration& cal);
+// Mean relative reconstruction error of the keys (keys=true) or values the moments describe when projected on
+// the first r basis vectors: E||x - U_r U_r^T x||^2 / E||x||^2 = 1 - sum_{j<r} u_j^T C u_j / tr C, averaged
+// over layers and KV heads.
+double kv_projection_error(const KVProfile& p, const KVCalibration& cal, bool keys, int r);
 
 void kv_profile_save(const KVProfile& p, const std::string& path);
 KVProfile kv_profile_load(const std::string& path);
 // Throws an llm::Error naming the file when the profile was made for another model (shape or hash mismatch).
 void kv_profile_check(const KVProfile& p, const Config& c, const Weights& w, const std::string& path);
 
-// Relative reconstruction error of keys/values projected on the first r basis vectors over the covariance the
-// eigenvalues describe: sum_{j>=r} lambda_j / sum_j lambda_j, averaged over layers and KV heads (for reports).
-double kv_profile_tail_energy(const std::vector<float>& eig, int n_layers, int n_kv_heads, int head_dim, int r);
 
 }  // namespace llm
