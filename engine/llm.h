@@ -36,7 +36,7 @@ struct LoadOptions {
   Device device = Device::cpu;  // cuda: reported as unavailable until the CUDA backend (issue 5) lands
   int n_threads = 0;            // 0: every core
   // Called with the fraction loaded (0..1) while the weights are resolved and checked; may be empty.
-  std::function<void(float)> on_progress;
+  std::function<void(float)> on_progress = {};
 };
 
 struct ChatTurn {
@@ -78,8 +78,8 @@ struct SessionOptions {
 
 struct GenerateOptions {
   int max_tokens = 128;               // must be >= 1
-  SamplerParams sampling;             // greedy by default
-  std::vector<std::string> stop;      // stop strings: generation ends when the text contains one (not emitted)
+  SamplerParams sampling = {};        // greedy by default
+  std::vector<std::string> stop = {}; // stop strings: generation ends when the text contains one (not emitted)
   bool stop_at_eos = true;            // end on the model's EOS / EOT ids
 };
 

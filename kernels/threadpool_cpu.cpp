@@ -10,59 +10,79 @@
 namespace llm {
 
 namespace {
-constexpr int kSpin = 4000;  // ~ tens of microseconds of spinning before sleeping
+constexpr int kSpin = 2000;  // ~ tens of microseconds of spinning before sleeping
 }
 
 ThreadPool::ThreadPool(int n_threads) {
   n_threads_ = n_threads > 0 ? n_threads : static_cast<int>(std::thread::hardware_concurrency());
   if (n_threads_ < 1) n_threads_ = 1;
-  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
+  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this] { worker(); });
 }
 
 ThreadPool::~ThreadPool() {
   stop_.store(true);
-  generation_.fetch_add(1);
-  generation_.notify_all();
+  wake_.fetch_add(1);
+  wake_.notify_all();
   for (auto& t : threads_) t.join();
 }
 
-void ThreadPool::worker(int index) {
-  uint64_t seen = 0;
+// A chunk is claimed by a compare-exchange on claim_ that also checks the job generation, so a worker that wakes
+// late can never take a chunk of a newer job with the function of an older one: job_/n_chunks_ are written
+// before claim_ is published (release) and read after a successful claim (acquire).
+bool ThreadPool::work_on(uint64_t gen) {
+  bool any = false;
+  uint64_t v = claim_.load(std::memory_order_acquire);
   for (;;) {
-    uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int s = 0; g == seen && s < kSpin; ++s) {
-      LLM_CPU_RELAX();
-      g = generation_.load(std::memory_order_acquire);
-    }
-    while (g == seen) {
-      generation_.wait(seen, std::memory_order_acquire);
-      g = generation_.load(std::memory_order_acquire);
-    }
-    seen = g;
-    if (stop_.load()) return;
-    (*job_)(index, n_threads_);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+    if ((v >> 32) != (gen & 0xffffffffu)) return any;
+    const int64_t idx = static_cast<int64_t>(v & 0xffffffffu);
+    if (idx >= n_chunks_.load(std::memory_order_relaxed)) return any;
+    if (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    (*job_.load(std::memory_order_relaxed))(idx);
+    any = true;
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    v = claim_.load(std::memory_order_acquire);
   }
 }
 
-void ThreadPool::run(const std::function<void(int, int)>& fn) {
-  if (n_threads_ == 1) {
-    fn(0, 1);
+void ThreadPool::worker() {
+  uint64_t seen = 0;
+  for (;;) {
+    uint64_t w = wake_.load(std::memory_order_acquire);
+    for (int s = 0; w == seen && s < kSpin; ++s) {
+      LLM_CPU_RELAX();
+      w = wake_.load(std::memory_order_acquire);
+    }
+    while (w == seen) {
+      wake_.wait(seen, std::memory_order_acquire);
+      w = wake_.load(std::memory_order_acquire);
+    }
+    seen = w;
+    if (stop_.load()) return;
+    work_on(claim_.load(std::memory_order_acquire) >> 32);
+  }
+}
+
+void ThreadPool::run(int64_t n_chunks, const std::function<void(int64_t)>& fn) {
+  if (n_chunks <= 0) return;
+  if (n_threads_ == 1 || n_chunks == 1) {
+    for (int64_t c = 0; c < n_chunks; ++c) fn(c);
     return;
   }
-  job_ = &fn;
-  pending_.store(n_threads_ - 1, std::memory_order_release);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
-  generation_.notify_all();
-  fn(0, n_threads_);
-  int p = pending_.load(std::memory_order_acquire);
-  for (int s = 0; p != 0 && s < kSpin; ++s) {
-    LLM_CPU_RELAX();
-    p = pending_.load(std::memory_order_acquire);
-  }
-  while (p != 0) {
-    pending_.wait(p, std::memory_order_acquire);
-    p = pending_.load(std::memory_order_acquire);
+  ++gen_;
+  job_.store(&fn, std::memory_order_relaxed);
+  n_chunks_.store(n_chunks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  claim_.store((gen_ & 0xffffffffu) << 32, std::memory_order_release);
+  wake_.fetch_add(1, std::memory_order_acq_rel);
+  wake_.notify_all();
+  work_on(gen_);
+  // every chunk is claimed; wait for the ones still running on workers
+  for (int s = 0; done_.load(std::memory_order_acquire) < n_chunks; ++s) {
+    if (s < kSpin) {
+      LLM_CPU_RELAX();
+    } else {
+      std::this_thread::yield();
+    }
   }
 }
 
