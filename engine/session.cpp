@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/forward_cuda.h"
 #include "engine/llm.h"
 #include "engine/model.h"
 #include "kernels/threadpool_cpu.h"
@@ -58,11 +59,12 @@ struct ModelImpl {
   Weights weights;
   Tokenizer tokenizer;
   std::unique_ptr<ThreadPool> pool;
+  CudaModelPtr cuda;  // device weights when device == cuda (engine/forward_cuda.h)
 };
 
 Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_unique<ModelImpl>()) {
-  if (opt.device == Device::cuda)
-    fail("device cuda: the CUDA backend is not available yet (issue 5); use --device cpu");
+  if (opt.device == Device::cuda && cuda_device_count() == 0)
+    fail("device cuda: no CUDA device available (none found, or this build has no CUDA backend); use --device cpu");
   auto& m = *impl_;
   m.path = path;
   m.device = opt.device;
@@ -72,6 +74,7 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     fail(path, ": architecture '", m.file.config.arch, "' is not supported (only the LLaMA family is)");
   if (opt.on_progress) opt.on_progress(0.3f);
   m.weights = weights_from_file(m.file);
+  if (opt.device == Device::cuda) m.cuda = cuda_model_upload(m.file.config, m.weights);
   if (opt.on_progress) opt.on_progress(0.7f);
   if (m.file.format == ModelFile::Format::gguf) {
     m.tokenizer = tokenizer_from_gguf(*m.file.gguf);
@@ -131,6 +134,7 @@ struct SessionImpl {
   int pending = -1;          // the last sampled token, not yet run through the model (fed with the next input)
   size_t logits_row = 0;     // offset of the current next-token logits in state.logits
   SessionStats stats;
+  CudaSessionPtr cuda;  // device cache and scratch when the model is on cuda (then `cache` holds no data)
 };
 
 Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_unique<SessionImpl>()) {
@@ -143,7 +147,12 @@ Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_uniq
   if (opt.max_block < 1) fail("prefill block size must be >= 1, got ", opt.max_block);
   impl_->model = &model;
   impl_->mi = model.impl_.get();
-  impl_->cache = kvcache_create(c, n_ctx);
+  if (impl_->mi->cuda) {
+    impl_->cuda = cuda_session_create(*impl_->mi->cuda, n_ctx, std::min(opt.max_block, n_ctx));
+    impl_->cache.capacity = n_ctx;  // bookkeeping only: the cache lives on the device
+  } else {
+    impl_->cache = kvcache_create(c, n_ctx);
+  }
   impl_->state = runstate_create(c, std::min(opt.max_block, n_ctx));
 }
 
@@ -160,9 +169,23 @@ SessionStats Session::stats() const { return impl_->stats; }
 
 void Session::reset() {
   impl_->cache.n = 0;
+  if (impl_->cuda) cuda_session_reset(*impl_->cuda);
   impl_->history.clear();
   impl_->pending = -1;
   impl_->logits_row = 0;
+}
+
+// The forward pass on the session's device.
+static void run_forward(SessionImpl& s, const int* tokens, int n, LogitsMode mode) {
+  const auto& m = *s.mi;
+  if (!s.cuda) {
+    forward_cpu(m.file.config, m.weights, s.cache, s.state, tokens, n, mode, m.pool.get());
+    return;
+  }
+  const size_t V = m.file.config.vocab_size;
+  if (mode == LogitsMode::all && s.state.logits.size() < size_t(n) * V) s.state.logits.resize(size_t(n) * V);
+  forward_cuda(*s.cuda, tokens, n, mode, s.state.logits.data());
+  s.cache.n = cuda_session_n(*s.cuda);
 }
 
 static void check_fits(const SessionImpl& s, size_t n) {
@@ -181,8 +204,7 @@ static void run_tokens(SessionImpl& s, const std::vector<int>& tokens, LogitsMod
   check_fits(s, all.size());
   const auto& m = *s.mi;
   const double t0 = now_s();
-  forward_cpu(m.file.config, m.weights, s.cache, s.state, all.data(), static_cast<int>(all.size()), mode,
-              m.pool.get());
+  run_forward(s, all.data(), static_cast<int>(all.size()), mode);
   s.stats.prompt_seconds += now_s() - t0;
   s.stats.prompt_tokens += static_cast<int>(all.size());
   s.history.insert(s.history.end(), tokens.begin(), tokens.end());  // the pending token is in history already
@@ -225,7 +247,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const TokenCallback
     emitted = std::max(emitted, upto);
   };
   if (s.pending >= 0) {  // generating again right after a generation: run its last token first
-    forward_cpu(m.file.config, m.weights, s.cache, s.state, &s.pending, 1, LogitsMode::last, m.pool.get());
+    run_forward(s, &s.pending, 1, LogitsMode::last);
     s.pending = -1;
     s.logits_row = 0;
   }
@@ -272,7 +294,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const TokenCallback
       r.stop = StopReason::context_full;
       break;
     }
-    forward_cpu(m.file.config, m.weights, s.cache, s.state, &tok, 1, LogitsMode::last, m.pool.get());
+    run_forward(s, &tok, 1, LogitsMode::last);
     s.pending = -1;
     s.logits_row = 0;
     logits = s.state.logits.data();
