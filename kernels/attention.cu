@@ -8,6 +8,8 @@
 //    this simple WMMA kernel ~5.5 ms of the 58 ms budget (the GEMMs take the rest).
 #include <mma.h>
 
+#include <algorithm>
+
 #include "kernels/attention_cuda.h"
 
 namespace llm {

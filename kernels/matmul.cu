@@ -95,13 +95,20 @@ void gemm_bf16_cuda(CublasLt& lt, float* out, const bf16* x, const bf16* w, int 
   size_t ws = lt.workspace.bytes;
   lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
            "set workspace");
-  cublasLtMatmulHeuristicResult_t heur{};
-  int found = 0;
-  lt_check(cublasLtMatmulAlgoGetHeuristic(lt.handle, op, la, lb, lc, lc, pref, 1, &heur, &found), "heuristic");
-  if (found == 0)
-    fail("cuBLASLt found no bf16 GEMM algorithm for (", n, " x ", cols, ") . (", cols, " x ", rows, ")^T");
+  const cublasLtMatmulAlgo_t* algo = nullptr;
+  for (const auto& a : lt.algos)
+    if (a.n == n && a.rows == rows && a.cols == cols) algo = &a.algo;
+  if (!algo) {
+    cublasLtMatmulHeuristicResult_t heur{};
+    int found = 0;
+    lt_check(cublasLtMatmulAlgoGetHeuristic(lt.handle, op, la, lb, lc, lc, pref, 1, &heur, &found), "heuristic");
+    if (found == 0)
+      fail("cuBLASLt found no bf16 GEMM algorithm for (", n, " x ", cols, ") . (", cols, " x ", rows, ")^T");
+    lt.algos.push_back({n, rows, cols, heur.algo});
+    algo = &lt.algos.back().algo;
+  }
   const float alpha = 1.0f, beta = 0.0f;
-  lt_check(cublasLtMatmul(lt.handle, op, &alpha, w, la, x, lb, &beta, out, lc, out, lc, &heur.algo, lt.workspace.ptr,
+  lt_check(cublasLtMatmul(lt.handle, op, &alpha, w, la, x, lb, &beta, out, lc, out, lc, algo, lt.workspace.ptr,
                           lt.workspace.bytes, st),
            "Matmul");
 }

@@ -6,6 +6,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <vector>
+
 #include "kernels/common.cuh"
 
 namespace llm {
@@ -13,10 +15,16 @@ namespace llm {
 // y (rows) fp32 = W (rows, cols) bf16 . x (cols) bf16.  cols must be a multiple of 8; W and x 16-byte aligned.
 void gemv_bf16_cuda(float* y, const bf16* w, const bf16* x, int rows, int cols, cudaStream_t st);
 
-// A cuBLASLt handle and its workspace; one per session (not shared across threads).
+// A cuBLASLt handle, its workspace and the algorithms chosen so far; one per session (not shared across threads).
 struct CublasLt {
   cublasLtHandle_t handle = nullptr;
   DeviceBuffer workspace;  // 32 MiB, what cuBLAS recommends for Hopper
+  // the heuristic's pick per shape: asking costs tens of microseconds, and a prefill makes 4 GEMMs per layer
+  struct Algo {
+    int n, rows, cols;
+    cublasLtMatmulAlgo_t algo;
+  };
+  std::vector<Algo> algos;
   CublasLt();
   ~CublasLt();
   CublasLt(const CublasLt&) = delete;
