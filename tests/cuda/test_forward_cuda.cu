@@ -10,6 +10,7 @@
 
 #include "cuda_test_util.cuh"
 #include "engine/forward_cuda.cuh"
+#include "engine/llm.h"
 #include "engine/model.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/model_file.h"
@@ -255,4 +256,26 @@ TEST_CASE("cuda forward on the demo model: logits and greedy text match the CPU"
   INFO("graph: " << str(b));
   CHECK(a == want);
   CHECK(b == want);
+}
+
+TEST_CASE("public API with --device cuda: greedy generation matches the CPU session") {
+  if (!have_cuda()) return;
+  if (!llm_test::have_demo_model()) return;
+  llm::Model cpu(llm_test::demo_model_path(), {.device = llm::Device::cpu});
+  llm::Model gpu(llm_test::demo_model_path(), {.device = llm::Device::cuda});
+  CHECK(gpu.device() == llm::Device::cuda);
+  llm::GenerateOptions g;
+  g.max_tokens = 24;
+  g.stop_at_eos = false;
+  std::string text[2];
+  int i = 0;
+  for (llm::Model* m : {&cpu, &gpu}) {
+    llm::Session s(*m, {.n_ctx = 256, .max_block = 16});  // several prefill blocks
+    s.feed(m->tokenize("The three primary colours are", true));
+    text[i++] = s.generate(g).text;
+    CHECK(s.n_past() > 24);
+  }
+  INFO("cpu:  " << text[0]);
+  INFO("cuda: " << text[1]);
+  CHECK(text[0] == text[1]);
 }
