@@ -62,6 +62,7 @@ CudaModel cuda_model_alloc(const Config& c, bool tied) {
   std::vector<float> inv(c.head_dim / 2);
   rope_inv_freq_cpu(inv.data(), c.head_dim, c.rope_theta, c.rope_scaling);
   CUDA_CHECK(cudaMemcpy(m.inv_freq, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());
   return m;
 }
 
@@ -118,6 +119,8 @@ CudaModelPtr cuda_model_upload(const Config& c, const Weights& w) {
     upload_f32(D.attn_norm, L.attn_norm, dim);
     upload_f32(D.ffn_norm, L.ffn_norm, dim);
   }
+  // cudaMemcpy from pageable memory may return before the DMA lands, and sessions use non-blocking streams
+  CUDA_CHECK(cudaDeviceSynchronize());
   return m;
 }
 
@@ -207,6 +210,7 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
   s->splits = attention_decode_splits(c.n_kv_heads, capacity, m.sm_count);
   s->attn_ws = DeviceBuffer(attention_decode_workspace_floats(c.n_heads, c.head_dim, s->splits) * 4);
   CUDA_CHECK(cudaMallocHost(&s->host_io, 2 * B * sizeof(int)));
+  CUDA_CHECK(cudaDeviceSynchronize());  // the memsets above ran on the legacy stream; ours does not wait for it
   return s;
 }
 

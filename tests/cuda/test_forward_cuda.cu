@@ -143,6 +143,7 @@ std::vector<int> greedy_graph(CudaSession& s, const std::vector<int>& prompt, in
   const int io[2] = {out[0], int(prompt.size())};
   CUDA_CHECK(cudaMemcpy(s.tokens.ptr, &io[0], 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(s.pos.ptr, &io[1], 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());  // the session's stream is non-blocking: make the copies land first
   for (int i = 1; i < n; ++i) {
     cuda_decode_graph_launch(s);
     CUDA_CHECK(cudaStreamSynchronize(s.stream));
