@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/forward_cuda.h"
 #include "engine/llm.h"
 #include "engine/model.h"
 #include "engine/kv_lowrank.h"
@@ -60,11 +61,12 @@ struct ModelImpl {
   Tokenizer tokenizer;
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<KVLowRankModel> lowrank;  // issue 6: set when the KV spec is not "full"
+  CudaModelPtr cuda;  // device weights when device == cuda (engine/forward_cuda.h)
 };
 
 Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_unique<ModelImpl>()) {
-  if (opt.device == Device::cuda)
-    fail("device cuda: the CUDA backend is not available yet (issue 5); use --device cpu");
+  if (opt.device == Device::cuda && cuda_device_count() == 0)
+    fail("device cuda: no CUDA device available (none found, or this build has no CUDA backend); use --device cpu");
   auto& m = *impl_;
   m.path = path;
   m.device = opt.device;
@@ -74,6 +76,7 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     fail(path, ": architecture '", m.file.config.arch, "' is not supported (only the LLaMA family is)");
   if (opt.on_progress) opt.on_progress(0.3f);
   m.weights = weights_from_file(m.file);
+  if (opt.device == Device::cuda) m.cuda = cuda_model_upload(m.file.config, m.weights);
   if (opt.on_progress) opt.on_progress(0.7f);
   if (m.file.format == ModelFile::Format::gguf) {
     m.tokenizer = tokenizer_from_gguf(*m.file.gguf);
@@ -89,6 +92,9 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
   {  // issue 6: low-rank KV cache (engine/kv_lowrank.cpp)
     if (!opt.kv_config.empty() && opt.kv != "full") fail("give the KV spec with --kv or --kv-config, not both");
     const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(opt.kv) : kv_spec_from_json_file(opt.kv_config);
+    if (spec.lowrank && opt.device == Device::cuda)
+      fail("--kv ", opt.kv, ": the compressed KV cache runs on the CPU only so far (its CUDA kernels are issue 6's "
+           "next step); use --device cpu or --kv full");
     if (spec.lowrank) m.lowrank = kv_lowrank_model_create(spec, opt.kv_profile, m.file.config, m.weights, m.pool.get());
     else if (!opt.kv_profile.empty()) fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
   }
@@ -145,6 +151,7 @@ struct SessionImpl {
   size_t logits_row = 0;     // offset of the current next-token logits in state.logits
   SessionStats stats;
   std::unique_ptr<KVLowRank> lowrank;  // issue 6: the low-rank cache (cache.lowrank points here)
+  CudaSessionPtr cuda;  // device cache and scratch when the model is on cuda (then `cache` holds no data)
 };
 
 Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_unique<SessionImpl>()) {
@@ -157,7 +164,10 @@ Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_uniq
   if (opt.max_block < 1) fail("prefill block size must be >= 1, got ", opt.max_block);
   impl_->model = &model;
   impl_->mi = model.impl_.get();
-  if (impl_->mi->lowrank) {  // issue 6
+  if (impl_->mi->cuda) {
+    impl_->cuda = cuda_session_create(*impl_->mi->cuda, n_ctx, std::min(opt.max_block, n_ctx));
+    impl_->cache.capacity = n_ctx;  // bookkeeping only: the cache lives on the device
+  } else if (impl_->mi->lowrank) {  // issue 6
     impl_->lowrank = std::make_unique<KVLowRank>(kv_lowrank_create(*impl_->mi->lowrank, c, n_ctx));
     impl_->cache = kv_lowrank_kvcache(c, n_ctx);
     impl_->cache.lowrank = impl_->lowrank.get();
@@ -189,9 +199,23 @@ void Session::set_token_scores(std::vector<float> scores) {
 
 void Session::reset() {
   impl_->cache.n = 0;
+  if (impl_->cuda) cuda_session_reset(*impl_->cuda);
   impl_->history.clear();
   impl_->pending = -1;
   impl_->logits_row = 0;
+}
+
+// The forward pass on the session's device.
+static void run_forward(SessionImpl& s, const int* tokens, int n, LogitsMode mode) {
+  const auto& m = *s.mi;
+  if (!s.cuda) {
+    forward_cpu(m.file.config, m.weights, s.cache, s.state, tokens, n, mode, m.pool.get());
+    return;
+  }
+  const size_t V = m.file.config.vocab_size;
+  if (mode == LogitsMode::all && s.state.logits.size() < size_t(n) * V) s.state.logits.resize(size_t(n) * V);
+  forward_cuda(*s.cuda, tokens, n, mode, s.state.logits.data());
+  s.cache.n = cuda_session_n(*s.cuda);
 }
 
 static void check_fits(const SessionImpl& s, size_t n) {
@@ -210,8 +234,7 @@ static void run_tokens(SessionImpl& s, const std::vector<int>& tokens, LogitsMod
   check_fits(s, all.size());
   const auto& m = *s.mi;
   const double t0 = now_s();
-  forward_cpu(m.file.config, m.weights, s.cache, s.state, all.data(), static_cast<int>(all.size()), mode,
-              m.pool.get());
+  run_forward(s, all.data(), static_cast<int>(all.size()), mode);
   s.stats.prompt_seconds += now_s() - t0;
   s.stats.prompt_tokens += static_cast<int>(all.size());
   s.history.insert(s.history.end(), tokens.begin(), tokens.end());  // the pending token is in history already
@@ -254,7 +277,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const TokenCallback
     emitted = std::max(emitted, upto);
   };
   if (s.pending >= 0) {  // generating again right after a generation: run its last token first
-    forward_cpu(m.file.config, m.weights, s.cache, s.state, &s.pending, 1, LogitsMode::last, m.pool.get());
+    run_forward(s, &s.pending, 1, LogitsMode::last);
     s.pending = -1;
     s.logits_row = 0;
   }
@@ -301,7 +324,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const TokenCallback
       r.stop = StopReason::context_full;
       break;
     }
-    forward_cpu(m.file.config, m.weights, s.cache, s.state, &tok, 1, LogitsMode::last, m.pool.get());
+    run_forward(s, &tok, 1, LogitsMode::last);
     s.pending = -1;
     s.logits_row = 0;
     logits = s.state.logits.data();

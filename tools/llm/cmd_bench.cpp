@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "gen_common.h"
 #include "loader/error.h"
+#include "engine/bench_cuda.h"
 
 namespace llm_cli {
 
@@ -31,6 +32,8 @@ int cmd_bench(int argc, char** argv) {
                                                                {"-c,--ctx-size", "N", "context size (default: p + n)"},
                                                                {"-r,--repetitions", "N", "runs, best kept (default 1)"},
                                                                {"--json", nullptr, "print one JSON object"},
+                                                               {"--synthetic", "CONFIG",
+                                                                "cuda: random weights of this config.json"},
                                                            });
   Args a = parse_args("bench", argc, argv, spec);
   if (a.has("help")) {
@@ -42,6 +45,21 @@ int cmd_bench(int argc, char** argv) {
   if (p < 1) llm::fail("llm bench: -p must be >= 1, got ", p);
   if (n < 0) llm::fail("llm bench: -n must be >= 0, got ", n);
   if (reps < 1) llm::fail("llm bench: -r must be >= 1, got ", reps);
+  if (a.get("device", "cpu") == "cuda" || a.has("synthetic")) {
+    // the CUDA bench (engine/bench_cuda.h): -c is the context reached at the end of decoding
+    llm::CudaBenchOptions o;
+    if (a.has("synthetic"))
+      o.synthetic_config = a.get("synthetic", "");
+    else
+      o.model_path = a.get("model", default_model_path());
+    o.n_prompt = static_cast<int>(p);
+    o.n_gen = static_cast<int>(n);
+    o.ctx = a.has("ctx-size") ? context_size(a, 0) : 0;
+    o.reps = static_cast<int>(reps);
+    o.json = a.has("json");
+    llm::bench_cuda(o);  // a build without CUDA says how to get it
+    return 0;
+  }
   const int n_ctx = context_size(a, static_cast<int>(p + n + 1));
   if (p + n > n_ctx) llm::fail("llm bench: -p + -n = ", p + n, " does not fit the context -c ", n_ctx);
 

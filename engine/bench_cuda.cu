@@ -1,0 +1,255 @@
+// llm bench --device cuda. See bench_cuda.h for what is measured; every figure comes from CUDA events.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/bench_cuda.h"
+#include "engine/forward_cuda.cuh"
+#include "kernels/elementwise_cuda.h"
+#include "loader/model_file.h"
+
+namespace llm {
+
+namespace {
+struct Events {
+  cudaEvent_t a = nullptr, b = nullptr;
+  Events() {
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+  }
+  ~Events() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  float ms() {
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    return t;
+  }
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail(path, ": cannot open the synthetic model config (an HF config.json)");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Device-to-device copy bandwidth (read + write bytes per second) of a 1 GiB buffer, best of 10.
+double copy_bandwidth(cudaStream_t st) {
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const size_t bytes = std::min<size_t>(size_t(1) << 30, free_b / 4);
+  DeviceBuffer a(bytes), b(bytes);
+  CUDA_CHECK(cudaMemsetAsync(a.ptr, 1, bytes, st));
+  Events ev;
+  double best = 1e30;
+  for (int r = 0; r < 10; ++r) {
+    CUDA_CHECK(cudaEventRecord(ev.a, st));
+    CUDA_CHECK(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice, st));
+    CUDA_CHECK(cudaEventRecord(ev.b, st));
+    best = std::min(best, double(ev.ms()));
+  }
+  return 2.0 * double(bytes) / (best * 1e-3);
+}
+
+void set_ints(CudaSession& s, DeviceBuffer& dst, const std::vector<int>& v) {
+  CUDA_CHECK(cudaMemcpyAsync(dst.ptr, v.data(), v.size() * sizeof(int), cudaMemcpyHostToDevice, s.stream));
+  CUDA_CHECK(cudaStreamSynchronize(s.stream));
+}
+
+struct MatmulCompare {
+  const char* name;
+  int rows, cols;
+  double gemv_us, lt_us;
+};
+}  // namespace
+
+void bench_cuda(const CudaBenchOptions& o) {
+  if (o.model_path.empty() == o.synthetic_config.empty())
+    fail("llm bench --device cuda: give exactly one of -m PATH or --synthetic CONFIG.json");
+  if (o.n_prompt < 1) fail("llm bench: -p must be >= 1, got ", o.n_prompt);
+  if (o.n_gen < 1) fail("llm bench --device cuda: -n must be >= 1, got ", o.n_gen);
+  if (o.reps < 1) fail("llm bench: -r must be >= 1, got ", o.reps);
+  const int ctx = o.ctx > 0 ? o.ctx : o.n_prompt + o.n_gen;
+  if (ctx <= o.n_gen) fail("llm bench: the context -c ", ctx, " must exceed -n ", o.n_gen);
+  if (cuda_devices() == 0) fail("llm bench --device cuda: no CUDA device found; use --device cpu");
+
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  size_t free0 = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+
+  // ---- the model ----
+  CudaModelPtr model;
+  std::string source;
+  if (!o.synthetic_config.empty()) {
+    Config c = config_from_hf_json(read_file(o.synthetic_config), o.synthetic_config);
+    model.reset(new CudaModel(cuda_model_alloc(c, c.tie_embeddings)));
+    cuda_model_randomize(*model, o.seed);
+    source = "synthetic " + o.synthetic_config;
+  } else {
+    ModelFile f = model_file_open(o.model_path);
+    Weights w = weights_from_file(f);
+    model = cuda_model_upload(f.config, w);
+    source = o.model_path;
+  }
+  const Config& c = model->c;
+  const int capacity = std::max(ctx, o.n_prompt);
+  CudaSessionPtr sp = cuda_session_create(*model, capacity, o.n_prompt);
+  CudaSession& s = *sp;
+  const double copy_bw = copy_bandwidth(s.stream);
+  size_t free1 = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+
+  std::mt19937 rng(static_cast<uint32_t>(o.seed));
+  std::uniform_int_distribution<int> tok(0, c.vocab_size - 1);
+  Events ev;
+
+  // ---- prefill: n_prompt tokens in one block from an empty cache ----
+  std::vector<int> prompt(o.n_prompt), pos(o.n_prompt);
+  for (int i = 0; i < o.n_prompt; ++i) {
+    prompt[i] = tok(rng);
+    pos[i] = i;
+  }
+  set_ints(s, s.tokens, prompt);
+  set_ints(s, s.pos, pos);
+  double prefill_ms = 1e30;
+  for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up (cuBLASLt heuristics, module loading)
+    s.n = 0;
+    CUDA_CHECK(cudaEventRecord(ev.a, s.stream));
+    forward_block_cuda(s, o.n_prompt, 1);
+    CUDA_CHECK(cudaEventRecord(ev.b, s.stream));
+    const double t = ev.ms();
+    if (r > 0) prefill_ms = std::min(prefill_ms, t);
+  }
+  OpTimer prefill_prof;
+  s.n = 0;
+  forward_block_cuda(s, o.n_prompt, 1, &prefill_prof);
+  prefill_prof.collect();
+
+  // ---- decode at context: cache filled with random keys/values up to start, then n_gen graph replays ----
+  const int start = ctx - o.n_gen;
+  const size_t cache_elems = s.kcache.bytes / 2;
+  fill_random_bf16_cuda(s.kcache.as<bf16>(), int64_t(cache_elems), o.seed + 101, 1.0f, s.stream);
+  fill_random_bf16_cuda(s.vcache.as<bf16>(), int64_t(cache_elems), o.seed + 202, 1.0f, s.stream);
+  CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  double decode_ms = 1e30;
+  for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up and graph capture
+    s.n = start;
+    set_ints(s, s.tokens, {prompt[0]});
+    set_ints(s, s.pos, {start});
+    CUDA_CHECK(cudaEventRecord(ev.a, s.stream));
+    for (int i = 0; i < o.n_gen; ++i) cuda_decode_graph_launch(s);
+    CUDA_CHECK(cudaEventRecord(ev.b, s.stream));
+    const double t = ev.ms();
+    if (r > 0) decode_ms = std::min(decode_ms, t);
+  }
+  int last_token = -1;
+  CUDA_CHECK(cudaMemcpy(&last_token, s.tokens.ptr, sizeof(int), cudaMemcpyDeviceToHost));
+  // profiling pass: the same step run eagerly with an event around every op, averaged over 8 steps
+  OpTimer decode_prof;
+  const int prof_steps = 8;
+  for (int i = 0; i < prof_steps; ++i) {
+    set_ints(s, s.pos, {start + o.n_gen / 2});
+    forward_block_cuda(s, 1, 1, &decode_prof);
+    decode_prof.collect();
+  }
+  for (double& t : decode_prof.ms) t /= prof_steps;
+
+  // ---- GEMV vs cuBLASLt at one token, on this model's matrices ----
+  std::vector<MatmulCompare> cmp = {{"gate_up", 2 * c.ffn_dim, c.dim, 0, 0},
+                                    {"down", c.dim, c.ffn_dim, 0, 0},
+                                    {"lm_head", c.vocab_size, c.dim, 0, 0}};
+  for (auto& mc : cmp) {
+    const bf16* w = mc.name[0] == 'g' ? model->layers[0].wgu : mc.name[0] == 'd' ? model->layers[0].wdown : model->output;
+    float* y = mc.name[0] == 'l' ? s.logits.as<float>() : s.gu.as<float>();  // (vocab) / (2 ffn) floats
+    const int reps = 20;
+    for (int variant = 0; variant < 2; ++variant) {
+      double best = 1e30;
+      for (int r = 0; r < 3; ++r) {
+        CUDA_CHECK(cudaEventRecord(ev.a, s.stream));
+        for (int i = 0; i < reps; ++i) {
+          if (variant == 0)
+            gemv_bf16_cuda(y, w, s.h.as<bf16>(), mc.rows, mc.cols, s.stream);
+          else
+            gemm_bf16_cuda(s.lt, y, s.h.as<bf16>(), w, 1, mc.rows, mc.cols, s.stream);
+        }
+        CUDA_CHECK(cudaEventRecord(ev.b, s.stream));
+        best = std::min(best, double(ev.ms()) * 1e3 / reps);
+      }
+      (variant == 0 ? mc.gemv_us : mc.lt_us) = best;
+    }
+  }
+  size_t free2 = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free2, &total));
+
+  // ---- report ----
+  const double prefill_tps = o.n_prompt / (prefill_ms * 1e-3);
+  const double decode_tps = o.n_gen / (decode_ms * 1e-3);
+  const double kv_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // bf16 K and V
+  const double avg_ctx = start + o.n_gen / 2.0;
+  const double bytes_per_tok = double(model->decode_weight_bytes) + kv_token_bytes * (avg_ctx + 1);
+  const double gbs = bytes_per_tok * decode_tps / 1e9;
+  const double pct = 100.0 * bytes_per_tok * decode_tps / copy_bw;
+  const double peak_mib = double(free0 - std::min(free1, free2)) / 1048576.0;
+  double prof_total = 0.0;
+  for (double t : decode_prof.ms) prof_total += t;
+  const int F = static_cast<int>(OpFamily::count);
+  if (o.json) {
+    std::printf("{\"device\": \"%s\", \"sm_count\": %d, \"source\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, "
+                "\"ctx\": %d, \"decode_start\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s\": %.2f, "
+                "\"weight_device_bytes\": %zu, \"decode_weight_bytes\": %zu, \"kv_bytes_per_token\": %.0f, "
+                "\"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.1f, \"copy_gb_s\": %.1f, "
+                "\"pct_of_copy_bw\": %.1f, \"peak_device_mib\": %.1f, \"session_device_mib\": %.1f, "
+                "\"last_token\": %d, \"decode_ms_per_op\": {",
+                prop.name, prop.multiProcessorCount, source.c_str(), o.n_prompt, o.n_gen, ctx, start, prefill_tps,
+                decode_tps, model->bytes, model->decode_weight_bytes, kv_token_bytes, bytes_per_tok, gbs,
+                copy_bw / 1e9, pct, peak_mib, cuda_session_device_bytes(s) / 1048576.0, last_token);
+    for (int f = 0; f < F; ++f)
+      std::printf("%s\"%s\": %.4f", f ? ", " : "", op_family_name(OpFamily(f)), decode_prof.ms[f]);
+    std::printf("}, \"prefill_ms_per_op\": {");
+    for (int f = 0; f < F; ++f)
+      std::printf("%s\"%s\": %.4f", f ? ", " : "", op_family_name(OpFamily(f)), prefill_prof.ms[f]);
+    std::printf("}, \"matmul_1token_us\": {");
+    for (size_t i = 0; i < cmp.size(); ++i)
+      std::printf("%s\"%s\": {\"gemv\": %.2f, \"cublaslt\": %.2f}", i ? ", " : "", cmp[i].name, cmp[i].gemv_us,
+                  cmp[i].lt_us);
+    std::printf("}}\n");
+    return;
+  }
+  std::printf("device     %s (%d SMs), copy bandwidth %.0f GB/s (device-to-device, read + write)\n", prop.name,
+              prop.multiProcessorCount, copy_bw / 1e9);
+  std::printf("model      %s: %d layers, dim %d, %d/%d heads, ffn %d, vocab %d; %.2f GB bf16 on the device\n",
+              source.c_str(), c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size, model->bytes / 1e9);
+  std::printf("prefill    %d tokens: %.1f ms, %.0f tok/s\n", o.n_prompt, prefill_ms, prefill_tps);
+  std::printf("decode     %d tokens from context %d to %d (cache pre-filled with random K/V): %.3f ms/token, "
+              "%.1f tok/s\n", o.n_gen, start, ctx, decode_ms / o.n_gen, decode_tps);
+  std::printf("per token  %.3f GB weights + %.3f GB KV (%.0f KB x %.0f tokens) = %.3f GB -> %.0f GB/s = %.1f%% of "
+              "copy bandwidth\n", model->decode_weight_bytes / 1e9, kv_token_bytes * (avg_ctx + 1) / 1e9,
+              kv_token_bytes / 1e3, avg_ctx + 1, bytes_per_tok / 1e9, gbs, pct);
+  std::printf("memory     peak %.0f MiB on the device (weights %.0f MiB, session %.0f MiB)\n", peak_mib,
+              model->bytes / 1048576.0, cuda_session_device_bytes(s) / 1048576.0);
+  std::printf("decode step by op family (eager, events around each op; sum %.3f ms vs %.3f ms in the graph):\n",
+              prof_total, decode_ms / o.n_gen);
+  for (int f = 0; f < F; ++f)
+    if (decode_prof.ms[f] > 0)
+      std::printf("  %-10s %8.3f ms  %5.1f%%\n", op_family_name(OpFamily(f)), decode_prof.ms[f],
+                  100.0 * decode_prof.ms[f] / prof_total);
+  std::printf("prefill by op family (%d tokens):\n", o.n_prompt);
+  for (int f = 0; f < F; ++f)
+    if (prefill_prof.ms[f] > 0) std::printf("  %-10s %8.3f ms\n", op_family_name(OpFamily(f)), prefill_prof.ms[f]);
+  std::printf("one-token matmul, layer 0 (hand-written GEMV vs cuBLASLt):\n");
+  for (const auto& mc : cmp)
+    std::printf("  %-8s (%d x %d): gemv %.1f us (%.0f GB/s), cublaslt %.1f us (%.0f GB/s)\n", mc.name, mc.rows,
+                mc.cols, mc.gemv_us, 2.0 * mc.rows * mc.cols / (mc.gemv_us * 1e3), mc.lt_us,
+                2.0 * mc.rows * mc.cols / (mc.lt_us * 1e3));
+}
+
+}  // namespace llm

@@ -1,0 +1,27 @@
+// `llm bench --device cuda`: prefill and decode speed of the CUDA backend at a given context, with the numbers
+// needed to judge them (bytes per decoded token, achieved GB/s against a device-to-device copy measured in the
+// same run, peak device memory, time per op family). Host-safe header; defined in engine/bench_cuda.cu.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace llm {
+
+struct CudaBenchOptions {
+  std::string model_path;        // a model file/directory (-m), or
+  std::string synthetic_config;  // an HF config.json (--synthetic): random bf16 weights made on the device
+  int n_prompt = 512;            // -p: prefill tokens (one block, from an empty cache)
+  int n_gen = 128;               // -n: decoded tokens
+  int ctx = 0;                   // -c: context reached at the end of decoding (0: n_prompt + n_gen)
+  int reps = 3;                  // -r: timed repetitions, best kept
+  bool json = false;             // one JSON object on stdout instead of the text report
+  uint64_t seed = 1234;
+};
+
+// Runs the benchmark on device 0 and prints the report to stdout. Throws llm::Error on bad options or no device.
+// Decode runs with the cache already holding ctx - n_gen tokens of random bf16 keys/values (a 32K prefill would
+// only take time; attention cost depends on the number of cached tokens, not their values), the greedy decode
+// step replayed as a CUDA graph n_gen times back to back with no host synchronisation in between.
+void bench_cuda(const CudaBenchOptions& o);
+
+}  // namespace llm

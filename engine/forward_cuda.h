@@ -1,0 +1,51 @@
+// The CUDA backend's forward pass, as seen from host code (engine/session.cpp, tools): opaque device model and
+// session, the same contract as forward_cpu. Safe to include without the CUDA toolkit; the definitions live in
+// engine/forward_cuda.cu (built only when LLM_HAVE_CUDA). Device-side structs: engine/forward_cuda.cuh.
+//
+//   CudaModelPtr m = cuda_model_upload(config, weights);        // every matrix dequantised to bf16 on the device
+//   CudaSessionPtr s = cuda_session_create(*m, n_ctx, 512);      // bf16 KV cache + scratch + stream + cuBLASLt
+//   forward_cuda(*s, tokens, n, LogitsMode::last, logits);        // logits: host (vocab) or (n, vocab)
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "engine/model.h"
+
+namespace llm {
+
+struct CudaModel;
+struct CudaSession;
+struct CudaModelDeleter {
+  void operator()(CudaModel* m) const;
+};
+struct CudaSessionDeleter {
+  void operator()(CudaSession* s) const;
+};
+using CudaModelPtr = std::unique_ptr<CudaModel, CudaModelDeleter>;
+using CudaSessionPtr = std::unique_ptr<CudaSession, CudaSessionDeleter>;
+
+// Number of CUDA devices (0 without a GPU or driver, or in a build without CUDA). Never throws.
+int cuda_device_count();
+
+// Copy the model to device 0: every matrix dequantised to bf16 (loader/ggml_quants.h dequantize_row_bf16),
+// Q|K|V and gate|up concatenated row-wise so decode runs one GEMV for each; norms fp32. A tied output head shares
+// the embedding table. Memory: 2 bytes per weight (Llama-3-8B: 16.1 GB; the Q4_1 demo model: 270 MB instead of
+// its 98 MB file). Throws llm::Error without a device or when it does not fit.
+CudaModelPtr cuda_model_upload(const Config& c, const Weights& w);
+size_t cuda_model_device_bytes(const CudaModel& m);
+
+// A sequence on the device: bf16 KV cache of `capacity` tokens ((n_layers, n_kv_heads, capacity, head_dim) for
+// K and V: Llama-3-8B 128 KB per token), scratch for blocks of up to max_block tokens, its own stream, cuBLASLt
+// handle and decode graph. The model must outlive it.
+CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_block);
+size_t cuda_session_device_bytes(const CudaSession& s);
+void cuda_session_reset(CudaSession& s);  // empty the cache (keeps the allocation)
+int cuda_session_n(const CudaSession& s);  // tokens in the cache
+
+// Run tokens[0..n) at positions n_past .. n_past+n-1 (checked against the capacity; ids checked against the
+// vocabulary), appending to the cache. logits (host): (vocab) of the last token for LogitsMode::last, (n, vocab)
+// for LogitsMode::all. One-token calls replay the captured decode graph; longer ones run in blocks of max_block
+// through cuBLASLt and the flash prefill kernel. Synchronises the stream before returning.
+void forward_cuda(CudaSession& s, const int* tokens, int n, LogitsMode mode, float* logits);
+
+}  // namespace llm
