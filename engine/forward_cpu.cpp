@@ -117,9 +117,11 @@ static void forward_block(const Config& c, const Weights& w, KVCache& kv, RunSta
     if (kv.lowrank) {  // issue 6 hook: low-rank KV cache / calibration (engine/kv_lowrank.cpp)
       kv_lowrank_attention(c, L, l, *kv.lowrank, kv, s, n, pos0, pool);
     } else {  // (the full-cache body below keeps its original indentation so merges stay clean)
-    matmul_cpu(s.q.data(), s.xb.data(), L.wq, n, pool);
-    matmul_cpu(s.k.data(), s.xb.data(), L.wk, n, pool);
-    matmul_cpu(s.v.data(), s.xb.data(), L.wv, n, pool);
+    {
+      float* outs[3] = {s.q.data(), s.k.data(), s.v.data()};
+      const QMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
+      matmul_group_cpu(outs, ws, 3, s.xb.data(), n, pool);
+    }
     rope_cpu(s.q.data(), s.pos.data(), n, c.n_heads, hd, qd, s.inv_freq.data(), c.rope_layout, pool);
     rope_cpu(s.k.data(), s.pos.data(), n, c.n_kv_heads, hd, kvd, s.inv_freq.data(), c.rope_layout, pool);
     // append to the cache: token i, KV head g -> slot (g, pos0+i)
@@ -137,8 +139,11 @@ static void forward_block(const Config& c, const Weights& w, KVCache& kv, RunSta
     add_cpu(x, s.xb.data(), static_cast<int64_t>(n) * dim);
     // ---- feed-forward (SwiGLU) ----
     rmsnorm_cpu(s.xb.data(), x, L.ffn_norm, n, dim, c.rms_eps, pool);
-    matmul_cpu(s.hb.data(), s.xb.data(), L.w_gate, n, pool);
-    matmul_cpu(s.hb2.data(), s.xb.data(), L.w_up, n, pool);
+    {
+      float* outs[2] = {s.hb.data(), s.hb2.data()};
+      const QMatrix* ws[2] = {&L.w_gate, &L.w_up};
+      matmul_group_cpu(outs, ws, 2, s.xb.data(), n, pool);
+    }
     swiglu_cpu(s.hb.data(), s.hb.data(), s.hb2.data(), static_cast<int64_t>(n) * c.ffn_dim, pool);
     matmul_cpu(s.xb.data(), s.hb.data(), L.w_down, n, pool);
     add_cpu(x, s.xb.data(), static_cast<int64_t>(n) * dim);

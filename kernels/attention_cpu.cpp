@@ -5,22 +5,10 @@
 #include <vector>
 
 #include "kernels/ops_cpu.h"
+#include "kernels/simd_cpu.h"
 #include "kernels/threadpool_cpu.h"
 
 namespace llm {
-
-static inline float dot_f32(const float* a, const float* b, int n) {
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += a[i] * b[i];
-    s1 += a[i + 1] * b[i + 1];
-    s2 += a[i + 2] * b[i + 2];
-    s3 += a[i + 3] * b[i + 3];
-  }
-  for (; i < n; ++i) s0 += a[i] * b[i];
-  return (s0 + s1) + (s2 + s3);
-}
 
 void attention_cpu(float* out, const float* q, const float* k, const float* v, int n_q, int n_kv, int n_heads,
                    int n_kv_heads, int head_dim, int64_t kv_stride, ThreadPool* pool) {
@@ -38,7 +26,7 @@ void attention_cpu(float* out, const float* q, const float* k, const float* v, i
       const float* vg = v + static_cast<int64_t>(g) * kv_stride * head_dim;
       float mx = -INFINITY;
       for (int j = 0; j <= last; ++j) {
-        float s = dot_f32(qi, kg + static_cast<int64_t>(j) * head_dim, head_dim) * scale;
+        float s = simd::dot(qi, kg + static_cast<int64_t>(j) * head_dim, head_dim) * scale;
         att[j] = s;
         mx = s > mx ? s : mx;
       }
@@ -52,8 +40,7 @@ void attention_cpu(float* out, const float* q, const float* k, const float* v, i
       for (int d = 0; d < head_dim; ++d) oi[d] = 0.0f;
       for (int j = 0; j <= last; ++j) {
         const float p = att[j] * inv;
-        const float* vj = vg + static_cast<int64_t>(j) * head_dim;
-        for (int d = 0; d < head_dim; ++d) oi[d] += p * vj[d];
+        simd::axpy(oi, p, vg + static_cast<int64_t>(j) * head_dim, head_dim);
       }
     }
   });

@@ -67,6 +67,11 @@ void attention_cpu(float* out, const float* q, const float* k, const float* v, i
 // out = x W^T:  x: (n, w.cols), out: (n, w.rows). n = 1 is the decode GEMV (dequantisation fused into the dot
 // product); n > 1 dequantises a tile of W's rows once and reuses it for all n rows of x.
 void matmul_cpu(float* out, const float* x, const QMatrix& w, int n, ThreadPool* pool = nullptr);
+// Several weights applied to the same input in one pass over the pool (Q/K/V, gate/up): out[i] = x W_i^T for
+// i < count. One synchronisation instead of `count`, which matters at decode (n = 1) where each matmul is tens
+// of microseconds. Same results as count separate matmul_cpu calls.
+void matmul_group_cpu(float* const* outs, const QMatrix* const* ws, int count, const float* x, int n,
+                      ThreadPool* pool = nullptr);
 // Dot product of row r of w with x (w.cols floats): the building block, exposed for tests.
 float matrow_dot_cpu(const QMatrix& w, int64_t r, const float* x);
 

@@ -288,3 +288,23 @@ TEST_CASE("thread pools: two pools used concurrently give the single-threaded re
   CHECK(ok1);
   CHECK(ok2);
 }
+
+TEST_CASE("matmul_group: equals separate matmuls (decode and prefill)") {
+  ThreadPool pool(2);
+  auto a = random_quant(GGMLType::Q4_1, 37, 64, 1), b = random_quant(GGMLType::Q8_0, 9, 64, 2),
+       c = random_quant(GGMLType::Q4_0, 20, 64, 3);
+  QMatrix wa = qm(GGMLType::Q4_1, a, 37, 64), wb = qm(GGMLType::Q8_0, b, 9, 64), wc = qm(GGMLType::Q4_0, c, 20, 64);
+  for (int n : {1, 3}) {
+    auto x = randn(size_t(n) * 64, 11);
+    std::vector<float> oa(n * 37), ob(n * 9), oc(n * 20), ra(n * 37), rb(n * 9), rc(n * 20);
+    float* outs[3] = {oa.data(), ob.data(), oc.data()};
+    const QMatrix* ws[3] = {&wa, &wb, &wc};
+    matmul_group_cpu(outs, ws, 3, x.data(), n, &pool);
+    matmul_cpu(ra.data(), x.data(), wa, n);
+    matmul_cpu(rb.data(), x.data(), wb, n);
+    matmul_cpu(rc.data(), x.data(), wc, n);
+    CHECK(oa == ra);
+    CHECK(ob == rb);
+    CHECK(oc == rc);
+  }
+}

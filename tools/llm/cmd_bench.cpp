@@ -2,6 +2,8 @@
 // the bandwidth that implies. The prompt is seeded random token ids (the speed does not depend on the text).
 // Backend-neutral by construction: --device picks the backend, the measurement loop is the same; the CUDA
 // backend (issue 5) adds --synthetic CONFIG, device bandwidth and per-op timings.
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -11,6 +13,16 @@
 #include "loader/error.h"
 
 namespace llm_cli {
+
+namespace {
+// CPU seconds of the whole process (all threads). On a loaded machine wall time includes waiting for a core;
+// CPU time per token does not, so with -t 1 it approximates the unloaded single-core speed.
+double process_cpu_s() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+}  // namespace
 
 int cmd_bench(int argc, char** argv) {
   const std::vector<FlagSpec> spec = concat(model_flags(), {
@@ -40,22 +52,26 @@ int cmd_bench(int argc, char** argv) {
   std::vector<int> prompt(p);
   for (auto& t : prompt) t = tok(rng);
 
-  double best_prefill = 1e30, best_decode = 1e30;
+  double best_prefill = 1e30, best_decode = 1e30, best_prefill_cpu = 1e30, best_decode_cpu = 1e30;
   llm::Session session(model, {.n_ctx = n_ctx});
   for (long long r = 0; r < reps; ++r) {
     session.reset();
+    double c0 = process_cpu_s();
     auto t0 = std::chrono::steady_clock::now();
     session.feed(prompt);
     auto t1 = std::chrono::steady_clock::now();
     best_prefill = std::min(best_prefill, std::chrono::duration<double>(t1 - t0).count());
+    best_prefill_cpu = std::min(best_prefill_cpu, process_cpu_s() - c0);
     if (n > 0) {
       llm::GenerateOptions g;
       g.max_tokens = static_cast<int>(n) + 1;  // n forward passes after the first sampled token
       g.stop_at_eos = false;
+      c0 = process_cpu_s();
       t0 = std::chrono::steady_clock::now();
       session.generate(g);
       t1 = std::chrono::steady_clock::now();
       best_decode = std::min(best_decode, std::chrono::duration<double>(t1 - t0).count());
+      best_decode_cpu = std::min(best_decode_cpu, process_cpu_s() - c0);
     }
   }
   const double prefill_tps = p / best_prefill, decode_tps = n > 0 ? n / best_decode : 0.0;
@@ -68,9 +84,11 @@ int cmd_bench(int argc, char** argv) {
     std::printf(
         "{\"device\": \"%s\", \"threads\": %d, \"n_prompt\": %lld, \"n_gen\": %lld, \"ctx\": %d, "
         "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"weight_bytes\": %zu, \"kv_bytes_per_token\": %.0f, "
-        "\"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.3f, \"peak_rss_mib\": %.1f}\n",
+        "\"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.3f, \"peak_rss_mib\": %.1f, "
+        "\"prefill_cpu_ms_per_token\": %.3f, \"decode_cpu_ms_per_token\": %.3f}\n",
         llm::device_name(model.device()), model.n_threads(), p, n, n_ctx, prefill_tps, decode_tps,
-        model.weight_bytes(), kv_token_bytes, bytes_per_tok, gbs, peak_mib);
+        model.weight_bytes(), kv_token_bytes, bytes_per_tok, gbs, peak_mib, 1e3 * best_prefill_cpu / p,
+        n > 0 ? 1e3 * best_decode_cpu / n : 0.0);
   } else {
     std::printf("model      %s (%s, %d threads)\n", model.path().c_str(), llm::device_name(model.device()),
                 model.n_threads());
@@ -78,6 +96,8 @@ int cmd_bench(int argc, char** argv) {
     if (n > 0) std::printf("decode     %lld tokens: %.1f tok/s\n", n, decode_tps);
     std::printf("per token  %.1f MB weights + %.1f KB KV per cached token -> %.2f GB/s at decode\n",
                 model.weight_bytes() / 1e6, kv_token_bytes / 1e3, gbs);
+    std::printf("cpu time   prefill %.2f ms/token, decode %.2f ms/token (all threads; wall time above)\n",
+                1e3 * best_prefill_cpu / p, n > 0 ? 1e3 * best_decode_cpu / n : 0.0);
     std::printf("memory     peak RSS %.0f MiB\n", peak_mib);
   }
   return 0;

@@ -50,12 +50,14 @@ int cmd_run(int argc, char** argv) {
               " (room is needed for at least one generated token); raise -c or shorten the prompt");
   llm::Session session(model, {.n_ctx = n_ctx});
   session.feed(tokens);
-  session.generate(g, [](const std::string& piece, int) {
+  const llm::GenerateResult r = session.generate(g, [](const std::string& piece, int) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
     return true;
   });
   std::fputc('\n', stdout);
+  if (r.stop == llm::StopReason::context_full)
+    std::fprintf(stderr, "llm run: stopped early: the context of %d tokens is full (raise -c)\n", n_ctx);
   print_session_stats(session);
   return 0;
 }

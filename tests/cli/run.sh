@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# CLI behaviour of llm run / chat / perplexity / bench: output on good input, clear errors and non-zero exits
+# on bad input, never a crash (exit codes >= 128 are signals). Usage: bash run.sh <llm binary> <source dir>
+set -u
+LLM="$1"
+SRC="$2"
+MODEL="$SRC/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+
+# expect_fail "description" "needle in stderr" cmd...
+expect_fail() {
+  local what="$1" needle="$2"
+  shift 2
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then
+    echo "FAIL: $what: exit code $rc (want 1..127)"; cat "$TMP/err"; fails=$((fails + 1)); return
+  fi
+  if ! grep -qi -- "$needle" "$TMP/err"; then
+    echo "FAIL: $what: stderr lacks '$needle':"; cat "$TMP/err"; fails=$((fails + 1)); return
+  fi
+  echo "ok: $what"
+}
+expect_ok() {
+  local what="$1"
+  shift
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "FAIL: $what: exit $rc"; cat "$TMP/err"; fails=$((fails + 1)); return 1; fi
+  echo "ok: $what"
+}
+
+# errors that need no model
+expect_fail "run: unknown flag" "unknown flag" "$LLM" run --no-such-flag
+expect_fail "run: no prompt" "prompt" "$LLM" run -m "$MODEL"
+expect_fail "run: -n 0" "-n must be at least 1" "$LLM" run -m "$MODEL" -p hi -n 0
+expect_fail "run: empty prompt" "empty" "$LLM" run -m "$MODEL" -p ""
+expect_fail "run: bad number" "expects an integer" "$LLM" run -m "$MODEL" -p hi -n lots
+expect_fail "run: bad temperature" "temperature" "$LLM" run -m "$MODEL" -p hi --temp -1
+echo "not a model" >"$TMP/junk.gguf"
+expect_fail "run: not a model" "junk.gguf" "$LLM" run -m "$TMP/junk.gguf" -p hi
+expect_fail "run: missing model" "nope.gguf" "$LLM" run -m "$TMP/nope.gguf" -p hi
+expect_fail "run: cuda unavailable" "cuda" "$LLM" run -m "$MODEL" -p hi --device cuda
+expect_fail "perplexity: no file" "-f FILE" "$LLM" perplexity -m "$MODEL"
+expect_fail "perplexity: missing file" "cannot read" "$LLM" perplexity -m "$MODEL" -f "$TMP/none.txt"
+expect_fail "bench: -p 0" "-p must be" "$LLM" bench -m "$MODEL" -p 0
+
+if [ ! -f "$MODEL" ]; then
+  echo "SKIPPED: demo model missing at $MODEL (run tools/setup.sh)"
+  [ $fails -eq 0 ] && exit 0 || exit 1
+fi
+
+# a prompt longer than the context
+long=$(printf 'word %.0s' $(seq 1 100))
+expect_fail "run: prompt longer than the context" "context" "$LLM" run -m "$MODEL" -p "$long" -c 32
+
+# greedy run: streams text to stdout, stats to stderr
+if expect_ok "run: greedy" "$LLM" run -m "$MODEL" -p "The capital of France is" -n 8 --temp 0; then
+  grep -q "Paris" "$TMP/out" || { echo "FAIL: run output lacks Paris: $(cat "$TMP/out")"; fails=$((fails + 1)); }
+  grep -q "tok/s" "$TMP/err" || { echo "FAIL: run stats missing on stderr"; fails=$((fails + 1)); }
+  grep -q "peak memory" "$TMP/err" || { echo "FAIL: run peak memory missing"; fails=$((fails + 1)); }
+fi
+# seeded sampling repeats
+"$LLM" run -m "$MODEL" -p "Tell me a story" -n 8 --temp 0.9 --seed 5 >"$TMP/s1" 2>/dev/null
+"$LLM" run -m "$MODEL" -p "Tell me a story" -n 8 --temp 0.9 --seed 5 >"$TMP/s2" 2>/dev/null
+if cmp -s "$TMP/s1" "$TMP/s2" && [ -s "$TMP/s1" ]; then echo "ok: seeded sampling repeats"; else
+  echo "FAIL: same seed gave different text"; fails=$((fails + 1)); fi
+expect_ok "run: --chat" "$LLM" run -m "$MODEL" -p "What is 2+2?" -n 8 --temp 0 --chat
+
+# chat from a pipe: two turns, two replies
+if printf 'Hi!\nWhat is the capital of France?\n' | "$LLM" chat -m "$MODEL" -n 16 --temp 0 >"$TMP/chat" 2>"$TMP/err"; then
+  [ "$(grep -c . "$TMP/chat")" -ge 2 ] && echo "ok: chat from a pipe" || { echo "FAIL: chat replies: $(cat "$TMP/chat")"; fails=$((fails + 1)); }
+else
+  echo "FAIL: chat exit"; cat "$TMP/err"; fails=$((fails + 1))
+fi
+
+# perplexity JSON on a short text
+head -c 3000 "$SRC/README.md" >"$TMP/text.txt"
+if expect_ok "perplexity --json" "$LLM" perplexity -m "$MODEL" -f "$TMP/text.txt" -c 64 --stride 32 --max-tokens 200 --json; then
+  python3 - "$TMP/out" <<'PY' || fails=$((fails + 1))
+import json, math, sys
+d = json.load(open(sys.argv[1]))
+assert {"ppl", "nll", "tokens"} <= d.keys(), d
+assert abs(math.exp(d["nll"]) - d["ppl"]) < 1e-3 * d["ppl"], d
+assert d["tokens"] == 199 and d["windows"] == 6 and 1 < d["ppl"] < 1000, d
+print("ok: perplexity JSON fields", d["ppl"])
+PY
+fi
+expect_ok "bench --json" "$LLM" bench -m "$MODEL" -p 16 -n 4 --json
+grep -q '"decode_tok_s"' "$TMP/out" || { echo "FAIL: bench json"; fails=$((fails + 1)); }
+
+[ $fails -eq 0 ] && echo "all CLI checks passed" || echo "$fails CLI checks failed"
+[ $fails -eq 0 ]
