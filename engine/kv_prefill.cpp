@@ -85,8 +85,9 @@ KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c) {
   p.n_layers = c.n_layers;
   p.n_kv_heads = c.n_kv_heads;
   p.head_dim = c.head_dim;
-  p.group = spec.quant.group == 0 ? c.head_dim : spec.quant.group;
-  if (c.head_dim % p.group != 0) p.group = c.head_dim;  // quant off and head_dim < 32: rows are never quantised
+  const int g = spec.quant.group;
+  p.group = g == 0 || (g < 0 && c.head_dim % 32 != 0) ? c.head_dim : g < 0 ? 32 : g;
+  if (c.head_dim % p.group != 0) p.group = c.head_dim;  // quant off (checked above when on): rows stay fp32
   p.keep = kv_keep_schedule(spec.keep, c.n_layers);
   p.budget = kv_evict_budgets(spec.evict, c.n_layers);
   p.layers.resize(c.n_layers);

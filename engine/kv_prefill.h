@@ -52,7 +52,8 @@ struct KVQuantSpec {
   std::vector<int> bits{8, 4, 2};            // widths, tried from the most important tokens down
   std::vector<float> frac{0.2f, 0.5f, 0.3f}; // fraction of a layer-head's (non-recent) tokens at each width
   int recent = 32;                           // the last `recent` prompt tokens stay at 16 bits
-  int group = 32;                            // 0: one group per head row
+  int group = -1;                            // values per scale/min group; 0: one per head row; -1: 32, or
+                                             // one per head row when head_dim is not a multiple of 32
 };
 struct KVKeepSpec {
   bool on = false;

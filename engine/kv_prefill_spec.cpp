@@ -235,7 +235,9 @@ KVPrefillSpec kv_prefill_spec_from_json_file(const std::string& path) {
 
 void kv_prefill_spec_check(const KVPrefillSpec& s, const Config& c) {
   if (s.quant.on) {
-    const int g = s.quant.group == 0 ? c.head_dim : s.quant.group;
+    const int g = s.quant.group == 0 || (s.quant.group < 0 && c.head_dim % 32 != 0) ? c.head_dim
+                  : s.quant.group < 0                                                 ? 32
+                                                                                      : s.quant.group;
     if (g % 4 != 0 || c.head_dim % g != 0)
       fail("--kv quant: group ", g, " must divide head_dim ", c.head_dim, " (and be a multiple of 4); use group=head");
   }

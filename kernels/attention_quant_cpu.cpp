@@ -6,22 +6,10 @@
 #include <vector>
 
 #include "kernels/quant_cpu.h"
+#include "kernels/simd_cpu.h"
 #include "kernels/threadpool_cpu.h"
 
 namespace llm {
-
-static inline float dot4(const float* a, const float* b, int n) {  // attention_cpu's dot_f32
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += a[i] * b[i];
-    s1 += a[i + 1] * b[i + 1];
-    s2 += a[i + 2] * b[i + 2];
-    s3 += a[i + 3] * b[i + 3];
-  }
-  for (; i < n; ++i) s0 += a[i] * b[i];
-  return (s0 + s1) + (s2 + s3);
-}
 
 void attention_quant_cpu(float* out, const QuantAttentionArgs& a, ThreadPool* pool) {
   const int hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
@@ -45,7 +33,7 @@ void attention_quant_cpu(float* out, const QuantAttentionArgs& a, ThreadPool* po
         } else {
           dequantize_row_cpu(row.data(), kj, hd, bits[j], a.group);
         }
-        s = dot4(qi, row.data(), hd) * scale;
+        s = simd::dot(qi, row.data(), hd) * scale;
         att[j] = s;
         mx = s > mx ? s : mx;
       }
@@ -61,7 +49,7 @@ void attention_quant_cpu(float* out, const QuantAttentionArgs& a, ThreadPool* po
         const float p = att[j] * inv;
         const uint8_t* vj = data + off[j] + quant_row_bytes(hd, bits[j], a.group);
         dequantize_row_cpu(row.data(), vj, hd, bits[j], a.group);
-        for (int d = 0; d < hd; ++d) oi[d] += p * row[d];
+        simd::axpy(oi, p, row.data(), hd);
       }
     }
   });
@@ -88,7 +76,7 @@ void attention_importance_cpu(float* out, float* cum, float* win, float* scratch
         const float* qi = q + (int64_t(i) * n_heads + h) * head_dim;
         float mx = -INFINITY;
         for (int j = 0; j <= i; ++j) {
-          const float s = dot4(qi, kg + int64_t(j) * head_dim, head_dim) * scale;
+          const float s = simd::dot(qi, kg + int64_t(j) * head_dim, head_dim) * scale;
           att[j] = s;
           mx = s > mx ? s : mx;
         }
@@ -105,8 +93,7 @@ void attention_importance_cpu(float* out, float* cum, float* win, float* scratch
           const float p = att[j] * inv;
           ch[j] += p;
           if (in_win) wh[j] += p;
-          const float* vj = vg + int64_t(j) * head_dim;
-          for (int d = 0; d < head_dim; ++d) oi[d] += p * vj[d];
+          simd::axpy(oi, p, vg + int64_t(j) * head_dim, head_dim);
         }
       }
     }
