@@ -418,8 +418,11 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   if (lr.calib) {
     // calibration capture: the ordinary full-cache attention, plus sums of k k^T (before RoPE) and v v^T
     KVCalibration& cal = *lr.calib;
-    matmul_cpu(s.k.data(), s.xb.data(), L.wk, n, pool);
-    matmul_cpu(s.v.data(), s.xb.data(), L.wv, n, pool);
+    {
+      float* outs[2] = {s.k.data(), s.v.data()};
+      const QMatrix* ws[2] = {&L.wk, &L.wv};
+      matmul_group_cpu(outs, ws, 2, s.xb.data(), n, pool);
+    }
     parallel_for(pool, int64_t(nkv) * 2, [&](int64_t b, int64_t e) {
       for (int64_t task = b; task < e; ++task) {
         const int g = static_cast<int>(task / 2);
@@ -452,8 +455,11 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   const KVLowRankModel::Layer& Lr = M.layers[l];
   const int rk = M.ranks.k, rv = M.ranks.v_max();
   // keys: c_k = W_K' x directly (n, nkv*rk); values: v = W_V x, then c_v = U_V[:, :r_t]^T v at each token's rank
-  matmul_cpu(s.k.data(), s.xb.data(), Lr.wk, n, pool);
-  matmul_cpu(s.v.data(), s.xb.data(), L.wv, n, pool);
+  {
+    float* outs[2] = {s.k.data(), s.v.data()};
+    const QMatrix* ws[2] = {&Lr.wk, &L.wv};
+    matmul_group_cpu(outs, ws, 2, s.xb.data(), n, pool);
+  }
   float* ck = lr.ck.data() + size_t(l) * nkv * lr.capacity * rk;
   float* cv = lr.cv.data() + size_t(l) * nkv * lr.v_cap;
   parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {

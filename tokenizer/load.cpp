@@ -148,6 +148,8 @@ void finish(Tokenizer& t) {
       if (sys.find_first_of("{}'\"+") == std::string::npos) t.chat_default_system = sys;
     }
   }
+  if (t.kind == TokenizerKind::byte_level_bpe)
+    t.word_ids.build(std::vector<std::pair<std::string, int32_t>>(t.vocab.begin(), t.vocab.end()));
   t.cache = tokenizer_cache_new();
 }
 
@@ -258,11 +260,13 @@ Tokenizer tokenizer_from_json(std::string_view tokenizer_json, std::string_view 
     }
     // merges: "a b" strings or ["a", "b"] pairs
     uint32_t rank = 0;
+    std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> raw_ids;  // vocab strings as written
+    raw_ids.reserve(m["vocab"].size());
+    for (const auto& [k, v] : m["vocab"].items()) raw_ids.emplace(k, (int32_t)v.get<int64_t>());
     auto vocab_id = [&](const std::string& s) -> int32_t {
-      auto it = m["vocab"].find(s);
-      return it == m["vocab"].end() ? -1 : (int32_t)it->get<int64_t>();
+      auto it = raw_ids.find(s);
+      return it == raw_ids.end() ? -1 : it->second;
     };
-    std::unordered_map<std::string, int32_t> raw_ids;
     for (const auto& mg : m["merges"]) {
       std::string a, b;
       if (mg.is_string()) {

@@ -16,6 +16,78 @@
 
 namespace llm {
 
+static inline uint64_t hash_bytes(const char* p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+  while (n >= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    h = (h ^ v) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+    p += 8;
+    n -= 8;
+  }
+  uint64_t v = 0;
+  std::memcpy(&v, p, n);
+  h ^= v;  // splitmix64's finalizer: every input bit reaches the low bits used for the slot
+  h ^= h >> 30;
+  h *= 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 27;
+  h *= 0x94D049BB133111EBull;
+  return h ^ (h >> 31);
+}
+
+static inline uint64_t head_of(std::string_view k) {
+  uint64_t v = 0;
+  std::memcpy(&v, k.data(), std::min<size_t>(8, k.size()));
+  return v;
+}
+
+static inline uint32_t tag_len_of(uint64_t h, size_t len) { return (uint32_t)((h >> 48) << 16) | (uint32_t)len; }
+
+void StringTable::insert(std::string_view k, int32_t v) {
+  if (k.size() >= 65535) return;
+  if (key_begin.empty()) key_begin.push_back(0);
+  if ((values.size() + 1) * 2 > slots.size()) {  // grow: re-place every entry
+    size_t cap = std::max<size_t>(16, slots.size() * 2);
+    slots.assign(cap, Slot{0, 0, 0});
+    for (size_t e = 0; e < values.size(); ++e) {
+      std::string_view ke(keys.data() + key_begin[e], key_begin[e + 1] - key_begin[e]);
+      uint64_t h = hash_bytes(ke.data(), ke.size());
+      size_t i = h & (cap - 1);
+      while (slots[i].entry) i = (i + 1) & (cap - 1);
+      slots[i] = Slot{head_of(ke), tag_len_of(h, ke.size()), (int32_t)e + 1};
+    }
+  }
+  keys.append(k);
+  values.push_back(v);
+  key_begin.push_back((uint32_t)keys.size());
+  uint64_t h = hash_bytes(k.data(), k.size());
+  size_t i = h & (slots.size() - 1);
+  while (slots[i].entry) i = (i + 1) & (slots.size() - 1);
+  slots[i] = Slot{head_of(k), tag_len_of(h, k.size()), (int32_t)values.size()};
+}
+
+void StringTable::build(const std::vector<std::pair<std::string, int32_t>>& entries) {
+  clear();
+  for (const auto& [k, v] : entries)
+    if (find(k) < 0) insert(k, v);  // first one wins
+}
+
+int32_t StringTable::find(std::string_view k) const {
+  if (slots.empty() || k.size() >= 65535) return -1;
+  uint64_t h = hash_bytes(k.data(), k.size()), head = head_of(k);
+  uint32_t tl = tag_len_of(h, k.size());
+  size_t mask = slots.size() - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    const Slot& s = slots[i];
+    if (!s.entry) return -1;
+    if (s.tag_len != tl || s.head != head) continue;
+    if (k.size() <= 8) return values[s.entry - 1];
+    size_t b = key_begin[s.entry - 1];
+    if (std::memcmp(keys.data() + b + 8, k.data() + 8, k.size() - 8) == 0) return values[s.entry - 1];
+  }
+}
+
 namespace {
 
 struct Sym {
@@ -131,9 +203,33 @@ void bpe_spm(const Tokenizer& t, std::string_view text, BpeScratch& sc, std::vec
 
 }  // namespace
 
+// Word -> ids for words that needed BPE, shared by all encode calls on one Tokenizer (flat arrays, one lock).
 struct TokenizerCache {
   std::mutex mu;
-  std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> words;
+  StringTable words;               // word -> index into id_begin
+  std::vector<uint32_t> id_begin;  // ids of entry i: ids[id_begin[i], id_begin[i+1])
+  std::vector<int32_t> ids;
+
+  bool get(std::string_view word, std::vector<int32_t>& out) {
+    std::lock_guard<std::mutex> lock(mu);
+    int32_t e = words.find(word);
+    if (e < 0) return false;
+    out.insert(out.end(), ids.begin() + id_begin[e], ids.begin() + id_begin[e + 1]);
+    return true;
+  }
+  void put(std::string_view word, const std::vector<int32_t>& word_ids) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (words.values.size() >= (1u << 18)) {  // bound the memory on endless input
+      words.clear();
+      id_begin.clear();
+      ids.clear();
+    }
+    if (words.find(word) >= 0) return;
+    if (id_begin.empty()) id_begin.push_back(0);
+    words.insert(word, (int32_t)id_begin.size() - 1);
+    ids.insert(ids.end(), word_ids.begin(), word_ids.end());
+    id_begin.push_back((uint32_t)ids.size());
+  }
 };
 
 std::shared_ptr<TokenizerCache> tokenizer_cache_new() { return std::make_shared<TokenizerCache>(); }
@@ -171,6 +267,7 @@ static void split_specials(const Tokenizer& t, std::string_view text, bool parse
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool want_bos, bool parse_special) const {
   std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 2);
   if (want_bos && add_bos && bos_id >= 0) out.push_back(bos_id);
   BpeScratch sc;
   if (kind == TokenizerKind::sentencepiece_bpe) {
@@ -199,35 +296,38 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool want_bos, boo
   std::vector<int32_t> ids;
   split_specials(
       *this, text, parse_special,
-      [&](std::string_view seg) {
+      [&](std::string_view whole) {
+       // Pre-tokenize in chunks of ~64 KB so the scratch arrays stay in cache. A chunk ends after a '\n' that
+       // is followed by an ASCII letter: no pattern's match spans that point (a newline only ends a
+       // whitespace or punctuation match, and a letter run cannot start with '\n'), so the words are the same.
+       for (size_t cs = 0; cs < whole.size();) {
+        size_t ce = whole.size();
+        if (ce - cs > (1u << 16)) {
+          size_t p = cs + (1u << 16);
+          while (p + 1 < whole.size() && !(whole[p] == '\n' && ((whole[p + 1] | 0x20) >= 'a' && (whole[p + 1] | 0x20) <= 'z')))
+            ++p;
+          ce = p + 1 < whole.size() ? p + 1 : whole.size();
+        }
+        std::string_view seg = whole.substr(cs, ce - cs);
+        cs = ce;
         words.clear();
         pretokenize(pre, seg, ps, words);
         for (const Span& w : words) {
           std::string_view word = seg.substr(w.begin, w.end - w.begin);
           if (ignore_merges || word.size() == 1) {
-            auto it = vocab.find(word);
-            if (it != vocab.end()) {
-              out.push_back(it->second);
+            int32_t id = word_ids.find(word);
+            if (id >= 0) {
+              out.push_back(id);
               continue;
             }
           }
-          if (cache) {
-            std::lock_guard<std::mutex> lock(cache->mu);
-            auto it = cache->words.find(word);
-            if (it != cache->words.end()) {
-              out.insert(out.end(), it->second.begin(), it->second.end());
-              continue;
-            }
-          }
+          if (cache && cache->get(word, out)) continue;
           ids.clear();
           bpe_word_bytes(*this, word, sc, ids);
           out.insert(out.end(), ids.begin(), ids.end());
-          if (cache) {
-            std::lock_guard<std::mutex> lock(cache->mu);
-            if (cache->words.size() > (1u << 18)) cache->words.clear();  // bound the memory on endless input
-            cache->words.emplace(std::string(word), ids);
-          }
+          if (cache) cache->put(word, ids);
         }
+       }
       },
       [&](int32_t id) { out.push_back(id); });
   return out;

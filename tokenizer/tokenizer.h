@@ -33,6 +33,25 @@ enum class ChatTemplate { none, llama3, chatml, llama2 };
 
 struct TokenizerCache;  // word -> ids cache; internal, thread-safe
 
+// Open-addressing string -> id table: the vocabulary lookup is the hot path of byte-level encoding (most
+// Llama-3 words are one vocab entry), and a flat table with the keys in one buffer beats std::unordered_map's
+// node chasing several times over.
+struct StringTable {
+  struct Slot {
+    uint64_t head;     // the key's first 8 bytes, zero padded: most words are compared without leaving the slot
+    uint32_t tag_len;  // (hash high 16 bits << 16) | key length (keys of 65535+ bytes are never looked up here)
+    int32_t entry;     // index + 1 into key_begin/values; 0 = empty
+  };
+  std::vector<Slot> slots;
+  std::vector<uint32_t> key_begin;  // entry i's key is keys[key_begin[i], key_begin[i+1])
+  std::string keys;
+  std::vector<int32_t> values;
+  void build(const std::vector<std::pair<std::string, int32_t>>& entries);
+  void insert(std::string_view key, int32_t value);  // key must be absent; grows the table as needed
+  int32_t find(std::string_view key) const;  // -1 when absent
+  void clear() { slots.clear(); key_begin.clear(); keys.clear(); values.clear(); }
+};
+
 // Hash that lets an unordered_map<std::string, ...> be searched with a string_view (no copy per lookup).
 struct StringHash {
   using is_transparent = void;
@@ -65,6 +84,7 @@ struct Tokenizer {
   std::unordered_map<uint64_t, uint64_t> merges;
   int32_t byte_token[256] = {};                     // byte-level: id of each byte; SentencePiece: <0xNN> or -1
   std::vector<int32_t> specials_by_first[256];      // special ids by their first byte, longest text first
+  StringTable word_ids;                             // byte-level: the same as `vocab`, for encoding
   std::shared_ptr<TokenizerCache> cache;
 
   int32_t vocab_size() const { return (int32_t)pieces.size(); }
