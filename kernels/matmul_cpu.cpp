@@ -81,8 +81,8 @@ inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 // 8 unsigned bytes -> 8 floats
-inline __m256 u8x8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)); }
-inline __m256 i8x8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)); }
+[[maybe_unused]] inline __m256 u8x8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)); }
+[[maybe_unused]] inline __m256 i8x8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)); }
 #endif
 
 // Dot of one row with x for the native types.
