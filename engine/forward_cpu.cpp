@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "engine/model.h"
+#include "engine/kv_lowrank.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
 #include "loader/ggml_quants.h"
@@ -113,6 +114,9 @@ static void forward_block(const Config& c, const Weights& w, KVCache& kv, RunSta
     const LayerWeights& L = w.layers[l];
     // ---- attention ----
     rmsnorm_cpu(s.xb.data(), x, L.attn_norm, n, dim, c.rms_eps, pool);
+    if (kv.lowrank) {  // issue 6 hook: low-rank KV cache / calibration (engine/kv_lowrank.cpp)
+      kv_lowrank_attention(c, L, l, *kv.lowrank, kv, s, n, pos0, pool);
+    } else {  // (the full-cache body below keeps its original indentation so merges stay clean)
     {
       float* outs[3] = {s.q.data(), s.k.data(), s.v.data()};
       const QMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
@@ -131,6 +135,7 @@ static void forward_block(const Config& c, const Weights& w, KVCache& kv, RunSta
       }
     attention_cpu(s.att.data(), s.q.data(), kc, vc, n, pos0 + n, c.n_heads, c.n_kv_heads, hd, kv.capacity, pool);
     matmul_cpu(s.xb.data(), s.att.data(), L.wo, n, pool);
+    }  // end issue 6 hook
     add_cpu(x, s.xb.data(), static_cast<int64_t>(n) * dim);
     // ---- feed-forward (SwiGLU) ----
     rmsnorm_cpu(s.xb.data(), x, L.ffn_norm, n, dim, c.rms_eps, pool);
@@ -163,6 +168,7 @@ void forward_cpu(const Config& c, const Weights& w, KVCache& kv, RunState& s, co
          " (use a larger context, -c, or a shorter input)");
   const size_t V = c.vocab_size;
   if (mode == LogitsMode::all && s.logits.size() < static_cast<size_t>(n) * V) s.logits.resize(size_t(n) * V);
+  if (kv.lowrank) kv_lowrank_begin(*kv.lowrank, kv.n, n);  // issue 6 hook: value ranks of these tokens
   for (int b = 0; b < n; b += s.max_block) {
     const int m = std::min(s.max_block, n - b);
     float* out = mode == LogitsMode::all ? s.logits.data() + static_cast<size_t>(b) * V

@@ -26,6 +26,8 @@ namespace llm {
 struct Tokenizer;
 struct ModelImpl;
 struct SessionImpl;
+struct Weights;      // engine/model.h
+class ThreadPool;    // kernels/threadpool_cpu.h
 
 enum class Device { cpu, cuda };
 // "cpu" or "cuda"; throws llm::Error for anything else.
@@ -37,6 +39,10 @@ struct LoadOptions {
   int n_threads = 0;            // 0: every core
   // Called with the fraction loaded (0..1) while the weights are resolved and checked; may be empty.
   std::function<void(float)> on_progress = {};
+  // ---- KV-cache compression (issue 6, docs/kv-compression.md) ----
+  std::string kv = "full";       // "full" or "svd:k=...,v=...,policy=...,basis=..."
+  std::string kv_config = {};    // a JSON file with the same fields (instead of kv)
+  std::string kv_profile = {};   // a profile from `llm compress`; empty: a `weights` profile built at load
 };
 
 struct ChatTurn {
@@ -65,6 +71,11 @@ class Model {
   // add_bos=false, parse_special=true). Throws when the model has no chat template.
   std::string chat_prompt(const std::vector<ChatTurn>& turns, bool add_generation_prompt) const;
   bool is_end_of_generation(int token) const;  // EOS / EOT of the config or the tokenizer
+  // ---- issue 6 ----
+  std::string kv_description() const;  // the resolved KV-cache spec: "full" or "svd:k=16,v=16/32/64,..."
+  // Engine internals for tools that work on the weights (llm compress): the resolved weights and the pool.
+  const Weights& weights() const;
+  ThreadPool* thread_pool() const;
 
  private:
   friend class Session;
@@ -128,6 +139,12 @@ class Session {
   GenerateResult generate(const GenerateOptions& options, const TokenCallback& on_piece = {});
 
   SessionStats stats() const;
+
+  // ---- issue 6 ----
+  size_t kv_cache_bytes() const;  // bytes of the KV cache in use for the tokens cached (compressed or full)
+  // Importance policy hook (issue 7 supplies the scores): one score per token of the NEXT forward call
+  // (feed / the next generated token), higher = keep at a higher value rank. Consumed by that call.
+  void set_token_scores(std::vector<float> scores);
 
  private:
   std::unique_ptr<SessionImpl> impl_;

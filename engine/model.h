@@ -16,6 +16,7 @@
 namespace llm {
 
 class ThreadPool;
+struct KVLowRank;  // engine/kv_lowrank.h (issue 6)
 
 struct LayerWeights {
   const float* attn_norm = nullptr;  // (dim)
@@ -52,6 +53,9 @@ struct KVCache {
   int capacity = 0;  // max tokens (the context size)
   int n = 0;         // tokens stored
   std::vector<float> k, v;
+  // issue 6 hook: when set, forward_cpu runs the attention sub-layer through engine/kv_lowrank.cpp (a low-rank
+  // cache, k/v above left empty, or a calibration capture over k/v). Not owned.
+  KVLowRank* lowrank = nullptr;
 
   float* k_layer(int l) { return k.data() + static_cast<size_t>(l) * n_kv_heads * capacity * head_dim; }
   float* v_layer(int l) { return v.data() + static_cast<size_t>(l) * n_kv_heads * capacity * head_dim; }

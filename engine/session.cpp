@@ -10,6 +10,7 @@
 
 #include "engine/llm.h"
 #include "engine/model.h"
+#include "engine/kv_lowrank.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/model_file.h"
 #include "tokenizer/tokenizer.h"
@@ -58,6 +59,7 @@ struct ModelImpl {
   Weights weights;
   Tokenizer tokenizer;
   std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<KVLowRankModel> lowrank;  // issue 6: set when the KV spec is not "full"
 };
 
 Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_unique<ModelImpl>()) {
@@ -84,6 +86,12 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     fail(path, ": the tokenizer has ", m.tokenizer.vocab_size(), " tokens but the model's vocabulary is ",
          m.file.config.vocab_size);
   m.pool = std::make_unique<ThreadPool>(opt.n_threads);
+  {  // issue 6: low-rank KV cache (engine/kv_lowrank.cpp)
+    if (!opt.kv_config.empty() && opt.kv != "full") fail("give the KV spec with --kv or --kv-config, not both");
+    const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(opt.kv) : kv_spec_from_json_file(opt.kv_config);
+    if (spec.lowrank) m.lowrank = kv_lowrank_model_create(spec, opt.kv_profile, m.file.config, m.weights, m.pool.get());
+    else if (!opt.kv_profile.empty()) fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
+  }
   if (opt.on_progress) opt.on_progress(1.0f);
 }
 
@@ -96,6 +104,11 @@ Device Model::device() const { return impl_->device; }
 const std::string& Model::path() const { return impl_->path; }
 size_t Model::weight_bytes() const { return impl_->weights.weight_bytes; }
 int Model::n_threads() const { return impl_->pool->size(); }
+const Weights& Model::weights() const { return impl_->weights; }
+ThreadPool* Model::thread_pool() const { return impl_->pool.get(); }
+std::string Model::kv_description() const {
+  return impl_->lowrank ? kv_spec_describe(impl_->lowrank->spec, impl_->lowrank->ranks) : "full";
+}
 const Tokenizer& Model::tokenizer() const { return impl_->tokenizer; }
 
 std::vector<int> Model::tokenize(const std::string& text, bool add_bos, bool parse_special) const {
@@ -131,6 +144,7 @@ struct SessionImpl {
   int pending = -1;          // the last sampled token, not yet run through the model (fed with the next input)
   size_t logits_row = 0;     // offset of the current next-token logits in state.logits
   SessionStats stats;
+  std::unique_ptr<KVLowRank> lowrank;  // issue 6: the low-rank cache (cache.lowrank points here)
 };
 
 Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_unique<SessionImpl>()) {
@@ -143,7 +157,13 @@ Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_uniq
   if (opt.max_block < 1) fail("prefill block size must be >= 1, got ", opt.max_block);
   impl_->model = &model;
   impl_->mi = model.impl_.get();
-  impl_->cache = kvcache_create(c, n_ctx);
+  if (impl_->mi->lowrank) {  // issue 6
+    impl_->lowrank = std::make_unique<KVLowRank>(kv_lowrank_create(*impl_->mi->lowrank, c, n_ctx));
+    impl_->cache = kv_lowrank_kvcache(c, n_ctx);
+    impl_->cache.lowrank = impl_->lowrank.get();
+  } else {
+    impl_->cache = kvcache_create(c, n_ctx);
+  }
   impl_->state = runstate_create(c, std::min(opt.max_block, n_ctx));
 }
 
@@ -157,6 +177,15 @@ const std::vector<int>& Session::history() const { return impl_->history; }
 int Session::vocab_size() const { return impl_->model->config().vocab_size; }
 const float* Session::logits() const { return impl_->state.logits.data() + impl_->logits_row; }
 SessionStats Session::stats() const { return impl_->stats; }
+size_t Session::kv_cache_bytes() const {
+  const auto& s = *impl_;
+  if (s.lowrank) return s.lowrank->bytes_used(s.cache.n);
+  return size_t(2) * s.cache.n * s.cache.n_layers * s.cache.n_kv_heads * s.cache.head_dim * sizeof(float);
+}
+void Session::set_token_scores(std::vector<float> scores) {
+  if (!impl_->lowrank) fail("set_token_scores: the session's KV cache is not low-rank (--kv svd:...)");
+  impl_->lowrank->next_scores = std::move(scores);
+}
 
 void Session::reset() {
   impl_->cache.n = 0;

@@ -1,11 +1,71 @@
-// llm compress: not built yet (issue 6). Replaced by the real command when that issue lands.
+// llm compress: build a KV profile (issue 6): per layer and KV head the bases U_K, U_V that the low-rank KV cache
+// projects onto, from the weights (SVD of W_K / W_V) or from calibration text (eigenvectors of the pre-RoPE key
+// and the value second moments). Saved as safetensors; run/perplexity/bench/chat load it with --kv-profile.
 #include <cstdio>
 
 #include "commands.h"
+#include "engine/kv_profile.h"
+#include "gen_common.h"
+#include "loader/error.h"
 
 namespace llm_cli {
-int cmd_compress(int, char**) {
-  std::fprintf(stderr, "llm compress: not implemented yet (issue 6)\n");
-  return 2;
+
+int cmd_compress(int argc, char** argv) {
+  const std::vector<FlagSpec> spec = {
+      {"-m,--model", "PATH", "GGUF file, .safetensors file or Hugging Face directory (default: the demo model)"},
+      {"-t,--threads", "N", "CPU threads (default: every core)"},
+      {"--basis", "B", "weights (SVD of W_K / W_V, no data) or calib (key/value statistics over --calib-file)"},
+      {"--calib-file", "TEXT", "calibration text (basis calib)"},
+      {"--calib-tokens", "N", "use the first N tokens of the text (default 16384; 0 = all)"},
+      {"--calib-ctx", "N", "calibration window: the text runs in windows of N tokens (default 512)"},
+      {"-o,--output", "FILE", "the profile to write (.safetensors)"},
+  };
+  Args a = parse_args("compress", argc, argv, spec);
+  if (a.has("help")) {
+    print_help("compress", "[-m PATH] --basis weights|calib [--calib-file TEXT] [--calib-tokens N] -o PROFILE.safetensors",
+               spec);
+    return 0;
+  }
+  if (!a.positional.empty()) llm::fail("llm compress: unexpected argument '", a.positional[0], "'");
+  if (!a.has("output")) llm::fail("llm compress: no output file: give one with -o PROFILE.safetensors");
+  const std::string basis = a.get("basis", "weights");
+  if (basis != "weights" && basis != "calib") llm::fail("llm compress: --basis must be weights or calib, got '", basis, "'");
+  if (basis == "calib" && !a.has("calib-file"))
+    llm::fail("llm compress: --basis calib needs a text to calibrate on: give it with --calib-file TEXT");
+  if (basis == "weights" && (a.has("calib-file") || a.has("calib-tokens") || a.has("calib-ctx")))
+    llm::fail("llm compress: --calib-file/--calib-tokens/--calib-ctx only apply to --basis calib");
+  const long long calib_tokens = a.get_int("calib-tokens", 16384), calib_ctx = a.get_int("calib-ctx", 512);
+  if (calib_tokens < 0) llm::fail("llm compress: --calib-tokens must be >= 0, got ", calib_tokens);
+  if (calib_ctx < 2 || calib_ctx > (1 << 20)) llm::fail("llm compress: --calib-ctx must be in [2, 1048576], got ", calib_ctx);
+  std::string text;
+  if (basis == "calib") {
+    text = read_text_file(a.get("calib-file"));
+    if (text.empty()) llm::fail("llm compress: '", a.get("calib-file"), "' is empty");
+  }
+
+  llm::LoadOptions lo;
+  long long t = a.get_int("threads", 0);
+  if (t < 0 || t > 1024) llm::fail("llm compress: --threads must be in [1, 1024], got ", t);
+  lo.n_threads = static_cast<int>(t);
+  lo.on_progress = progress_bar("loading");
+  llm::Model model(a.get("model", default_model_path()), lo);
+  const llm::Config& c = model.config();
+  llm::KVProfile p;
+  if (basis == "weights") {
+    p = llm::kv_profile_from_weights(c, model.weights(), model.thread_pool(), progress_bar("svd"));
+  } else {
+    std::vector<int> tokens = model.tokenize(text, true, false);
+    if (calib_tokens > 0 && tokens.size() > static_cast<size_t>(calib_tokens)) tokens.resize(calib_tokens);
+    llm::KVCalibration cal =
+        llm::kv_calibration_collect(model, tokens, static_cast<int>(calib_ctx), progress_bar("calibrating"));
+    p = llm::kv_profile_from_calibration(c, model.weights(), cal);
+    p.calib_source = a.get("calib-file");
+  }
+  llm::kv_profile_save(p, a.get("output"));
+  std::fprintf(stderr, "wrote %s: basis %s, %d layers x %d KV heads x head_dim %d, model hash %s%s\n",
+               a.get("output").c_str(), p.basis.c_str(), p.n_layers, p.n_kv_heads, p.head_dim, p.model_hash.c_str(),
+               p.basis == "calib" ? (", " + std::to_string(p.calib_tokens) + " calibration tokens").c_str() : "");
+  return 0;
 }
+
 }  // namespace llm_cli

@@ -16,6 +16,10 @@ std::vector<FlagSpec> model_flags() {
       {"-m,--model", "PATH", "GGUF file, .safetensors file or Hugging Face directory (default: the demo model)"},
       {"--device", "NAME", "cpu (default) or cuda"},
       {"-t,--threads", "N", "CPU threads (default: every core)"},
+      // issue 6: KV-cache compression (docs/kv-compression.md)
+      {"--kv", "SPEC", "KV cache: full (default) or svd:k=R,v=R[/R/R],policy=seed|uniform|importance,basis=weights|calib"},
+      {"--kv-config", "FILE", "the KV spec as a JSON file (instead of --kv)"},
+      {"--kv-profile", "FILE", "KV bases from `llm compress` (default with --kv svd: a weights profile built at load)"},
   };
 }
 
@@ -43,6 +47,9 @@ llm::LoadOptions load_options(const Args& a) {
   if (t < 0 || t > 1024) llm::fail("llm ", a.command, ": --threads must be in [1, 1024], got ", t);
   o.n_threads = static_cast<int>(t);
   o.on_progress = progress_bar("loading");
+  o.kv = a.get("kv", "full");             // issue 6
+  o.kv_config = a.get("kv-config", "");
+  o.kv_profile = a.get("kv-profile", "");
   return o;
 }
 

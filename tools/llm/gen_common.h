@@ -10,7 +10,7 @@
 
 namespace llm_cli {
 
-// -m, --device, -t
+// -m, --device, -t, --kv, --kv-config, --kv-profile
 std::vector<FlagSpec> model_flags();
 // --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n, --seed
 std::vector<FlagSpec> sampling_flags();

@@ -1,0 +1,508 @@
+// Low-rank KV cache: spec parsing, rank policies, weight folding at load, and the attention sub-layer the
+// forward pass calls through its hook (see engine/kv_lowrank.h for the layout and the maths).
+#include "engine/kv_lowrank.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include "engine/model.h"
+#include "kernels/lowrank_cpu.h"
+#include "kernels/threadpool_cpu.h"
+#include "loader/error.h"
+#include "loader/ggml_quants.h"
+
+namespace llm {
+
+const char* kv_rank_policy_name(KVRankPolicy p) {
+  switch (p) {
+    case KVRankPolicy::seed: return "seed";
+    case KVRankPolicy::uniform: return "uniform";
+    case KVRankPolicy::importance: return "importance";
+  }
+  return "?";
+}
+const char* kv_basis_name(KVBasis b) { return b == KVBasis::weights ? "weights" : "calib"; }
+
+// ---- spec ------------------------------------------------------------------------------------------------------
+
+namespace {
+
+const char* kGrammar =
+    "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib "
+    "(RANK: a number such as 32, a fraction of head_dim such as 1/4, or d, d/2, d/4 ...); see docs/kv-compression.md";
+
+bool parse_uint(const std::string& s, int& out) {
+  if (s.empty() || s.size() > 6) return false;
+  for (char ch : s)
+    if (ch < '0' || ch > '9') return false;
+  out = std::stoi(s);
+  return true;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  for (;;) {
+    size_t e = s.find(sep, b);
+    out.push_back(s.substr(b, e == std::string::npos ? std::string::npos : e - b));
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  return out;
+}
+
+// "32", "1/4" (a fraction of head_dim: exactly two numbers), "d", "d/4", "16/32/64", "d/4/d/2/d".
+std::vector<KVRank> parse_rank_list(const std::string& text, const std::string& field, const std::string& spec) {
+  auto bad = [&](const std::string& why) {
+    fail("--kv '", spec, "': ", field, "=", text, ": ", why, "; ", kGrammar);
+  };
+  if (text.empty()) bad("no rank given");
+  const std::vector<std::string> tok = split(text, '/');
+  std::vector<KVRank> out;
+  int a = 0, b = 0;
+  if (tok.size() == 2 && parse_uint(tok[0], a) && parse_uint(tok[1], b)) {
+    if (b == 0) bad("division by zero");
+    out.push_back({a, b});
+    return out;
+  }
+  for (size_t i = 0; i < tok.size(); ++i) {
+    int x = 0;
+    if (tok[i] == "d") {
+      int den = 1;
+      if (i + 1 < tok.size() && parse_uint(tok[i + 1], den)) {
+        if (den == 0) bad("division by zero");
+        ++i;
+      }
+      out.push_back({1, den});
+    } else if (parse_uint(tok[i], x)) {
+      out.push_back({x, 0});
+    } else {
+      bad("'" + tok[i] + "' is not a rank");
+    }
+  }
+  return out;
+}
+
+KVRankPolicy parse_policy(const std::string& s, const std::string& spec) {
+  if (s == "seed") return KVRankPolicy::seed;
+  if (s == "uniform") return KVRankPolicy::uniform;
+  if (s == "importance") return KVRankPolicy::importance;
+  fail("--kv '", spec, "': unknown policy '", s, "': use seed, uniform or importance");
+}
+
+KVBasis parse_basis(const std::string& s, const std::string& spec) {
+  if (s == "weights") return KVBasis::weights;
+  if (s == "calib") return KVBasis::calib;
+  fail("--kv '", spec, "': unknown basis '", s, "': use weights or calib");
+}
+
+void finish_spec(KVSpec& s, bool v_given) {
+  if (!v_given && s.policy == KVRankPolicy::uniform) s.v = {{1, 2}};
+  if (s.policy == KVRankPolicy::uniform && s.v.size() != 1)
+    fail("--kv '", s.text, "': policy=uniform takes one value rank (v=R), got ", s.v.size());
+  if (s.v.size() != 1 && s.v.size() != 3)
+    fail("--kv '", s.text, "': v takes one rank or three (low/medium/high), got ", s.v.size());
+}
+
+}  // namespace
+
+int KVRank::resolve(int head_dim) const {
+  int r = num;
+  if (den > 0) {
+    if ((int64_t(num) * head_dim) % den != 0 || num == 0)
+      fail("rank ", num, "/", den, " of head_dim ", head_dim, " is not a whole positive number of dimensions");
+    r = static_cast<int>(int64_t(num) * head_dim / den);
+  }
+  if (r < 1) fail("rank 0 is not allowed: a rank must be in [1, head_dim = ", head_dim, "]");
+  if (r > head_dim) fail("rank ", r, " exceeds head_dim ", head_dim, ": a rank must be in [1, ", head_dim, "]");
+  return r;
+}
+
+KVSpec kv_spec_parse(const std::string& spec) {
+  KVSpec s;
+  s.text = spec;
+  if (spec == "full") return s;
+  if (spec != "svd" && spec.rfind("svd:", 0) != 0) fail("--kv '", spec, "': unknown cache kind; ", kGrammar);
+  s.lowrank = true;
+  bool v_given = false;
+  if (spec.size() > 4) {
+    std::vector<std::string> seen;
+    for (const std::string& f : split(spec.substr(4), ',')) {
+      const size_t eq = f.find('=');
+      if (eq == std::string::npos || eq == 0) fail("--kv '", spec, "': '", f, "' is not KEY=VALUE; ", kGrammar);
+      const std::string key = f.substr(0, eq), val = f.substr(eq + 1);
+      if (std::find(seen.begin(), seen.end(), key) != seen.end()) fail("--kv '", spec, "': ", key, " given twice");
+      seen.push_back(key);
+      if (key == "k") {
+        auto r = parse_rank_list(val, key, spec);
+        if (r.size() != 1) fail("--kv '", spec, "': k takes one rank (keys have a fixed rank), got ", r.size());
+        s.k = r[0];
+      } else if (key == "v") {
+        s.v = parse_rank_list(val, key, spec);
+        v_given = true;
+      } else if (key == "policy") {
+        s.policy = parse_policy(val, spec);
+      } else if (key == "basis") {
+        s.basis = parse_basis(val, spec);
+        s.basis_given = true;
+      } else {
+        fail("--kv '", spec, "': unknown key '", key, "'; ", kGrammar);
+      }
+    }
+  }
+  finish_spec(s, v_given);
+  return s;
+}
+
+KVSpec kv_spec_from_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("--kv-config '", path, "': cannot read the file");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    fail("--kv-config '", path, "': not valid JSON (", e.what(), ")");
+  }
+  if (!j.is_object()) fail("--kv-config '", path, "': expected a JSON object such as {\"kv\": \"svd\", \"k\": 32}");
+  KVSpec s;
+  s.text = path;
+  auto str = [&](const char* key) -> std::string {
+    if (!j[key].is_string()) fail("--kv-config '", path, "': \"", key, "\" must be a string");
+    return j[key].get<std::string>();
+  };
+  auto rank_text = [&](const nlohmann::json& x, const char* key) -> std::string {
+    if (x.is_number_integer()) return std::to_string(x.get<long long>());
+    if (x.is_string()) return x.get<std::string>();
+    fail("--kv-config '", path, "': \"", key, "\" must be a number, a string such as \"1/4\", or a list of those");
+  };
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (it.key() != "kv" && it.key() != "k" && it.key() != "v" && it.key() != "policy" && it.key() != "basis")
+      fail("--kv-config '", path, "': unknown key \"", it.key(), "\" (known: kv, k, v, policy, basis)");
+  const std::string kind = j.contains("kv") ? str("kv") : "svd";
+  if (kind == "full") return s;
+  if (kind != "svd") fail("--kv-config '", path, "': \"kv\" must be \"full\" or \"svd\", got \"", kind, "\"");
+  s.lowrank = true;
+  bool v_given = false;
+  if (j.contains("k")) {
+    auto r = parse_rank_list(rank_text(j["k"], "k"), "k", path);
+    if (r.size() != 1) fail("--kv-config '", path, "': \"k\" takes one rank, got ", r.size());
+    s.k = r[0];
+  }
+  if (j.contains("v")) {
+    v_given = true;
+    s.v.clear();
+    if (j["v"].is_array()) {
+      for (const auto& x : j["v"]) {
+        auto r = parse_rank_list(rank_text(x, "v"), "v", path);
+        if (r.size() != 1) fail("--kv-config '", path, "': each element of \"v\" is one rank");
+        s.v.push_back(r[0]);
+      }
+    } else {
+      s.v = parse_rank_list(rank_text(j["v"], "v"), "v", path);
+    }
+  }
+  if (j.contains("policy")) s.policy = parse_policy(str("policy"), path);
+  if (j.contains("basis")) {
+    s.basis = parse_basis(str("basis"), path);
+    s.basis_given = true;
+  }
+  finish_spec(s, v_given);
+  return s;
+}
+
+KVRanks kv_spec_ranks(const KVSpec& s, int head_dim) {
+  KVRanks r;
+  try {
+    r.k = s.k.resolve(head_dim);
+    r.v_low = s.v[0].resolve(head_dim);
+    r.v_med = s.v.size() == 3 ? s.v[1].resolve(head_dim) : r.v_low;
+    r.v_high = s.v.size() == 3 ? s.v[2].resolve(head_dim) : r.v_low;
+  } catch (const Error& e) {
+    fail("--kv '", s.text, "': ", e.what());
+  }
+  if (!(r.v_low <= r.v_med && r.v_med <= r.v_high))
+    fail("--kv '", s.text, "': value ranks must be ascending (low/medium/high), got ", r.v_low, "/", r.v_med, "/",
+         r.v_high);
+  return r;
+}
+
+std::string kv_spec_describe(const KVSpec& s, const KVRanks& r) {
+  if (!s.lowrank) return "full";
+  std::ostringstream o;
+  o << "svd:k=" << r.k << ",v=" << r.v_low;
+  if (s.policy != KVRankPolicy::uniform) o << "/" << r.v_med << "/" << r.v_high;
+  o << ",policy=" << kv_rank_policy_name(s.policy) << ",basis=" << kv_basis_name(s.basis);
+  return o.str();
+}
+
+// ---- policies ----------------------------------------------------------------------------------------------------
+
+void kv_policy_ranks(int32_t* out, KVRankPolicy policy, const KVRanks& r, int pos0, int n, int& decode_step,
+                     const std::vector<float>& scores) {
+  const bool prefill = n > 1 || pos0 == 0;
+  switch (policy) {
+    case KVRankPolicy::uniform:
+      std::fill_n(out, n, r.v_high);
+      break;
+    case KVRankPolicy::seed:
+      if (prefill) {
+        decode_step = 0;
+        for (int i = 0; i < n; ++i) {
+          const double ratio = static_cast<double>(i) / n;
+          out[i] = (ratio < 0.2 || ratio > 0.8) ? r.v_low : (ratio < 0.4 || ratio > 0.6) ? r.v_med : r.v_high;
+        }
+      } else {
+        for (int i = 0; i < n; ++i, ++decode_step)
+          out[i] = decode_step < 10 ? r.v_high : decode_step < 30 ? r.v_med : r.v_low;
+      }
+      break;
+    case KVRankPolicy::importance: {
+      if (scores.empty()) fail("importance policy needs token importance scores (issue 7)");
+      if (scores.size() != static_cast<size_t>(n))
+        fail("importance policy: ", scores.size(), " scores given for a forward call of ", n, " tokens");
+      std::vector<int> order(n);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return scores[a] > scores[b]; });
+      const int n_high = (n * 2 + 9) / 10, n_med = (n * 4 + 9) / 10;  // 20% high, 40% medium (rounded up)
+      for (int k = 0; k < n; ++k) out[order[k]] = k < n_high ? r.v_high : k < n_high + n_med ? r.v_med : r.v_low;
+      break;
+    }
+  }
+}
+
+// ---- model: fold the bases into the weights ---------------------------------------------------------------------
+
+std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, const std::string& profile_path,
+                                                        const Config& c, const Weights& w, ThreadPool* pool) {
+  if (!spec.lowrank) fail("kv_lowrank_model_create: the spec is 'full'");
+  auto m = std::make_unique<KVLowRankModel>();
+  m->spec = spec;
+  m->ranks = kv_spec_ranks(spec, c.head_dim);
+  if (profile_path.empty()) {
+    if (spec.basis == KVBasis::calib)
+      fail("--kv '", spec.text, "': basis=calib needs a calibration profile: make one with `llm compress --basis "
+           "calib -o PROFILE.safetensors` and pass it with --kv-profile PROFILE.safetensors");
+    m->profile = kv_profile_from_weights(c, w, pool);
+  } else {
+    m->profile = kv_profile_load(profile_path);
+    kv_profile_check(m->profile, c, w, profile_path);
+    if (spec.basis_given && m->profile.basis != kv_basis_name(spec.basis))
+      fail("--kv asks for basis=", kv_basis_name(spec.basis), " but the profile '", profile_path, "' has basis ",
+           m->profile.basis, ": drop basis= from --kv or pass a ", kv_basis_name(spec.basis), " profile");
+    m->spec.basis = m->profile.basis == "calib" ? KVBasis::calib : KVBasis::weights;
+  }
+  const int hd = c.head_dim, rk = m->ranks.k, rv = m->ranks.v_max(), dim = c.dim;
+  const int nkv = c.n_kv_heads, gs = c.n_heads / c.n_kv_heads, qd = c.n_heads * hd;
+  m->layers.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    KVLowRankModel::Layer& Lr = m->layers[l];
+    const LayerWeights& L = w.layers[l];
+    Lr.uk.resize(size_t(nkv) * rk * hd);
+    Lr.uv.resize(size_t(nkv) * rv * hd);
+    for (int g = 0; g < nkv; ++g) {
+      std::memcpy(Lr.uk.data() + size_t(g) * rk * hd, m->profile.k_rows(l, g), size_t(rk) * hd * sizeof(float));
+      std::memcpy(Lr.uv.data() + size_t(g) * rv * hd, m->profile.v_rows(l, g), size_t(rv) * hd * sizeof(float));
+    }
+    // W_K' = U_K[:, :r_k]^T W_K,g per KV head (accumulated in double: it replaces W_K exactly at full rank)
+    Lr.wk_data.assign(size_t(nkv) * rk * dim, 0.0f);
+    parallel_for(pool, nkv, [&](int64_t gb, int64_t ge) {
+      std::vector<float> wrows(size_t(hd) * dim);
+      std::vector<double> acc(dim);
+      for (int64_t g = gb; g < ge; ++g) {
+        for (int i = 0; i < hd; ++i)
+          dequantize_row(L.wk.type, L.wk.data + (g * hd + i) * L.wk.row_bytes, wrows.data() + size_t(i) * dim, dim);
+        const float* u = Lr.uk.data() + size_t(g) * rk * hd;
+        for (int j = 0; j < rk; ++j) {
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int i = 0; i < hd; ++i) {
+            const double uji = u[size_t(j) * hd + i];
+            const float* wr = wrows.data() + size_t(i) * dim;
+            for (int d = 0; d < dim; ++d) acc[d] += uji * wr[d];
+          }
+          float* dst = Lr.wk_data.data() + (size_t(g) * rk + j) * dim;
+          for (int d = 0; d < dim; ++d) dst[d] = static_cast<float>(acc[d]);
+        }
+      }
+    });
+    Lr.wk = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wk_data.data()), int64_t(nkv) * rk, dim,
+                    size_t(dim) * sizeof(float)};
+    // W_fused[o, h*r_v + j] = sum_i W_O[o, h*hd + i] U_V,g(h)[i, j]
+    Lr.wo_data.assign(size_t(dim) * c.n_heads * rv, 0.0f);
+    parallel_for(pool, dim, [&](int64_t ob, int64_t oe) {
+      std::vector<float> row(qd);
+      for (int64_t o = ob; o < oe; ++o) {
+        dequantize_row(L.wo.type, L.wo.data + o * L.wo.row_bytes, row.data(), qd);
+        float* dst = Lr.wo_data.data() + size_t(o) * c.n_heads * rv;
+        for (int h = 0; h < c.n_heads; ++h) {
+          const float* u = Lr.uv.data() + size_t(h / gs) * rv * hd;
+          const float* wr = row.data() + size_t(h) * hd;
+          for (int j = 0; j < rv; ++j) {
+            double s = 0.0;
+            for (int i = 0; i < hd; ++i) s += double(wr[i]) * u[size_t(j) * hd + i];
+            dst[size_t(h) * rv + j] = static_cast<float>(s);
+          }
+        }
+      }
+    });
+    Lr.wo = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wo_data.data()), dim,
+                    int64_t(c.n_heads) * rv, size_t(c.n_heads) * rv * sizeof(float)};
+  }
+  return m;
+}
+
+// ---- session: the cache ------------------------------------------------------------------------------------------
+
+KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capacity) {
+  if (capacity <= 0) fail("context size must be positive, got ", capacity);
+  KVLowRank lr;
+  lr.model = &m;
+  lr.n_layers = c.n_layers;
+  lr.n_kv_heads = c.n_kv_heads;
+  lr.head_dim = c.head_dim;
+  lr.capacity = capacity;
+  lr.ck.assign(size_t(c.n_layers) * c.n_kv_heads * capacity * m.ranks.k, 0.0f);
+  lr.vrank.assign(capacity, 0);
+  lr.voff.assign(size_t(capacity) + 1, 0);
+  return lr;
+}
+
+KVCache kv_lowrank_kvcache(const Config& c, int capacity) {
+  if (capacity <= 0) fail("context size must be positive, got ", capacity);
+  KVCache kv;  // the full-precision buffers stay empty: the low-rank cache holds the tokens
+  kv.n_layers = c.n_layers;
+  kv.n_kv_heads = c.n_kv_heads;
+  kv.head_dim = c.head_dim;
+  kv.capacity = capacity;
+  return kv;
+}
+
+size_t KVLowRank::bytes_used(int n_tokens) const {
+  if (!model) return 0;
+  const size_t per_block = size_t(n_tokens) * model->ranks.k + size_t(voff[n_tokens]);
+  return per_block * n_layers * n_kv_heads * sizeof(float);
+}
+
+void kv_lowrank_begin(KVLowRank& lr, int pos0, int n) {
+  if (!lr.model) return;  // calibration capture: the ordinary cache
+  if (pos0 + n > lr.capacity) fail("low-rank cache: ", pos0 + n, " tokens exceed the capacity ", lr.capacity);
+  std::vector<float> scores;
+  scores.swap(lr.next_scores);
+  kv_policy_ranks(lr.vrank.data() + pos0, lr.model->spec.policy, lr.model->ranks, pos0, n, lr.decode_step, scores);
+  for (int t = pos0; t < pos0 + n; ++t) lr.voff[t + 1] = lr.voff[t] + lr.vrank[t];
+  const int64_t need = lr.voff[pos0 + n];
+  if (need > lr.v_cap) {
+    // grow geometrically up to the worst case, re-laying every (layer, KV head) block
+    const int64_t worst = int64_t(lr.capacity) * lr.model->ranks.v_max();
+    const int64_t cap = std::max(need, std::min(worst, std::max<int64_t>(2 * lr.v_cap, 64 * lr.model->ranks.v_max())));
+    std::vector<float> cv(size_t(lr.n_layers) * lr.n_kv_heads * cap, 0.0f);
+    const int64_t keep = lr.voff[pos0];
+    for (int64_t b = 0; b < int64_t(lr.n_layers) * lr.n_kv_heads && keep > 0; ++b)
+      std::memcpy(cv.data() + b * cap, lr.cv.data() + b * lr.v_cap, size_t(keep) * sizeof(float));
+    lr.cv.swap(cv);
+    lr.v_cap = cap;
+  }
+}
+
+void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRank& lr, KVCache& kv, RunState& s,
+                          int n, int pos0, ThreadPool* pool) {
+  const int hd = c.head_dim, qd = c.n_heads * hd, kvd = c.n_kv_heads * hd, nkv = c.n_kv_heads;
+  matmul_cpu(s.q.data(), s.xb.data(), L.wq, n, pool);
+  rope_cpu(s.q.data(), s.pos.data(), n, c.n_heads, hd, qd, s.inv_freq.data(), c.rope_layout, pool);
+  if (lr.calib) {
+    // calibration capture: the ordinary full-cache attention, plus sums of k k^T (before RoPE) and v v^T
+    KVCalibration& cal = *lr.calib;
+    {
+      float* outs[2] = {s.k.data(), s.v.data()};
+      const QMatrix* ws[2] = {&L.wk, &L.wv};
+      matmul_group_cpu(outs, ws, 2, s.xb.data(), n, pool);
+    }
+    parallel_for(pool, int64_t(nkv) * 2, [&](int64_t b, int64_t e) {
+      for (int64_t task = b; task < e; ++task) {
+        const int g = static_cast<int>(task / 2);
+        const float* src = task % 2 == 0 ? s.k.data() : s.v.data();
+        double* acc = (task % 2 == 0 ? cal.kk.data() : cal.vv.data()) + (size_t(l) * nkv + g) * hd * hd;
+        for (int i = 0; i < n; ++i) {
+          const float* x = src + size_t(i) * kvd + size_t(g) * hd;
+          for (int a = 0; a < hd; ++a) {
+            const double xa = x[a];
+            for (int b2 = 0; b2 < hd; ++b2) acc[size_t(a) * hd + b2] += xa * x[b2];
+          }
+        }
+      }
+    });
+    if (l == 0) cal.count += n;
+    rope_cpu(s.k.data(), s.pos.data(), n, nkv, hd, kvd, s.inv_freq.data(), c.rope_layout, pool);
+    float* kc = kv.k_layer(l);
+    float* vc = kv.v_layer(l);
+    for (int i = 0; i < n; ++i)
+      for (int g = 0; g < nkv; ++g) {
+        const size_t dst = (static_cast<size_t>(g) * kv.capacity + pos0 + i) * hd;
+        std::memcpy(kc + dst, s.k.data() + size_t(i) * kvd + g * hd, hd * sizeof(float));
+        std::memcpy(vc + dst, s.v.data() + size_t(i) * kvd + g * hd, hd * sizeof(float));
+      }
+    attention_cpu(s.att.data(), s.q.data(), kc, vc, n, pos0 + n, c.n_heads, nkv, hd, kv.capacity, pool);
+    matmul_cpu(s.xb.data(), s.att.data(), L.wo, n, pool);
+    return;
+  }
+  const KVLowRankModel& M = *lr.model;
+  const KVLowRankModel::Layer& Lr = M.layers[l];
+  const int rk = M.ranks.k, rv = M.ranks.v_max();
+  // keys: c_k = W_K' x directly (n, nkv*rk); values: v = W_V x, then c_v = U_V[:, :r_t]^T v at each token's rank
+  {
+    float* outs[2] = {s.k.data(), s.v.data()};
+    const QMatrix* ws[2] = {&Lr.wk, &L.wv};
+    matmul_group_cpu(outs, ws, 2, s.xb.data(), n, pool);
+  }
+  float* ck = lr.ck.data() + size_t(l) * nkv * lr.capacity * rk;
+  float* cv = lr.cv.data() + size_t(l) * nkv * lr.v_cap;
+  parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) {
+      const int g = static_cast<int>(task / n), i = static_cast<int>(task % n), t = pos0 + i;
+      std::memcpy(ck + (size_t(g) * lr.capacity + t) * rk, s.k.data() + size_t(i) * nkv * rk + size_t(g) * rk,
+                  rk * sizeof(float));
+      const float* v = s.v.data() + size_t(i) * kvd + size_t(g) * hd;
+      float* dst = cv + size_t(g) * lr.v_cap + lr.voff[t];
+      const float* u = Lr.uv.data() + size_t(g) * rv * hd;
+      for (int j = 0; j < lr.vrank[t]; ++j) {
+        float acc = 0.0f;
+        for (int d = 0; d < hd; ++d) acc += u[size_t(j) * hd + d] * v[d];
+        dst[j] = acc;
+      }
+    }
+  });
+  LowRankAttentionArgs a;
+  a.q = s.q.data();
+  a.ck = ck;
+  a.uk = Lr.uk.data();
+  a.cv = cv;
+  a.voff = lr.voff.data();
+  a.vrank = lr.vrank.data();
+  a.ck_stride = lr.capacity;
+  a.cv_stride = lr.v_cap;
+  a.r_k = rk;
+  a.r_vmax = rv;
+  a.n_q = n;
+  a.n_kv = pos0 + n;
+  a.n_heads = c.n_heads;
+  a.n_kv_heads = nkv;
+  a.head_dim = hd;
+  a.inv_freq = s.inv_freq.data();
+  a.rope_layout = c.rope_layout;
+  attention_lowrank_cpu(s.att.data(), a, pool);  // z: (n, n_heads, r_vmax) in s.att
+  matmul_cpu(s.xb.data(), s.att.data(), Lr.wo, n, pool);
+}
+
+KVBytes kv_bytes_per_token(const Config& c, int r_k, double mean_r_v, int bytes_per_elem) {
+  KVBytes b;
+  b.full = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * bytes_per_elem;
+  b.compressed = double(c.n_layers) * c.n_kv_heads * (r_k + mean_r_v) * bytes_per_elem;
+  return b;
+}
+
+}  // namespace llm

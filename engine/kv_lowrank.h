@@ -1,0 +1,135 @@
+// Low-rank KV cache (issue 6; maths in docs/DESIGN.md "Family 1", user guide in docs/kv-compression.md).
+//
+//   keys:   c_k = U_K[:, :r_k]^T k (before RoPE), fixed rank r_k. The projection is folded into W_K at load:
+//           W_K' = U_K[:, :r_k]^T W_K (n_kv_heads*r_k x dim, fp32), so the engine never forms a full key.
+//           Attention rebuilds keys per tile with U_K, applies RoPE at each key's position, scores.
+//   values: c_v = U_V[:, :r_t]^T v at the rank r_t the policy gives token t (nested bases: rank 32 is a prefix
+//           of rank 128). Attention accumulates z_h in r_vmax dims; W_fused,h = W_O[:, head h] U_V,g(h)[:, :r_vmax]
+//           (dim x r_vmax) replaces W_O. No value is ever rebuilt.
+//
+// Cache layout (what the CUDA decode kernel streams):
+//   ck:    (n_layers, n_kv_heads, capacity, r_k)   fp32; one contiguous block per (layer, KV head)
+//   cv:    (n_layers, n_kv_heads, v_cap)           fp32; per (layer, KV head) one contiguous packed block:
+//          token t's vrank[t] floats at voff[t]. Ranks are per token (the same in every layer and head), so one
+//          offset array serves all blocks. v_cap grows (all blocks re-laid at once) as tokens arrive.
+//   vrank: (capacity) int32, voff: (capacity + 1) int64 (voff[n] = end)
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/kv_profile.h"
+#include "kernels/ops_cpu.h"
+#include "loader/config.h"
+
+namespace llm {
+
+struct Weights;
+struct LayerWeights;
+struct RunState;
+struct KVCache;
+class ThreadPool;
+
+enum class KVRankPolicy { seed, uniform, importance };
+enum class KVBasis { weights, calib };
+const char* kv_rank_policy_name(KVRankPolicy p);
+const char* kv_basis_name(KVBasis b);
+
+// A rank as written in a spec: absolute (num, den = 0) or a fraction of head_dim (num/den).
+struct KVRank {
+  int num = 0, den = 0;
+  int resolve(int head_dim) const;  // throws for 0, > head_dim, or a fraction that is not a whole rank
+};
+
+// The parsed `--kv` spec (grammar in docs/kv-compression.md).
+struct KVSpec {
+  bool lowrank = false;          // false: "full", the uncompressed cache
+  KVRank k{1, 4};                // default: head_dim/4
+  std::vector<KVRank> v{{1, 4}, {1, 2}, {1, 1}};  // low/medium/high for seed and importance; one for uniform
+  KVRankPolicy policy = KVRankPolicy::seed;
+  KVBasis basis = KVBasis::weights;
+  bool basis_given = false;      // written explicitly in the spec
+  std::string text;              // as given (for messages)
+};
+KVSpec kv_spec_parse(const std::string& spec);
+// {"kv": "full"|"svd", "k": 32 | "1/4", "v": [32, 64, 128] | "32/64/128", "policy": "...", "basis": "..."}
+KVSpec kv_spec_from_json_file(const std::string& path);
+
+// The spec resolved against a model's head_dim: every rank checked.
+struct KVRanks {
+  int k = 0;
+  int v_low = 0, v_med = 0, v_high = 0;  // uniform: all three equal
+  int v_max() const { return v_high; }
+};
+KVRanks kv_spec_ranks(const KVSpec& s, int head_dim);
+// "svd:k=16,v=16/32/64,policy=seed,basis=weights" (resolved), or "full".
+std::string kv_spec_describe(const KVSpec& s, const KVRanks& r);
+
+// Per-token value ranks of a forward call of n tokens starting at position pos0 (decode_step: decode tokens
+// since the last prefill, updated). Prefill = a call with n > 1 or an empty cache; decode = one token later.
+//   seed:       prefill by position ratio i/n: < 0.2 or > 0.8 low, < 0.4 or > 0.6 medium, else high;
+//               decode by step: < 10 high, < 30 medium, else low.
+//   uniform:    every token at v_high (== v_low == v_med).
+//   importance: scores (n, higher = more important; issue 7 supplies them): the top 20% of the call's tokens
+//               high, the next 40% medium, the rest low (the seed's 20/40/40 split by score instead of place).
+//               Throws when scores is empty.
+void kv_policy_ranks(int32_t* out, KVRankPolicy policy, const KVRanks& r, int pos0, int n, int& decode_step,
+                     const std::vector<float>& scores);
+
+// Model-side state: the spec, the profile, and the weights folded with the bases (fp32).
+struct KVLowRankModel {
+  KVSpec spec;
+  KVRanks ranks;
+  KVProfile profile;
+  struct Layer {
+    std::vector<float> wk_data;  // (n_kv_heads*r_k, dim)        W_K' = U_K[:, :r_k]^T W_K per KV head
+    QMatrix wk;                  // view of wk_data (F32)
+    std::vector<float> uk;       // (n_kv_heads, r_k, head_dim)   rows of U_K^T (rebuild basis)
+    std::vector<float> uv;       // (n_kv_heads, r_vmax, head_dim) rows of U_V^T (value projection)
+    std::vector<float> wo_data;  // (dim, n_heads*r_vmax)        W_fused, column block h = W_O[:, h] U_V,g(h)
+    QMatrix wo;                  // view of wo_data (F32)
+  };
+  std::vector<Layer> layers;
+};
+// spec.lowrank must be true. profile_path empty: build a `weights` profile on the fly (basis=calib then fails:
+// a calibration profile must be made with `llm compress --basis calib` and passed with --kv-profile).
+std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, const std::string& profile_path,
+                                                        const Config& c, const Weights& w, ThreadPool* pool);
+
+// Session-side state, pointed to by KVCache::lowrank (the hook in forward_cpu). Either a low-rank cache
+// (model != nullptr) or a calibration capture over the ordinary full cache (calib != nullptr).
+struct KVLowRank {
+  const KVLowRankModel* model = nullptr;
+  KVCalibration* calib = nullptr;
+  int n_layers = 0, n_kv_heads = 0, head_dim = 0, capacity = 0;
+  std::vector<float> ck;      // (n_layers, n_kv_heads, capacity, r_k)
+  std::vector<float> cv;      // (n_layers, n_kv_heads, v_cap)
+  int64_t v_cap = 0;          // floats per (layer, KV head) block of cv
+  std::vector<int32_t> vrank; // (capacity)
+  std::vector<int64_t> voff;  // (capacity + 1)
+  int decode_step = 0;
+  std::vector<float> next_scores;  // importance policy: scores of the next forward call's tokens (consumed)
+
+  size_t bytes_used(int n_tokens) const;  // compressed bytes of the first n tokens (fp32 as stored)
+};
+KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capacity);
+// The KVCache that goes with a low-rank cache: capacity and count only, its full-precision buffers left empty.
+KVCache kv_lowrank_kvcache(const Config& c, int capacity);
+
+// ---- hooks called by forward_cpu (engine/forward_cpu.cpp) ----
+// At the start of a forward call of n tokens at positions pos0..: assign the tokens' value ranks, grow cv.
+void kv_lowrank_begin(KVLowRank& lr, int pos0, int n);
+// The attention sub-layer of layer l for a block of n tokens at positions pos0..: reads the normed input
+// s.xb, leaves the output-projected result (before the residual add) in s.xb. Appends to the cache.
+void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRank& lr, KVCache& kv, RunState& s,
+                          int n, int pos0, ThreadPool* pool);
+
+// Exact full-cache key/value bytes per token for a config at 16-bit and at the given ranks (report tables).
+struct KVBytes {
+  double full = 0, compressed = 0;
+};
+// value ranks weighted: mean value rank per token under the policy for a prompt (seed: 0.4 low + 0.4 med + 0.2 high).
+KVBytes kv_bytes_per_token(const Config& c, int r_k, double mean_r_v, int bytes_per_elem);
+
+}  // namespace llm

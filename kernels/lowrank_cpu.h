@@ -1,0 +1,48 @@
+// CPU twins of the low-rank KV-cache kernels (issue 6; maths in docs/DESIGN.md "Family 1", cache layout in
+// engine/kv_lowrank.h) and the small dense linear algebra the profiles need. The CUDA kernels (a later session)
+// are tested against these.
+#pragma once
+#include <cstdint>
+
+#include "loader/config.h"
+
+namespace llm {
+
+class ThreadPool;
+
+// ---- linear algebra (kernels/linalg_cpu.cpp) ---------------------------------------------------------------
+// Symmetric eigen-decomposition by cyclic Jacobi rotations, in double precision.
+//   a:     (n, n) symmetric, row-major; destroyed (left nearly diagonal)
+//   evals: (n)    eigenvalues, sorted descending
+//   evecs: (n, n) row-major; COLUMN j is the unit eigenvector of evals[j] (A U = U diag(evals), U^T U = I)
+// Throws llm::Error when a is not symmetric (|a_ij - a_ji| > 1e-9 * max|a|) or holds a NaN/Inf.
+void eigh_jacobi_cpu(double* a, int n, double* evals, double* evecs);
+
+// ---- low-rank attention (kernels/attention_lowrank_cpu.cpp) -------------------------------------------------
+// Causal GQA attention over a low-rank cache, prefill and decode alike. Keys are rebuilt per tile of keys in
+// a small per-task buffer (the shared-memory tile of the CUDA kernel), RoPE'd at each key's own position, and
+// scored; values are never rebuilt: the softmax-weighted sum is accumulated in rank space.
+//   q:      (n_q, n_heads, head_dim)       queries, RoPE applied; query i sits at position n_kv - n_q + i
+//   ck:     (n_kv_heads, ck_stride, r_k)   compressed keys c_k = U_K[:, :r_k]^T k (before RoPE); token t at row t
+//   uk:     (n_kv_heads, r_k, head_dim)    row j = basis vector j of U_K (U_K^T's first r_k rows)
+//   cv:     (n_kv_heads, cv_stride)        packed compressed values: token t's c_v (vrank[t] floats) at voff[t]
+//   voff:   (n_kv)                         offset of token t inside a KV head's region (same for every head)
+//   vrank:  (n_kv)                         rank of token t's value, 1..r_vmax
+//   out z:  (n_q, n_heads, r_vmax)         z_h = sum_t p_t pad(c_v,t), zero-padded to r_vmax
+// Head h reads KV head h / (n_heads / n_kv_heads). Scores scaled by 1/sqrt(head_dim); online softmax in fp32.
+struct LowRankAttentionArgs {
+  const float* q = nullptr;
+  const float* ck = nullptr;
+  const float* uk = nullptr;
+  const float* cv = nullptr;
+  const int64_t* voff = nullptr;
+  const int32_t* vrank = nullptr;
+  int64_t ck_stride = 0, cv_stride = 0;
+  int r_k = 0, r_vmax = 0;
+  int n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  const float* inv_freq = nullptr;  // (head_dim/2) RoPE inverse frequencies
+  RopeLayout rope_layout = RopeLayout::half_split;
+};
+void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* pool = nullptr);
+
+}  // namespace llm
