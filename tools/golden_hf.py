@@ -11,7 +11,7 @@ Writes (see tests/data/golden/README.md for every field):
   tests/data/golden/smollm2_greedy.json          64-token greedy generations (2 plain prompts, 1 chat)
   tests/data/golden/smollm2_perplexity.json      strided-window perplexity of tests/data/text/GFDL-1.3.txt
 
-Usage: python3 tools/golden_hf.py [--models DIR] [--out DIR] [--check]
+Usage: python3 tools/golden_hf.py [--models DIR] [--out DIR] [--check] [--parts logits,greedy,ppl]
 Needs: torch (CPU), transformers >= 5, gguf, accelerate (transformers refuses GGUF loading without it).
 --check recomputes everything and compares with the files on disk instead of writing them.
 """
@@ -49,7 +49,13 @@ GREEDY_PLAIN_PROMPTS = [
     "Once upon a time, there was a little robot who",
     "The three primary colors are",
 ]
-GREEDY_CHAT = [{"role": "user", "content": "Write a short poem about the sea."}]
+GREEDY_CHATS = [
+    # no system message: the template injects its default system prompt
+    [{"role": "user", "content": "Write a short poem about the sea."}],
+    # an explicit system message (no default injected) and a short answer that should end on <|im_end|> (EOS)
+    [{"role": "system", "content": "You are a concise assistant. Answer in one sentence."},
+     {"role": "user", "content": "What is the capital of France?"}],
+]
 MAX_NEW_TOKENS = 64
 
 PPL_TEXT = "tests/data/text/GFDL-1.3.txt"
@@ -158,7 +164,7 @@ def greedy(tok, model, kind, prompt_ids, extra):
     return d, out.logits[0][0].float()
 
 
-def make_greedy(tok, model, logits_fixture_first_argmax=None):
+def make_greedy(tok, model):
     cases = []
     for text in GREEDY_PLAIN_PROMPTS:
         ids = encode(tok, text)
@@ -166,15 +172,16 @@ def make_greedy(tok, model, logits_fixture_first_argmax=None):
         # Sanity: greedy step 0 = argmax of the plain forward's last row.
         assert int(torch.argmax(step0)) == int(torch.argmax(forward_logits(model, ids)[-1]))
         cases.append(d)
-    rendered = tok.apply_chat_template(GREEDY_CHAT, add_generation_prompt=True, tokenize=False)
-    ids = encode(tok, rendered)
-    ids_tpl = tok.apply_chat_template(GREEDY_CHAT, add_generation_prompt=True, tokenize=True)
-    if isinstance(ids_tpl, dict) or hasattr(ids_tpl, "keys"):
-        ids_tpl = ids_tpl["input_ids"]
-    assert list(ids_tpl) == ids, "apply_chat_template(tokenize=True) differs from tokenizing the rendered string"
-    d, _ = greedy(tok, model, "chat", ids, {"messages": GREEDY_CHAT, "add_generation_prompt": True,
-                                            "rendered": rendered})
-    cases.append(d)
+    for messages in GREEDY_CHATS:
+        rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = encode(tok, rendered)
+        ids_tpl = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids_tpl, dict) or hasattr(ids_tpl, "keys"):
+            ids_tpl = ids_tpl["input_ids"]
+        assert list(ids_tpl) == ids, "apply_chat_template(tokenize=True) differs from tokenizing the rendered string"
+        d, _ = greedy(tok, model, "chat", ids, {"messages": messages, "add_generation_prompt": True,
+                                                "rendered": rendered})
+        cases.append(d)
     return {"format": "llm golden greedy v1", "max_new_tokens": MAX_NEW_TOKENS, "do_sample": False,
             "model": model_info(tok, model), "chat_template": tok.chat_template, "cases": cases}
 
@@ -224,6 +231,8 @@ def main():
     ap.add_argument("--models", default=os.path.join(REPO, "models"))
     ap.add_argument("--out", default=os.path.join(REPO, "tests/data/golden"))
     ap.add_argument("--check", action="store_true", help="recompute and compare with the files on disk")
+    ap.add_argument("--parts", default="logits,greedy,ppl",
+                    help="comma-separated subset of logits,greedy,ppl to make (ppl is the slow one)")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.models, GGUF_NAME)):
         sys.exit(f"error: {GGUF_NAME} not found in {args.models}: run tools/setup.sh or pass --models DIR")
@@ -232,15 +241,18 @@ def main():
     torch.use_deterministic_algorithms(True)
     tok, model = load(args.models)
 
-    logits_fx, last_row = make_logits(tok, model)
-    greedy_fx = make_greedy(tok, model)
-    ppl_fx = make_ppl(tok, model)
+    parts = set(args.parts.split(","))
+    logits_fx, last_row = make_logits(tok, model)   # always: the determinism check below needs it
+    outs = {"smollm2_logits.json": logits_fx}
+    if "greedy" in parts:
+        outs["smollm2_greedy.json"] = greedy_fx = make_greedy(tok, model)
+    if "ppl" in parts:
+        outs["smollm2_perplexity.json"] = ppl_fx = make_ppl(tok, model)
 
     # Determinism: a second forward of prompt 0 must give the same bits.
     again = forward_logits(model, logits_fx["prompts"][0]["ids"])[-1].numpy().astype("<f4")
     assert np.array_equal(again, last_row), "two forwards of the same prompt differ"
 
-    outs = {"smollm2_logits.json": logits_fx, "smollm2_greedy.json": greedy_fx, "smollm2_perplexity.json": ppl_fx}
     if args.check:
         bad = 0
         for name, obj in outs.items():
@@ -262,10 +274,10 @@ def main():
     for name, obj in outs.items():
         dump(obj, os.path.join(args.out, name))
     last_row.tofile(os.path.join(args.out, logits_fx["full_row_file"]))
-    for r in ppl_fx["runs"]:
+    for r in (ppl_fx["runs"] if "ppl" in parts else []):
         print(f"ppl ctx={r['ctx']} stride={r['stride']} n={r['n_tokens']} count={r['count']} "
               f"nll={r['nll']:.6f} ppl={r['ppl']:.6f}")
-    for c in greedy_fx["cases"]:
+    for c in (greedy_fx["cases"] if "greedy" in parts else []):
         print(f"greedy {c['kind']}: n_new={c['n_new']} eos={c['stopped_on_eos']} "
               f"min_margin={c['min_top2_margin']:.4f} text={c['output_text']!r}")
 
