@@ -332,7 +332,12 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
     });
     Lr.wk = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wk_data.data()), int64_t(nkv) * rk, dim,
                     size_t(dim) * sizeof(float)};
-    // W_fused[o, h*r_v + j] = sum_i W_O[o, h*hd + i] U_V,g(h)[i, j]
+    // W_fused[o, h*r_v + j] = sum_i W_O[o, h*hd + i] U_V,g(h)[i, j]; U_V columns laid out (hd, r_v) so the
+    // inner loop runs over j contiguously (vectorises; fp32 sums of head_dim terms are exact enough)
+    std::vector<float> uvt(size_t(nkv) * hd * rv);
+    for (int g = 0; g < nkv; ++g)
+      for (int j = 0; j < rv; ++j)
+        for (int i = 0; i < hd; ++i) uvt[(size_t(g) * hd + i) * rv + j] = Lr.uv[(size_t(g) * rv + j) * hd + i];
     Lr.wo_data.assign(size_t(dim) * c.n_heads * rv, 0.0f);
     parallel_for(pool, dim, [&](int64_t ob, int64_t oe) {
       std::vector<float> row(qd);
@@ -340,12 +345,13 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
         dequantize_row(L.wo.type, L.wo.data + o * L.wo.row_bytes, row.data(), qd);
         float* dst = Lr.wo_data.data() + size_t(o) * c.n_heads * rv;
         for (int h = 0; h < c.n_heads; ++h) {
-          const float* u = Lr.uv.data() + size_t(h / gs) * rv * hd;
+          const float* ut = uvt.data() + size_t(h / gs) * hd * rv;
           const float* wr = row.data() + size_t(h) * hd;
-          for (int j = 0; j < rv; ++j) {
-            double s = 0.0;
-            for (int i = 0; i < hd; ++i) s += double(wr[i]) * u[size_t(j) * hd + i];
-            dst[size_t(h) * rv + j] = static_cast<float>(s);
+          float* out = dst + size_t(h) * rv;
+          for (int i = 0; i < hd; ++i) {
+            const float wi = wr[i];
+            const float* u = ut + size_t(i) * rv;
+            for (int j = 0; j < rv; ++j) out[j] += wi * u[j];
           }
         }
       }

@@ -126,8 +126,6 @@ int main(int argc, char** argv) try {
       for (int i = 7; i < argc; ++i) {
         std::string arg = argv[i];
         const size_t at = arg.find('@');
-        llm::Model* m = nullptr;
-        (void)m;
         if (at != std::string::npos && sp.basis == llm::KVBasis::calib) {
           p = llm::kv_profile_load(arg.substr(at + 1));
           break;
