@@ -5,6 +5,7 @@
 
 #include "engine/model.h"
 #include "engine/kv_lowrank.h"
+#include "engine/kv_prefill.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
 #include "loader/ggml_quants.h"
@@ -168,6 +169,10 @@ void forward_cpu(const Config& c, const Weights& w, KVCache& kv, RunState& s, co
          " (use a larger context, -c, or a shorter input)");
   const size_t V = c.vocab_size;
   if (mode == LogitsMode::all && s.logits.size() < static_cast<size_t>(n) * V) s.logits.resize(size_t(n) * V);
+  if (kv.prefill) {  // issue 7 hook: compressed prefill / mixed-precision cache (engine/kv_prefill.cpp)
+    kv_prefill_forward(c, w, *kv.prefill, kv, s, tokens, n, mode, pool);
+    return;
+  }
   if (kv.lowrank) kv_lowrank_begin(*kv.lowrank, kv.n, n);  // issue 6 hook: value ranks of these tokens
   for (int b = 0; b < n; b += s.max_block) {
     const int m = std::min(s.max_block, n - b);

@@ -182,8 +182,9 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
     fail("--kv-config '", path, "': \"", key, "\" must be a number, a string such as \"1/4\", or a list of those");
   };
   for (auto it = j.begin(); it != j.end(); ++it)
-    if (it.key() != "kv" && it.key() != "k" && it.key() != "v" && it.key() != "policy" && it.key() != "basis")
-      fail("--kv-config '", path, "': unknown key \"", it.key(), "\" (known: kv, k, v, policy, basis)");
+    if (it.key() != "kv" && it.key() != "k" && it.key() != "v" && it.key() != "policy" && it.key() != "basis" &&
+        it.key() != "quant" && it.key() != "keep" && it.key() != "evict" && it.key() != "imp")  // issue 7's keys
+      fail("--kv-config '", path, "': unknown key \"", it.key(), "\" (known: kv, k, v, policy, basis, quant, keep, evict, imp)");
   const std::string kind = j.contains("kv") ? str("kv") : "svd";
   if (kind == "full") return s;
   if (kind != "svd") fail("--kv-config '", path, "': \"kv\" must be \"full\" or \"svd\", got \"", kind, "\"");

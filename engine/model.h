@@ -17,6 +17,7 @@ namespace llm {
 
 class ThreadPool;
 struct KVLowRank;  // engine/kv_lowrank.h (issue 6)
+struct KVPrefill;  // engine/kv_prefill.h (issue 7)
 
 struct LayerWeights {
   const float* attn_norm = nullptr;  // (dim)
@@ -56,6 +57,9 @@ struct KVCache {
   // issue 6 hook: when set, forward_cpu runs the attention sub-layer through engine/kv_lowrank.cpp (a low-rank
   // cache, k/v above left empty, or a calibration capture over k/v). Not owned.
   KVLowRank* lowrank = nullptr;
+  // issue 7 hook: when set, forward_cpu hands the whole call to kv_prefill_forward (engine/kv_prefill.cpp): the
+  // compressed prefill and the mixed-precision cache; k/v above left empty. Not owned.
+  KVPrefill* prefill = nullptr;
 
   float* k_layer(int l) { return k.data() + static_cast<size_t>(l) * n_kv_heads * capacity * head_dim; }
   float* v_layer(int l) { return v.data() + static_cast<size_t>(l) * n_kv_heads * capacity * head_dim; }

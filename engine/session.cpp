@@ -11,6 +11,7 @@
 #include "engine/llm.h"
 #include "engine/model.h"
 #include "engine/kv_lowrank.h"
+#include "engine/kv_prefill.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/model_file.h"
 #include "tokenizer/tokenizer.h"
@@ -60,6 +61,7 @@ struct ModelImpl {
   Tokenizer tokenizer;
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<KVLowRankModel> lowrank;  // issue 6: set when the KV spec is not "full"
+  std::unique_ptr<KVPrefillSpec> prefill;   // issue 7: set when the KV spec has quant/keep/evict parts
 };
 
 Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_unique<ModelImpl>()) {
@@ -88,7 +90,17 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
   m.pool = std::make_unique<ThreadPool>(opt.n_threads);
   {  // issue 6: low-rank KV cache (engine/kv_lowrank.cpp)
     if (!opt.kv_config.empty() && opt.kv != "full") fail("give the KV spec with --kv or --kv-config, not both");
-    const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(opt.kv) : kv_spec_from_json_file(opt.kv_config);
+    std::string kv_base = opt.kv;  // issue 7: the unified spec's prefill parts (+quant/+keep/+evict/+imp) split off
+    KVPrefillSpec pre = opt.kv_config.empty() ? kv_prefill_spec_parse(opt.kv, kv_base)
+                                              : kv_prefill_spec_from_json_file(opt.kv_config);
+    const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(kv_base) : kv_spec_from_json_file(opt.kv_config);
+    if (pre.any()) {  // issue 7
+      if (spec.lowrank)
+        fail("--kv '", opt.kv.empty() ? opt.kv_config : opt.kv, "': svd combined with quant/keep/evict is not "
+             "implemented yet on the CPU (docs/prefill-compression.md); use one of them");
+      kv_prefill_spec_check(pre, m.file.config);
+      m.prefill = std::make_unique<KVPrefillSpec>(std::move(pre));
+    }
     if (spec.lowrank) m.lowrank = kv_lowrank_model_create(spec, opt.kv_profile, m.file.config, m.weights, m.pool.get());
     else if (!opt.kv_profile.empty()) fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
   }
@@ -107,6 +119,7 @@ int Model::n_threads() const { return impl_->pool->size(); }
 const Weights& Model::weights() const { return impl_->weights; }
 ThreadPool* Model::thread_pool() const { return impl_->pool.get(); }
 std::string Model::kv_description() const {
+  if (impl_->prefill) return "full+" + kv_prefill_spec_describe(*impl_->prefill);  // issue 7
   return impl_->lowrank ? kv_spec_describe(impl_->lowrank->spec, impl_->lowrank->ranks) : "full";
 }
 const Tokenizer& Model::tokenizer() const { return impl_->tokenizer; }
@@ -145,6 +158,7 @@ struct SessionImpl {
   size_t logits_row = 0;     // offset of the current next-token logits in state.logits
   SessionStats stats;
   std::unique_ptr<KVLowRank> lowrank;  // issue 6: the low-rank cache (cache.lowrank points here)
+  std::unique_ptr<KVPrefill> prefill;  // issue 7: the mixed-precision cache (cache.prefill points here)
 };
 
 Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_unique<SessionImpl>()) {
@@ -161,6 +175,10 @@ Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_uniq
     impl_->lowrank = std::make_unique<KVLowRank>(kv_lowrank_create(*impl_->mi->lowrank, c, n_ctx));
     impl_->cache = kv_lowrank_kvcache(c, n_ctx);
     impl_->cache.lowrank = impl_->lowrank.get();
+  } else if (impl_->mi->prefill) {  // issue 7
+    impl_->prefill = std::make_unique<KVPrefill>(kv_prefill_create(*impl_->mi->prefill, c));
+    impl_->cache = kv_prefill_kvcache(c, n_ctx);
+    impl_->cache.prefill = impl_->prefill.get();
   } else {
     impl_->cache = kvcache_create(c, n_ctx);
   }
@@ -180,6 +198,7 @@ SessionStats Session::stats() const { return impl_->stats; }
 size_t Session::kv_cache_bytes() const {
   const auto& s = *impl_;
   if (s.lowrank) return s.lowrank->bytes_used(s.cache.n);
+  if (s.prefill) return s.prefill->bytes_used();  // issue 7
   return size_t(2) * s.cache.n * s.cache.n_layers * s.cache.n_kv_heads * s.cache.head_dim * sizeof(float);
 }
 void Session::set_token_scores(std::vector<float> scores) {

@@ -17,7 +17,9 @@ std::vector<FlagSpec> model_flags() {
       {"--device", "NAME", "cpu (default) or cuda"},
       {"-t,--threads", "N", "CPU threads (default: every core)"},
       // issue 6: KV-cache compression (docs/kv-compression.md)
-      {"--kv", "SPEC", "KV cache: full (default) or svd:k=R,v=R[/R/R],policy=seed|uniform|importance,basis=weights|calib"},
+      {"--kv", "SPEC", "KV cache: full (default) or svd:k=R,v=R[/R/R],policy=seed|uniform|importance,basis=weights|calib"
+       // issue 7: the prefill-compression parts of the same spec (docs/prefill-compression.md)
+       ", then +quant:8/4/2=0.2/0.5/0.3,recent=32 +keep:0.5,pyramid +evict:snapkv,budget=0.3 +imp:a=1,b=1,c=0.5,w=32"},
       {"--kv-config", "FILE", "the KV spec as a JSON file (instead of --kv)"},
       {"--kv-profile", "FILE", "KV bases from `llm compress` (default with --kv svd: a weights profile built at load)"},
   };

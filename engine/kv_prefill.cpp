@@ -1,0 +1,323 @@
+// Real-time prefill compression: importance, token selection, the mixed-precision cache and the forward pass
+// that builds it (see engine/kv_prefill.h for the maths and the layout).
+#include "engine/kv_prefill.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "engine/model.h"
+#include "kernels/quant_cpu.h"
+#include "kernels/threadpool_cpu.h"
+#include "loader/error.h"
+
+namespace llm {
+
+// ---- importance ----------------------------------------------------------------------------------------------
+
+static void normalise(float* x, int m) {
+  double s = 0;
+  for (int t = 0; t < m; ++t) s += x[t];
+  if (s <= 0) return;
+  const float inv = static_cast<float>(1.0 / s);
+  for (int t = 0; t < m; ++t) x[t] *= inv;
+}
+
+KVImportance kv_importance_compute(const float* cum_raw, const float* win_raw, int n_kv_heads, int m, int /*group*/,
+                                   int /*w_rows*/, const int* pos, int n_prompt, const KVImportanceParams& p) {
+  KVImportance I;
+  I.n_kv_heads = n_kv_heads;
+  I.m = m;
+  const size_t N = size_t(n_kv_heads) * m;
+  I.win.assign(N, 0.0f);
+  I.cum.assign(N, 0.0f);
+  I.prior.assign(N, 0.0f);
+  I.score.assign(N, 0.0f);
+  const int half = p.pool / 2;
+  for (int g = 0; g < n_kv_heads; ++g) {
+    float* win = I.win.data() + size_t(g) * m;
+    float* cum = I.cum.data() + size_t(g) * m;
+    float* pri = I.prior.data() + size_t(g) * m;
+    const float* wr = win_raw + size_t(g) * m;
+    // SnapKV's smoothing: the mean over the in-range neighbours |t' - t| <= pool/2 (a prefix sum, O(m))
+    std::vector<double> pre(m + 1, 0.0);
+    for (int t = 0; t < m; ++t) pre[t + 1] = pre[t] + wr[t];
+    for (int t = 0; t < m; ++t) {
+      const int lo = std::max(0, t - half), hi = std::min(m - 1, t + half);
+      win[t] = static_cast<float>((pre[hi + 1] - pre[lo]) / (hi - lo + 1));
+    }
+    for (int t = 0; t < m; ++t) {
+      cum[t] = cum_raw[size_t(g) * m + t];
+      pri[t] = (pos[t] < p.sinks || pos[t] >= n_prompt - p.recent) ? 1.0f : 0.0f;
+    }
+    normalise(win, m);
+    normalise(cum, m);
+    normalise(pri, m);
+    float* sc = I.score.data() + size_t(g) * m;
+    for (int t = 0; t < m; ++t) sc[t] = p.a * win[t] + p.b * cum[t] + p.c * pri[t];
+  }
+  return I;
+}
+
+std::vector<int> kv_select(const float* score, const int* pos, int m, int count, int sinks, int win_start) {
+  std::vector<char> keep(m, 0);
+  std::vector<int> rest;
+  int kept = 0;
+  for (int t = 0; t < m; ++t) {
+    if (pos[t] < sinks || pos[t] >= win_start) keep[t] = 1, ++kept;
+    else rest.push_back(t);
+  }
+  std::stable_sort(rest.begin(), rest.end(), [&](int a, int b) { return score[a] > score[b]; });
+  for (size_t r = 0; r < rest.size() && kept < count; ++r) keep[rest[r]] = 1, ++kept;
+  std::vector<int> out;
+  for (int t = 0; t < m; ++t)
+    if (keep[t]) out.push_back(t);
+  return out;
+}
+
+// ---- the cache -------------------------------------------------------------------------------------------------
+
+KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c) {
+  kv_prefill_spec_check(spec, c);
+  KVPrefill p;
+  p.spec = spec;
+  p.n_layers = c.n_layers;
+  p.n_kv_heads = c.n_kv_heads;
+  p.head_dim = c.head_dim;
+  const int g = spec.quant.group;
+  p.group = g == 0 || (g < 0 && c.head_dim % 32 != 0) ? c.head_dim : g < 0 ? 32 : g;
+  if (c.head_dim % p.group != 0) p.group = c.head_dim;  // quant off (checked above when on): rows stay fp32
+  p.keep = kv_keep_schedule(spec.keep, c.n_layers);
+  p.budget = kv_evict_budgets(spec.evict, c.n_layers);
+  p.layers.resize(c.n_layers);
+  for (auto& L : p.layers) {
+    L.data.resize(c.n_kv_heads);
+    L.off.assign(c.n_kv_heads, std::vector<uint64_t>{0});
+    L.bits.resize(c.n_kv_heads);
+  }
+  p.layer_tokens.assign(c.n_layers, 0);
+  return p;
+}
+
+KVCache kv_prefill_kvcache(const Config& c, int capacity) {
+  if (capacity <= 0) fail("context size must be positive, got ", capacity);
+  KVCache kv;
+  kv.n_layers = c.n_layers;
+  kv.n_kv_heads = c.n_kv_heads;
+  kv.head_dim = c.head_dim;
+  kv.capacity = capacity;
+  return kv;
+}
+
+size_t KVPrefill::bytes_used() const {
+  size_t b = 0;
+  for (const auto& L : layers) {
+    b += L.pos.size() * sizeof(int32_t);
+    for (int g = 0; g < n_kv_heads; ++g)
+      for (uint8_t w : L.bits[g]) b += 2 * quant_row_bytes_16(head_dim, w, group) + 1;
+  }
+  return b;
+}
+
+std::vector<int64_t> KVPrefill::width_histogram() const {
+  std::vector<int64_t> h(4, 0);
+  for (const auto& L : layers)
+    for (const auto& bits : L.bits)
+      for (uint8_t w : bits) h[w == 2 ? 0 : w == 4 ? 1 : w == 8 ? 2 : 3]++;
+  return h;
+}
+
+// Append one entry (token row i of the (m, n_kv_heads, head_dim) k/v blocks) to KV head g of layer L.
+static void append_entry(KVPrefillLayer& L, int g, const float* k_row, const float* v_row, int hd, int bits,
+                         int group) {
+  const size_t rb = quant_row_bytes(hd, bits, group);
+  auto& d = L.data[g];
+  const size_t at = d.size();
+  d.resize(at + 2 * rb);
+  quantize_row_cpu(d.data() + at, k_row, hd, bits, group);
+  quantize_row_cpu(d.data() + at + rb, v_row, hd, bits, group);
+  L.off[g].push_back(at + 2 * rb);
+  L.bits[g].push_back(static_cast<uint8_t>(bits));
+}
+
+template <class T>
+static void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// ---- the forward pass ------------------------------------------------------------------------------------------
+
+void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache& kv, RunState& s,
+                        const int* tokens, int n, LogitsMode mode, ThreadPool* pool) {
+  const int dim = c.dim, hd = c.head_dim, H = c.n_heads, Hkv = c.n_kv_heads, qd = H * hd, kvd = Hkv * hd;
+  const int group = H / Hkv;
+  const bool prefill = kv.n == 0;
+  const KVImportanceParams& imp = P.spec.imp;
+  if (prefill && mode == LogitsMode::all && P.keep.back() < 1.0f)
+    fail("--kv keep: selective propagation drops prompt tokens from the upper layers, so it has no logits for "
+         "every prompt position (perplexity over the prompt itself); drop keep:... or score a continuation");
+  if (prefill) {
+    for (auto& L : P.layers) {
+      L.pos.clear();
+      for (int g = 0; g < Hkv; ++g) L.data[g].clear(), L.off[g].assign(1, 0), L.bits[g].clear();
+    }
+    P.n_prompt = n;
+  }
+  const size_t N = n;
+  grow(P.x, N * dim), grow(P.xb, N * dim), grow(P.q, N * qd), grow(P.k, N * kvd), grow(P.v, N * kvd);
+  grow(P.att, N * qd), grow(P.hb, N * c.ffn_dim), grow(P.hb2, N * c.ffn_dim);
+  grow(P.pos, N), grow(P.idx, N), grow(P.layer_score, N);
+  if (prefill) {
+    grow(P.kt, N * kvd), grow(P.vt, N * kvd), grow(P.acc_cum, N * Hkv), grow(P.acc_win, N * Hkv);
+    grow(P.acc_scr, 2 * N * H);
+  }
+  float* x = P.x.data();
+  embedding_cpu(x, tokens, n, w.token_embd);
+  int m = n;
+  for (int i = 0; i < n; ++i) P.pos[i] = kv.n + i, P.idx[i] = i;
+  const int win_start = kv.n + n - std::min(imp.w, n);  // the question window: always kept
+  const int w_rows = std::min(imp.w, n);
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = w.layers[l];
+    KVPrefillLayer& C = P.layers[l];
+    // ---- selective propagation: from here on compute only on the kept tokens (their own positions) ----
+    if (prefill && l > 0) {
+      const int target = std::max(1, static_cast<int>(std::ceil(P.keep[l] * n)));
+      if (target < m) {
+        const std::vector<int> sel = kv_select(P.layer_score.data(), P.pos.data(), m, target, imp.sinks, win_start);
+        for (size_t a = 0; a < sel.size(); ++a) {
+          const int from = sel[a];
+          if (from != int(a)) std::memcpy(x + a * dim, x + size_t(from) * dim, dim * sizeof(float));
+          P.pos[a] = P.pos[from];
+          P.idx[a] = P.idx[from];
+        }
+        m = static_cast<int>(sel.size());
+      }
+    }
+    if (prefill) P.layer_tokens[l] = m;
+    // ---- attention ----
+    rmsnorm_cpu(P.xb.data(), x, L.attn_norm, m, dim, c.rms_eps, pool);
+    {
+      float* outs[3] = {P.q.data(), P.k.data(), P.v.data()};
+      const QMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
+      matmul_group_cpu(outs, ws, 3, P.xb.data(), m, pool);
+    }
+    rope_cpu(P.q.data(), P.pos.data(), m, H, hd, qd, s.inv_freq.data(), c.rope_layout, pool);
+    rope_cpu(P.k.data(), P.pos.data(), m, Hkv, hd, kvd, s.inv_freq.data(), c.rope_layout, pool);
+    if (prefill) {
+      for (int i = 0; i < m; ++i)  // (m, Hkv, hd) -> (Hkv, m, hd): each KV head's keys contiguous
+        for (int g = 0; g < Hkv; ++g) {
+          std::memcpy(P.kt.data() + (size_t(g) * m + i) * hd, P.k.data() + size_t(i) * kvd + g * hd, hd * 4);
+          std::memcpy(P.vt.data() + (size_t(g) * m + i) * hd, P.v.data() + size_t(i) * kvd + g * hd, hd * 4);
+        }
+      attention_importance_cpu(P.att.data(), P.acc_cum.data(), P.acc_win.data(), P.acc_scr.data(), P.q.data(),
+                               P.kt.data(), P.vt.data(), m, H, Hkv, hd, w_rows, pool);
+      const KVImportance I =
+          kv_importance_compute(P.acc_cum.data(), P.acc_win.data(), Hkv, m, group, w_rows, P.pos.data(), n, imp);
+      // eviction: which of the m tokens this layer's cache keeps, by the method's own score
+      std::vector<float> ms(m, 0.0f);
+      for (int t = 0; t < m; ++t) {
+        P.layer_score[t] = 0.0f;
+        for (int g = 0; g < Hkv; ++g) P.layer_score[t] += I.score[size_t(g) * m + t];
+        float v = P.layer_score[t];
+        switch (P.spec.evict.method) {
+          case KVEvict::streaming: v = static_cast<float>(P.pos[t]); break;  // the most recent
+          case KVEvict::h2o:
+            v = 0;
+            for (int g = 0; g < Hkv; ++g) v += I.cum[size_t(g) * m + t];
+            break;
+          case KVEvict::snapkv:
+          case KVEvict::pyramidkv:
+            v = 0;
+            for (int g = 0; g < Hkv; ++g) v += I.win[size_t(g) * m + t];
+            break;
+          default: break;
+        }
+        ms[t] = v;
+      }
+      const int count = std::min(m, std::max(1, static_cast<int>(std::ceil(P.budget[l] * n))));
+      std::vector<int> entries(m);
+      std::iota(entries.begin(), entries.end(), 0);
+      if (count < m) entries = kv_select(ms.data(), P.pos.data(), m, count, imp.sinks, win_start);
+      for (int e : entries) C.pos.push_back(P.pos[e]);
+      // mixed precision per KV head: the recent window at 16 bits, the rest by importance quantiles
+      const KVQuantSpec& qs = P.spec.quant;
+      for (int g = 0; g < Hkv; ++g) {
+        std::vector<int> width(entries.size(), 16);
+        if (qs.on) {
+          std::vector<int> order;
+          for (size_t a = 0; a < entries.size(); ++a)
+            if (P.pos[entries[a]] < n - qs.recent) order.push_back(static_cast<int>(a));
+          const float* sc = I.score.data() + size_t(g) * m;
+          std::stable_sort(order.begin(), order.end(),
+                           [&](int a, int b) { return sc[entries[a]] > sc[entries[b]]; });
+          const size_t R = order.size();
+          size_t r = 0;
+          float acc = 0;
+          for (size_t b = 0; b < qs.bits.size(); ++b) {
+            acc += qs.frac[b];
+            const size_t end = b + 1 == qs.bits.size() ? R : std::min(R, size_t(std::lround(acc * R)));
+            for (; r < end; ++r) width[order[r]] = qs.bits[b];
+          }
+        }
+        for (size_t a = 0; a < entries.size(); ++a) {
+          const int i = entries[a];
+          append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd,
+                       width[a], P.group);
+        }
+      }
+    } else {
+      // after the prefill: the new tokens join every layer at 16 bits, then attend to the whole cache
+      for (int i = 0; i < m; ++i) {
+        C.pos.push_back(P.pos[i]);
+        for (int g = 0; g < Hkv; ++g)
+          append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd, 16,
+                       P.group);
+      }
+      std::vector<const uint8_t*> data(Hkv), bits(Hkv);
+      std::vector<const uint64_t*> off(Hkv);
+      for (int g = 0; g < Hkv; ++g) data[g] = C.data[g].data(), off[g] = C.off[g].data(), bits[g] = C.bits[g].data();
+      QuantAttentionArgs a;
+      a.q = P.q.data();
+      a.data = data.data();
+      a.off = off.data();
+      a.bits = bits.data();
+      a.n_q = m;
+      a.n_kv = static_cast<int>(C.pos.size());
+      a.n_heads = H;
+      a.n_kv_heads = Hkv;
+      a.head_dim = hd;
+      a.group = P.group;
+      attention_quant_cpu(P.att.data(), a, pool);
+    }
+    matmul_cpu(P.xb.data(), P.att.data(), L.wo, m, pool);
+    add_cpu(x, P.xb.data(), int64_t(m) * dim);
+    // ---- feed-forward (SwiGLU) ----
+    rmsnorm_cpu(P.xb.data(), x, L.ffn_norm, m, dim, c.rms_eps, pool);
+    {
+      float* outs[2] = {P.hb.data(), P.hb2.data()};
+      const QMatrix* ws[2] = {&L.w_gate, &L.w_up};
+      matmul_group_cpu(outs, ws, 2, P.xb.data(), m, pool);
+    }
+    swiglu_cpu(P.hb.data(), P.hb.data(), P.hb2.data(), int64_t(m) * c.ffn_dim, pool);
+    matmul_cpu(P.xb.data(), P.hb.data(), L.w_down, m, pool);
+    add_cpu(x, P.xb.data(), int64_t(m) * dim);
+  }
+  kv.n += n;
+
+  const size_t V = c.vocab_size;
+  if (mode == LogitsMode::all) {
+    if (m != n) fail("internal: all logits asked for but ", n - m, " tokens were dropped");
+    grow(s.logits, N * V);
+    rmsnorm_cpu(P.xb.data(), x, w.output_norm, n, dim, c.rms_eps, pool);
+    matmul_cpu(s.logits.data(), P.xb.data(), w.output, n, pool);
+  } else {
+    // the last token is in the question window, so it is always kept
+    rmsnorm_cpu(P.xb.data(), x + size_t(m - 1) * dim, w.output_norm, 1, dim, c.rms_eps, pool);
+    matmul_cpu(s.logits.data(), P.xb.data(), w.output, 1, pool);
+  }
+}
+
+}  // namespace llm

@@ -1,0 +1,450 @@
+// Issue 7: real-time prefill compression. Quantisation error bounds per width; attention over the
+// mixed-precision cache against attention_cpu; the importance terms on a hand-computable attention pattern;
+// the spec grammar and its errors; on a tiny Llama-2-shaped model (multi-head attention, random weights built
+// here): 16-bit cache == full cache, keep-all propagation == full forward, dropping/eviction/quantisation run
+// and shrink what they should; and Llama-2 end to end (SentencePiece vocabulary, [INST] template) when the
+// Llama-2 vocab GGUF is available.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <vector>
+
+#include "engine/kv_prefill.h"
+#include "engine/model.h"
+#include "kernels/quant_cpu.h"
+#include "kernels/threadpool_cpu.h"
+#include "loader/error.h"
+#include "loader/gguf.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace llm;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> x(n);
+  for (auto& v : x) v = d(g);
+  return x;
+}
+
+// A Llama-2-shaped synthetic model: multi-head attention (kv_heads == heads), half-split RoPE, untied head.
+struct TinyLlama2 {
+  Config c;
+  std::vector<std::vector<float>> store;
+  Weights w;
+  QMatrix mat(int64_t rows, int64_t cols, std::mt19937_64& g, float scale) {
+    std::normal_distribution<float> d(0.0f, scale);
+    store.emplace_back(rows * cols);
+    for (auto& x : store.back()) x = d(g);
+    return QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(store.back().data()), rows, cols, size_t(cols) * 4};
+  }
+  const float* ones(int64_t n, std::mt19937_64& g) {
+    std::uniform_real_distribution<float> d(0.8f, 1.2f);
+    store.emplace_back(n);
+    for (auto& x : store.back()) x = d(g);
+    return store.back().data();
+  }
+  explicit TinyLlama2(int vocab = 64, int layers = 4) {
+    store.reserve(16 * layers + 8);
+    c.arch = "llama";
+    c.n_layers = layers;
+    c.dim = 64;
+    c.n_heads = 4;
+    c.n_kv_heads = 4;  // Llama-2 7B/13B: multi-head attention
+    c.head_dim = 16;
+    c.ffn_dim = 128;
+    c.vocab_size = vocab;
+    c.max_seq_len = 256;
+    c.rope_theta = 10000.0f;
+    c.rms_eps = 1e-5f;
+    c.rope_layout = RopeLayout::half_split;
+    std::mt19937_64 g(11);
+    w.token_embd = mat(vocab, c.dim, g, 1.0f);
+    w.layers.resize(layers);
+    for (auto& L : w.layers) {
+      L.attn_norm = ones(c.dim, g);
+      L.wq = mat(c.dim, c.dim, g, 0.25f);
+      L.wk = mat(c.dim, c.dim, g, 0.25f);
+      L.wv = mat(c.dim, c.dim, g, 0.25f);
+      L.wo = mat(c.dim, c.dim, g, 0.15f);
+      L.ffn_norm = ones(c.dim, g);
+      L.w_gate = mat(c.ffn_dim, c.dim, g, 0.15f);
+      L.w_up = mat(c.ffn_dim, c.dim, g, 0.15f);
+      L.w_down = mat(c.dim, c.ffn_dim, g, 0.15f);
+    }
+    w.output_norm = ones(c.dim, g);
+    w.output = mat(vocab, c.dim, g, 0.2f);
+  }
+};
+
+// Prefill `prompt` then greedily decode `steps` tokens; returns every logits vector seen (prefill's last + one per
+// step). spec empty: the full cache.
+struct RunOut {
+  std::vector<std::vector<float>> logits;
+  std::vector<int> tokens;
+  KVPrefill cache;
+};
+RunOut run(const TinyLlama2& m, const std::vector<int>& prompt, int steps, const std::string& spec,
+           ThreadPool* pool) {
+  RunOut out;
+  RunState s = runstate_create(m.c, 16);
+  KVCache kv;
+  if (spec.empty()) {
+    kv = kvcache_create(m.c, 128);
+  } else {
+    std::string base;
+    out.cache = kv_prefill_create(kv_prefill_spec_parse(spec, base), m.c);
+    kv = kv_prefill_kvcache(m.c, 128);
+    kv.prefill = &out.cache;
+  }
+  forward_cpu(m.c, m.w, kv, s, prompt.data(), int(prompt.size()), LogitsMode::last, pool);
+  for (int i = 0;; ++i) {
+    out.logits.emplace_back(s.logits.begin(), s.logits.begin() + m.c.vocab_size);
+    if (i == steps) break;
+    int t = argmax_cpu(s.logits.data(), m.c.vocab_size);
+    out.tokens.push_back(t);
+    forward_cpu(m.c, m.w, kv, s, &t, 1, LogitsMode::last, pool);
+  }
+  return out;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return d;
+}
+
+std::vector<int> tokens_of(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<int> t(n);
+  for (auto& x : t) x = int(g() % uint64_t(vocab));
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("KV quantisation: error bound per width, 16 bits exact, more bits = less error") {
+  const int n = 64;
+  for (int group : {32, 64, 16}) {
+    double prev_err = 1e30;
+    for (int bits : {2, 4, 8}) {
+      std::vector<float> x = randn(n * 20, 3 + bits, 2.0f);
+      for (int i = 0; i < 7; ++i) x[i * 13] += 9.0f;  // outliers
+      std::vector<uint8_t> q(quant_row_bytes(n, bits, group));
+      std::vector<float> y(n);
+      double err = 0;
+      for (int r = 0; r < 20; ++r) {
+        const float* xr = x.data() + r * n;
+        quantize_row_cpu(q.data(), xr, n, bits, group);
+        dequantize_row_cpu(y.data(), q.data(), n, bits, group);
+        for (int g0 = 0; g0 < n; g0 += group) {
+          float lo = xr[g0], hi = xr[g0];
+          for (int i = 0; i < group; ++i) lo = std::min(lo, xr[g0 + i]), hi = std::max(hi, xr[g0 + i]);
+          const float scale = (hi - lo) / float((1 << bits) - 1);
+          // half a step, plus the fp16 rounding of min and scale (relative 2^-11 each, scale times up to 2^bits-1)
+          const float bound = 0.5f * scale * (1 + 1e-3f) + 1e-3f * std::max(std::fabs(lo), std::fabs(hi)) + 1e-6f;
+          for (int i = g0; i < g0 + group; ++i) {
+            CHECK(std::fabs(y[i] - xr[i]) <= bound);
+            err += std::fabs(y[i] - xr[i]);
+          }
+        }
+      }
+      CHECK(err < prev_err);
+      prev_err = err;
+    }
+  }
+  std::vector<float> x = randn(64, 5);
+  std::vector<uint8_t> q(quant_row_bytes(64, 16, 32));
+  std::vector<float> y(64);
+  quantize_row_cpu(q.data(), x.data(), 64, 16, 32);
+  dequantize_row_cpu(y.data(), q.data(), 64, 16, 32);
+  CHECK(std::memcmp(x.data(), y.data(), 64 * 4) == 0);
+  // a constant group (scale 0) is exact
+  std::vector<float> cst(32, 1.25f), cy(32);
+  std::vector<uint8_t> cq(quant_row_bytes(32, 2, 32));
+  quantize_row_cpu(cq.data(), cst.data(), 32, 2, 32);
+  dequantize_row_cpu(cy.data(), cq.data(), 32, 2, 32);
+  CHECK(cy[17] == 1.25f);
+  // sizes: 64 values at 4 bits in groups of 32 = 2 x (4 + 16) bytes; the 16-bit class counts 2 bytes a value
+  CHECK(quant_row_bytes(64, 4, 32) == 40);
+  CHECK(quant_row_bytes(64, 2, 64) == 20);
+  CHECK(quant_row_bytes_16(64, 16, 32) == 128);
+  CHECK_THROWS_AS(quant_row_bytes(64, 3, 32), Error);
+  CHECK_THROWS_AS(quant_row_bytes(64, 4, 24), Error);
+}
+
+TEST_CASE("attention over the mixed-precision cache == attention_cpu over the dequantised rows") {
+  ThreadPool pool(2);
+  const int H = 6, Hkv = 2, hd = 32, n_kv = 23, n_q = 3;
+  std::vector<float> q = randn(size_t(n_q) * H * hd, 1), k = randn(size_t(Hkv) * n_kv * hd, 2),
+                     v = randn(size_t(Hkv) * n_kv * hd, 3);
+  const int widths[4] = {2, 4, 8, 16};
+  std::vector<std::vector<uint8_t>> data(Hkv), bits(Hkv);
+  std::vector<std::vector<uint64_t>> off(Hkv, std::vector<uint64_t>{0});
+  std::vector<float> kd(k.size()), vd(v.size());  // the reference's dequantised copy (the test may materialise it)
+  for (int g = 0; g < Hkv; ++g)
+    for (int t = 0; t < n_kv; ++t) {
+      const int b = widths[(t + g) % 4];
+      const size_t rb = quant_row_bytes(hd, b, 16), at = data[g].size();
+      data[g].resize(at + 2 * rb);
+      const size_t r = (size_t(g) * n_kv + t) * hd;
+      quantize_row_cpu(data[g].data() + at, k.data() + r, hd, b, 16);
+      quantize_row_cpu(data[g].data() + at + rb, v.data() + r, hd, b, 16);
+      dequantize_row_cpu(kd.data() + r, data[g].data() + at, hd, b, 16);
+      dequantize_row_cpu(vd.data() + r, data[g].data() + at + rb, hd, b, 16);
+      off[g].push_back(at + 2 * rb);
+      bits[g].push_back(uint8_t(b));
+    }
+  std::vector<const uint8_t*> dp(Hkv), bp(Hkv);
+  std::vector<const uint64_t*> op(Hkv);
+  for (int g = 0; g < Hkv; ++g) dp[g] = data[g].data(), bp[g] = bits[g].data(), op[g] = off[g].data();
+  QuantAttentionArgs a;
+  a.q = q.data();
+  a.data = dp.data();
+  a.off = op.data();
+  a.bits = bp.data();
+  a.n_q = n_q, a.n_kv = n_kv, a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd, a.group = 16;
+  std::vector<float> out(q.size()), ref(q.size()), exact(q.size());
+  attention_quant_cpu(out.data(), a, &pool);
+  attention_cpu(ref.data(), q.data(), kd.data(), vd.data(), n_q, n_kv, H, Hkv, hd, n_kv, nullptr);
+  CHECK(max_abs_diff(out, ref) == 0.0f);
+  attention_cpu(exact.data(), q.data(), k.data(), v.data(), n_q, n_kv, H, Hkv, hd, n_kv, nullptr);
+  const float d = max_abs_diff(out, exact);
+  CHECK(d > 0.0f);  // the 2-bit rows do change the result ...
+  CHECK(d < 0.5f);  // ... by a bounded amount
+}
+
+TEST_CASE("importance: attention accumulators and the three terms on a hand-computable pattern") {
+  // q = 0: every query attends uniformly to the keys it sees, p_i(j) = 1/(i+1).
+  const int m = 6, H = 4, Hkv = 2, hd = 8, w = 2;
+  std::vector<float> q(size_t(m) * H * hd, 0.0f), k = randn(size_t(Hkv) * m * hd, 4), v = randn(size_t(Hkv) * m * hd, 5);
+  std::vector<float> out(q.size()), ref(q.size()), cum(Hkv * m), win(Hkv * m), scr(2 * H * m);
+  ThreadPool pool(2);
+  attention_importance_cpu(out.data(), cum.data(), win.data(), scr.data(), q.data(), k.data(), v.data(), m, H, Hkv,
+                           hd, w, &pool);
+  attention_cpu(ref.data(), q.data(), k.data(), v.data(), m, m, H, Hkv, hd, m, nullptr);
+  CHECK(max_abs_diff(out, ref) == 0.0f);
+  for (int g = 0; g < Hkv; ++g)
+    for (int j = 0; j < m; ++j) {
+      double c = 0, wn = 0;
+      for (int i = j; i < m; ++i) c += 1.0 / (i + 1);
+      for (int i = std::max(j, m - w); i < m; ++i) wn += 1.0 / (i + 1);
+      CHECK(cum[g * m + j] == doctest::Approx(2 * c).epsilon(1e-5));  // 2 query heads per KV head
+      CHECK(win[g * m + j] == doctest::Approx(2 * wn).epsilon(1e-5));
+    }
+  // the terms: pool = 3 averages win over in-range neighbours; prior = {pos < 1} U {pos >= 6 - 2}
+  KVImportanceParams p;
+  p.a = 1, p.b = 2, p.c = 3, p.pool = 3, p.sinks = 1, p.recent = 2;
+  std::vector<int> pos = {0, 1, 2, 3, 4, 5};
+  const KVImportance I = kv_importance_compute(cum.data(), win.data(), Hkv, m, 2, w, pos.data(), m, p);
+  // A_cum = cum / sum(cum), sum(cum) = 2 * m (each of the m rows sums to 1, two heads)
+  double c0 = 0;
+  for (int i = 0; i < m; ++i) c0 += 1.0 / (i + 1);
+  CHECK(I.cum[0] == doctest::Approx(c0 / m).epsilon(1e-5));
+  // A_win: raw/2 = [1/5+1/6, 1/5+1/6, ..., 1/5+1/6 (j<=4), 1/6 (j=5)]; pooled(0) = mean(raw0, raw1); then / sum
+  std::vector<double> rw(m);
+  for (int j = 0; j < m; ++j) rw[j] = (j <= 4 ? 1.0 / 5 : 0.0) + 1.0 / 6;
+  std::vector<double> pl(m);
+  double ps = 0;
+  for (int t = 0; t < m; ++t) {
+    int lo = std::max(0, t - 1), hi = std::min(m - 1, t + 1);
+    double s = 0;
+    for (int u = lo; u <= hi; ++u) s += rw[u];
+    pl[t] = s / (hi - lo + 1);
+    ps += pl[t];
+  }
+  for (int t = 0; t < m; ++t) CHECK(I.win[m + t] == doctest::Approx(pl[t] / ps).epsilon(1e-5));
+  CHECK(I.prior[0] == doctest::Approx(1.0 / 3));
+  CHECK(I.prior[2] == 0.0f);
+  CHECK(I.prior[5] == doctest::Approx(1.0 / 3));
+  for (int t = 0; t < m; ++t)
+    CHECK(I.score[t] == doctest::Approx(1 * I.win[t] + 2 * I.cum[t] + 3 * I.prior[t]));
+  // selection: sinks (pos < 1) and the window (pos >= 4) always, then the best score; ties to the earlier token
+  std::vector<float> sc = {0.0f, 0.1f, 0.9f, 0.1f, 0.0f, 0.0f};
+  CHECK(kv_select(sc.data(), pos.data(), m, 4, 1, 4) == std::vector<int>{0, 2, 4, 5});
+  CHECK(kv_select(sc.data(), pos.data(), m, 5, 1, 4) == std::vector<int>{0, 1, 2, 4, 5});
+  CHECK(kv_select(sc.data(), pos.data(), m, 1, 1, 4) == std::vector<int>{0, 4, 5});  // always-kept beat the count
+}
+
+TEST_CASE("prefill spec: grammar, composition with svd, schedules, and clear errors") {
+  std::string base;
+  KVPrefillSpec s = kv_prefill_spec_parse("svd:k=1/4,v=seed+quant:8/4/2=0.2/0.5/0.3,recent=16+keep:0.5,pyramid", base);
+  CHECK(base == "svd:k=1/4,v=seed");
+  CHECK(s.quant.on);
+  CHECK(s.quant.bits == std::vector<int>{8, 4, 2});
+  CHECK(s.quant.recent == 16);
+  CHECK(s.keep.schedule == KVKeepSchedule::pyramid);
+  CHECK(s.keep.ratio == doctest::Approx(0.5));
+  s = kv_prefill_spec_parse("evict:snapkv,budget=0.25+imp:a=1,b=0,c=0.5,w=8,pool=5", base);
+  CHECK(base == "full");
+  CHECK(s.evict.method == KVEvict::snapkv);
+  CHECK(s.imp.w == 8);
+  s = kv_prefill_spec_parse("full", base);
+  CHECK(!s.any());
+  CHECK(base == "full");
+
+  auto msg = [](const std::string& spec) {
+    std::string b;
+    try {
+      kv_prefill_spec_parse(spec, b);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(msg("quant:8/4/2=0.2/0.5/0.4").find("sum to 1") != std::string::npos);
+  CHECK(msg("keep:0").find("outside (0, 1]") != std::string::npos);
+  CHECK(msg("keep:1.5").find("outside (0, 1]") != std::string::npos);
+  CHECK(msg("evict:lru").find("unknown method 'lru'") != std::string::npos);
+  CHECK(msg("evict:h2o,budget=2").find("outside (0, 1]") != std::string::npos);
+  CHECK(msg("quant:3").find("width 3") != std::string::npos);
+  CHECK(msg("quant:8/4").find("fractions") != std::string::npos);
+  CHECK(msg("zip:1").find("unknown part 'zip'") != std::string::npos);
+  CHECK(msg("keep:0.5+keep:0.6").find("given twice") != std::string::npos);
+  CHECK(msg("imp:pool=4").find("odd") != std::string::npos);
+
+  // schedules
+  KVKeepSpec k;
+  k.on = true, k.ratio = 0.25f, k.from = 2;
+  auto r = kv_keep_schedule(k, 6);
+  CHECK(r == std::vector<float>{1, 1, 0.25f, 0.25f, 0.25f, 0.25f});
+  k.schedule = KVKeepSchedule::linear;
+  r = kv_keep_schedule(k, 6);
+  CHECK(r[1] == 1.0f);
+  CHECK(r[2] == doctest::Approx(1 - 0.75 / 4));
+  CHECK(r[5] == doctest::Approx(0.25));
+  k.schedule = KVKeepSchedule::pyramid;
+  r = kv_keep_schedule(k, 6);
+  CHECK(r[3] == doctest::Approx(std::pow(0.25, 0.5)));
+  KVEvictSpec e;
+  e.method = KVEvict::pyramidkv, e.budget = 0.4f;
+  auto b = kv_evict_budgets(e, 5);
+  CHECK(b[0] == doctest::Approx(0.6));
+  CHECK(b[4] == doctest::Approx(0.2));
+
+  TinyLlama2 m;
+  s = kv_prefill_spec_parse("quant:4,group=32", base);
+  CHECK_THROWS_WITH_AS(kv_prefill_create(s, m.c), doctest::Contains("group=head"), Error);
+  s = kv_prefill_spec_parse("keep:0.5,from=9", base);
+  CHECK_THROWS_WITH_AS(kv_prefill_create(s, m.c), doctest::Contains("from=9"), Error);
+
+  // JSON config: same grammar per field
+  const std::string path = (std::filesystem::temp_directory_path() / "llm_test_kv_prefill.json").string();
+  {
+    std::ofstream f(path);
+    f << R"({"kv": "full", "quant": "8/2=0.5/0.5,group=head", "evict": "h2o,budget=0.5"})";
+  }
+  s = kv_prefill_spec_from_json_file(path);
+  CHECK(s.quant.group == 0);
+  CHECK(s.evict.method == KVEvict::h2o);
+  {
+    std::ofstream f(path);
+    f << R"({"quant": 8})";
+  }
+  CHECK_THROWS_WITH_AS(kv_prefill_spec_from_json_file(path), doctest::Contains("must be a string"), Error);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("tiny Llama-2 (MHA): 16-bit cache == full cache; keep-all == full forward; compression runs") {
+  TinyLlama2 m;
+  ThreadPool pool(2);
+  const std::vector<int> prompt = tokens_of(40, m.c.vocab_size, 9);
+  const RunOut full = run(m, prompt, 4, "", &pool);
+
+  for (const char* spec : {"quant:16", "quant:8/4/2=0.2/0.5/0.3,recent=1000,group=16", "keep:1", "keep:1/1/1/1",
+                           "evict:h2o,budget=1"}) {
+    CAPTURE(spec);
+    const RunOut r = run(m, prompt, 4, spec, &pool);
+    CHECK(r.tokens == full.tokens);
+    for (size_t i = 0; i < full.logits.size(); ++i) CHECK(max_abs_diff(r.logits[i], full.logits[i]) < 1e-4f);
+  }
+
+  // quantisation: first logits exact (prefill attention is exact), later ones close; 2 bits further than 8
+  const RunOut q8 = run(m, prompt, 4, "quant:8,recent=4,group=16", &pool);
+  const RunOut q2 = run(m, prompt, 4, "quant:2,recent=4,group=16", &pool);
+  CHECK(max_abs_diff(q8.logits[0], full.logits[0]) < 1e-4f);
+  float d8 = 0, d2 = 0;
+  for (size_t i = 1; i < full.logits.size(); ++i)
+    d8 += max_abs_diff(q8.logits[i], full.logits[i]), d2 += max_abs_diff(q2.logits[i], full.logits[i]);
+  CHECK(d8 > 0.0f);
+  CHECK(d8 < d2);
+  const auto h = q8.cache.width_histogram();
+  CHECK(h[2] == 4 * 4 * 36);  // layers x heads x non-recent tokens at 8 bits
+  CHECK(h[3] == 4 * 4 * (4 + 4));  // the recent 4 plus 4 decoded tokens at 16 bits
+  const RunOut mix = run(m, prompt, 0, "quant:8/4/2=0.25/0.25/0.5,recent=4,group=16", &pool);
+  const auto hm = mix.cache.width_histogram();
+  CHECK(hm[0] == 4 * 4 * 18);
+  CHECK(hm[1] == 4 * 4 * 9);
+  CHECK(hm[2] == 4 * 4 * 9);
+  CHECK(mix.cache.bytes_used() < size_t(4) * 4 * 40 * (2 * 16 * 2 + 1) + 4 * 4 * 40);  // below the 16-bit cache
+
+  // selective propagation: upper layers compute on fewer tokens, sinks/window kept, outputs finite
+  const RunOut keep = run(m, prompt, 2, "keep:0.5,from=2+imp:w=4,sinks=2", &pool);
+  CHECK(keep.cache.layer_tokens == std::vector<int>{40, 40, 20, 20});
+  CHECK(keep.cache.layers[3].pos.size() == 20 + 2);
+  CHECK(keep.cache.layers[3].pos[0] == 0);
+  CHECK(keep.cache.layers[3].pos[1] == 1);
+  CHECK(keep.cache.layers[3].pos[19] == 39);
+  for (float v : keep.logits.back()) CHECK(std::isfinite(v));
+
+  // eviction baselines: the cache keeps the budget, sinks and window included
+  for (const char* spec : {"evict:streaming,budget=0.25", "evict:h2o,budget=0.25", "evict:snapkv,budget=0.25",
+                           "evict:pyramidkv,budget=0.25", "evict:importance,budget=0.25"}) {
+    CAPTURE(spec);
+    const RunOut r = run(m, prompt, 1, std::string(spec) + "+imp:w=4,sinks=2", &pool);
+    for (int l = 0; l < 4; ++l) {
+      const auto& pos = r.cache.layers[l].pos;
+      CHECK(pos.size() == r.cache.layers[l].bits[0].size());
+      CHECK(pos[0] == 0);
+      CHECK(pos[pos.size() - 2] == 39);  // the last prompt token, then the decoded one
+    }
+    if (std::string(spec).find("pyramid") == std::string::npos) CHECK(r.cache.layers[1].pos.size() == 10 + 1);
+    else CHECK(r.cache.layers[0].pos.size() > r.cache.layers[3].pos.size());
+    if (std::string(spec).find("streaming") != std::string::npos)  // sinks + the most recent
+      CHECK(r.cache.layers[2].pos == std::vector<int32_t>{0, 1, 32, 33, 34, 35, 36, 37, 38, 39, 40});
+  }
+  // all logits over a prompt whose tokens are dropped cannot exist
+  {
+    std::string b;
+    KVPrefill p = kv_prefill_create(kv_prefill_spec_parse("keep:0.5", b), m.c);
+    KVCache kv = kv_prefill_kvcache(m.c, 64);
+    kv.prefill = &p;
+    RunState s = runstate_create(m.c, 16);
+    CHECK_THROWS_WITH_AS(forward_cpu(m.c, m.w, kv, s, prompt.data(), 40, LogitsMode::all, &pool),
+                         doctest::Contains("selective propagation"), Error);
+  }
+}
+
+TEST_CASE("Llama-2 end to end: SentencePiece vocabulary, [INST] template, tiny MHA model, compressed cache") {
+  std::string vocab = llm_test::data_path("tokenizers/llama2-spm/ggml-vocab-llama-spm.gguf");
+  if (!std::filesystem::exists(vocab)) vocab = "/work/shared/data/tokenizers/llama2-spm/ggml-vocab-llama-spm.gguf";
+  if (!std::filesystem::exists(vocab)) {
+    std::fprintf(stderr, "SKIPPED: the Llama-2 SentencePiece vocab GGUF (ggml-vocab-llama-spm.gguf) is missing\n");
+    return;
+  }
+  const GGUFFile g = gguf_open(vocab);
+  const Tokenizer tok = tokenizer_from_gguf(g);
+  CHECK(tok.kind == TokenizerKind::sentencepiece_bpe);
+  const std::string prompt = chat_render(ChatTemplate::llama2, {{"user", "What is the pass key? It is 4217."}}, true);
+  CHECK(prompt.find("[INST]") != std::string::npos);
+  const std::vector<int32_t> ids32 = tok.encode(prompt, false, true);
+  const std::vector<int> ids(ids32.begin(), ids32.end());
+  REQUIRE(ids.size() > 8);
+  CHECK(ids[0] == tok.bos_id);
+  TinyLlama2 m(tok.vocab_size(), 2);
+  ThreadPool pool(2);
+  const RunOut full = run(m, ids, 3, "", &pool);
+  const RunOut same = run(m, ids, 3, "quant:16+keep:1", &pool);
+  CHECK(same.tokens == full.tokens);
+  const RunOut comp = run(m, ids, 3, "quant:8/4=0.5/0.5,recent=4,group=16+evict:snapkv,budget=0.5+imp:w=4", &pool);
+  CHECK(comp.tokens.size() == 3);
+  std::vector<int32_t> out(comp.tokens.begin(), comp.tokens.end());
+  CHECK_NOTHROW(tok.decode(out));
+}
