@@ -26,20 +26,9 @@ AblationRow not_available(const std::string& name, const std::string& why) {
 AblationRow edited(const std::string& name, const KVSpecParts& p, const std::string& note) {
   AblationRow r;
   r.name = name;
-  r.spec = p.str();
+  r.spec = p.components.empty() ? "full" : p.str();
   r.note = note;
   return r;
-}
-
-// The component holding a field under one of the names, or nullptr.
-KVSpecComponent* find_field(KVSpecParts& p, const std::vector<std::string>& keys, std::string* key) {
-  for (auto& c : p.components)
-    for (const auto& k : keys)
-      if (c.get(k)) {
-        *key = k;
-        return &c;
-      }
-  return nullptr;
 }
 
 }  // namespace
@@ -101,39 +90,48 @@ std::vector<AblationRow> ablation_plan(const std::string& full_spec, const Confi
       rows.push_back(edited("no adaptive ranks", p, note));
     }
   }
-  // Importance terms (issue 7): weights a, b, c of score = a*A_win + b*A_cum + c*P.
+  // Importance terms (issue 7): weights a, b, c of score = a*A_win + b*A_cum + c*P, in the "imp" component. The
+  // quant, keep and evict parts rank tokens by that score, with imp's defaults when the spec has no imp part.
+  const bool uses_importance = parts.find("quant") || parts.find("keep") || parts.find("evict");
   const struct {
     const char* name;
-    std::vector<std::string> keys;
-  } terms[] = {{"no importance term A_win (window attention)", {"a", "win"}},
-               {"no importance term A_cum (cumulative attention)", {"b", "cum"}},
-               {"no importance term P (positional prior)", {"c", "pos", "prior"}}};
+    const char* key;
+  } terms[] = {{"no importance term A_win (window attention)", "a"},
+               {"no importance term A_cum (cumulative attention)", "b"},
+               {"no importance term P (positional prior)", "c"}};
   for (const auto& t : terms) {
     KVSpecParts p = parts;
-    std::string key;
-    if (KVSpecComponent* comp = find_field(p, t.keys, &key)) {
-      comp->set(key, "0");
-      rows.push_back(edited(t.name, p, "weight " + key + "=0 in '" + comp->name + "'"));
+    KVSpecComponent* imp = p.find("imp");
+    if (imp) {
+      imp->set(t.key, "0");
+      rows.push_back(edited(t.name, p, std::string("imp ") + t.key + "=0"));
+    } else if (uses_importance) {
+      p.components.push_back({"imp", {{t.key, "0", false}}});
+      rows.push_back(edited(t.name, p, std::string("imp ") + t.key + "=0 (the other weights at their defaults)"));
     } else {
-      rows.push_back(not_available(t.name, "not in the spec: this engine build has no importance scorer with "
-                                           "a/b/c weights (issue 7, branch prefill, has not landed)"));
+      rows.push_back(not_available(t.name, "no importance-ranked part (quant/keep/evict/imp) in the spec"));
     }
   }
+  const std::string cpu_note = parts.find("svd") ? " (the CPU engine cannot combine svd with quant/keep/evict yet: "
+                                                   "ablate those with a second spec)"
+                                                 : "";
   {
     KVSpecParts p = parts;
     if (p.remove("quant"))
-      rows.push_back(edited("no quantisation", p, "the quant component removed"));
+      rows.push_back(edited("no quantisation", p, "the quant part removed (16-bit cache)"));
     else
-      rows.push_back(not_available("no quantisation", "not in the spec: this engine build has no quantised KV cache "
-                                                      "(issue 7's +quant:...) yet"));
+      rows.push_back(not_available("no quantisation", "no quant part in the spec" + cpu_note));
   }
   {
     KVSpecParts p = parts;
-    if (p.remove("keep") || p.remove("prop"))
-      rows.push_back(edited("no propagation", p, "the keep/prop component removed (every token kept in every layer)"));
+    if (p.remove("keep"))
+      rows.push_back(edited("no propagation", p, "the keep part removed (every layer computes every token)"));
     else
-      rows.push_back(not_available("no propagation", "not in the spec: this engine build has no selective "
-                                                     "propagation (issue 7's +keep:...) yet"));
+      rows.push_back(not_available("no propagation", "no keep part in the spec" + cpu_note));
+  }
+  {
+    KVSpecParts p = parts;
+    if (p.remove("evict")) rows.push_back(edited("no eviction", p, "the evict part removed"));
   }
   return rows;
 }

@@ -5,10 +5,12 @@
 //   low-rank keys     svd k -> head_dim
 //   low-rank values   svd v -> head_dim, policy=uniform
 //   adaptive ranks    svd policy -> uniform at the spec's mean value rank (the same bytes per token)
-//   importance terms  the weights a (window attention), b (cumulative attention), c (positional prior) -> 0 in
-//                     whichever component holds them (issue 7's scorer)
-//   quantisation      the "quant" component removed
-//   propagation       the "keep" / "prop" component removed (selective propagation, issue 7)
+//   importance terms  issue 7's weights a (window attention), b (cumulative attention), c (positional prior) -> 0
+//                     in the "imp" part (added with the one weight when the spec ranks tokens by importance
+//                     through quant/keep/evict without an imp part)
+//   quantisation      the "quant" part removed
+//   propagation       the "keep" part removed (selective propagation)
+//   eviction          the "evict" part removed (a row only when the spec has one)
 // A component the spec does not use, or this engine build does not have, is a row marked "not available" with
 // the reason: never silently dropped.
 #pragma once

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 
+#include "eval/search.h"
 #include "loader/error.h"
 
 namespace llm {
@@ -49,7 +50,10 @@ EvalRecordRun eval_record(Model& model, Session& session, const LongBenchRecord&
   run.prompt_tokens = static_cast<int>(ids.size());
   session.reset();
   session.feed(ids);
-  run.kv_bytes_per_token = session.n_past() > 0 ? double(session.kv_cache_bytes()) / session.n_past() : 0.0;
+  if (session.n_past() > 0) {
+    run.kv_engine_bytes_per_token = double(session.kv_cache_bytes()) / session.n_past();
+    run.kv_bytes_per_token = kv_bytes_16bit(model.kv_description(), run.kv_engine_bytes_per_token);
+  }
 
   GenerateOptions g;
   g.max_tokens = d.max_gen;

@@ -25,7 +25,10 @@ struct EvalRecordRun {
   int prompt_tokens = 0;    // fed to the model (after truncation, chat template included)
   int full_tokens = 0;      // before truncation
   int generated_tokens = 0;
-  double kv_bytes_per_token = 0.0;  // Session::kv_cache_bytes() / tokens cached, right after the prefill
+  // KV-cache bytes per prompt token right after the prefill, at 16 bits per unquantised value (kv_bytes_16bit);
+  // kv_engine_bytes_per_token is Session::kv_cache_bytes() / tokens as the CPU engine stores them.
+  double kv_bytes_per_token = 0.0;
+  double kv_engine_bytes_per_token = 0.0;
   double seconds = 0.0;
 };
 

@@ -13,22 +13,22 @@ namespace llm {
 // ---- spec strings ----
 
 const std::string* KVSpecComponent::get(const std::string& key) const {
-  for (const auto& [k, v] : fields)
-    if (k == key) return &v;
+  for (const auto& f : fields)
+    if (!f.bare && f.key == key) return &f.value;
   return nullptr;
 }
 
 void KVSpecComponent::set(const std::string& key, const std::string& value) {
-  for (auto& [k, v] : fields)
-    if (k == key) {
-      v = value;
+  for (auto& f : fields)
+    if (!f.bare && f.key == key) {
+      f.value = value;
       return;
     }
-  fields.emplace_back(key, value);
+  fields.push_back({key, value, false});
 }
 
 void KVSpecComponent::erase(const std::string& key) {
-  fields.erase(std::remove_if(fields.begin(), fields.end(), [&](const auto& f) { return f.first == key; }),
+  fields.erase(std::remove_if(fields.begin(), fields.end(), [&](const auto& f) { return f.key == key; }),
                fields.end());
 }
 
@@ -55,8 +55,11 @@ std::string KVSpecParts::str() const {
   for (size_t i = 0; i < components.size(); ++i) {
     if (i) out += "+";
     out += components[i].name;
-    for (size_t j = 0; j < components[i].fields.size(); ++j)
-      out.append(j ? "," : ":").append(components[i].fields[j].first).append("=").append(components[i].fields[j].second);
+    for (size_t j = 0; j < components[i].fields.size(); ++j) {
+      const KVSpecField& f = components[i].fields[j];
+      out.append(j ? "," : ":").append(f.key);
+      if (!f.bare) out.append("=").append(f.value);
+    }
   }
   return out;
 }
@@ -84,10 +87,10 @@ KVSpecParts kv_spec_split(const std::string& spec) {
     if (c.name.empty()) fail("KV spec '", spec, "': a component without a name before ':'");
     if (colon != std::string::npos) {
       for (const std::string& f : split_on(comp.substr(colon + 1), ',')) {
+        if (f.empty()) fail("KV spec '", spec, "': an empty field in component '", c.name, "'");
         const size_t eq = f.find('=');
-        if (eq == std::string::npos || eq == 0)
-          fail("KV spec '", spec, "': '", f, "' in component '", c.name, "' is not key=value");
-        c.fields.emplace_back(f.substr(0, eq), f.substr(eq + 1));
+        if (eq == std::string::npos) c.fields.push_back({f, "", true});
+        else c.fields.push_back({f.substr(0, eq), f.substr(eq + 1), false});
       }
     }
     parts.components.push_back(std::move(c));
@@ -97,8 +100,11 @@ KVSpecParts kv_spec_split(const std::string& spec) {
 
 // ---- memory model ----
 
-double kv_full_bytes_per_token(const Config& c) {
-  return 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * sizeof(float);
+double kv_full_bytes_per_token(const Config& c) { return 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2; }
+
+double kv_bytes_16bit(const std::string& description, double engine_bytes) {
+  const bool fp32_cache = description == "full" || description.rfind("svd", 0) == 0;
+  return fp32_cache ? engine_bytes / 2 : engine_bytes;
 }
 
 double kv_spec_bytes_per_token(const std::string& spec, const Config& c) {
@@ -112,7 +118,7 @@ double kv_spec_bytes_per_token(const std::string& spec, const Config& c) {
   if (!s.lowrank) return kv_full_bytes_per_token(c);
   const KVRanks r = kv_spec_ranks(s, c.head_dim);
   const double mean_v = s.policy == KVRankPolicy::uniform ? r.v_high : 0.4 * r.v_low + 0.4 * r.v_med + 0.2 * r.v_high;
-  return kv_bytes_per_token(c, r.k, mean_v, sizeof(float)).compressed;
+  return kv_bytes_per_token(c, r.k, mean_v, 2).compressed;
 }
 
 // ---- search ----

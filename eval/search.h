@@ -4,7 +4,8 @@
 // Settings are `--kv` spec strings (whatever the engine's kv_spec_parse accepts; docs/kv-compression.md). This
 // file also holds the small spec-string editor the ablation table uses: a spec is components joined by '+', each
 // "name" or "name:key=value,key=value" ("svd:k=16,v=16/32/64,policy=seed+quant:bits=8/4/2"). The editor does not
-// know the keys' meaning; the engine checks the edited spec when the model is loaded with it.
+// know the keys' meaning; the engine checks the edited spec when the model is loaded with it. A field without '='
+// (issue 7's "keep:0.5,pyramid") is kept as a bare field (key = its text, no value).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -17,9 +18,14 @@
 namespace llm {
 
 // ---- spec strings ----
+struct KVSpecField {
+  std::string key, value;
+  bool bare = false;  // written without '=' (then value is empty)
+  bool operator==(const KVSpecField&) const = default;
+};
 struct KVSpecComponent {
-  std::string name;                                        // "svd", "quant", ...
-  std::vector<std::pair<std::string, std::string>> fields;  // in order
+  std::string name;                 // "svd", "quant", ...
+  std::vector<KVSpecField> fields;  // in order
   const std::string* get(const std::string& key) const;    // nullptr when absent
   void set(const std::string& key, const std::string& value);  // replaces in place, or appends
   void erase(const std::string& key);
@@ -31,17 +37,20 @@ struct KVSpecParts {
   bool remove(const std::string& name);            // false when absent
   std::string str() const;                          // back to a spec string
 };
-// Throws for an empty spec, an empty component or a field that is not key=value.
+// Throws for an empty spec, an empty component or an empty field.
 KVSpecParts kv_spec_split(const std::string& spec);
 
 // ---- memory model ----
-// KV-cache bytes per token the engine stores (fp32 elements, as Session::kv_cache_bytes counts them) for a spec
-// on a config, over a prompt: "full" = 2 * layers * kv_heads * head_dim * 4; svd = layers * kv_heads * (r_k +
-// mean value rank) * 4, the mean value rank being 0.4 low + 0.4 medium + 0.2 high under the seed and importance
-// policies (their 40/40/20 prefill split) and the one rank under uniform. Throws for a component this model does
-// not know (measure those with `llm eval`, whose JSON has the measured kv_bytes_per_token).
+// KV-cache bytes per token for a spec on a config, over a prompt, at 16 bits per unquantised value (the CUDA
+// layout and the unit of issue 7's byte counts): "full" = 2 * layers * kv_heads * head_dim * 2; svd = layers *
+// kv_heads * (r_k + mean value rank) * 2, the mean value rank being 0.4 low + 0.4 medium + 0.2 high under the seed
+// and importance policies (their 40/40/20 prefill split) and the one rank under uniform. Throws for a component
+// this model does not know (quant/keep/evict: measure them with `llm eval`, whose JSON has kv_bytes_per_token).
 double kv_spec_bytes_per_token(const std::string& spec, const Config& c);
 double kv_full_bytes_per_token(const Config& c);
+// Session::kv_cache_bytes() in the same 16-bit unit: the full and svd caches of the CPU engine store fp32 (half
+// it), issue 7's prefill caches already count 16-bit values at 2 bytes. `description` is Model::kv_description().
+double kv_bytes_16bit(const std::string& description, double engine_bytes);
 
 // ---- the search ----
 enum class SearchMethod { random, evolve };

@@ -37,19 +37,29 @@ TEST_CASE("kv_spec_split: round trip and edits") {
   CHECK(!p.remove("quant"));
   CHECK(p.str() == "svd:k=64,v=16/32/64,policy=seed,basis=calib+keep");
   CHECK(llm::kv_spec_split("full").str() == "full");
-  CHECK_THROWS_WITH_AS(llm::kv_spec_split("svd:k"), doctest::Contains("not key=value"), llm::Error);
+  // issue 7's grammar: bare fields and keys with '/'
+  llm::KVSpecParts q = llm::kv_spec_split("quant:8/4/2=0.2/0.5/0.3,recent=32+keep:0.5,pyramid,from=8");
+  CHECK(q.components[0].fields[0].key == "8/4/2");
+  CHECK(q.components[1].fields[0].bare);
+  CHECK(*q.components[1].get("from") == "8");
+  CHECK(q.components[1].get("pyramid") == nullptr);
+  CHECK(q.str() == "quant:8/4/2=0.2/0.5/0.3,recent=32+keep:0.5,pyramid,from=8");
+  CHECK_THROWS_WITH_AS(llm::kv_spec_split("svd:k=1,"), doctest::Contains("empty field"), llm::Error);
   CHECK_THROWS_WITH_AS(llm::kv_spec_split("svd++quant"), doctest::Contains("empty component"), llm::Error);
   CHECK_THROWS_AS(llm::kv_spec_split(""), llm::Error);
 }
 
 TEST_CASE("kv_spec_bytes_per_token: the engine's layout, by hand") {
   const llm::Config c = smollm_config();
-  // full: 2 (K and V) * 30 layers * 3 heads * 64 dims * 4 bytes
-  CHECK(llm::kv_full_bytes_per_token(c) == 2.0 * 30 * 3 * 64 * 4);
-  CHECK(llm::kv_spec_bytes_per_token("full", c) == 46080.0);
-  // k=16, seed v 16/32/64: mean v = 0.4*16 + 0.4*32 + 0.2*64 = 32 -> (16 + 32) * 30 * 3 * 4
-  CHECK(llm::kv_spec_bytes_per_token("svd:k=16,v=16/32/64,policy=seed", c) == doctest::Approx(48.0 * 360));
-  CHECK(llm::kv_spec_bytes_per_token("svd:k=8,v=24,policy=uniform", c) == doctest::Approx(32.0 * 360));
+  // full: 2 (K and V) * 30 layers * 3 heads * 64 dims * 2 bytes (16-bit)
+  CHECK(llm::kv_full_bytes_per_token(c) == 2.0 * 30 * 3 * 64 * 2);
+  CHECK(llm::kv_spec_bytes_per_token("full", c) == 23040.0);
+  // k=16, seed v 16/32/64: mean v = 0.4*16 + 0.4*32 + 0.2*64 = 32 -> (16 + 32) * 30 * 3 * 2
+  CHECK(llm::kv_spec_bytes_per_token("svd:k=16,v=16/32/64,policy=seed", c) == doctest::Approx(48.0 * 180));
+  CHECK(llm::kv_spec_bytes_per_token("svd:k=8,v=24,policy=uniform", c) == doctest::Approx(32.0 * 180));
+  CHECK(llm::kv_bytes_16bit("full", 46080.0) == 23040.0);
+  CHECK(llm::kv_bytes_16bit("svd:k=16,v=16/32/64,policy=seed,basis=weights", 100.0) == 50.0);
+  CHECK(llm::kv_bytes_16bit("full+quant:8/4/2=0.2/0.5/0.3", 100.0) == 100.0);
   CHECK_THROWS_WITH_AS(llm::kv_spec_bytes_per_token("svd:k=8+quant:bits=4", c), doctest::Contains("not modelled"),
                        llm::Error);
 }
@@ -80,7 +90,7 @@ TEST_CASE("search: reproducible by seed, within the budget, no setting twice") {
     std::set<std::string> specs;
     for (size_t i = 0; i < a.trials.size(); ++i) {
       CHECK(a.trials[i].spec == b.trials[i].spec);
-      CHECK(a.trials[i].kv_bytes_per_token <= 46080.0 / 4.0 + 1e-9);
+      CHECK(a.trials[i].kv_bytes_per_token <= 23040.0 / 4.0 + 1e-9);
       CHECK(a.trials[i].ratio >= 4.0 - 1e-9);
       specs.insert(a.trials[i].spec);
     }
@@ -105,7 +115,7 @@ TEST_CASE("search: evolution beats its own random start on a smooth objective") 
   llm::SearchSpace space;
   space.head_dim = 64;
   space.policies = {"uniform"};
-  // peak at k=24, v=32 (both fit 1/2 of the full cache: (24 + 32) * 360 = 20160 <= 23040)
+  // peak at k=24, v=32 (both fit 1/2 of the full cache: (24 + 32) * 180 = 10080 <= 11520)
   auto objective = [](const std::string& spec) {
     llm::KVSpecParts p = llm::kv_spec_split(spec);
     int k = std::stoi(*p.find("svd")->get("k")), v = std::stoi(*p.find("svd")->get("v"));
@@ -133,7 +143,7 @@ TEST_CASE("search: errors") {
   space.head_dim = 64;
   auto obj = [](const std::string&) { return 0.0; };
   llm::SearchOptions o;
-  o.budget_ratio = 1000;  // smallest setting (4 + 4) * 360 = 2880 > 46080 / 1000
+  o.budget_ratio = 1000;  // smallest setting (4 + 4) * 180 = 1440 > 23040 / 1000
   CHECK_THROWS_WITH_AS(llm::search_run(space, c, o, obj), doctest::Contains("no setting fits"), llm::Error);
   o.budget_ratio = 0.5;
   CHECK_THROWS_WITH_AS(llm::search_run(space, c, o, obj), doctest::Contains("budget-ratio"), llm::Error);
@@ -161,18 +171,32 @@ TEST_CASE("ablation_plan: each component, and unavailable ones said so") {
   CHECK(by["no low-rank values"]->spec == "svd:k=16,v=64,policy=uniform");
   CHECK(by["no adaptive ranks"]->spec == "svd:k=16,v=32,policy=uniform");  // the seed policy's mean rank
   CHECK(!by["no quantisation"]->available);
-  CHECK(by["no quantisation"]->note.find("not in the spec") != std::string::npos);
+  CHECK(by["no quantisation"]->note.find("no quant part in the spec") != std::string::npos);
   CHECK(!by["no propagation"]->available);
   CHECK(!by["no importance term A_win (window attention)"]->available);
-  // components named in the spec are switched off by editing it
-  rows = llm::ablation_plan("svd:k=16,v=24,policy=uniform+quant:bits=4+keep:ratio=0.5+imp:a=1,b=0.5,c=0.2", c);
+  // issue 7's parts are switched off by editing the spec
+  rows = llm::ablation_plan("quant:8/4/2=0.2/0.5/0.3,recent=32+keep:0.5,pyramid+imp:a=1,b=0.5,c=0.2", c);
   by.clear();
   for (const auto& r : rows) by[r.name] = &r;
-  CHECK(!by["no adaptive ranks"]->available);
-  CHECK(by["no quantisation"]->spec == "svd:k=16,v=24,policy=uniform+keep:ratio=0.5+imp:a=1,b=0.5,c=0.2");
-  CHECK(by["no propagation"]->spec == "svd:k=16,v=24,policy=uniform+quant:bits=4+imp:a=1,b=0.5,c=0.2");
+  CHECK(!by["no low-rank keys"]->available);
+  CHECK(by["no quantisation"]->spec == "keep:0.5,pyramid+imp:a=1,b=0.5,c=0.2");
+  CHECK(by["no propagation"]->spec == "quant:8/4/2=0.2/0.5/0.3,recent=32+imp:a=1,b=0.5,c=0.2");
   CHECK(by["no importance term A_cum (cumulative attention)"]->spec ==
-        "svd:k=16,v=24,policy=uniform+quant:bits=4+keep:ratio=0.5+imp:a=1,b=0,c=0.2");
+        "quant:8/4/2=0.2/0.5/0.3,recent=32+keep:0.5,pyramid+imp:a=1,b=0,c=0.2");
+  CHECK(by.count("no eviction") == 0);
+  // without an imp part, the default weights are in use: the ablation adds the one weight at 0
+  rows = llm::ablation_plan("full+quant:8/4=0.5/0.5+evict:snapkv,budget=0.3", c);
+  by.clear();
+  for (const auto& r : rows) by[r.name] = &r;
+  CHECK(by["no importance term P (positional prior)"]->spec == "full+quant:8/4=0.5/0.5+evict:snapkv,budget=0.3+imp:c=0");
+  CHECK(by["no quantisation"]->spec == "full+evict:snapkv,budget=0.3");
+  CHECK(by["no eviction"]->spec == "full+quant:8/4=0.5/0.5");
+  CHECK(!by["no propagation"]->available);
+  // removing the only part leaves the full cache
+  rows = llm::ablation_plan("quant:8/4=0.5/0.5", c);
+  by.clear();
+  for (const auto& r : rows) by[r.name] = &r;
+  CHECK(by["no quantisation"]->spec == "full");
 }
 
 TEST_CASE("ablation_run / table / json") {
@@ -184,7 +208,7 @@ TEST_CASE("ablation_run / table / json") {
     llm::EvalRecordResult r;
     r.dataset = "passkey";
     r.score = spec == "full" ? 1.0 : 0.5;
-    return llm::AblationEval{llm::eval_summarize({r}), spec == "full" ? 46080.0 : 17280.0};
+    return llm::AblationEval{llm::eval_summarize({r}), spec == "full" ? 23040.0 : 8640.0};
   });
   CHECK(calls == 5);  // full, all on, keys, values, adaptive
   const std::string t = llm::ablation_table(rows);

@@ -74,6 +74,7 @@ ojson record_json(const llm::EvalRecordRun& r) {
   o["full_tokens"] = r.full_tokens;
   o["generated_tokens"] = r.generated_tokens;
   o["kv_bytes_per_token"] = r.kv_bytes_per_token;
+  o["kv_engine_bytes_per_token"] = r.kv_engine_bytes_per_token;
   o["seconds"] = r.seconds;
   return o;
 }
@@ -159,7 +160,7 @@ int run_plot(const Args& a) {
                  llm::pareto_front(pts).size());
   } else if (kind == "speed") {
     // `llm bench --json` objects: x = prompt tokens (the context decoded against), y = decode tok/s; one series
-    // per "kv" value (or per file when the objects have none)
+    // per "kv" value (or per file, named by its stem, when the objects have none)
     std::vector<llm::PlotSeries> series;
     auto series_for = [&](const std::string& name) -> llm::PlotSeries& {
       for (auto& s : series)
@@ -171,7 +172,9 @@ int run_plot(const Args& a) {
       ojson j = read_json_file(f);
       if (!j.is_array()) j = ojson::array({j});
       for (const auto& b : j) {
-        const std::string name = b.contains("kv") && b["kv"].is_string() ? b["kv"].get<std::string>() : f;
+        std::string stem = f.substr(f.find_last_of('/') == std::string::npos ? 0 : f.find_last_of('/') + 1);
+        if (stem.find('.') != std::string::npos) stem = stem.substr(0, stem.find('.'));
+        const std::string name = b.contains("kv") && b["kv"].is_string() ? b["kv"].get<std::string>() : stem;
         series_for(name).points.push_back({num_field(b, "n_prompt", f), num_field(b, "decode_tok_s", f), ""});
       }
     }
