@@ -175,12 +175,15 @@ int run_plot(const Args& a) {
         std::string stem = f.substr(f.find_last_of('/') == std::string::npos ? 0 : f.find_last_of('/') + 1);
         if (stem.find('.') != std::string::npos) stem = stem.substr(0, stem.find('.'));
         const std::string name = b.contains("kv") && b["kv"].is_string() ? b["kv"].get<std::string>() : stem;
-        series_for(name).points.push_back({num_field(b, "n_prompt", f), num_field(b, "decode_tok_s", f), ""});
+        // --cpu-time: tokens per CPU-second (bench's decode_cpu_ms_per_token), robust on a loaded machine
+        const double y = a.has("cpu-time") ? 1000.0 / num_field(b, "decode_cpu_ms_per_token", f)
+                                           : num_field(b, "decode_tok_s", f);
+        series_for(name).points.push_back({num_field(b, "n_prompt", f), y, ""});
       }
     }
     o.title = a.get("title", "Decode speed against context length");
     o.x_label = "context (prompt tokens)";
-    o.y_label = "decode tokens / s";
+    o.y_label = a.has("cpu-time") ? "decode tokens per CPU-second" : "decode tokens / s";
     svg = llm::svg_line_plot(series, o);
   } else {
     llm::fail("llm eval --plot: expected quality or speed, got '", kind, "'");
@@ -211,6 +214,7 @@ int cmd_eval(int argc, char** argv) {
       {"--from", "FILES", "plot: comma-separated JSON inputs"},
       {"--svg", "OUT", "plot: the SVG file to write"},
       {"--title", "TEXT", "plot: the title"},
+      {"--cpu-time", nullptr, "plot speed: tokens per CPU-second (bench's decode_cpu_ms_per_token) instead of wall time"},
   });
   Args a = parse_args("eval", argc, argv, spec);
   if (a.has("help")) {
@@ -253,7 +257,7 @@ int cmd_eval(int argc, char** argv) {
     llm::ablation_run(
         rows,
         [&](const std::string& s) {
-          std::unique_ptr<llm::Model> m = s == "full" ? std::move(probe) : load_with_spec(a, s);
+          std::unique_ptr<llm::Model> m = s == "full" && probe ? std::move(probe) : load_with_spec(a, s);
           const auto runs = llm::eval_records(*m, records, ro, [&](const llm::EvalRecordRun&) { progress.step(s); });
           return llm::AblationEval{llm::eval_summarize(llm::eval_results(runs)), llm::eval_mean_kv_bytes(runs)};
         },
