@@ -3,35 +3,9 @@
 # a crash); plots from JSON; with the demo model a tiny eval on two short passkey records (well-formed JSON,
 # scores in range) and a two-trial search. Usage: bash eval.sh <llm binary> <source dir>
 set -u
-LLM="$1"
-SRC="$2"
-MODEL="$SRC/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+source "$(dirname "$0")/common.bash" "$@"
 SUITE="$(dirname "$LLM")/make_longctx_suite"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
 
-expect_fail() {
-  local what="$1" needle="$2"
-  shift 2
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then
-    echo "FAIL: $what: exit code $rc (want 1..127)"; cat "$TMP/err"; fails=$((fails + 1)); return
-  fi
-  if ! grep -qi -- "$needle" "$TMP/err"; then
-    echo "FAIL: $what: stderr lacks '$needle':"; cat "$TMP/err"; fails=$((fails + 1)); return
-  fi
-  echo "ok: $what"
-}
-expect_ok() {
-  local what="$1"
-  shift
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  if [ $rc -ne 0 ]; then echo "FAIL: $what: exit $rc"; cat "$TMP/err"; fails=$((fails + 1)); return 1; fi
-  echo "ok: $what"
-}
 
 good='{"input": "What is the pass key?", "context": "The grass is green. The pass key is 12345. Remember it.", "answers": ["12345"], "all_classes": null, "length": 10, "dataset": "passkey", "_id": "good-1"}'
 printf '%s\n' "$good" >"$TMP/good.jsonl"

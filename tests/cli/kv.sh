@@ -2,34 +2,7 @@
 # CLI behaviour of the low-rank KV cache (issue 6): llm compress, --kv / --kv-config / --kv-profile on
 # perplexity and run; clear errors, non-zero exits, never a crash. Usage: bash kv.sh <llm binary> <source dir>
 set -u
-LLM="$1"
-SRC="$2"
-MODEL="$SRC/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-
-expect_fail() {
-  local what="$1" needle="$2"
-  shift 2
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then
-    echo "FAIL: $what: exit code $rc (want 1..127)"; cat "$TMP/err"; fails=$((fails + 1)); return
-  fi
-  if ! grep -qi -- "$needle" "$TMP/err"; then
-    echo "FAIL: $what: stderr lacks '$needle':"; cat "$TMP/err"; fails=$((fails + 1)); return
-  fi
-  echo "ok: $what"
-}
-expect_ok() {
-  local what="$1"
-  shift
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  if [ $rc -ne 0 ]; then echo "FAIL: $what: exit $rc"; cat "$TMP/err"; fails=$((fails + 1)); return 1; fi
-  echo "ok: $what"
-}
+source "$(dirname "$0")/common.bash" "$@"
 
 expect_fail "compress: no output" "-o PROFILE" "$LLM" compress -m "$MODEL"
 expect_fail "compress: bad basis" "weights or calib" "$LLM" compress -m "$MODEL" --basis pca -o "$TMP/p.safetensors"

@@ -2,25 +2,7 @@
 # CLI behaviour of prefill compression (issue 7): the +quant/+keep/+evict parts of --kv and --kv-config on
 # run and perplexity; clear errors, non-zero exits, never a crash. Usage: bash kv_prefill.sh <llm binary> <source dir>
 set -u
-LLM="$1"
-SRC="$2"
-MODEL="$SRC/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-expect_fail() {
-  local what="$1" needle="$2"
-  shift 2
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then
-    echo "FAIL: $what: exit code $rc (want 1..127)"; cat "$TMP/err"; fails=$((fails + 1)); return
-  fi
-  if ! grep -qi -- "$needle" "$TMP/err"; then
-    echo "FAIL: $what: stderr lacks '$needle':"; cat "$TMP/err"; fails=$((fails + 1)); return
-  fi
-  echo "ok: $what"
-}
+source "$(dirname "$0")/common.bash" "$@"
 if [ ! -f "$MODEL" ]; then echo "SKIPPED: demo model missing at $MODEL (run tools/setup.sh)"; exit 0; fi
 expect_fail "fractions not summing to 1" "sum to 1" "$LLM" run -m "$MODEL" -p hi -n 1 --kv "quant:8/4/2=0.2/0.5/0.4"
 expect_fail "keep ratio outside (0,1]" "outside (0, 1]" "$LLM" run -m "$MODEL" -p hi -n 1 --kv "keep:1.5"

@@ -2,35 +2,7 @@
 # CLI behaviour of llm run / chat / perplexity / bench: output on good input, clear errors and non-zero exits
 # on bad input, never a crash (exit codes >= 128 are signals). Usage: bash run.sh <llm binary> <source dir>
 set -u
-LLM="$1"
-SRC="$2"
-MODEL="$SRC/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-
-# expect_fail "description" "needle in stderr" cmd...
-expect_fail() {
-  local what="$1" needle="$2"
-  shift 2
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then
-    echo "FAIL: $what: exit code $rc (want 1..127)"; cat "$TMP/err"; fails=$((fails + 1)); return
-  fi
-  if ! grep -qi -- "$needle" "$TMP/err"; then
-    echo "FAIL: $what: stderr lacks '$needle':"; cat "$TMP/err"; fails=$((fails + 1)); return
-  fi
-  echo "ok: $what"
-}
-expect_ok() {
-  local what="$1"
-  shift
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  if [ $rc -ne 0 ]; then echo "FAIL: $what: exit $rc"; cat "$TMP/err"; fails=$((fails + 1)); return 1; fi
-  echo "ok: $what"
-}
+source "$(dirname "$0")/common.bash" "$@"
 
 # errors that need no model
 expect_fail "run: unknown flag" "unknown flag" "$LLM" run --no-such-flag

@@ -1,0 +1,33 @@
+# Shared by the CLI test scripts (sourced; the .bash suffix keeps it out of ctest's tests/cli/*.sh glob).
+# Sets LLM, SRC, MODEL, TMP (removed on exit) and `fails`, and defines:
+#   expect_fail "description" "needle in stderr" cmd...   non-zero exit below 128 (no signal) + the needle in stderr
+#   expect_ok "description" cmd...                         exit 0
+LLM="$1"
+SRC="$2"
+MODEL="$SRC/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+
+expect_fail() {
+  local what="$1" needle="$2"
+  shift 2
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then
+    echo "FAIL: $what: exit code $rc (want 1..127)"; cat "$TMP/err"; fails=$((fails + 1)); return
+  fi
+  if ! grep -qi -- "$needle" "$TMP/err"; then
+    echo "FAIL: $what: stderr lacks '$needle':"; cat "$TMP/err"; fails=$((fails + 1)); return
+  fi
+  echo "ok: $what"
+}
+
+expect_ok() {
+  local what="$1"
+  shift
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "FAIL: $what: exit $rc"; cat "$TMP/err"; fails=$((fails + 1)); return 1; fi
+  echo "ok: $what"
+}
