@@ -69,13 +69,14 @@ Weights weights_from_file(const ModelFile& f) {
   return w;
 }
 
-KVCache kvcache_create(const Config& c, int capacity) {
+KVCache kvcache_create(const Config& c, int capacity, bool allocate) {
   if (capacity <= 0) fail("context size must be positive, got ", capacity);
   KVCache kv;
   kv.n_layers = c.n_layers;
   kv.n_kv_heads = c.n_kv_heads;
   kv.head_dim = c.head_dim;
   kv.capacity = capacity;
+  if (!allocate) return kv;
   const size_t n = static_cast<size_t>(c.n_layers) * c.n_kv_heads * capacity * c.head_dim;
   kv.k.assign(n, 0.0f);
   kv.v.assign(n, 0.0f);

@@ -379,16 +379,6 @@ KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capaci
   return lr;
 }
 
-KVCache kv_lowrank_kvcache(const Config& c, int capacity) {
-  if (capacity <= 0) fail("context size must be positive, got ", capacity);
-  KVCache kv;  // the full-precision buffers stay empty: the low-rank cache holds the tokens
-  kv.n_layers = c.n_layers;
-  kv.n_kv_heads = c.n_kv_heads;
-  kv.head_dim = c.head_dim;
-  kv.capacity = capacity;
-  return kv;
-}
-
 size_t KVLowRank::bytes_used(int n_tokens) const {
   if (!model) return 0;
   const size_t per_block = size_t(n_tokens) * model->ranks.k + size_t(voff[n_tokens]);

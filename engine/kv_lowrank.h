@@ -114,8 +114,6 @@ struct KVLowRank {
   size_t bytes_used(int n_tokens) const;  // compressed bytes of the first n tokens (fp32 as stored)
 };
 KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capacity);
-// The KVCache that goes with a low-rank cache: capacity and count only, its full-precision buffers left empty.
-KVCache kv_lowrank_kvcache(const Config& c, int capacity);
 
 // ---- hooks called by forward_cpu (engine/forward_cpu.cpp) ----
 // At the start of a forward call of n tokens at positions pos0..: assign the tokens' value ranks, grow cv.

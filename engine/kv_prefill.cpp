@@ -100,16 +100,6 @@ KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c) {
   return p;
 }
 
-KVCache kv_prefill_kvcache(const Config& c, int capacity) {
-  if (capacity <= 0) fail("context size must be positive, got ", capacity);
-  KVCache kv;
-  kv.n_layers = c.n_layers;
-  kv.n_kv_heads = c.n_kv_heads;
-  kv.head_dim = c.head_dim;
-  kv.capacity = capacity;
-  return kv;
-}
-
 size_t KVPrefill::bytes_used() const {
   size_t b = 0;
   for (const auto& L : layers) {

@@ -130,8 +130,6 @@ struct KVPrefill {
   std::vector<int64_t> width_histogram() const;
 };
 KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c);
-// The KVCache that goes with it: capacity and count only (its fp32 buffers stay empty).
-KVCache kv_prefill_kvcache(const Config& c, int capacity);
 
 // Hook called by forward_cpu when KVCache::prefill is set. A call on an empty cache (kv.n == 0) is the
 // compressed prefill (the whole prompt at once); later calls append at 16 bits and attend to the cache.

@@ -65,7 +65,9 @@ struct KVCache {
   float* v_layer(int l) { return v.data() + static_cast<size_t>(l) * n_kv_heads * capacity * head_dim; }
   size_t bytes() const { return (k.size() + v.size()) * sizeof(float); }
 };
-KVCache kvcache_create(const Config& c, int capacity);
+// allocate = false: the shape and capacity only, for compressed caches (low-rank, prefill-compressed, CUDA) that
+// hold the tokens in their own storage.
+KVCache kvcache_create(const Config& c, int capacity, bool allocate = true);
 
 // Scratch for a block of up to max_block tokens (prefill runs the prompt in blocks of this size).
 struct RunState {

@@ -180,14 +180,14 @@ Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_uniq
   impl_->mi = model.impl_.get();
   if (impl_->mi->cuda) {
     impl_->cuda = cuda_session_create(*impl_->mi->cuda, n_ctx, std::min(opt.max_block, n_ctx));
-    impl_->cache.capacity = n_ctx;  // bookkeeping only: the cache lives on the device
+    impl_->cache = kvcache_create(c, n_ctx, /*allocate=*/false);  // the cache lives on the device
   } else if (impl_->mi->lowrank) {  // issue 6
     impl_->lowrank = std::make_unique<KVLowRank>(kv_lowrank_create(*impl_->mi->lowrank, c, n_ctx));
-    impl_->cache = kv_lowrank_kvcache(c, n_ctx);
+    impl_->cache = kvcache_create(c, n_ctx, /*allocate=*/false);
     impl_->cache.lowrank = impl_->lowrank.get();
   } else if (impl_->mi->prefill) {  // issue 7
     impl_->prefill = std::make_unique<KVPrefill>(kv_prefill_create(*impl_->mi->prefill, c));
-    impl_->cache = kv_prefill_kvcache(c, n_ctx);
+    impl_->cache = kvcache_create(c, n_ctx, /*allocate=*/false);
     impl_->cache.prefill = impl_->prefill.get();
   } else {
     impl_->cache = kvcache_create(c, n_ctx);

@@ -88,21 +88,8 @@ inline float hsum8(__m256 v) {
 // Dot of one row with x for the native types.
 float row_dot_native(GGMLType type, const uint8_t* row, const float* x, int64_t cols) {
   switch (type) {
-    case GGMLType::F32: {
-      const float* w = reinterpret_cast<const float*>(row);
-      int64_t i = 0;
-      float s = 0.0f;
-#if LLM_MATMUL_AVX2
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      for (; i + 16 <= cols; i += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-      }
-      s = hsum8(_mm256_add_ps(a0, a1));
-#endif
-      for (; i < cols; ++i) s += w[i] * x[i];
-      return s;
-    }
+    case GGMLType::F32:
+      return simd::dot(reinterpret_cast<const float*>(row), x, cols);
     case GGMLType::F16: {
       float s = 0.0f;
       int64_t i = 0;

@@ -101,7 +101,7 @@ RunOut run(const TinyLlama2& m, const std::vector<int>& prompt, int steps, const
   } else {
     std::string base;
     out.cache = kv_prefill_create(kv_prefill_spec_parse(spec, base), m.c);
-    kv = kv_prefill_kvcache(m.c, 128);
+    kv = kvcache_create(m.c, 128, /*allocate=*/false);
     kv.prefill = &out.cache;
   }
   forward_cpu(m.c, m.w, kv, s, prompt.data(), int(prompt.size()), LogitsMode::last, pool);
@@ -414,7 +414,7 @@ TEST_CASE("tiny Llama-2 (MHA): 16-bit cache == full cache; keep-all == full forw
   {
     std::string b;
     KVPrefill p = kv_prefill_create(kv_prefill_spec_parse("keep:0.5", b), m.c);
-    KVCache kv = kv_prefill_kvcache(m.c, 64);
+    KVCache kv = kvcache_create(m.c, 64, /*allocate=*/false);
     kv.prefill = &p;
     RunState s = runstate_create(m.c, 16);
     CHECK_THROWS_WITH_AS(forward_cpu(m.c, m.w, kv, s, prompt.data(), 40, LogitsMode::all, &pool),
