@@ -1,0 +1,67 @@
+// Low-rank attention on the GPU (issue 6): keys rebuilt from the compressed cache in shared memory with U_K,
+// RoPE'd at each key's own position and scored; the softmax-weighted sum of the compressed values is accumulated
+// in rank space (z, r_vmax wide per head) for the W_fused GEMM. Rebuilt keys and values never reach global memory.
+// CPU twin: attention_lowrank_cpu (kernels/lowrank_cpu.h), the same arguments and the same maths; cache layout in
+// engine/kv_lowrank.h and docs/kv-compression.md "Cache layout".
+//
+// Cache dtype: fp32 (what the CPU engine stores: kv_lowrank_create) or bf16 (half the bytes streamed; the CUDA
+// engine's choice once wired in). Queries, U_K, inverse frequencies and z are fp32; accumulation is fp32.
+// Any even head_dim up to 256; 1 <= r_k, r_vmax <= head_dim; any GQA group (n_heads % n_kv_heads == 0).
+//
+// Both kernels share one block program: a block = (KV head g, a chunk of queries, a range of keys). It walks its
+// keys in tiles of 32: loads the tile's c_k rows and packed c_v into shared memory, rebuilds + RoPEs the 32 keys
+// once for every query head of the group and every query of the chunk, scores, online softmax, accumulates z.
+// It writes an unnormalised partial (z, max, sum); a combine kernel merges the key ranges and normalises.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "kernels/common.cuh"
+#include "loader/config.h"
+
+namespace llm {
+
+// Device pointers; the same meaning as LowRankAttentionArgs (kernels/lowrank_cpu.h):
+//   q:     (n_q, n_heads, head_dim) fp32, RoPE applied; query i at position n_kv - n_q + i
+//   ck:    (n_kv_heads, ck_stride, r_k)  T = float or bf16; token t at row t (one layer's block)
+//   uk:    (n_kv_heads, r_k, head_dim) fp32; row j = basis vector j of U_K
+//   cv:    (n_kv_heads, cv_stride)       T; token t's c_v (vrank[t] values) at voff[t] inside its head's block
+//   voff:  (>= n_kv) int64, vrank: (>= n_kv) int32 (1..r_vmax), shared by every KV head
+//   inv_freq: (head_dim/2) fp32 (rope_inv_freq_cpu's output, llama3 scaling included)
+template <class T>
+struct LowRankAttentionCudaArgs {
+  const float* q = nullptr;
+  const T* ck = nullptr;
+  const float* uk = nullptr;
+  const T* cv = nullptr;
+  const int64_t* voff = nullptr;
+  const int32_t* vrank = nullptr;
+  int64_t ck_stride = 0, cv_stride = 0;
+  int r_k = 0, r_vmax = 0;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  const float* inv_freq = nullptr;
+  RopeLayout rope_layout = RopeLayout::half_split;
+};
+
+// Prefill (n_q queries, causal, GQA): grid (n_kv_heads, ceil(n_q / queries-per-block)), one key range (no split).
+//   z: (n_q, n_heads, r_vmax) fp32 device. workspace: attention_lowrank_prefill_workspace_floats() floats.
+size_t attention_lowrank_prefill_workspace_floats(int n_q, int n_heads, int r_vmax);
+template <class T>
+void attention_lowrank_prefill_cuda(float* z, const LowRankAttentionCudaArgs<T>& a, int n_q, int n_kv,
+                                    float* workspace, cudaStream_t st);
+
+// Decode (one query at position *pos, n_kv = *pos + 1 read on the device so one captured graph serves every
+// step): split-K flash decoding, grid (n_kv_heads, splits); each block reads its key range of ONE KV head once
+// for all the query heads of the group. z: (n_heads, r_vmax) fp32. splits: attention_lowrank_decode_splits().
+int attention_lowrank_decode_splits(int n_kv_heads, int capacity, int sm_count);
+size_t attention_lowrank_decode_workspace_floats(int n_heads, int r_vmax, int splits);
+template <class T>
+void attention_lowrank_decode_cuda(float* z, const LowRankAttentionCudaArgs<T>& a, const int* pos, int splits,
+                                   float* workspace, cudaStream_t st);
+
+// Dynamic shared memory one block needs (bytes), for the launch checks and the docs.
+size_t attention_lowrank_smem_bytes(int group, int q_per_block, int head_dim, int r_k, int r_vmax);
+
+}  // namespace llm

@@ -1,0 +1,272 @@
+// The low-rank attention kernels (kernels/attention_lowrank.cu) against their CPU twin attention_lowrank_cpu on
+// seeded random caches: the demo model's shape (head_dim 64, 9/3 heads, r_k 16, value ranks 16/32/64 mixed per
+// token) and Llama-3-8B's (head_dim 128, 32/8 heads, r_k 32, ranks 32/64/128, llama3 RoPE scaling), both RoPE
+// layouts, odd lengths, lengths crossing the 32-key tiles, the 16-query prefill blocks and the decode splits, the
+// fp32 and the bf16 cache; plus a hand-computable case. Everything is fp32 on both sides (a bf16 cache is rounded
+// on the host first, so the CPU twin sees the same values): only summation order, expf and sincosf differ.
+// Without a GPU every case prints "SKIPPED: no CUDA device" and passes.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <type_traits>
+
+#include "cuda_test_util.cuh"
+#include "kernels/attention_lowrank_cuda.h"
+#include "kernels/lowrank_cpu.h"
+#include "kernels/ops_cpu.h"
+#include "kernels/threadpool_cpu.h"
+
+using namespace llm;
+using namespace llm_cuda_test;
+
+namespace {
+
+struct Shape {
+  int n_heads, n_kv_heads, hd, r_k;
+  std::vector<int> ranks;  // value ranks drawn per token; the largest is r_vmax
+  bool llama3;
+  float theta;
+};
+const Shape kDemo{9, 3, 64, 16, {16, 32, 64}, false, 100000.0f};
+const Shape kLlama3{32, 8, 128, 32, {32, 64, 128}, true, 500000.0f};
+
+// A random compressed cache of n_kv tokens (capacity rows of c_k per KV head) and n_q queries, in host memory.
+struct Inputs {
+  int r_vmax = 0;
+  std::vector<float> q, ck, uk, cv, inv_freq;
+  std::vector<int64_t> voff;
+  std::vector<int32_t> vrank;
+  int64_t ck_stride = 0, cv_stride = 0;
+};
+
+Inputs make_inputs(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int capacity, bool round_bf16) {
+  Inputs in;
+  in.r_vmax = *std::max_element(s.ranks.begin(), s.ranks.end());
+  in.ck_stride = capacity;
+  std::uniform_int_distribution<int> pick(0, int(s.ranks.size()) - 1);
+  in.vrank.resize(n_kv);
+  in.voff.resize(n_kv + 1);
+  in.voff[0] = 0;
+  for (int t = 0; t < n_kv; ++t) {
+    in.vrank[t] = s.ranks[pick(rng)];
+    in.voff[t + 1] = in.voff[t] + in.vrank[t];
+  }
+  in.cv_stride = in.voff[n_kv] + 5;  // slack: blocks need not be packed back to back
+  // keys ~ unit scale: uk uniform in +-3/sqrt(r_k) makes var(key_d) = 1 for c_k uniform in +-1
+  in.q = random_f32(rng, size_t(n_q) * s.n_heads * s.hd, 2.0f);
+  in.uk = random_f32(rng, size_t(s.n_kv_heads) * s.r_k * s.hd, 3.0f / std::sqrt(float(s.r_k)));
+  in.ck = random_f32(rng, size_t(s.n_kv_heads) * capacity * s.r_k, 1.0f);
+  in.cv = random_f32(rng, size_t(s.n_kv_heads) * in.cv_stride, 1.0f);
+  if (round_bf16) {
+    for (float& x : in.ck) x = bf16_to_f32(f32_to_bf16(x));
+    for (float& x : in.cv) x = bf16_to_f32(f32_to_bf16(x));
+  }
+  RopeScaling sc;
+  if (s.llama3) {
+    sc.type = RopeScaling::Type::llama3;
+    sc.factor = 8.0f;
+    sc.low_freq_factor = 1.0f;
+    sc.high_freq_factor = 4.0f;
+    sc.original_max_position = 8192;
+  }
+  in.inv_freq.resize(s.hd / 2);
+  rope_inv_freq_cpu(in.inv_freq.data(), s.hd, s.theta, sc);
+  return in;
+}
+
+std::vector<float> reference(const Inputs& in, const Shape& s, int n_q, int n_kv, RopeLayout layout) {
+  LowRankAttentionArgs a;
+  a.q = in.q.data();
+  a.ck = in.ck.data();
+  a.uk = in.uk.data();
+  a.cv = in.cv.data();
+  a.voff = in.voff.data();
+  a.vrank = in.vrank.data();
+  a.ck_stride = in.ck_stride;
+  a.cv_stride = in.cv_stride;
+  a.r_k = s.r_k;
+  a.r_vmax = in.r_vmax;
+  a.n_q = n_q;
+  a.n_kv = n_kv;
+  a.n_heads = s.n_heads;
+  a.n_kv_heads = s.n_kv_heads;
+  a.head_dim = s.hd;
+  a.inv_freq = in.inv_freq.data();
+  a.rope_layout = layout;
+  std::vector<float> z(size_t(n_q) * s.n_heads * in.r_vmax);
+  ThreadPool pool;
+  attention_lowrank_cpu(z.data(), a, &pool);
+  return z;
+}
+
+// Device copies of the inputs in cache dtype T, and the kernel arguments pointing at them.
+template <class T>
+struct DeviceInputs {
+  DeviceBuffer q, ck, uk, cv, voff, vrank, inv;
+  LowRankAttentionCudaArgs<T> a;
+};
+template <class T>
+std::vector<T> to_cache_dtype(const std::vector<float>& v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else {
+    std::vector<T> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);  // exact: v is bf16-representable
+    return out;
+  }
+}
+template <class T>
+void upload_inputs(DeviceInputs<T>& d, const Inputs& in, const Shape& s, RopeLayout layout) {
+  d.q = upload(in.q);
+  d.ck = upload(to_cache_dtype<T>(in.ck));
+  d.uk = upload(in.uk);
+  d.cv = upload(to_cache_dtype<T>(in.cv));
+  d.voff = upload(in.voff);
+  d.vrank = upload(in.vrank);
+  d.inv = upload(in.inv_freq);
+  d.a.q = d.q.template as<float>();
+  d.a.ck = d.ck.template as<T>();
+  d.a.uk = d.uk.template as<float>();
+  d.a.cv = d.cv.template as<T>();
+  d.a.voff = d.voff.template as<int64_t>();
+  d.a.vrank = d.vrank.template as<int32_t>();
+  d.a.ck_stride = in.ck_stride;
+  d.a.cv_stride = in.cv_stride;
+  d.a.r_k = s.r_k;
+  d.a.r_vmax = in.r_vmax;
+  d.a.n_heads = s.n_heads;
+  d.a.n_kv_heads = s.n_kv_heads;
+  d.a.head_dim = s.hd;
+  d.a.inv_freq = d.inv.template as<float>();
+  d.a.rope_layout = layout;
+}
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
+}
+
+constexpr float kAtol = 1e-4f, kRtol = 1e-3f;  // fp32 on both sides: reordering and expf/sincosf only
+
+template <class T>
+void prefill_case(std::mt19937& rng, const Shape& s, int n_q, int n_kv, RopeLayout layout) {
+  CAPTURE(s.hd);
+  CAPTURE(n_q);
+  CAPTURE(n_kv);
+  CAPTURE(static_cast<int>(layout));
+  CAPTURE(sizeof(T));
+  const int capacity = n_kv + 7;
+  const Inputs in = make_inputs(rng, s, n_q, n_kv, capacity, !std::is_same_v<T, float>);
+  const std::vector<float> ref = reference(in, s, n_q, n_kv, layout);
+  DeviceInputs<T> d;
+  upload_inputs(d, in, s, layout);
+  DeviceBuffer z(ref.size() * 4), ws(attention_lowrank_prefill_workspace_floats(n_q, s.n_heads, in.r_vmax) * 4);
+  attention_lowrank_prefill_cuda<T>(z.as<float>(), d.a, n_q, n_kv, ws.as<float>(), nullptr);
+  check_close("lowrank prefill z", download<float>(z, ref.size()), ref, kAtol, kRtol);
+}
+
+// splits 0: attention_lowrank_decode_splits for this device
+template <class T>
+void decode_case(std::mt19937& rng, const Shape& s, int n_kv, RopeLayout layout, int splits = 0) {
+  CAPTURE(s.hd);
+  CAPTURE(n_kv);
+  CAPTURE(static_cast<int>(layout));
+  CAPTURE(sizeof(T));
+  const int capacity = n_kv + 40;
+  const Inputs in = make_inputs(rng, s, 1, n_kv, capacity, !std::is_same_v<T, float>);
+  const std::vector<float> ref = reference(in, s, 1, n_kv, layout);
+  DeviceInputs<T> d;
+  upload_inputs(d, in, s, layout);
+  if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, capacity, sm_count());
+  CAPTURE(splits);
+  const std::vector<int> pos = {n_kv - 1};
+  DeviceBuffer dpos = upload(pos), z(ref.size() * 4),
+               ws(attention_lowrank_decode_workspace_floats(s.n_heads, in.r_vmax, splits) * 4);
+  attention_lowrank_decode_cuda<T>(z.as<float>(), d.a, dpos.as<int>(), splits, ws.as<float>(), nullptr);
+  check_close("lowrank decode z", download<float>(z, ref.size()), ref, kAtol, kRtol);
+}
+
+}  // namespace
+
+TEST_CASE("cuda low-rank prefill attention matches attention_lowrank_cpu (causal, GQA, tile edges)") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(61);
+  prefill_case<float>(rng, kDemo, 70, 70, RopeLayout::half_split);    // crosses 32-key tiles and 16-query blocks
+  prefill_case<float>(rng, kDemo, 5, 200, RopeLayout::interleaved);   // a short block late in the context
+  prefill_case<float>(rng, kDemo, 33, 133, RopeLayout::half_split);   // a second block after 100 cached tokens
+  prefill_case<float>(rng, kDemo, 1, 1, RopeLayout::half_split);      // a single key
+  prefill_case<float>(rng, kDemo, 32, 32, RopeLayout::interleaved);   // exactly one tile
+  prefill_case<float>(rng, kLlama3, 70, 70, RopeLayout::half_split);
+  prefill_case<float>(rng, kLlama3, 17, 300, RopeLayout::interleaved);
+  prefill_case<bf16>(rng, kDemo, 45, 101, RopeLayout::half_split);
+  prefill_case<bf16>(rng, kLlama3, 33, 65, RopeLayout::half_split);
+}
+
+TEST_CASE("cuda low-rank split-K decode attention matches attention_lowrank_cpu (GQA, splits, long contexts)") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(62);
+  for (int n_kv : {1, 31, 32, 33, 130, 2049}) decode_case<float>(rng, kDemo, n_kv, RopeLayout::half_split);
+  decode_case<float>(rng, kDemo, 777, RopeLayout::interleaved);
+  for (int n_kv : {1, 65, 1000, 4097}) decode_case<float>(rng, kLlama3, n_kv, RopeLayout::half_split);
+  decode_case<float>(rng, kLlama3, 333, RopeLayout::interleaved);
+  decode_case<float>(rng, kLlama3, 1000, RopeLayout::half_split, 1);    // one split does everything
+  decode_case<float>(rng, kLlama3, 100, RopeLayout::half_split, 200);   // most splits empty
+  decode_case<float>(rng, kDemo, 97, RopeLayout::half_split, 3);        // splits ending mid-tile of the last
+  decode_case<bf16>(rng, kDemo, 129, RopeLayout::half_split);
+  decode_case<bf16>(rng, kLlama3, 4097, RopeLayout::half_split);
+  decode_case<bf16>(rng, kLlama3, 32768, RopeLayout::half_split);      // Llama-3 at 32K, llama3 scaling
+}
+
+// head_dim 2, one head, r_k 1, U_K = [1 0], inv_freq = pi/2: key 0 = (c0, 0) unrotated, key 1 = (c1, 0) rotated
+// by pi/2 = (0, c1). Query 1 = (0, 1) scores s0 = 0, s1 = c1 / sqrt(2) = ln 3 with c1 = ln(3) sqrt(2), so
+// p = (1/4, 3/4). Values: token 0 rank 1 (4), token 1 rank 2 (8, 4): z1 = (1 + 6, 0 + 3) = (7, 3). Query 0 sees
+// only key 0: z0 = pad(c_v,0) = (4, 0).
+TEST_CASE("cuda low-rank attention: hand-computed case") {
+  if (!have_cuda()) return;
+  const float c1 = std::log(3.0f) * std::sqrt(2.0f);
+  const std::vector<float> q = {0.5f, -2.0f, 0.0f, 1.0f}, ck = {0.25f, c1}, uk = {1.0f, 0.0f},
+                           cv = {4.0f, 8.0f, 4.0f}, inv = {1.5707963267948966f};
+  const std::vector<int64_t> voff = {0, 1, 3};
+  const std::vector<int32_t> vrank = {1, 2};
+  DeviceBuffer dq = upload(q), dck = upload(ck), duk = upload(uk), dcv = upload(cv), dinv = upload(inv),
+               dvoff = upload(voff), dvrank = upload(vrank), z(4 * 4), ws(64 * 4);
+  LowRankAttentionCudaArgs<float> a;
+  a.q = dq.as<float>();
+  a.ck = dck.as<float>();
+  a.uk = duk.as<float>();
+  a.cv = dcv.as<float>();
+  a.voff = dvoff.as<int64_t>();
+  a.vrank = dvrank.as<int32_t>();
+  a.ck_stride = 2;
+  a.cv_stride = 3;
+  a.r_k = 1;
+  a.r_vmax = 2;
+  a.n_heads = a.n_kv_heads = 1;
+  a.head_dim = 2;
+  a.inv_freq = dinv.as<float>();
+  attention_lowrank_prefill_cuda<float>(z.as<float>(), a, 2, 2, ws.as<float>(), nullptr);
+  check_close("hand prefill", download<float>(z, 4), {4.0f, 0.0f, 7.0f, 3.0f}, 1e-5f, 1e-5f);
+  a.q = dq.as<float>() + 2;  // query 1 alone, at position 1
+  const std::vector<int> pos = {1};
+  DeviceBuffer dpos = upload(pos);
+  attention_lowrank_decode_cuda<float>(z.as<float>(), a, dpos.as<int>(), 2, ws.as<float>(), nullptr);
+  check_close("hand decode", download<float>(z, 2), {7.0f, 3.0f}, 1e-5f, 1e-5f);
+}
+
+// The shape checks run before any CUDA call, so this case runs without a GPU too.
+TEST_CASE("cuda low-rank attention: bad shapes are refused with a clear error") {
+  LowRankAttentionCudaArgs<float> a;  // null pointers
+  a.n_heads = 9;
+  a.n_kv_heads = 3;
+  a.head_dim = 64;
+  a.r_k = 16;
+  a.r_vmax = 65;  // > head_dim
+  CHECK_THROWS_WITH_AS(attention_lowrank_prefill_cuda<float>(nullptr, a, 1, 1, nullptr, nullptr),
+                       doctest::Contains("ranks"), llm::Error);
+  a.r_vmax = 64;
+  a.n_kv_heads = 2;
+  CHECK_THROWS_WITH_AS(attention_lowrank_decode_cuda<float>(nullptr, a, nullptr, 1, nullptr, nullptr),
+                       doctest::Contains("multiple"), llm::Error);
+}
