@@ -6,7 +6,8 @@
 #   bash tools/gpu_session.sh build      # configure + build (build-gpu/)
 #   bash tools/gpu_session.sh test       # ctest, then the CUDA test cases verbosely (their MESSAGE lines)
 #   bash tools/gpu_session.sh sanitize   # compute-sanitizer memcheck + racecheck on the CUDA tests
-#   bash tools/gpu_session.sh bench      # llm bench --device cuda at 1K / 8K / 32K (synthetic Llama-3-8B)
+#   bash tools/gpu_session.sh bench      # llm bench --device cuda at 1K / 8K / 32K (synthetic Llama-3-8B),
+#                                        # then bench_lowrank_cuda (compressed vs full decode attention)
 # Stages are separate so that each fits a 10-minute command limit; run `build` first.
 # Needs on the machine: cmake >= 3.25, a C++20 compiler, nlohmann-json3-dev and doctest-dev (as on the dev box).
 set -u
@@ -53,7 +54,11 @@ stage_sanitize() {
   # racecheck is slow on shared-memory-heavy kernels: the attention, norm and sampling cases carry the shared memory
   run racecheck_kernels compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_kernels_cuda.cu'
   run synccheck_kernels compute-sanitizer --tool synccheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_kernels_cuda.cu'
-  for f in memcheck_kernels memcheck_forward racecheck_kernels synccheck_kernels; do
+  # the low-rank attention kernels (issue 6): memcheck on every case; racecheck on the prefill and hand cases
+  # (their shared-memory phases are the decode's too; the 32K decode case would take racecheck very long)
+  run memcheck_lowrank compute-sanitizer --tool memcheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_lowrank_cuda.cu'
+  run racecheck_lowrank compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_lowrank_cuda.cu' --test-case='*prefill*,*hand*'
+  for f in memcheck_kernels memcheck_forward racecheck_kernels synccheck_kernels memcheck_lowrank racecheck_lowrank; do
     grep -h -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard" "$OUT/$f.log" | head -5 | sed "s/^/$f: /" >> "$OUT/summary.txt"
   done
 }
@@ -65,6 +70,11 @@ stage_bench() {
     cp "$OUT/bench_synthetic_${ctx}_json.log" "$OUT/bench_synthetic_$ctx.json"
     grep -E "prefill|decode  |per token|memory" "$OUT/bench_synthetic_$ctx.log" | sed "s/^/ctx $ctx: /" >> "$OUT/summary.txt"
   done
+  # issue 6: low-rank vs full-cache decode attention, one layer at Llama-3-8B shapes (tools/bench_lowrank_cuda.cu)
+  run bench_lowrank $B/bench_lowrank_cuda --ctx 1024,8192,32768
+  run bench_lowrank_json $B/bench_lowrank_cuda --ctx 1024,8192,32768 --json
+  cp "$OUT/bench_lowrank_json.log" "$OUT/bench_lowrank.json"
+  cat "$OUT/bench_lowrank.log" >> "$OUT/summary.txt"
   if [ -f "$DEMO" ]; then
     run bench_demo $B/llm bench --device cuda -m $DEMO -p 512 -n 128 -c 1024
   else

@@ -1,0 +1,231 @@
+// bench_lowrank_cuda: decode attention over the low-rank KV cache (kernels/attention_lowrank.cu) against the
+// full-cache split-K decode kernel (kernels/attention.cu), one layer at Llama-3-8B shapes (32 query heads, 8 KV
+// heads, head_dim 128; r_k 32, values 32/64/128 laid out by the seed policy's prefill rule: 40% / 40% / 20%).
+// For each context it times the kernels (CUDA events, mean over --reps launches after a warm-up) and reports the
+// bytes each reads from global memory and the GB/s that implies, as a percentage of the device-to-device copy
+// bandwidth measured in the same run; then the per-token figure for 32 layers.
+//
+//   bench_lowrank_cuda [--ctx 1024,8192,32768] [--reps 50] [--json]
+//
+// Bytes read: full = 2 (K, V) * n_kv_heads * n * head_dim * 2 B. Compressed = n_kv_heads * (n * r_k + sum of
+// value ranks) * sizeof(cache dtype) + n_kv_heads * n * 12 B (voff + vrank, read by every KV head's blocks)
+// + U_K (n_kv_heads * r_k * head_dim * 4 B per split block: counted once; the rest hits L2).
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "engine/kv_lowrank.h"
+#include "kernels/attention_cuda.h"
+#include "kernels/attention_lowrank_cuda.h"
+#include "kernels/ops_cpu.h"
+
+using namespace llm;
+
+namespace {
+
+constexpr int kHeads = 32, kKV = 8, kHD = 128, kRK = 32, kLayers = 32;
+const KVRanks kRanks{kRK, 32, 64, 128};
+
+struct Events {
+  cudaEvent_t a = nullptr, b = nullptr;
+  Events() {
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+  }
+  ~Events() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  Events(const Events&) = delete;
+  Events& operator=(const Events&) = delete;
+};
+
+// Mean milliseconds per call of fn over reps calls, after 3 warm-up calls.
+template <class F>
+double time_ms(F&& fn, int reps) {
+  for (int i = 0; i < 3; ++i) fn();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  Events ev;
+  CUDA_CHECK(cudaEventRecord(ev.a));
+  for (int i = 0; i < reps; ++i) fn();
+  CUDA_CHECK(cudaEventRecord(ev.b));
+  CUDA_CHECK(cudaEventSynchronize(ev.b));
+  float ms = 0.0f;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, ev.a, ev.b));
+  return double(ms) / reps;
+}
+
+double copy_bandwidth() {
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const size_t bytes = std::min<size_t>(size_t(1) << 30, free_b / 4);
+  DeviceBuffer a(bytes), b(bytes);
+  CUDA_CHECK(cudaMemset(a.ptr, 1, bytes));
+  const double ms = time_ms([&] { CUDA_CHECK(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice)); }, 10);
+  return 2.0 * double(bytes) / (ms * 1e-3);  // read + write
+}
+
+// n small pseudo-random values (an LCG: the data only has to be finite and not all equal)
+template <class T>
+DeviceBuffer random_device(size_t n, float scale, uint32_t seed) {
+  std::vector<T> h(n);
+  uint32_t x = seed;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    const float f = scale * (float(x >> 8) / float(1u << 24) * 2.0f - 1.0f);
+    if constexpr (std::is_same_v<T, float>)
+      h[i] = f;
+    else
+      h[i] = __float2bfloat16_rn(f);
+  }
+  DeviceBuffer d(n * sizeof(T));
+  CUDA_CHECK(cudaMemcpy(d.ptr, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+struct Result {
+  std::string kernel;
+  int ctx = 0;
+  double ms = 0, bytes = 0;
+};
+
+// One layer's compressed decode at context ctx with cache dtype T.
+template <class T>
+Result bench_lowrank(const char* name, int ctx, int sms, int reps) {
+  std::vector<int32_t> vrank(ctx);
+  int step = 0;
+  kv_policy_ranks(vrank.data(), KVRankPolicy::seed, kRanks, 0, ctx, step, {});
+  std::vector<int64_t> voff(ctx + 1, 0);
+  for (int t = 0; t < ctx; ++t) voff[t + 1] = voff[t] + vrank[t];
+  std::vector<float> inv(kHD / 2);
+  RopeScaling sc;
+  sc.type = RopeScaling::Type::llama3;
+  sc.factor = 8.0f;
+  rope_inv_freq_cpu(inv.data(), kHD, 500000.0f, sc);
+  const std::vector<int> pos = {ctx - 1};
+
+  DeviceBuffer q = random_device<float>(size_t(kHeads) * kHD, 1.0f, 1);
+  DeviceBuffer ck = random_device<T>(size_t(kKV) * ctx * kRK, 1.0f, 2);
+  DeviceBuffer uk = random_device<float>(size_t(kKV) * kRK * kHD, 0.5f, 3);
+  DeviceBuffer cv = random_device<T>(size_t(kKV) * voff[ctx], 1.0f, 4);
+  DeviceBuffer dvoff(voff.size() * 8), dvrank(vrank.size() * 4), dinv(inv.size() * 4), dpos(4);
+  CUDA_CHECK(cudaMemcpy(dvoff.ptr, voff.data(), voff.size() * 8, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dvrank.ptr, vrank.data(), vrank.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dinv.ptr, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dpos.ptr, pos.data(), 4, cudaMemcpyHostToDevice));
+
+  LowRankAttentionCudaArgs<T> a;
+  a.q = q.as<float>();
+  a.ck = ck.as<T>();
+  a.uk = uk.as<float>();
+  a.cv = cv.as<T>();
+  a.voff = dvoff.as<int64_t>();
+  a.vrank = dvrank.as<int32_t>();
+  a.ck_stride = ctx;
+  a.cv_stride = voff[ctx];
+  a.r_k = kRK;
+  a.r_vmax = kRanks.v_max();
+  a.n_heads = kHeads;
+  a.n_kv_heads = kKV;
+  a.head_dim = kHD;
+  a.inv_freq = dinv.as<float>();
+  const int splits = attention_lowrank_decode_splits(kKV, ctx, sms);
+  DeviceBuffer ws(attention_lowrank_decode_workspace_floats(kHeads, a.r_vmax, splits) * 4), z(kHeads * a.r_vmax * 4);
+  Result r;
+  r.kernel = name;
+  r.ctx = ctx;
+  r.ms = time_ms([&] { attention_lowrank_decode_cuda<T>(z.as<float>(), a, dpos.as<int>(), splits, ws.as<float>(),
+                                                        nullptr); }, reps);
+  r.bytes = double(kKV) * (double(ctx) * kRK + double(voff[ctx])) * sizeof(T) + double(kKV) * ctx * 12.0 +
+            double(kKV) * kRK * kHD * 4.0;
+  return r;
+}
+
+Result bench_full(int ctx, int sms, int reps) {
+  const std::vector<int> pos = {ctx - 1};
+  DeviceBuffer q = random_device<bf16>(size_t(kHeads) * kHD, 1.0f, 5);
+  DeviceBuffer k = random_device<bf16>(size_t(kKV) * ctx * kHD, 1.0f, 6);
+  DeviceBuffer v = random_device<bf16>(size_t(kKV) * ctx * kHD, 1.0f, 7);
+  DeviceBuffer dpos(4), out(size_t(kHeads) * kHD * 2);
+  CUDA_CHECK(cudaMemcpy(dpos.ptr, pos.data(), 4, cudaMemcpyHostToDevice));
+  const int splits = attention_decode_splits(kKV, ctx, sms);
+  DeviceBuffer ws(attention_decode_workspace_floats(kHeads, kHD, splits) * 4);
+  Result r;
+  r.kernel = "full_bf16";
+  r.ctx = ctx;
+  r.ms = time_ms([&] { attention_decode_cuda(out.as<bf16>(), q.as<bf16>(), k.as<bf16>(), v.as<bf16>(),
+                                             dpos.as<int>(), kHeads, kKV, kHD, ctx, splits, ws.as<float>(),
+                                             nullptr); }, reps);
+  r.bytes = 2.0 * kKV * double(ctx) * kHD * 2.0;
+  return r;
+}
+
+std::vector<int> parse_ctx(const char* s) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const int c = std::atoi(item.c_str());
+    if (c < 1) fail("bench_lowrank_cuda: --ctx wants positive comma-separated token counts, got '", s, "'");
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::vector<int> ctxs = {1024, 8192, 32768};
+    int reps = 50;
+    bool json = false;
+    for (int i = 1; i < argc; ++i) {
+      if (!std::strcmp(argv[i], "--json")) {
+        json = true;
+      } else if (!std::strcmp(argv[i], "--ctx") && i + 1 < argc) {
+        ctxs = parse_ctx(argv[++i]);
+      } else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) {
+        reps = std::max(1, std::atoi(argv[++i]));
+      } else {
+        std::fprintf(stderr, "usage: bench_lowrank_cuda [--ctx 1024,8192,32768] [--reps 50] [--json]\n");
+        return 2;
+      }
+    }
+    if (cuda_devices() == 0) fail("bench_lowrank_cuda: no CUDA device found (run it on the GPU machine)");
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    const int sms = prop.multiProcessorCount;
+    const double bw = copy_bandwidth();
+    if (!json)
+      std::printf("device %s (%d SMs), copy bandwidth %.0f GB/s; one layer, Llama-3-8B shapes (32/8 heads, head_dim "
+                  "128, r_k %d, values 32/64/128 by the seed rule)\n%-14s %7s %10s %10s %8s %7s %12s %9s\n",
+                  prop.name, sms, bw / 1e9, kRK, "kernel", "ctx", "us/layer", "MB read", "GB/s", "% copy",
+                  "ms/token*32", "vs full");
+    for (int ctx : ctxs) {
+      const Result full = bench_full(ctx, sms, reps);
+      for (const Result& r : {full, bench_lowrank<float>("lowrank_fp32", ctx, sms, reps),
+                              bench_lowrank<bf16>("lowrank_bf16", ctx, sms, reps)}) {
+        const double gbs = r.bytes / (r.ms * 1e-3) / 1e9;
+        const double pct = 100.0 * gbs * 1e9 / bw;
+        if (json)
+          std::printf("{\"device\": \"%s\", \"kernel\": \"%s\", \"ctx\": %d, \"us_per_layer\": %.2f, "
+                      "\"bytes_read\": %.0f, \"gb_s\": %.1f, \"pct_of_copy_bw\": %.1f, \"ms_per_token_32_layers\": "
+                      "%.3f, \"speedup_vs_full\": %.3f, \"copy_gb_s\": %.1f}\n",
+                      prop.name, r.kernel.c_str(), r.ctx, r.ms * 1e3, r.bytes, gbs, pct, r.ms * kLayers,
+                      full.ms / r.ms, bw / 1e9);
+        else
+          std::printf("%-14s %7d %10.1f %10.2f %8.0f %6.1f%% %12.3f %8.2fx\n", r.kernel.c_str(), r.ctx, r.ms * 1e3,
+                      r.bytes / 1e6, gbs, pct, r.ms * kLayers, full.ms / r.ms);
+      }
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
