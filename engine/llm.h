@@ -33,9 +33,12 @@ enum class Device { cpu, cuda };
 // "cpu" or "cuda"; throws llm::Error for anything else.
 Device device_from_name(const std::string& name);
 const char* device_name(Device d);
+// What `--device` defaults to (issue 5): cuda when this build has the CUDA backend and a GPU is present, else
+// cpu. `why` (optional) receives the reason in a few words, for verbose output.
+Device device_default(std::string* why = nullptr);
 
 struct LoadOptions {
-  Device device = Device::cpu;  // cuda: reported as unavailable until the CUDA backend (issue 5) lands
+  Device device = Device::cpu;  // the CLI passes device_default() when --device is not given
   int n_threads = 0;            // 0: every core
   // Called with the fraction loaded (0..1) while the weights are resolved and checked; may be empty.
   std::function<void(float)> on_progress = {};

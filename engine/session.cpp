@@ -20,6 +20,11 @@
 namespace llm {
 
 namespace {
+#if LLM_HAVE_CUDA
+constexpr bool kBuiltWithCuda = true;
+#else
+constexpr bool kBuiltWithCuda = false;
+#endif
 double now_s() {
   using namespace std::chrono;
   return duration<double>(steady_clock::now().time_since_epoch()).count();
@@ -32,6 +37,11 @@ Device device_from_name(const std::string& name) {
   fail("unknown device '", name, "': use cpu or cuda");
 }
 const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+Device device_default(std::string* why) {
+  const bool built = kBuiltWithCuda, gpu = built && cuda_device_count() > 0;
+  if (why) *why = gpu ? "a CUDA device is present" : built ? "no CUDA device found" : "this build has no CUDA backend";
+  return gpu ? Device::cuda : Device::cpu;
+}
 
 const char* stop_reason_name(StopReason r) {
   switch (r) {
@@ -68,7 +78,10 @@ struct ModelImpl {
 
 Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_unique<ModelImpl>()) {
   if (opt.device == Device::cuda && cuda_device_count() == 0)
-    fail("device cuda: no CUDA device available (none found, or this build has no CUDA backend); use --device cpu");
+    fail(kBuiltWithCuda ? "device cuda: no CUDA device found (check the GPU and its driver with nvidia-smi); use "
+                         "--device cpu"
+                       : "device cuda: this build has no CUDA backend (configure with -DLLM_CUDA=ON on a machine "
+                         "with the CUDA Toolkit); use --device cpu");
   auto& m = *impl_;
   m.path = path;
   m.device = opt.device;

@@ -104,6 +104,18 @@ TEST_CASE("api: two engines in one process, used from two threads at once, agree
   CHECK(r2 == ref);
 }
 
+TEST_CASE("api: --device defaults to cuda only with a CUDA build and a GPU (issue 5)") {
+  std::string why;
+  const llm::Device d = llm::device_default(&why);
+  CHECK(!why.empty());
+  if (llm::cuda_device_count() == 0) {  // this machine (and every build without CUDA): cpu
+    CHECK(d == llm::Device::cpu);
+    CHECK(why.find("no CUDA") != std::string::npos);
+  } else {
+    CHECK(d == llm::Device::cuda);
+  }
+}
+
 TEST_CASE("api: errors say what is wrong") {
   CHECK_THROWS_WITH_AS(llm::Model("/nonexistent/model.gguf"), doctest::Contains("model.gguf"), llm::Error);
   if (llm::cuda_device_count() == 0)  // with a GPU, cuda is available and the missing file is the error

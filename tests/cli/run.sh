@@ -41,6 +41,11 @@ fi
 "$LLM" run -m "$MODEL" -p "Tell me a story" -n 8 --temp 0.9 --seed 5 >"$TMP/s2" 2>/dev/null
 if cmp -s "$TMP/s1" "$TMP/s2" && [ -s "$TMP/s1" ]; then echo "ok: seeded sampling repeats"; else
   echo "FAIL: same seed gave different text"; fails=$((fails + 1)); fi
+# issue 5: the default device, said with -v (cpu without a GPU or without a CUDA build)
+if expect_ok "run: -v names the device" "$LLM" run -m "$MODEL" -p hi -n 1 --temp 0 -v; then
+  if nvidia-smi -L >/dev/null 2>&1; then want="device (cpu|cuda)"; else want="device cpu \\("; fi
+  grep -Eq "$want" "$TMP/err" || { echo "FAIL: run -v does not say '$want': $(cat "$TMP/err")"; fails=$((fails + 1)); }
+fi
 expect_ok "run: --chat" "$LLM" run -m "$MODEL" -p "What is 2+2?" -n 8 --temp 0 --chat
 
 # chat from a pipe: two turns, two replies

@@ -45,7 +45,8 @@ int cmd_bench(int argc, char** argv) {
   if (p < 1) llm::fail("llm bench: -p must be >= 1, got ", p);
   if (n < 0) llm::fail("llm bench: -n must be >= 0, got ", n);
   if (reps < 1) llm::fail("llm bench: -r must be >= 1, got ", reps);
-  if (a.get("device", "cpu") == "cuda" || a.has("synthetic")) {
+  if (a.has("synthetic") || chosen_device(a, false) == llm::Device::cuda) {
+    chosen_device(a);  // -v: say which device and why
     // the CUDA bench (engine/bench_cuda.h): -c is the context reached at the end of decoding
     llm::CudaBenchOptions o;
     if (a.has("synthetic"))

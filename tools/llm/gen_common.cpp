@@ -14,7 +14,8 @@ namespace llm_cli {
 std::vector<FlagSpec> model_flags() {
   return {
       {"-m,--model", "PATH", "GGUF file, .safetensors file or Hugging Face directory (default: the demo model)"},
-      {"--device", "NAME", "cpu (default) or cuda"},
+      {"--device", "NAME", "cpu or cuda (default: cuda when the build has CUDA and a GPU is present, else cpu)"},
+      {"-v,--verbose", nullptr, "say what was chosen (device and why)"},
       {"-t,--threads", "N", "CPU threads (default: every core)"},
       // issue 6: KV-cache compression (docs/kv-compression.md)
       {"--kv", "SPEC", "KV cache: full (default) or svd:k=R,v=R[/R/R],policy=seed|uniform|importance,basis=weights|calib"
@@ -42,9 +43,27 @@ std::vector<FlagSpec> concat(std::vector<FlagSpec> a, const std::vector<FlagSpec
   return a;
 }
 
+llm::Device chosen_device(const Args& a, bool say) {
+  std::string why;
+  llm::Device d;
+  if (a.has("device")) {
+    d = llm::device_from_name(a.get("device"));
+    why = "--device";
+  } else {
+    d = llm::device_default(&why);
+    // the compressed KV caches (issues 6, 7) have no CUDA path yet: the default must not pick a device that fails
+    if (d == llm::Device::cuda && (a.get("kv", "full") != "full" || a.has("kv-config"))) {
+      d = llm::Device::cpu;
+      why = "the compressed KV cache (--kv/--kv-config) runs on the CPU only so far";
+    }
+  }
+  if (say && a.has("verbose")) std::fprintf(stderr, "llm %s: device %s (%s)\n", a.command.c_str(), llm::device_name(d), why.c_str());
+  return d;
+}
+
 llm::LoadOptions load_options(const Args& a) {
   llm::LoadOptions o;
-  o.device = llm::device_from_name(a.get("device", "cpu"));
+  o.device = chosen_device(a);
   long long t = a.get_int("threads", 0);
   if (t < 0 || t > 1024) llm::fail("llm ", a.command, ": --threads must be in [1, 1024], got ", t);
   o.n_threads = static_cast<int>(t);

@@ -10,12 +10,15 @@
 
 namespace llm_cli {
 
-// -m, --device, -t, --kv, --kv-config, --kv-profile
+// -m, --device, -v, -t, --kv, --kv-config, --kv-profile
 std::vector<FlagSpec> model_flags();
 // --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n, --seed
 std::vector<FlagSpec> sampling_flags();
 std::vector<FlagSpec> concat(std::vector<FlagSpec> a, const std::vector<FlagSpec>& b);
 
+// --device, or device_default() when absent (cpu when the KV spec is compressed: no CUDA path yet); with -v it
+// prints the choice and why on stderr.
+llm::Device chosen_device(const Args& a, bool say = true);
 llm::LoadOptions load_options(const Args& a);  // device, threads, progress bar when stderr is a terminal
 llm::SamplerParams sampling_params(const Args& a);  // checked
 int context_size(const Args& a, int def);       // -c, checked (> 0)
