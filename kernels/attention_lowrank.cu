@@ -206,6 +206,49 @@ __global__ void attn_lowrank_combine_kernel(float* z, const float* part_z, const
   }
 }
 
+__device__ __forceinline__ void store_f32(float* p, float x) { *p = x; }
+__device__ __forceinline__ void store_f32(bf16* p, float x) { *p = __float2bfloat16_rn(x); }
+
+// Block = one token i at position p = pos[0] + i; three independent loops over its items (no shared memory).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    kv_lowrank_write_kernel(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
+                            const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride,
+                            int n_heads, int nkv, int D, int rk, int rv, const float* inv_freq, bool interleaved,
+                            const int* pos) {
+  const int i = blockIdx.x, p = pos[0] + i, half = D / 2;
+  // q: item = (head hh, rotation pair j), as rope_cpu
+  float* qi = q + size_t(i) * n_heads * D;
+  for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
+    const int hh = idx / half, j = idx - hh * half;
+    const int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
+    const float ang = static_cast<float>(p) * inv_freq[j];
+    float sn, cs;
+    sincosf(ang, &sn, &cs);
+    float* x = qi + size_t(hh) * D;
+    const float a = x[ia], b = x[ib];
+    x[ia] = a * cs - b * sn;
+    x[ib] = a * sn + b * cs;
+  }
+  // c_k: item = (KV head g, dim jj)
+  for (int idx = threadIdx.x; idx < nkv * rk; idx += blockDim.x) {
+    const int g = idx / rk, jj = idx - g * rk;
+    store_f32(ck + (size_t(g) * ck_stride + p) * rk + jj, kc[(size_t(i) * nkv + g) * rk + jj]);
+  }
+  // c_v: item = (KV head g, rank dim j < vrank[p]); c_v[j] = U_V row j . v
+  const int r_t = vrank[p];
+  const int64_t off = voff[p];
+  for (int idx = threadIdx.x; idx < nkv * rv; idx += blockDim.x) {
+    const int g = idx / rv, j = idx - g * rv;
+    if (j >= r_t) continue;
+    const float* u = uv + (size_t(g) * rv + j) * D;
+    const float* vv = v + (size_t(i) * nkv + g) * D;
+    float acc = 0.0f;
+    for (int d = 0; d < D; ++d) acc = fmaf(u[d], vv[d], acc);
+    store_f32(cv + size_t(g) * cv_stride + off + j, acc);
+  }
+}
+
 template <class T>
 void check_args(const char* who, const LowRankAttentionCudaArgs<T>& a) {
   const int D = a.head_dim;
@@ -297,6 +340,30 @@ void attention_lowrank_decode_cuda(float* z, const LowRankAttentionCudaArgs<T>& 
   launch_combine(z, part_z, part_ml, 1, a.n_heads, a.r_vmax, splits, st);
 }
 
+template <class T>
+void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
+                           const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride, int n,
+                           int n_heads, int n_kv_heads, int head_dim, int r_k, int r_vmax, const float* inv_freq,
+                           RopeLayout layout, const int* pos, cudaStream_t st) {
+  if (head_dim < 2 || head_dim % 2 != 0) fail("kv_lowrank_write_cuda: head_dim ", head_dim, " must be even");
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
+    fail("kv_lowrank_write_cuda: n_heads ", n_heads, " is not a multiple of n_kv_heads ", n_kv_heads);
+  if (r_k < 1 || r_k > head_dim || r_vmax < 1 || r_vmax > head_dim)
+    fail("kv_lowrank_write_cuda: ranks r_k ", r_k, ", r_vmax ", r_vmax, " must be in [1, head_dim ", head_dim, "]");
+  if (!pos) fail("kv_lowrank_write_cuda: pos (device, the first token's position) is required");
+  if (n <= 0) return;
+  kv_lowrank_write_kernel<T><<<n, kThreads, 0, st>>>(q, kc, v, uv, ck, cv, voff, vrank, ck_stride, cv_stride,
+                                                     n_heads, n_kv_heads, head_dim, r_k, r_vmax, inv_freq,
+                                                     layout == RopeLayout::interleaved, pos);
+  CUDA_CHECK_LAUNCH();
+}
+
+template void kv_lowrank_write_cuda<float>(float*, const float*, const float*, const float*, float*, float*,
+                                           const int64_t*, const int32_t*, int64_t, int64_t, int, int, int, int, int,
+                                           int, const float*, RopeLayout, const int*, cudaStream_t);
+template void kv_lowrank_write_cuda<bf16>(float*, const float*, const float*, const float*, bf16*, bf16*,
+                                          const int64_t*, const int32_t*, int64_t, int64_t, int, int, int, int, int,
+                                          int, const float*, RopeLayout, const int*, cudaStream_t);
 template void attention_lowrank_prefill_cuda<float>(float*, const LowRankAttentionCudaArgs<float>&, int, int, float*,
                                                     cudaStream_t);
 template void attention_lowrank_prefill_cuda<bf16>(float*, const LowRankAttentionCudaArgs<bf16>&, int, int, float*,

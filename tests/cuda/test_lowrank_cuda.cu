@@ -255,6 +255,74 @@ TEST_CASE("cuda low-rank attention: hand-computed case") {
   check_close("hand decode", download<float>(z, 2), {7.0f, 3.0f}, 1e-5f, 1e-5f);
 }
 
+// The cache write (kv_lowrank_write_cuda) against the CPU engine's loop (engine/kv_lowrank.cpp
+// kv_lowrank_attention: rope_cpu on q, c_k copied to its row, c_v = U_V[:, :r_t]^T v at voff): whole cache buffers
+// compared, so a write outside the new tokens' rows and ranks shows up as a changed sentinel.
+template <class T>
+void write_case(std::mt19937& rng, const Shape& s, int n, int pos0, RopeLayout layout) {
+  CAPTURE(s.hd);
+  CAPTURE(n);
+  CAPTURE(pos0);
+  CAPTURE(sizeof(T));
+  const int cap = pos0 + n + 9, rv = *std::max_element(s.ranks.begin(), s.ranks.end()), nkv = s.n_kv_heads;
+  std::uniform_int_distribution<int> pick(0, int(s.ranks.size()) - 1);
+  std::vector<int32_t> vrank(cap);
+  std::vector<int64_t> voff(cap + 1, 0);
+  for (int t = 0; t < cap; ++t) {
+    vrank[t] = s.ranks[pick(rng)];
+    voff[t + 1] = voff[t] + vrank[t];
+  }
+  const int64_t cvs = voff[cap];
+  std::vector<float> q = random_f32(rng, size_t(n) * s.n_heads * s.hd, 2.0f);
+  std::vector<float> kc = random_f32(rng, size_t(n) * nkv * s.r_k, 1.0f);
+  std::vector<float> v = random_f32(rng, size_t(n) * nkv * s.hd, 1.0f);
+  std::vector<float> uv = random_f32(rng, size_t(nkv) * rv * s.hd, 0.2f);
+  std::vector<float> inv(s.hd / 2);
+  rope_inv_freq_cpu(inv.data(), s.hd, s.theta, RopeScaling{});
+  const float sentinel = 7.0f;  // bf16-exact
+  std::vector<float> ck_ref(size_t(nkv) * cap * s.r_k, sentinel), cv_ref(size_t(nkv) * cvs, sentinel);
+  std::vector<float> q_ref = q;
+  std::vector<int> pos(n);
+  std::iota(pos.begin(), pos.end(), pos0);
+  rope_cpu(q_ref.data(), pos.data(), n, s.n_heads, s.hd, int64_t(s.n_heads) * s.hd, inv.data(), layout);
+  for (int i = 0; i < n; ++i)
+    for (int g = 0; g < nkv; ++g) {
+      const int t = pos0 + i;
+      for (int j = 0; j < s.r_k; ++j)
+        ck_ref[(size_t(g) * cap + t) * s.r_k + j] = kc[(size_t(i) * nkv + g) * s.r_k + j];
+      for (int j = 0; j < vrank[t]; ++j) {
+        float acc = 0.0f;
+        for (int d = 0; d < s.hd; ++d) acc += uv[(size_t(g) * rv + j) * s.hd + d] * v[(size_t(i) * nkv + g) * s.hd + d];
+        cv_ref[size_t(g) * cvs + voff[t] + j] = acc;
+      }
+    }
+  DeviceBuffer dq = upload(q), dkc = upload(kc), dv = upload(v), duv = upload(uv), dinv = upload(inv),
+               dvoff = upload(voff), dvrank = upload(vrank), dpos = upload(std::vector<int>{pos0}),
+               dck = upload(to_cache_dtype<T>(std::vector<float>(ck_ref.size(), sentinel))),
+               dcv = upload(to_cache_dtype<T>(std::vector<float>(cv_ref.size(), sentinel)));
+  kv_lowrank_write_cuda<T>(dq.as<float>(), dkc.as<float>(), dv.as<float>(), duv.as<float>(), dck.as<T>(),
+                           dcv.as<T>(), dvoff.as<int64_t>(), dvrank.as<int32_t>(), cap, cvs, n, s.n_heads, nkv,
+                           s.hd, s.r_k, rv, dinv.as<float>(), layout, dpos.as<int>(), nullptr);
+  check_close("write q", download<float>(dq, q.size()), q_ref, 1e-5f, 1e-5f);
+  if constexpr (std::is_same_v<T, float>) {
+    check_close("write ck", download<float>(dck, ck_ref.size()), ck_ref, 0.0f, 0.0f);
+    check_close("write cv", download<float>(dcv, cv_ref.size()), cv_ref, 1e-5f, 1e-5f);
+  } else {
+    check_close("write ck bf16", download_bf16(dck, ck_ref.size()), ck_ref, 0.0f, 4e-3f);
+    check_close("write cv bf16", download_bf16(dcv, cv_ref.size()), cv_ref, 1e-6f, 8e-3f);
+  }
+}
+
+TEST_CASE("cuda low-rank cache write matches the CPU engine's (RoPE on q, c_k rows, c_v at each rank)") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(63);
+  write_case<float>(rng, kDemo, 5, 37, RopeLayout::half_split);  // a prefill block
+  write_case<float>(rng, kDemo, 1, 100, RopeLayout::interleaved);  // a decode step
+  write_case<float>(rng, kLlama3, 7, 0, RopeLayout::half_split);
+  write_case<bf16>(rng, kLlama3, 1, 4000, RopeLayout::half_split);
+  write_case<bf16>(rng, kDemo, 33, 3, RopeLayout::interleaved);
+}
+
 // The shape checks run before any CUDA call, so this case runs without a GPU too.
 TEST_CASE("cuda low-rank attention: bad shapes are refused with a clear error") {
   LowRankAttentionCudaArgs<float> a;  // null pointers
