@@ -105,21 +105,42 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
 
-    // rebuild + RoPE: item = (key t, rotation pair j); both dims of the pair rebuilt by the same thread
-    for (int idx = tid; idx < nt * half; idx += blockDim.x) {
-      const int t = idx / half, j = idx - t * half;
-      const int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
-      const float* c = sCk + t * rk;
-      float ka = 0.0f, kb = 0.0f;
-      for (int jj = 0; jj < rk; ++jj) {
-        ka = fmaf(c[jj], sU[jj * D + ia], ka);
-        kb = fmaf(c[jj], sU[jj * D + ib], kb);
+    // rebuild + RoPE: item = (rotation pair j, key group kg); the item rebuilds both dims of pair j for keys
+    // t = kg, kg + KG, ... so each U_K element loaded from shared memory serves all its keys (per key the sum over
+    // jj runs in the CPU twin's order). KG = threads per pair, at most the tile.
+    {
+      const int KG = min(kT, max(1, static_cast<int>(blockDim.x) / half));
+      const int per = (kT + KG - 1) / KG;  // keys per item
+      for (int idx = tid; idx < half * KG; idx += blockDim.x) {
+        const int j = idx % half, kg = idx / half;
+        const int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
+        float ka[kT], kb[kT];
+#pragma unroll
+        for (int m = 0; m < kT; ++m) ka[m] = kb[m] = 0.0f;
+        for (int jj = 0; jj < rk; ++jj) {
+          const float ua = sU[jj * D + ia], ub = sU[jj * D + ib];
+#pragma unroll
+          for (int m = 0; m < kT; ++m) {
+            const int t = kg + m * KG;
+            if (m < per && t < nt) {
+              const float c = sCk[t * rk + jj];
+              ka[m] = fmaf(c, ua, ka[m]);
+              kb[m] = fmaf(c, ub, kb[m]);
+            }
+          }
+        }
+#pragma unroll
+        for (int m = 0; m < kT; ++m) {
+          const int t = kg + m * KG;
+          if (m < per && t < nt) {
+            const float ang = static_cast<float>(t0 + t) * sF[j];  // fp32 product, accurate sincosf: as rope_cpu
+            float sn, cs;
+            sincosf(ang, &sn, &cs);
+            sK[t * LD + ia] = ka[m] * cs - kb[m] * sn;
+            sK[t * LD + ib] = ka[m] * sn + kb[m] * cs;
+          }
+        }
       }
-      const float ang = static_cast<float>(t0 + t) * sF[j];  // fp32 product, then accurate sincosf: as rope_cpu
-      float sn, cs;
-      sincosf(ang, &sn, &cs);
-      sK[t * LD + ia] = ka * cs - kb * sn;
-      sK[t * LD + ib] = ka * sn + kb * cs;
     }
     __syncthreads();
 
