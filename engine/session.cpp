@@ -39,7 +39,8 @@ Device device_from_name(const std::string& name) {
 const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 Device device_default(std::string* why) {
   const bool built = kBuiltWithCuda, gpu = built && cuda_device_count() > 0;
-  if (why) *why = gpu ? "a CUDA device is present" : built ? "no CUDA device found" : "this build has no CUDA backend";
+  if (why)
+    *why = gpu ? "a CUDA device is present" : built ? "no CUDA device found" : "this build has no CUDA backend";
   return gpu ? Device::cuda : Device::cpu;
 }
 

@@ -57,7 +57,8 @@ llm::Device chosen_device(const Args& a, bool say) {
       why = "the compressed KV cache (--kv/--kv-config) runs on the CPU only so far";
     }
   }
-  if (say && a.has("verbose")) std::fprintf(stderr, "llm %s: device %s (%s)\n", a.command.c_str(), llm::device_name(d), why.c_str());
+  if (say && a.has("verbose"))
+    std::fprintf(stderr, "llm %s: device %s (%s)\n", a.command.c_str(), llm::device_name(d), why.c_str());
   return d;
 }
 
