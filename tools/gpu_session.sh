@@ -6,7 +6,8 @@
 #   bash tools/gpu_session.sh build      # configure + build (build-gpu/)
 #   bash tools/gpu_session.sh test       # ctest, then the CUDA test cases verbosely (their MESSAGE lines)
 #   bash tools/gpu_session.sh sanitize   # compute-sanitizer memcheck + racecheck on the CUDA tests
-#   bash tools/gpu_session.sh bench      # llm bench --device cuda at 1K / 8K / 32K (synthetic Llama-3-8B)
+#   bash tools/gpu_session.sh bench      # llm bench --device cuda at 1K / 8K / 32K (synthetic Llama-3-8B), and
+#                                        # bench_quant_cuda (mixed 8/4/2-bit KV decode attention vs bf16)
 # Stages are separate so that each fits a 10-minute command limit; run `build` first.
 # Needs on the machine: cmake >= 3.25, a C++20 compiler, nlohmann-json3-dev and doctest-dev (as on the dev box).
 set -u
@@ -53,7 +54,10 @@ stage_sanitize() {
   # racecheck is slow on shared-memory-heavy kernels: the attention, norm and sampling cases carry the shared memory
   run racecheck_kernels compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_kernels_cuda.cu'
   run synccheck_kernels compute-sanitizer --tool synccheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_kernels_cuda.cu'
-  for f in memcheck_kernels memcheck_forward racecheck_kernels synccheck_kernels; do
+  # the mixed-precision KV kernels (issue 7): packing, packed-cache decode, importance accumulators
+  run memcheck_quant compute-sanitizer --tool memcheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_quant_cuda.cu'
+  run racecheck_quant compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_quant_cuda.cu'
+  for f in memcheck_kernels memcheck_forward racecheck_kernels synccheck_kernels memcheck_quant racecheck_quant; do
     grep -h -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard" "$OUT/$f.log" | head -5 | sed "s/^/$f: /" >> "$OUT/summary.txt"
   done
 }
@@ -65,6 +69,11 @@ stage_bench() {
     cp "$OUT/bench_synthetic_${ctx}_json.log" "$OUT/bench_synthetic_$ctx.json"
     grep -E "prefill|decode  |per token|memory" "$OUT/bench_synthetic_$ctx.log" | sed "s/^/ctx $ctx: /" >> "$OUT/summary.txt"
   done
+  # decode attention over the mixed 8/4/2-bit packed KV cache vs the bf16 kernel (Llama-2-7B / Llama-3-8B heads)
+  run bench_quant $B/bench_quant_cuda
+  run bench_quant_json $B/bench_quant_cuda --json
+  cp "$OUT/bench_quant_json.log" "$OUT/bench_quant.json"
+  grep -E "ctx +32768" "$OUT/bench_quant.log" | sed "s/^/quant: /" >> "$OUT/summary.txt"
   if [ -f "$DEMO" ]; then
     run bench_demo $B/llm bench --device cuda -m $DEMO -p 512 -n 128 -c 1024
   else
