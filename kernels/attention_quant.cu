@@ -67,23 +67,36 @@ __global__ void __launch_bounds__(kQW * 32) attn_quant_decode_kernel(float* part
                              a.row16);
       }
     }
+    // scores of the kQU entries (an entry past `end` scores -inf and has zero values), then one rescale per head
+    float s[kQU][GM];
 #pragma unroll
     for (int u = 0; u < kQU; ++u) {
-      if (e0 + u >= end) break;  // warp-uniform
 #pragma unroll
       for (int hh = 0; hh < GM; ++hh) {
         float d = 0.0f;
 #pragma unroll
         for (int i = 0; i < E; ++i) d = fmaf(qf[hh][i], kf[u][i], d);
-        d = warp_sum(d);  // score in log2 units: q . k / sqrt(D) * log2(e)
-        const float m_new = fmaxf(m[hh], d);
-        const float alpha = exp2f(m[hh] - m_new);  // 0 on the first entry (m = -inf, m_new finite)
-        const float p = exp2f(d - m_new);
-        l[hh] = l[hh] * alpha + p;
-#pragma unroll
-        for (int i = 0; i < E; ++i) acc[hh][i] = fmaf(p, vf[u][i], acc[hh][i] * alpha);
-        m[hh] = m_new;
+        d = warp_sum(d);  // score in log2 units: q . k / sqrt(D) * log2(e); every lane gets it
+        s[u][hh] = e0 + u < end ? d : -INFINITY;
       }
+    }
+#pragma unroll
+    for (int hh = 0; hh < GM; ++hh) {
+      float mx = m[hh];
+#pragma unroll
+      for (int u = 0; u < kQU; ++u) mx = fmaxf(mx, s[u][hh]);  // finite: entry e0 < end always exists
+      const float alpha = exp2f(m[hh] - mx);                   // 0 on the first entries (m = -inf)
+      l[hh] *= alpha;
+#pragma unroll
+      for (int i = 0; i < E; ++i) acc[hh][i] *= alpha;
+#pragma unroll
+      for (int u = 0; u < kQU; ++u) {
+        const float p = exp2f(s[u][hh] - mx);
+        l[hh] += p;
+#pragma unroll
+        for (int i = 0; i < E; ++i) acc[hh][i] = fmaf(p, vf[u][i], acc[hh][i]);
+      }
+      m[hh] = mx;
     }
   }
 
