@@ -7,7 +7,8 @@
 #   bash tools/gpu_session.sh test       # ctest, then the CUDA test cases verbosely (their MESSAGE lines)
 #   bash tools/gpu_session.sh sanitize   # compute-sanitizer memcheck + racecheck on the CUDA tests
 #   bash tools/gpu_session.sh bench      # llm bench --device cuda at 1K / 8K / 32K (synthetic Llama-3-8B),
-#                                        # then bench_lowrank_cuda (compressed vs full decode attention)
+#                                        # bench_lowrank_cuda (compressed vs full decode attention) and
+#                                        # bench_quant_cuda (mixed 8/4/2-bit KV decode attention vs bf16)
 # Stages are separate so that each fits a 10-minute command limit; run `build` first.
 # Needs on the machine: cmake >= 3.25, a C++20 compiler, nlohmann-json3-dev and doctest-dev (as on the dev box).
 set -u
@@ -58,7 +59,10 @@ stage_sanitize() {
   # (their shared-memory phases are the decode's too; the 32K decode case would take racecheck very long)
   run memcheck_lowrank compute-sanitizer --tool memcheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_lowrank_cuda.cu'
   run racecheck_lowrank compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_lowrank_cuda.cu' --test-case='*prefill*,*hand*'
-  for f in memcheck_kernels memcheck_forward racecheck_kernels synccheck_kernels memcheck_lowrank racecheck_lowrank; do
+  # the mixed-precision KV kernels (issue 7): packing, packed-cache decode, importance accumulators
+  run memcheck_quant compute-sanitizer --tool memcheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_quant_cuda.cu'
+  run racecheck_quant compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_quant_cuda.cu'
+  for f in memcheck_kernels memcheck_forward racecheck_kernels synccheck_kernels memcheck_lowrank racecheck_lowrank memcheck_quant racecheck_quant; do
     grep -h -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard" "$OUT/$f.log" | head -5 | sed "s/^/$f: /" >> "$OUT/summary.txt"
   done
 }
@@ -75,6 +79,11 @@ stage_bench() {
   run bench_lowrank_json $B/bench_lowrank_cuda --ctx 1024,8192,32768 --json
   cp "$OUT/bench_lowrank_json.log" "$OUT/bench_lowrank.json"
   cat "$OUT/bench_lowrank.log" >> "$OUT/summary.txt"
+  # decode attention over the mixed 8/4/2-bit packed KV cache vs the bf16 kernel (Llama-2-7B / Llama-3-8B heads)
+  run bench_quant $B/bench_quant_cuda
+  run bench_quant_json $B/bench_quant_cuda --json
+  cp "$OUT/bench_quant_json.log" "$OUT/bench_quant.json"
+  grep -E "ctx +32768" "$OUT/bench_quant.log" | sed "s/^/quant: /" >> "$OUT/summary.txt"
   if [ -f "$DEMO" ]; then
     run bench_demo $B/llm bench --device cuda -m $DEMO -p 512 -n 128 -c 1024
   else
