@@ -50,9 +50,10 @@ note() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$SUMMARY"; }
 # timeout is clipped to what is left of CALL_BUDGET_S (default 560 s), and a step with < 20 s left is skipped.
 T_START=$(date +%s)
 CALL_BUDGET_S=${CALL_BUDGET_S:-560}
-# run NAME TIMEOUT_S CMD...: log to $LOGS/NAME.log, record the exit code and the time
+# run NAME [TIMEOUT_S] CMD...: log to $LOGS/NAME.log, record the exit code and the time (default timeout 300 s)
 run() {
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=300; shift
+  if [[ "$1" =~ ^[0-9]+$ ]]; then limit=$1; shift; fi
   local left=$(( CALL_BUDGET_S - ($(date +%s) - T_START) ))
   if [ "$left" -lt 20 ]; then note "$name: SKIPPED, only $left s left of this call's budget"; status=1; return 1; fi
   [ "$limit" -gt $(( left - 10 )) ] && limit=$(( left - 10 ))
@@ -220,8 +221,12 @@ stage_demo() {
   fi
   bench demo -m "$DEMO" -p 512 -n 128 -c 1024 -r 3
 }
+# Compressed-cache benches: one `bench NAME ARGS...` line each (text + JSON, like the lines above), each issue
+# under its own comment so that separate branches merge without touching each other's lines.
 stage_bench_extra() {
-  # one line per compressed-cache bench (issues 6 and 7 helpers), e.g.:  bench lowrank_8k --synthetic $CONFIG ...
+  # issue 6 (low-rank KV, kernels/attention_lowrank.cu):
+  :
+  # issue 7 (quantised / importance KV, kernels/attention_quant.cu):
   :
 }
 stage_bench() {
