@@ -33,7 +33,10 @@ gfdl = tok(open(os.path.join(ROOT, "tests/data/text/GFDL-1.3.txt")).read(), retu
 logit_inputs = {"bicycle": tok(BICYCLE, return_tensors="pt").input_ids, "gfdl400": gfdl[:, :400]}
 greedy_inputs = {"bicycle": logit_inputs["bicycle"], "gfdl64": gfdl[:, :64], "gfdl150": gfdl[:, :150],
                  "france": tok("The capital of France is", return_tensors="pt").input_ids,
-                 "colours": tok("The three primary colours are", return_tensors="pt").input_ids}
+                 "monday": tok("Monday, Tuesday, Wednesday,", return_tensors="pt").input_ids,
+                 "twinkle": tok("Twinkle, twinkle, little star, how I wonder what you are.",
+                                return_tensors="pt").input_ids,
+                 "counting": tok("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", return_tensors="pt").input_ids}
 
 
 def logits(ids):
