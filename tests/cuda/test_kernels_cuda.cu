@@ -406,3 +406,45 @@ TEST_CASE("cuda split-K decode attention matches attention_cpu (GQA groups 1..8,
     check_close("decode hand", download_bf16(dout, hd), std::vector<float>(hd, 3.5f), 0.0f, 0.0f);
   }
 }
+
+TEST_CASE("cuda conversions and seeded fills (the bench's synthetic weights)") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(10);
+  // fp32 -> bf16 rounds to nearest even like the loader's f32_to_bf16 (bit for bit), bf16 -> fp32 is exact
+  std::vector<float> x = random_f32(rng, 4099, 100.0f);
+  x.insert(x.end(), {0.0f, -0.0f, 1.0f, 1.00390625f, 1.01171875f, 3.0e38f, 1.0e-40f});  // ties, huge, denormal
+  const int64_t n = int64_t(x.size());
+  DeviceBuffer dx = upload(x), db(size_t(n) * 2), dy(size_t(n) * 4);
+  f32_to_bf16_cuda(db.as<bf16>(), dx.as<float>(), n, nullptr);
+  bf16_to_f32_cuda(dy.as<float>(), db.as<bf16>(), n, nullptr);
+  const std::vector<uint16_t> bits = download<uint16_t>(db, size_t(n));
+  const std::vector<float> back = download<float>(dy, size_t(n));
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad += bits[i] != f32_to_bf16(x[i]) || back[i] != bf16_to_f32(bits[i]);
+  CHECK(bad == 0);
+  // seeded fill: reproducible, seed-dependent, inside [-scale, scale], centred
+  const int64_t m = 100003;
+  DeviceBuffer a(size_t(m) * 2), b(size_t(m) * 2), c(size_t(m) * 2);
+  fill_random_bf16_cuda(a.as<bf16>(), m, 7, 0.5f, nullptr);
+  fill_random_bf16_cuda(b.as<bf16>(), m, 7, 0.5f, nullptr);
+  fill_random_bf16_cuda(c.as<bf16>(), m, 8, 0.5f, nullptr);
+  const std::vector<float> fa = download_bf16(a, size_t(m)), fb = download_bf16(b, size_t(m)), fc = download_bf16(c, size_t(m));
+  CHECK(fa == fb);
+  CHECK(fa != fc);
+  double mean = 0;
+  float lo = 1, hi = -1;
+  for (float v : fa) {
+    mean += v;
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  mean /= double(m);
+  CHECK(lo >= -0.5f);
+  CHECK(hi <= 0.5f);
+  CHECK(lo < -0.49f);
+  CHECK(hi > 0.49f);
+  CHECK(std::fabs(mean) < 0.005);  // uniform on [-0.5, 0.5]: sd of the mean 0.29 / sqrt(1e5) = 0.0009
+  DeviceBuffer d(4 * 1001);
+  fill_const_f32_cuda(d.as<float>(), 1001, 1.5f, nullptr);
+  CHECK(download<float>(d, 1001) == std::vector<float>(1001, 1.5f));
+}
