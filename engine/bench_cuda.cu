@@ -64,6 +64,22 @@ void set_ints(CudaSession& s, DeviceBuffer& dst, const std::vector<int>& v) {
   CUDA_CHECK(cudaStreamSynchronize(s.stream));
 }
 
+// A string as a JSON string literal (paths and device names may hold quotes or backslashes).
+std::string json_str(const std::string& v) {
+  std::string r = "\"";
+  for (char ch : v) {
+    if (ch == '"' || ch == '\\') r += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+      r += buf;
+    } else {
+      r += ch;
+    }
+  }
+  return r + "\"";
+}
+
 struct MatmulCompare {
   const char* name;
   int rows, cols;
@@ -105,8 +121,15 @@ void bench_cuda(const CudaBenchOptions& o) {
   CudaSessionPtr sp = cuda_session_create(*model, capacity, o.n_prompt);
   CudaSession& s = *sp;
   const double copy_bw = copy_bandwidth(s.stream);
-  size_t free1 = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+  // peak device memory: the lowest free memory seen after each phase (weights + session + cuBLASLt / graph
+  // internals), relative to before the model; the copy-bandwidth buffers above are freed and not counted
+  size_t free_min = free0;
+  auto sample_free = [&] {
+    size_t f = 0, t = 0;
+    CUDA_CHECK(cudaMemGetInfo(&f, &t));
+    free_min = std::min(free_min, f);
+  };
+  sample_free();
 
   std::mt19937 rng(static_cast<uint32_t>(o.seed));
   std::uniform_int_distribution<int> tok(0, c.vocab_size - 1);
@@ -129,6 +152,7 @@ void bench_cuda(const CudaBenchOptions& o) {
     const double t = ev.ms();
     if (r > 0) prefill_ms = std::min(prefill_ms, t);
   }
+  sample_free();
   OpTimer prefill_prof;
   s.n = 0;
   forward_block_cuda(s, o.n_prompt, 1, &prefill_prof);
@@ -151,6 +175,7 @@ void bench_cuda(const CudaBenchOptions& o) {
     const double t = ev.ms();
     if (r > 0) decode_ms = std::min(decode_ms, t);
   }
+  sample_free();
   int last_token = -1;
   CUDA_CHECK(cudaMemcpy(&last_token, s.tokens.ptr, sizeof(int), cudaMemcpyDeviceToHost));
   // profiling pass: the same step run eagerly with an event around every op, averaged over 8 steps
@@ -187,29 +212,29 @@ void bench_cuda(const CudaBenchOptions& o) {
       (variant == 0 ? mc.gemv_us : mc.lt_us) = best;
     }
   }
-  size_t free2 = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free2, &total));
+  sample_free();
 
   // ---- report ----
   const double prefill_tps = o.n_prompt / (prefill_ms * 1e-3);
   const double decode_tps = o.n_gen / (decode_ms * 1e-3);
   const double kv_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // bf16 K and V
-  const double avg_ctx = start + o.n_gen / 2.0;
-  const double bytes_per_tok = double(model->decode_weight_bytes) + kv_token_bytes * (avg_ctx + 1);
+  // step i (0-based) runs at position start + i and reads start + i + 1 cached tokens: on average start + (n+1)/2
+  const double avg_kv = start + (o.n_gen + 1) / 2.0;
+  const double bytes_per_tok = double(model->decode_weight_bytes) + kv_token_bytes * avg_kv;
   const double gbs = bytes_per_tok * decode_tps / 1e9;
   const double pct = 100.0 * bytes_per_tok * decode_tps / copy_bw;
-  const double peak_mib = double(free0 - std::min(free1, free2)) / 1048576.0;
+  const double peak_mib = double(free0 - free_min) / 1048576.0;
   double prof_total = 0.0;
   for (double t : decode_prof.ms) prof_total += t;
   const int F = static_cast<int>(OpFamily::count);
   if (o.json) {
-    std::printf("{\"device\": \"%s\", \"sm_count\": %d, \"source\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, "
+    std::printf("{\"device\": %s, \"sm_count\": %d, \"source\": %s, \"n_prompt\": %d, \"n_gen\": %d, "
                 "\"ctx\": %d, \"decode_start\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s\": %.2f, "
                 "\"weight_device_bytes\": %zu, \"decode_weight_bytes\": %zu, \"kv_bytes_per_token\": %.0f, "
                 "\"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.1f, \"copy_gb_s\": %.1f, "
                 "\"pct_of_copy_bw\": %.1f, \"peak_device_mib\": %.1f, \"session_device_mib\": %.1f, "
                 "\"last_token\": %d, \"decode_ms_per_op\": {",
-                prop.name, prop.multiProcessorCount, source.c_str(), o.n_prompt, o.n_gen, ctx, start, prefill_tps,
+                json_str(prop.name).c_str(), prop.multiProcessorCount, json_str(source).c_str(), o.n_prompt, o.n_gen, ctx, start, prefill_tps,
                 decode_tps, model->bytes, model->decode_weight_bytes, kv_token_bytes, bytes_per_tok, gbs,
                 copy_bw / 1e9, pct, peak_mib, cuda_session_device_bytes(s) / 1048576.0, last_token);
     for (int f = 0; f < F; ++f)
@@ -232,8 +257,8 @@ void bench_cuda(const CudaBenchOptions& o) {
   std::printf("decode     %d tokens from context %d to %d (cache pre-filled with random K/V): %.3f ms/token, "
               "%.1f tok/s\n", o.n_gen, start, ctx, decode_ms / o.n_gen, decode_tps);
   std::printf("per token  %.3f GB weights + %.3f GB KV (%.0f KB x %.0f tokens) = %.3f GB -> %.0f GB/s = %.1f%% of "
-              "copy bandwidth\n", model->decode_weight_bytes / 1e9, kv_token_bytes * (avg_ctx + 1) / 1e9,
-              kv_token_bytes / 1e3, avg_ctx + 1, bytes_per_tok / 1e9, gbs, pct);
+              "copy bandwidth\n", model->decode_weight_bytes / 1e9, kv_token_bytes * avg_kv / 1e9,
+              kv_token_bytes / 1e3, avg_kv, bytes_per_tok / 1e9, gbs, pct);
   std::printf("memory     peak %.0f MiB on the device (weights %.0f MiB, session %.0f MiB)\n", peak_mib,
               model->bytes / 1048576.0, cuda_session_device_bytes(s) / 1048576.0);
   std::printf("decode step by op family (eager, events around each op; sum %.3f ms vs %.3f ms in the graph):\n",

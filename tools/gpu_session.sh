@@ -1,103 +1,285 @@
 #!/usr/bin/env bash
-# One script for a session on a GPU machine (CUDA Toolkit present, no internet): build the CUDA backend, run the
-# CUDA tests, compute-sanitizer on them, and the `llm bench` matrix; every output goes to $OUT (default ./out).
+# The runbook of a GPU session (issue 5): build the CUDA backend, run the CUDA tests, compute-sanitizer on them, the
+# demo-model end-to-end checks and the `llm bench` matrix, within a 30-minute device budget and 10-minute calls.
 #
-#   bash tools/gpu_session.sh all        # everything below, in order (~15 min on an H100 with 16 cores)
-#   bash tools/gpu_session.sh build      # configure + build (build-gpu/)
-#   bash tools/gpu_session.sh test       # ctest, then the CUDA test cases verbosely (their MESSAGE lines)
-#   bash tools/gpu_session.sh sanitize   # compute-sanitizer memcheck + racecheck on the CUDA tests
-#   bash tools/gpu_session.sh bench      # llm bench --device cuda at 1K / 8K / 32K (synthetic Llama-3-8B),
-#                                        # bench_lowrank_cuda (compressed vs full decode attention) and
-#                                        # bench_quant_cuda (mixed 8/4/2-bit KV decode attention vs bf16)
-# Stages are separate so that each fits a 10-minute command limit; run `build` first.
-# Needs on the machine: cmake >= 3.25, a C++20 compiler, nlohmann-json3-dev and doctest-dev (as on the dev box).
+# The device machine has nvcc, cmake, ninja and compute-sanitizer but no internet, maybe no nlohmann-json or doctest,
+# and receives at most 64 MiB per call (the 98 MB demo model does not fit in one). So, ONCE, on the dev box, in the
+# checkout that travels (the session's own repository):
+#
+#   bash tools/gpu_session.sh pack     # -> .gpu/deps (json + doctest headers, model manifest), .gpu/part1..3
+#
+# then three device calls, back to back (the machine stays warm only ~30 s between calls; what a call leaves in
+# build-gpu/ and /tmp/llm-gpu/ is reused by the next one while it stays warm, and rebuilt when it did not):
+#
+#   run(command="bash tools/gpu_session.sh build test", carry=[".gpu/deps", ".gpu/part1"], timeout_s=600)
+#   run(command="bash tools/gpu_session.sh sanitize", carry=[".gpu/deps", ".gpu/part2"], timeout_s=600)
+#   run(command="bash tools/gpu_session.sh demo bench", carry=[".gpu/deps", ".gpu/part3"], timeout_s=600)
+#   run(command="bash tools/gpu_session.sh kv", carry=[".gpu/deps"], timeout_s=600)   # compressed-cache kernels
+#
+# Every call stashes the model part it carries in /tmp/llm-gpu; once all three are there, the demo model is
+# assembled (sha256 checked) at models/ and the demo cases run instead of skipping. Each call returns three files
+# in $OUT: summary.txt (also printed at the end, so output_tail shows it), logs.tar.gz (every log), and bench.jsonl
+# (one `llm bench --json` object per line, when the bench ran). Stages, in any order and combination:
+#   env       tool versions (always run first, cheap)
+#   build     configure (-DLLM_CUDA=ON -DLLM_CUDA_ARCHS=90a, Release, -DLLM_WERROR=OFF) + build (all targets: the
+#             CLI tests also run gen_model and make_longctx_suite)
+#   test      CPU ctest (without the CUDA entries) + every CUDA test case verbosely
+#   sanitize  compute-sanitizer memcheck, racecheck, synccheck on the kernel tests; memcheck on the forward tests
+#   demo      the end-to-end CUDA-vs-CPU checks on the demo model (needs the assembled model) + its bench
+#   bench     llm bench --device cuda --synthetic Llama-3-8B, -p 2048 -n 128, at -c 1024 / 8192 / 32768
+#   kv        the compressed-cache kernels (issues 6 and 7): their tests verbosely, memcheck + racecheck on them,
+#             bench_lowrank_cuda and bench_quant_cuda at 1K / 8K / 32K (JSON lines appended to bench.jsonl)
+# Stages other than env/pack build first when build-gpu/ is missing or stale (a cold machine).
+#
+# stage_bench_extra (run by `kv`) holds the compressed-cache kernel benchmarks, one block per issue.
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-./out}
+ROOT=$PWD
+OUT=${OUT:-$ROOT/out}
 mkdir -p "$OUT"
-B=build-gpu
+B=$ROOT/build-gpu
+WORK=/tmp/llm-gpu
+LOGS=$WORK/logs/$(date -u +%H%M%S)-$(echo "$*" | tr ' ' '_')
+mkdir -p "$LOGS" "$WORK/parts"
 CONFIG=tests/data/models/llama-3-8b-instruct/config.json
-DEMO=models/SmolLM2-135M-Instruct.Q4_1.gguf
+DEMO_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
+DEMO=$ROOT/models/$DEMO_NAME
+DEPS=$ROOT/.gpu/deps
+SUMMARY=$LOGS/summary.txt
 status=0
+export PATH=$PATH:/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer
 
-note() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/summary.txt"; }
-run() {  # run NAME CMD...: log to $OUT/NAME.log, record the exit code
-  local name=$1; shift
+note() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$SUMMARY"; }
+# Each call must end inside the device's 10-minute command limit with its logs copied to $OUT: every step's
+# timeout is clipped to what is left of CALL_BUDGET_S (default 560 s), and a step with < 20 s left is skipped.
+T_START=$(date +%s)
+CALL_BUDGET_S=${CALL_BUDGET_S:-560}
+# run NAME [TIMEOUT_S] CMD...: log to $LOGS/NAME.log, record the exit code and the time (default timeout 300 s)
+run() {
+  local name=$1 limit=300; shift
+  if [[ "$1" =~ ^[0-9]+$ ]]; then limit=$1; shift; fi
+  local left=$(( CALL_BUDGET_S - ($(date +%s) - T_START) ))
+  if [ "$left" -lt 20 ]; then note "$name: SKIPPED, only $left s left of this call's budget"; status=1; return 1; fi
+  [ "$limit" -gt $(( left - 10 )) ] && limit=$(( left - 10 ))
   local t0=$(date +%s)
-  "$@" > "$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
   local rc=$?
-  note "$name: exit $rc in $(( $(date +%s) - t0 )) s  ($*)"
+  local extra=""
+  [ $rc -eq 124 ] && extra=" (TIMED OUT after $limit s)"
+  note "$name: exit $rc in $(( $(date +%s) - t0 )) s$extra"
   [ $rc -ne 0 ] && status=1
   return $rc
 }
-
-stage_build() {
-  nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-  nvcc --version > "$OUT/nvcc.txt" 2>&1
-  git log -1 --format='%H %s' > "$OUT/commit.txt" 2>/dev/null
-  local gen="Unix Makefiles"
-  command -v ninja > /dev/null && gen=Ninja
-  run configure cmake -S . -B $B -G "$gen" -DLLM_CUDA=ON -DLLM_CUDA_ARCHS=90a -DLLM_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release
-  run build cmake --build $B -j16
+finish() {
+  note "done: status $status (logs: $LOGS)"
+  tar -czf "$OUT/logs.tar.gz" -C "$WORK/logs" . 2>/dev/null
+  cp "$SUMMARY" "$OUT/summary.txt"
+  [ -s "$LOGS/bench.jsonl" ] && cp "$LOGS/bench.jsonl" "$OUT/bench.jsonl"
+  echo; echo "----- summary -----"; cat "$SUMMARY"
 }
 
-stage_test() {
-  run ctest ctest --test-dir $B --output-on-failure
-  # the CUDA cases again, verbosely: agreement figures, max |diff|, skips
-  run cuda_tests $B/tests/llm_tests --source-file='*cuda/test_*' --success=false --duration=true
-  grep -h -E "SKIPPED|MESSAGE|agreement|ERROR|FAILED" "$OUT/cuda_tests.log" | head -50 >> "$OUT/summary.txt"
-}
-
-stage_sanitize() {
-  command -v compute-sanitizer > /dev/null || { note "compute-sanitizer not found (it ships with the CUDA Toolkit: /usr/local/cuda/bin)"; export PATH=$PATH:/usr/local/cuda/bin; }
-  run memcheck_kernels compute-sanitizer --tool memcheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_kernels_cuda.cu'
-  run memcheck_forward compute-sanitizer --tool memcheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_forward_cuda.cu'
-  # racecheck is slow on shared-memory-heavy kernels: the attention, norm and sampling cases carry the shared memory
-  run racecheck_kernels compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_kernels_cuda.cu'
-  run synccheck_kernels compute-sanitizer --tool synccheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_kernels_cuda.cu'
-  # the low-rank attention kernels (issue 6): memcheck on every case; racecheck on the prefill and hand cases
-  # (their shared-memory phases are the decode's too; the 32K decode case would take racecheck very long)
-  run memcheck_lowrank compute-sanitizer --tool memcheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_lowrank_cuda.cu'
-  run racecheck_lowrank compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_lowrank_cuda.cu' --test-case='*prefill*,*hand*'
-  # the mixed-precision KV kernels (issue 7): packing, packed-cache decode, importance accumulators
-  run memcheck_quant compute-sanitizer --tool memcheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_quant_cuda.cu'
-  run racecheck_quant compute-sanitizer --tool racecheck --error-exitcode 1 $B/tests/llm_tests --source-file='*test_quant_cuda.cu'
-  for f in memcheck_kernels memcheck_forward racecheck_kernels synccheck_kernels memcheck_lowrank racecheck_lowrank memcheck_quant racecheck_quant; do
-    grep -h -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard" "$OUT/$f.log" | head -5 | sed "s/^/$f: /" >> "$OUT/summary.txt"
+# ---- dev box: pack what the device machine lacks ------------------------------------------------------------
+stage_pack() {
+  local src=${LLM_MODEL:-models/$DEMO_NAME}
+  rm -rf .gpu && mkdir -p .gpu/deps/include .gpu/deps/share/cmake
+  for d in /usr/include/nlohmann /usr/include/doctest; do
+    [ -d "$d" ] || { echo "pack: $d missing (apt-get install nlohmann-json3-dev doctest-dev)"; return 1; }
+    cp -r "$d" .gpu/deps/include/
   done
-}
-
-stage_bench() {
-  for ctx in 1024 8192 32768; do
-    run bench_synthetic_$ctx $B/llm bench --device cuda --synthetic $CONFIG -p 2048 -n 128 -c $ctx
-    run bench_synthetic_${ctx}_json $B/llm bench --device cuda --synthetic $CONFIG -p 2048 -n 128 -c $ctx --json
-    cp "$OUT/bench_synthetic_${ctx}_json.log" "$OUT/bench_synthetic_$ctx.json"
-    grep -E "prefill|decode  |per token|memory" "$OUT/bench_synthetic_$ctx.log" | sed "s/^/ctx $ctx: /" >> "$OUT/summary.txt"
-  done
-  # issue 6: low-rank vs full-cache decode attention, one layer at Llama-3-8B shapes (tools/bench_lowrank_cuda.cu)
-  run bench_lowrank $B/bench_lowrank_cuda --ctx 1024,8192,32768
-  run bench_lowrank_json $B/bench_lowrank_cuda --ctx 1024,8192,32768 --json
-  cp "$OUT/bench_lowrank_json.log" "$OUT/bench_lowrank.json"
-  cat "$OUT/bench_lowrank.log" >> "$OUT/summary.txt"
-  # decode attention over the mixed 8/4/2-bit packed KV cache vs the bf16 kernel (Llama-2-7B / Llama-3-8B heads)
-  run bench_quant $B/bench_quant_cuda
-  run bench_quant_json $B/bench_quant_cuda --json
-  cp "$OUT/bench_quant_json.log" "$OUT/bench_quant.json"
-  grep -E "ctx +32768" "$OUT/bench_quant.log" | sed "s/^/quant: /" >> "$OUT/summary.txt"
-  if [ -f "$DEMO" ]; then
-    run bench_demo $B/llm bench --device cuda -m $DEMO -p 512 -n 128 -c 1024
+  cp -r /usr/share/cmake/nlohmann_json .gpu/deps/share/cmake/ 2>/dev/null ||
+    cp -r /usr/lib/cmake/nlohmann_json .gpu/deps/share/cmake/
+  if [ -f "$src" ]; then
+    local size=$(stat -L -c %s "$src") part=$(( 32 * 1048576 ))
+    local n=$(( (size + part - 1) / part ))
+    echo "$(sha256sum < "$src" | cut -d' ' -f1) $n $DEMO_NAME" > .gpu/deps/model.manifest
+    for i in $(seq 1 "$n"); do
+      mkdir -p ".gpu/part$i"
+      dd if="$src" of=".gpu/part$i/model.part$i" bs=1048576 skip=$(( (i - 1) * 32 )) count=32 status=none
+    done
+    echo "pack: $src -> $n parts of <= 32 MiB"
   else
-    note "demo model absent ($DEMO): its bench skipped"
+    echo "pack: no demo model at $src (tools/setup.sh fetches it): the demo stage will skip"
+  fi
+  du -sh .gpu/* | sed 's/^/pack: /'
+  echo "pack: tracked files $(git ls-files -z | xargs -0 stat -c %s | awk '{s+=$1} END {printf "%.1f", s/1048576}') MiB;" \
+       "each call carries them + .gpu/deps + one part (limit 64 MiB)"
+}
+
+# ---- device: environment, model parts -------------------------------------------------------------------------
+stage_env() {
+  {
+    date -u; git log -1 --format='commit %H %s' 2>/dev/null
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
+    nvcc --version 2>&1 | tail -2
+    for t in cmake ninja g++ c++ compute-sanitizer python3; do echo "$t: $(command -v $t || echo MISSING)"; done
+    cmake --version 2>&1 | head -1; g++ --version 2>&1 | head -1
+    echo "nlohmann: $(ls -d /usr/include/nlohmann "$DEPS/include/nlohmann" 2>/dev/null | tr '\n' ' ')"
+    echo "doctest:  $(ls /usr/include/doctest/doctest.h "$DEPS/include/doctest/doctest.h" 2>/dev/null | tr '\n' ' ')"
+    nproc; free -g | head -2
+  } > "$LOGS/env.log" 2>&1
+  grep -E "^(commit|NVIDIA|name)|MISSING|release" "$LOGS/env.log" | sed 's/^/env: /' >> "$SUMMARY"
+  nvidia-smi -L 2>/dev/null | head -1 | sed 's/^/env: /' >> "$SUMMARY"
+}
+
+# Stash any carried part in /tmp/llm-gpu/parts; assemble the demo model once every part is there.
+stash_model() {
+  for f in .gpu/part*/model.part*; do [ -f "$f" ] && cp "$f" "$WORK/parts/"; done
+  [ -f "$DEMO" ] && return 0
+  [ -f "$DEPS/model.manifest" ] || return 0
+  read -r sha n name < "$DEPS/model.manifest"
+  local have=$(ls "$WORK/parts" | wc -l)
+  if [ "$have" -lt "$n" ]; then
+    note "demo model: $have of $n parts here ($(ls "$WORK/parts" | tr '\n' ' ')); demo cases skip until all arrived"
+    return 0
+  fi
+  mkdir -p models
+  for i in $(seq 1 "$n"); do cat "$WORK/parts/model.part$i"; done > "$DEMO.tmp"
+  if [ "$(sha256sum < "$DEMO.tmp" | cut -d' ' -f1)" = "$sha" ]; then
+    mv "$DEMO.tmp" "$DEMO"
+    note "demo model assembled at models/$name (sha256 ok)"
+  else
+    rm -f "$DEMO.tmp"
+    note "demo model: sha256 mismatch after joining $n parts: NOT used (re-run pack)"
+    status=1
   fi
 }
 
-case "${1:-all}" in
-  build) stage_build ;;
-  test) stage_test ;;
-  sanitize) stage_sanitize ;;
-  bench) stage_bench ;;
-  all) stage_build && { stage_test; stage_sanitize; stage_bench; } ;;
-  *) echo "usage: $0 [all|build|test|sanitize|bench]"; exit 2 ;;
-esac
-note "done: status $status (logs in $OUT)"
+# ---- device: build ----------------------------------------------------------------------------------------------
+stage_build() {
+  local gen="Unix Makefiles"
+  command -v ninja > /dev/null && gen=Ninja
+  local prefix=""
+  [ -d "$DEPS" ] && prefix="-DCMAKE_PREFIX_PATH=$DEPS"
+  if [ ! -f "$B/CMakeCache.txt" ]; then
+    run configure 300 cmake -S . -B "$B" -G "$gen" -DLLM_CUDA=ON -DLLM_CUDA_ARCHS=90a -DLLM_NATIVE=OFF \
+      -DLLM_WERROR=OFF -DCMAKE_BUILD_TYPE=Release $prefix || { tail -20 "$LOGS/configure.log" >> "$SUMMARY"; return 1; }
+    grep -E "CUDA backend|WARNING|doctest" "$LOGS/configure.log" | head -5 | sed 's/^/configure: /' >> "$SUMMARY"
+  fi
+  run build 540 cmake --build "$B" -j"$(nproc)" ||
+    { grep -E "error|Error" "$LOGS/build.log" | head -20 >> "$SUMMARY"; return 1; }
+}
+# A later call on a warm machine reuses the build as it is (the sources do not change between the calls of one
+# runbook, and a re-sent tree may carry new mtimes that would make ninja rebuild everything); name `build` to force.
+ensure_build() {
+  [ -x "$B/llm" ] && [ -x "$B/tests/llm_tests" ] && return 0
+  note "no build in $B (a fresh machine): building first"
+  stage_build
+}
+
+# ---- device: tests ----------------------------------------------------------------------------------------------
+cuda_cases() {  # cuda_cases NAME FILE_GLOB [DOCTEST_ARGS...]: one doctest source file's cases, verbosely
+  local name=$1 file=$2; shift 2
+  run "$name" 240 "$B/tests/llm_tests" --source-file="*$file" --duration=true "$@"
+  grep -h -E "SKIPPED|MESSAGE|agreement|max \||ERROR|FAILED|TEST CASE|test cases" "$LOGS/$name.log" | head -40 \
+    | sed "s/^/$name: /" >> "$SUMMARY"
+}
+stage_test() {
+  ensure_build || return 1
+  # the CPU suite, as CI runs it (the CUDA entries run once below, verbosely; install_example configures a separate
+  # project against the installed package and the Debian json package: CI's job, not this machine's)
+  run ctest_cpu 180 ctest --test-dir "$B" -E "_cuda$|install_example" -j"$(nproc)" --timeout 200 --output-on-failure
+  grep -E "tests passed|tests failed|Failed|\(Failed\)" "$LOGS/ctest_cpu.log" | head -10 | sed 's/^/ctest: /' >> "$SUMMARY"
+  cuda_cases kernels_cuda test_kernels_cuda.cu
+  cuda_cases forward_cuda test_forward_cuda.cu
+}
+
+# ---- device: compute-sanitizer ----------------------------------------------------------------------------------
+sanitize() {  # sanitize TOOL FILE_GLOB TIMEOUT [DOCTEST_ARGS...]
+  local name="${1}_${2%%.cu}" tool=$1 file=$2 limit=$3; shift 3
+  run "$name" "$limit" compute-sanitizer --tool "$tool" --error-exitcode 1 "$B/tests/llm_tests" --source-file="*$file" "$@"
+  grep -h -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|Invalid|SKIPPED|test cases" "$LOGS/$name.log" | head -6 \
+    | sed "s/^/$name: /" >> "$SUMMARY"
+}
+stage_sanitize() {
+  ensure_build || return 1
+  command -v compute-sanitizer > /dev/null || { note "compute-sanitizer not found (CUDA Toolkit bin/)"; status=1; return 1; }
+  # racecheck and synccheck look at shared memory and barriers: only the kernels that use them (norms, attention,
+  # argmax/sampling); the GEMV/cuBLASLt/element-wise cases would only cost time there
+  local shared='--test-case=*rmsnorm*,*attention*,*argmax*'
+  sanitize memcheck test_kernels_cuda.cu 150
+  sanitize racecheck test_kernels_cuda.cu 180 "$shared"
+  sanitize synccheck test_kernels_cuda.cu 80 "$shared"
+  sanitize memcheck test_forward_cuda.cu 120
+}
+
+# ---- device: demo model and benchmarks -----------------------------------------------------------------------------
+bench() {  # bench NAME ARGS...: text report, then the same with --json appended to bench.jsonl
+  local name=$1; shift
+  run "bench_$name" 150 "$B/llm" bench --device cuda "$@" &&
+    grep -E "^(prefill|decode  |per token|memory)" "$LOGS/bench_$name.log" | sed "s/^/$name: /" >> "$SUMMARY"
+  run "bench_${name}_json" 150 "$B/llm" bench --device cuda "$@" --json &&
+    tail -1 "$LOGS/bench_${name}_json.log" >> "$LOGS/bench.jsonl"
+}
+stage_demo() {
+  ensure_build || return 1
+  if [ ! -f "$DEMO" ]; then note "demo: no demo model at models/$DEMO_NAME (see stash notes above)"; status=1; return 1; fi
+  cuda_cases forward_cuda_demo test_forward_cuda.cu '--test-case=*demo model*,*public API*'
+  # the CLI end to end: greedy text (stdout only; the stats on stderr differ) must be identical. The prompt's fp32
+  # greedy path has no near-ties (see tests/cuda/test_forward_cuda.cu); natural prompts may flip one legitimately.
+  for d in cpu cuda; do
+    run "demo_run_$d" 120 bash -c "'$B/llm' run -m '$DEMO' --device $d -p '1, 2, 3, 4, 5, 6, 7, 8, 9, 10,' -n 32 \
+      --temp 0 > '$LOGS/demo_text_$d.txt'"
+  done
+  if cmp -s "$LOGS/demo_text_cpu.txt" "$LOGS/demo_text_cuda.txt"; then
+    note "demo llm run: cpu and cuda greedy text identical"
+  else
+    note "demo llm run: cpu and cuda greedy text DIFFER (demo_text_*.txt in the logs)"
+    status=1
+  fi
+  bench demo -m "$DEMO" -p 512 -n 128 -c 1024 -r 3
+}
+# Compressed-cache benches: one `bench NAME ARGS...` line each (text + JSON, like the lines above), each issue
+# under its own comment so that separate branches merge without touching each other's lines.
+stage_bench_extra() {
+  # issue 6 (low-rank KV, kernels/attention_lowrank.cu): one layer's decode attention, compressed vs full cache
+  run kbench_lowrank 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 &&
+    sed "s/^/lowrank: /" "$LOGS/kbench_lowrank.log" | tail -12 >> "$SUMMARY"
+  run kbench_lowrank_json 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --json &&
+    tr -d '\n' < "$LOGS/kbench_lowrank_json.log" >> "$LOGS/bench.jsonl" && echo >> "$LOGS/bench.jsonl"
+  # issue 7 (quantised / importance KV, kernels/attention_quant.cu): mixed 8/4/2-bit decode attention vs bf16
+  run kbench_quant 150 "$B/bench_quant_cuda" &&
+    grep -E "ctx +32768|speed" "$LOGS/kbench_quant.log" | sed "s/^/quant: /" >> "$SUMMARY"
+  run kbench_quant_json 150 "$B/bench_quant_cuda" --json &&
+    tr -d '\n' < "$LOGS/kbench_quant_json.log" >> "$LOGS/bench.jsonl" && echo >> "$LOGS/bench.jsonl"
+}
+# The compressed-cache kernels (issues 6 and 7): tests, sanitizers, kernel benchmarks; one call of their own.
+stage_kv() {
+  ensure_build || return 1
+  cuda_cases lowrank_cuda test_lowrank_cuda.cu
+  cuda_cases quant_cuda test_quant_cuda.cu
+  if command -v compute-sanitizer > /dev/null; then
+    sanitize memcheck test_lowrank_cuda.cu 120
+    # racecheck: the prefill and hand cases walk the same shared-memory phases as the decode (32K would be slow)
+    sanitize racecheck test_lowrank_cuda.cu 90 '--test-case=*prefill*,*hand*'
+    sanitize memcheck test_quant_cuda.cu 90
+    sanitize racecheck test_quant_cuda.cu 90
+  else
+    note "compute-sanitizer not found (CUDA Toolkit bin/)"; status=1
+  fi
+  stage_bench_extra
+}
+stage_bench() {
+  ensure_build || return 1
+  for ctx in 1024 8192 32768; do
+    bench "l3_8b_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3
+  done
+}
+
+[ $# -eq 0 ] && set -- build test sanitize bench kv
+if [ "$1" = pack ]; then stage_pack; exit $?; fi
+trap finish EXIT
+stage_env
+stash_model
+for s in "$@"; do
+  case "$s" in
+    env) ;;
+    build) stage_build ;;
+    test) stage_test ;;
+    sanitize) stage_sanitize ;;
+    demo) stage_demo ;;
+    bench) stage_bench ;;
+    kv) stage_kv ;;
+    *) note "unknown stage '$s' (pack, env, build, test, sanitize, demo, bench, kv)"; status=2 ;;
+  esac
+done
 exit $status

@@ -7,6 +7,8 @@
 //    graph loop).
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "cuda_test_util.cuh"
 #include "engine/forward_cuda.cuh"
@@ -104,14 +106,21 @@ Compare compare_logits(const std::vector<float>& got, const std::vector<float>& 
   return r;
 }
 
+// margins (optional): per step, how far the chosen token's logit leads the runner-up's.
 std::vector<int> greedy_cpu(const Config& c, const Weights& w, const std::vector<int>& prompt, int n, int ctx,
-                            ThreadPool* pool) {
+                            ThreadPool* pool, std::vector<float>* margins = nullptr) {
   KVCache kv = kvcache_create(c, ctx);
   RunState s = runstate_create(c, 64);
   forward_cpu(c, w, kv, s, prompt.data(), int(prompt.size()), LogitsMode::last, pool);
   std::vector<int> out;
   for (int i = 0; i < n; ++i) {
     const int t = argmax_cpu(s.logits.data(), c.vocab_size);
+    if (margins) {
+      float second = -1e30f;
+      for (int j = 0; j < c.vocab_size; ++j)
+        if (j != t) second = std::max(second, s.logits[j]);
+      margins->push_back(s.logits[t] - second);
+    }
     out.push_back(t);
     if (i + 1 < n) forward_cpu(c, w, kv, s, &t, 1, LogitsMode::last, pool);
   }
@@ -214,6 +223,21 @@ TEST_CASE("cuda forward on synthetic models matches forward_cpu on the same bf16
   }
 }
 
+// Why these inputs (measured 2026-11-22 with tools/cuda_bf16_emulation.py: PyTorch on the CPU, transformers' GGUF
+// loader, the CUDA path's bf16 rounding of weights and matrix-product inputs emulated): the rounding moves the demo
+// model's logits by up to ~0.65 against fp32, and natural text has near-ties (8 of 98 positions of a short English
+// prompt lead their runner-up by < 0.1). On that 98-token prompt the emulation already misses one position
+// (98.98 %), so the >= 99 % criterion is checked where it has room: 400 tokens of the GFDL text (2 prefill blocks;
+// emulation: 1 miss, 99.75 %, max |diff| 0.65). Of 7 natural prompts tried, 6 have a greedy step leading by < 0.06
+// (the best 0.16), so "identical greedy text for 32 tokens" is asserted on a prompt whose fp32 greedy path leads by
+// >= 3.4 at every step, and a natural prompt must agree up to its first near-tie.
+const char* const kGreedyStrict = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,";
+const char* const kGreedyNatural =
+    "The history of the bicycle begins in the early nineteenth century, when inventors in Germany and France "
+    "built wooden machines that riders pushed along with their feet. Pedals arrived decades later, and with "
+    "them the tall front wheels of the penny-farthing, which were fast but dangerous. The safety bicycle, with "
+    "two wheels of equal size and a chain driving the rear one, made cycling popular with millions of people. "
+    "Today bicycles are used for commuting, sport and travel all over the world, and";
 TEST_CASE("cuda forward on the demo model: logits and greedy text match the CPU") {
   if (!have_cuda()) return;
   if (!llm_test::have_demo_model()) return;
@@ -221,16 +245,13 @@ TEST_CASE("cuda forward on the demo model: logits and greedy text match the CPU"
   const Config& c = f.config;
   Weights w = weights_from_file(f);
   Tokenizer tok = tokenizer_from_gguf(*f.gguf);
-  const std::string text =
-      "The history of the bicycle begins in the early nineteenth century, when inventors in Germany and France "
-      "built wooden machines that riders pushed along with their feet. Pedals arrived decades later, and with "
-      "them the tall front wheels of the penny-farthing, which were fast but dangerous. The safety bicycle, with "
-      "two wheels of equal size and a chain driving the rear one, made cycling popular with millions of people. "
-      "Today bicycles are used for commuting, sport and travel all over the world, and";
-  std::vector<int32_t> ids32 = tok.encode(text, true, false);
-  std::vector<int> prompt(ids32.begin(), ids32.end());
+  std::ifstream in(llm_test::data_path("text/GFDL-1.3.txt"), std::ios::binary);
+  REQUIRE(in);
+  const std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<int32_t> ids32 = tok.encode(doc, true, false);
+  REQUIRE(ids32.size() >= 400);
+  std::vector<int> prompt(ids32.begin(), ids32.begin() + 400);
   const int n = int(prompt.size()), V = c.vocab_size;
-  REQUIRE(n > 64);
   ThreadPool pool(0);
   CudaModelPtr m = cuda_model_upload(c, w);
   MESSAGE("demo model on the device: " << cuda_model_device_bytes(*m) / 1048576.0 << " MiB of bf16 weights");
@@ -238,25 +259,48 @@ TEST_CASE("cuda forward on the demo model: logits and greedy text match the CPU"
   KVCache kv = kvcache_create(c, 512);
   RunState rs = runstate_create(c, 256);
   forward_cpu(c, w, kv, rs, prompt.data(), n, LogitsMode::all, &pool);
-  CudaSessionPtr s = cuda_session_create(*m, 512, 256);
+  CudaSessionPtr s = cuda_session_create(*m, 512, 256);  // 400 tokens: blocks of 256 and 144
   std::vector<float> got(size_t(n) * V);
   forward_cuda(*s, prompt.data(), n, LogitsMode::all, got.data());
-  const Compare r = compare_logits(got, rs.logits, n, V, 0.5f);
+  const Compare r = compare_logits(got, rs.logits, n, V, 1.0f);
   MESSAGE("demo model, " << n << " positions: top-1 agreement " << r.agree << "/" << r.rows << " ("
-                         << 100.0 * r.agree / r.rows << "%), max |logit diff| " << r.max_abs << " (max |logit| "
-                         << r.max_ref << ")");
+                         << 100.0 * r.agree / r.rows << "%), where the CPU leads by > 1: " << r.decided_agree << "/"
+                         << r.decided << "; max |logit diff| " << r.max_abs << " (max |logit| " << r.max_ref << ")");
   CHECK(r.agree >= 0.99 * r.rows);
+  CHECK(r.decided_agree == r.decided);  // a clear lead never flips (emulated rounding moves a logit by 0.65 at most)
   CHECK(r.max_abs < 2.0);  // bf16 weights and activations vs fp32: a wrong kernel gives differences >> 2
 
-  const std::vector<int> want = greedy_cpu(c, w, prompt, 32, 512, &pool);
-  const std::vector<int> a = greedy_cuda(*s, prompt, 32);
-  const std::vector<int> b = greedy_graph(*s, prompt, 32);
+  // greedy text, 32 tokens: CPU vs the session path (graph per step) vs the device-resident graph loop.
+  // kGreedyStrict: its fp32 greedy path leads by >= 3.4 logits at every step, so the text must be identical.
+  // kGreedyNatural: natural text has near-ties on its greedy path (fp32 lead 0.018 at one step of these 32), where
+  // bf16 rounding may legitimately pick the runner-up: identical up to the first step where the CPU leads by < 0.1,
+  // reported beyond it.
   auto str = [&](const std::vector<int>& v) { return tok.decode(std::vector<int32_t>(v.begin(), v.end())); };
-  INFO("cpu:   " << str(want));
-  INFO("cuda:  " << str(a));
-  INFO("graph: " << str(b));
-  CHECK(a == want);
-  CHECK(b == want);
+  for (const char* text : {kGreedyStrict, kGreedyNatural}) {
+    const bool strict = text == kGreedyStrict;
+    CAPTURE(text);
+    const std::vector<int32_t> g32 = tok.encode(text, true, false);
+    const std::vector<int> gp(g32.begin(), g32.end());
+    std::vector<float> lead;
+    const std::vector<int> want = greedy_cpu(c, w, gp, 32, 512, &pool, &lead);
+    const std::vector<int> a = greedy_cuda(*s, gp, 32);
+    const std::vector<int> b = greedy_graph(*s, gp, 32);
+    size_t same = 0, near_tie = 0;
+    while (same < want.size() && want[same] == a[same]) ++same;
+    while (near_tie < lead.size() && lead[near_tie] >= 0.1f) ++near_tie;
+    MESSAGE("greedy '" << text << "': cuda agrees on " << same << " of 32 tokens; CPU min lead "
+                       << *std::min_element(lead.begin(), lead.end()) << ", first lead < 0.1 at step " << near_tie);
+    INFO("cpu:   " << str(want));
+    INFO("cuda:  " << str(a));
+    INFO("graph: " << str(b));
+    INFO("first difference at step " << same << ", where the CPU's choice leads by "
+                                     << (same < lead.size() ? lead[same] : 0.0f));
+    CHECK(a == b);  // the two CUDA paths run the same graph
+    if (strict)
+      CHECK(a == want);
+    else
+      CHECK(same >= near_tie);
+  }
 }
 
 TEST_CASE("public API with --device cuda: greedy generation matches the CPU session") {
@@ -272,7 +316,7 @@ TEST_CASE("public API with --device cuda: greedy generation matches the CPU sess
   int i = 0;
   for (llm::Model* m : {&cpu, &gpu}) {
     llm::Session s(*m, {.n_ctx = 256, .max_block = 16});  // several prefill blocks
-    s.feed(m->tokenize("The three primary colours are", true));
+    s.feed(m->tokenize(kGreedyStrict, true));  // no near-ties on its greedy path (see above)
     text[i++] = s.generate(g).text;
     CHECK(s.n_past() > 24);
   }
