@@ -142,7 +142,8 @@ void kv_basis_whitened(double* C, const double* M, int hd, float* down, float* u
   eigh_jacobi_cpu(m.data(), hd, lam.data(), Q.data());
   double tr = 0.0;
   for (double x : lam) tr += std::max(x, 0.0);
-  const double eps = 1e-3 * tr / hd + 1e-30;
+  if (!(tr > 0.0)) fail("KV profile: the score metric of a head is zero (trace ", tr, "): make the profile with --metric energy");
+  const double eps = 1e-3 * tr / hd;
   std::vector<double> S(size_t(hd) * hd, 0.0), Si(S.size(), 0.0);
   for (int k = 0; k < hd; ++k) {
     const double l = std::max(lam[k], 0.0) + eps, sq = std::sqrt(l), isq = 1.0 / sq;
