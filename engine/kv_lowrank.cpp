@@ -34,7 +34,8 @@ const char* kv_basis_name(KVBasis b) { return b == KVBasis::weights ? "weights" 
 namespace {
 
 const char* kGrammar =
-    "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib "
+    "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib,"
+    "metric=score|energy,sinks=N "
     "(RANK: a number such as 32, a fraction of head_dim such as 1/4, or d, d/2, d/4 ...); see docs/kv-compression.md";
 
 bool parse_uint(const std::string& s, int& out) {
@@ -102,6 +103,12 @@ KVBasis parse_basis(const std::string& s, const std::string& spec) {
   fail("--kv '", spec, "': unknown basis '", s, "': use weights or calib");
 }
 
+KVMetric parse_metric(const std::string& s, const std::string& spec) {
+  if (s == "score") return KVMetric::score;
+  if (s == "energy") return KVMetric::energy;
+  fail("--kv '", spec, "': unknown metric '", s, "': use score (attention-score / output error) or energy (||x - x_hat||)");
+}
+
 void finish_spec(KVSpec& s, bool v_given) {
   if (!v_given && s.policy == KVRankPolicy::uniform) s.v = {{1, 2}};
   if (s.policy == KVRankPolicy::uniform && s.v.size() != 1)
@@ -151,6 +158,12 @@ KVSpec kv_spec_parse(const std::string& spec) {
       } else if (key == "basis") {
         s.basis = parse_basis(val, spec);
         s.basis_given = true;
+      } else if (key == "metric") {
+        s.metric = parse_metric(val, spec);
+        s.metric_given = true;
+      } else if (key == "sinks") {
+        if (!parse_uint(val, s.sinks) || s.sinks > 65536)
+          fail("--kv '", spec, "': sinks=", val, ": expected a number of tokens in [0, 65536]");
       } else {
         fail("--kv '", spec, "': unknown key '", key, "'; ", kGrammar);
       }
@@ -183,8 +196,10 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
   };
   for (auto it = j.begin(); it != j.end(); ++it)
     if (it.key() != "kv" && it.key() != "k" && it.key() != "v" && it.key() != "policy" && it.key() != "basis" &&
-        it.key() != "quant" && it.key() != "keep" && it.key() != "evict" && it.key() != "imp")  // issue 7's keys
-      fail("--kv-config '", path, "': unknown key \"", it.key(), "\" (known: kv, k, v, policy, basis, quant, keep, evict, imp)");
+        it.key() != "metric" && it.key() != "sinks" && it.key() != "quant" && it.key() != "keep" &&
+        it.key() != "evict" && it.key() != "imp")  // issue 7's keys
+      fail("--kv-config '", path, "': unknown key \"", it.key(),
+           "\" (known: kv, k, v, policy, basis, metric, sinks, quant, keep, evict, imp)");
   const std::string kind = j.contains("kv") ? str("kv") : "svd";
   if (kind == "full") return s;
   if (kind != "svd") fail("--kv-config '", path, "': \"kv\" must be \"full\" or \"svd\", got \"", kind, "\"");
@@ -213,6 +228,15 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
     s.basis = parse_basis(str("basis"), path);
     s.basis_given = true;
   }
+  if (j.contains("metric")) {
+    s.metric = parse_metric(str("metric"), path);
+    s.metric_given = true;
+  }
+  if (j.contains("sinks")) {
+    if (!j["sinks"].is_number_integer() || j["sinks"].get<long long>() < 0 || j["sinks"].get<long long>() > 65536)
+      fail("--kv-config '", path, "': \"sinks\" must be a number of tokens in [0, 65536]");
+    s.sinks = static_cast<int>(j["sinks"].get<long long>());
+  }
   finish_spec(s, v_given);
   return s;
 }
@@ -238,7 +262,9 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r) {
   std::ostringstream o;
   o << "svd:k=" << r.k << ",v=" << r.v_low;
   if (s.policy != KVRankPolicy::uniform) o << "/" << r.v_med << "/" << r.v_high;
-  o << ",policy=" << kv_rank_policy_name(s.policy) << ",basis=" << kv_basis_name(s.basis);
+  o << ",policy=" << kv_rank_policy_name(s.policy) << ",basis=" << kv_basis_name(s.basis)
+    << ",metric=" << kv_metric_name(s.metric);
+  if (s.sinks > 0) o << ",sinks=" << s.sinks;
   return o.str();
 }
 
@@ -289,7 +315,7 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
     if (spec.basis == KVBasis::calib)
       fail("--kv '", spec.text, "': basis=calib needs a calibration profile: make one with `llm compress --basis "
            "calib -o PROFILE.safetensors` and pass it with --kv-profile PROFILE.safetensors");
-    m->profile = kv_profile_from_weights(c, w, pool);
+    m->profile = kv_profile_from_weights(c, w, pool, {}, spec.metric);
   } else {
     m->profile = kv_profile_load(profile_path);
     kv_profile_check(m->profile, c, w, profile_path);
@@ -297,6 +323,11 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
       fail("--kv asks for basis=", kv_basis_name(spec.basis), " but the profile '", profile_path, "' has basis ",
            m->profile.basis, ": drop basis= from --kv or pass a ", kv_basis_name(spec.basis), " profile");
     m->spec.basis = m->profile.basis == "calib" ? KVBasis::calib : KVBasis::weights;
+    if (spec.metric_given && m->profile.metric != spec.metric)
+      fail("--kv asks for metric=", kv_metric_name(spec.metric), " but the profile '", profile_path, "' has metric ",
+           kv_metric_name(m->profile.metric), ": drop metric= from --kv or make a profile with `llm compress --metric ",
+           kv_metric_name(spec.metric), "`");
+    m->spec.metric = m->profile.metric;
   }
   const int hd = c.head_dim, rk = m->ranks.k, rv = m->ranks.v_max(), dim = c.dim;
   const int nkv = c.n_kv_heads, gs = c.n_heads / c.n_kv_heads, qd = c.n_heads * hd;
@@ -305,12 +336,16 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
     KVLowRankModel::Layer& Lr = m->layers[l];
     const LayerWeights& L = w.layers[l];
     Lr.uk.resize(size_t(nkv) * rk * hd);
+    Lr.uk_down.resize(size_t(nkv) * rk * hd);
     Lr.uv.resize(size_t(nkv) * rv * hd);
+    Lr.uv_up.resize(size_t(nkv) * rv * hd);
     for (int g = 0; g < nkv; ++g) {
-      std::memcpy(Lr.uk.data() + size_t(g) * rk * hd, m->profile.k_rows(l, g), size_t(rk) * hd * sizeof(float));
+      std::memcpy(Lr.uk.data() + size_t(g) * rk * hd, m->profile.k_up_rows(l, g), size_t(rk) * hd * sizeof(float));
+      std::memcpy(Lr.uk_down.data() + size_t(g) * rk * hd, m->profile.k_rows(l, g), size_t(rk) * hd * sizeof(float));
       std::memcpy(Lr.uv.data() + size_t(g) * rv * hd, m->profile.v_rows(l, g), size_t(rv) * hd * sizeof(float));
+      std::memcpy(Lr.uv_up.data() + size_t(g) * rv * hd, m->profile.v_up_rows(l, g), size_t(rv) * hd * sizeof(float));
     }
-    // W_K' = U_K[:, :r_k]^T W_K,g per KV head (accumulated in double: it replaces W_K exactly at full rank)
+    // W_K' = DOWN_K[:r_k] W_K,g per KV head (accumulated in double: it replaces W_K exactly at full rank)
     Lr.wk_data.assign(size_t(nkv) * rk * dim, 0.0f);
     parallel_for(pool, nkv, [&](int64_t gb, int64_t ge) {
       std::vector<float> wrows(size_t(hd) * dim);
@@ -318,7 +353,7 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
       for (int64_t g = gb; g < ge; ++g) {
         for (int i = 0; i < hd; ++i)
           dequantize_row(L.wk.type, L.wk.data + (g * hd + i) * L.wk.row_bytes, wrows.data() + size_t(i) * dim, dim);
-        const float* u = Lr.uk.data() + size_t(g) * rk * hd;
+        const float* u = Lr.uk_down.data() + size_t(g) * rk * hd;
         for (int j = 0; j < rk; ++j) {
           std::fill(acc.begin(), acc.end(), 0.0);
           for (int i = 0; i < hd; ++i) {
@@ -333,12 +368,12 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
     });
     Lr.wk = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wk_data.data()), int64_t(nkv) * rk, dim,
                     size_t(dim) * sizeof(float)};
-    // W_fused[o, h*r_v + j] = sum_i W_O[o, h*hd + i] U_V,g(h)[i, j]; U_V columns laid out (hd, r_v) so the
+    // W_fused[o, h*r_v + j] = sum_i W_O[o, h*hd + i] UP_V,g(h)[j, i]; UP_V laid out (hd, r_v) so the
     // inner loop runs over j contiguously (vectorises; fp32 sums of head_dim terms are exact enough)
     std::vector<float> uvt(size_t(nkv) * hd * rv);
     for (int g = 0; g < nkv; ++g)
       for (int j = 0; j < rv; ++j)
-        for (int i = 0; i < hd; ++i) uvt[(size_t(g) * hd + i) * rv + j] = Lr.uv[(size_t(g) * rv + j) * hd + i];
+        for (int i = 0; i < hd; ++i) uvt[(size_t(g) * hd + i) * rv + j] = Lr.uv_up[(size_t(g) * rv + j) * hd + i];
     Lr.wo_data.assign(size_t(dim) * c.n_heads * rv, 0.0f);
     parallel_for(pool, dim, [&](int64_t ob, int64_t oe) {
       std::vector<float> row(qd);
@@ -376,12 +411,15 @@ KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capaci
   lr.ck.assign(size_t(c.n_layers) * c.n_kv_heads * capacity * m.ranks.k, 0.0f);
   lr.vrank.assign(capacity, 0);
   lr.voff.assign(size_t(capacity) + 1, 0);
+  lr.n_sink = std::min(m.spec.sinks, capacity);
+  lr.ksink.assign(size_t(c.n_layers) * c.n_kv_heads * lr.n_sink * c.head_dim, 0.0f);
   return lr;
 }
 
 size_t KVLowRank::bytes_used(int n_tokens) const {
   if (!model) return 0;
-  const size_t per_block = size_t(n_tokens) * model->ranks.k + size_t(voff[n_tokens]);
+  const size_t per_block = size_t(n_tokens) * model->ranks.k + size_t(voff[n_tokens]) +
+                           size_t(std::min(n_tokens, n_sink)) * head_dim;
   return per_block * n_layers * n_kv_heads * sizeof(float);
 }
 
@@ -410,6 +448,24 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
                           int n, int pos0, ThreadPool* pool) {
   const int hd = c.head_dim, qd = c.n_heads * hd, kvd = c.n_kv_heads * hd, nkv = c.n_kv_heads;
   matmul_cpu(s.q.data(), s.xb.data(), L.wq, n, pool);
+  if (lr.calib && !lr.calib->qq.empty()) {
+    // the queries' second moment before RoPE, summed over each KV head's group (the score metric's C_q)
+    KVCalibration& cal = *lr.calib;
+    const int gs = c.n_heads / nkv;
+    parallel_for(pool, nkv, [&](int64_t b, int64_t e) {
+      for (int64_t g = b; g < e; ++g) {
+        double* acc = cal.qq.data() + (size_t(l) * nkv + g) * hd * hd;
+        for (int i = 0; i < n; ++i)
+          for (int hh = 0; hh < gs; ++hh) {
+            const float* x = s.q.data() + size_t(i) * qd + (size_t(g) * gs + hh) * hd;
+            for (int a = 0; a < hd; ++a) {
+              const double xa = x[a];
+              for (int b2 = 0; b2 < hd; ++b2) acc[size_t(a) * hd + b2] += xa * x[b2];
+            }
+          }
+      }
+    });
+  }
   rope_cpu(s.q.data(), s.pos.data(), n, c.n_heads, hd, qd, s.inv_freq.data(), c.rope_layout, pool);
   if (lr.calib) {
     // calibration capture: the ordinary full-cache attention, plus sums of k k^T (before RoPE) and v v^T
@@ -458,6 +514,17 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   }
   float* ck = lr.ck.data() + size_t(l) * nkv * lr.capacity * rk;
   float* cv = lr.cv.data() + size_t(l) * nkv * lr.v_cap;
+  float* ksink = lr.ksink.data() + size_t(l) * nkv * lr.n_sink * hd;
+  if (pos0 < lr.n_sink) {
+    // attention sinks: the full pre-RoPE keys W_K x of the first tokens (few rows: a small extra matmul)
+    const int m = std::min(n, lr.n_sink - pos0);
+    std::vector<float> kfull(size_t(m) * kvd);
+    matmul_cpu(kfull.data(), s.xb.data(), L.wk, m, pool);
+    for (int i = 0; i < m; ++i)
+      for (int g = 0; g < nkv; ++g)
+        std::memcpy(ksink + (size_t(g) * lr.n_sink + pos0 + i) * hd, kfull.data() + size_t(i) * kvd + size_t(g) * hd,
+                    hd * sizeof(float));
+  }
   parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
       const int g = static_cast<int>(task / n), i = static_cast<int>(task % n), t = pos0 + i;
@@ -491,6 +558,9 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   a.head_dim = hd;
   a.inv_freq = s.inv_freq.data();
   a.rope_layout = c.rope_layout;
+  a.k_sink = ksink;
+  a.k_sink_stride = lr.n_sink;
+  a.n_sink = lr.n_sink;
   attention_lowrank_cpu(s.att.data(), a, pool);  // z: (n, n_heads, r_vmax) in s.att
   matmul_cpu(s.xb.data(), s.att.data(), Lr.wo, n, pool);
 }

@@ -1,11 +1,13 @@
 // Low-rank KV cache (issue 6; maths in docs/DESIGN.md "Family 1", user guide in docs/kv-compression.md).
 //
-//   keys:   c_k = U_K[:, :r_k]^T k (before RoPE), fixed rank r_k. The projection is folded into W_K at load:
-//           W_K' = U_K[:, :r_k]^T W_K (n_kv_heads*r_k x dim, fp32), so the engine never forms a full key.
-//           Attention rebuilds keys per tile with U_K, applies RoPE at each key's position, scores.
-//   values: c_v = U_V[:, :r_t]^T v at the rank r_t the policy gives token t (nested bases: rank 32 is a prefix
-//           of rank 128). Attention accumulates z_h in r_vmax dims; W_fused,h = W_O[:, head h] U_V,g(h)[:, :r_vmax]
+//   keys:   c_k = DOWN_K[:r_k] k (before RoPE), fixed rank r_k. The projection is folded into W_K at load:
+//           W_K' = DOWN_K[:r_k] W_K (n_kv_heads*r_k x dim, fp32), so the engine never forms a full key.
+//           Attention rebuilds keys per tile with the UP rows (k_hat = sum_j c_j up_j), applies RoPE at each
+//           key's position, scores. sinks=N: the first N tokens' full keys are kept and used instead.
+//   values: c_v = DOWN_V[:r_t] v at the rank r_t the policy gives token t (nested bases: rank 32 is a prefix
+//           of rank 128). Attention accumulates z_h in r_vmax dims; W_fused,h = W_O[:, head h] UP_V,g(h)[:r_vmax]^T
 //           (dim x r_vmax) replaces W_O. No value is ever rebuilt.
+//   DOWN = UP (orthonormal) for metric=energy; for metric=score they differ (engine/kv_profile.h).
 //
 // Cache layout (what the CUDA decode kernel streams):
 //   ck:    (n_layers, n_kv_heads, capacity, r_k)   fp32; one contiguous block per (layer, KV head)
@@ -50,6 +52,9 @@ struct KVSpec {
   KVRankPolicy policy = KVRankPolicy::seed;
   KVBasis basis = KVBasis::weights;
   bool basis_given = false;      // written explicitly in the spec
+  KVMetric metric = KVMetric::score;  // the error the bases minimise (engine/kv_profile.h)
+  bool metric_given = false;
+  int sinks = 0;                 // the first `sinks` tokens keep their full keys (attention sinks); 0 = off
   std::string text;              // as given (for messages)
 };
 KVSpec kv_spec_parse(const std::string& spec);
@@ -83,12 +88,15 @@ struct KVLowRankModel {
   KVRanks ranks;
   KVProfile profile;
   struct Layer {
-    std::vector<float> wk_data;  // (n_kv_heads*r_k, dim)        W_K' = U_K[:, :r_k]^T W_K per KV head
+    // DOWN rows project (c = down . x), UP rows rebuild (x_hat = sum_j c_j up_j); equal for the energy metric.
+    std::vector<float> wk_data;  // (n_kv_heads*r_k, dim)        W_K' = DOWN_K[:r_k] W_K per KV head
     QMatrix wk;                  // view of wk_data (F32)
-    std::vector<float> uk;       // (n_kv_heads, r_k, head_dim)   rows of U_K^T (rebuild basis)
-    std::vector<float> uv;       // (n_kv_heads, r_vmax, head_dim) rows of U_V^T (value projection)
-    std::vector<float> wo_data;  // (dim, n_heads*r_vmax)        W_fused, column block h = W_O[:, h] U_V,g(h)
+    std::vector<float> uk;       // (n_kv_heads, r_k, head_dim)   UP rows of the keys (rebuild basis)
+    std::vector<float> uv;       // (n_kv_heads, r_vmax, head_dim) DOWN rows of the values (value projection)
+    std::vector<float> wo_data;  // (dim, n_heads*r_vmax)        W_fused, column block h = W_O[:, h] UP_V,g(h)^T
     QMatrix wo;                  // view of wo_data (F32)
+    std::vector<float> uk_down;  // (n_kv_heads, r_k, head_dim)   DOWN rows of the keys (folded into wk)
+    std::vector<float> uv_up;    // (n_kv_heads, r_vmax, head_dim) UP rows of the values (folded into wo)
   };
   std::vector<Layer> layers;
 };
@@ -108,10 +116,13 @@ struct KVLowRank {
   int64_t v_cap = 0;          // floats per (layer, KV head) block of cv
   std::vector<int32_t> vrank; // (capacity)
   std::vector<int64_t> voff;  // (capacity + 1)
+  int n_sink = 0;             // min(spec.sinks, capacity)
+  std::vector<float> ksink;   // (n_layers, n_kv_heads, n_sink, head_dim) full pre-RoPE keys of tokens < n_sink
   int decode_step = 0;
   std::vector<float> next_scores;  // importance policy: scores of the next forward call's tokens (consumed)
 
-  size_t bytes_used(int n_tokens) const;  // compressed bytes of the first n tokens (fp32 as stored)
+  size_t bytes_used(int n_tokens) const;  // compressed bytes of the first n tokens (fp32 as stored; sinks' full
+                                          // keys included)
 };
 KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capacity);
 

@@ -1,5 +1,6 @@
-// KV profiles: bases from the weights (eigenvectors of W W^T per KV head) or from calibration text (eigenvectors
-// of the keys' and values' second moments), saved as safetensors and checked against the model on load.
+// KV profiles: bases from the weights (W W^T per KV head) or from calibration text (the keys' and values' second
+// moments), orthonormal (energy metric) or whitened by the score / output metric, saved as safetensors and
+// checked against the model on load.
 #include "engine/kv_profile.h"
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "engine/llm.h"
 #include "engine/model.h"
 #include "kernels/lowrank_cpu.h"
+#include "kernels/ops_cpu.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
 #include "loader/ggml_quants.h"
@@ -39,19 +41,11 @@ KVProfile profile_shell(const Config& c, const Weights& w, const char* basis) {
   const size_t nb = size_t(c.n_layers) * c.n_kv_heads;
   p.k_basis.resize(nb * c.head_dim * c.head_dim);
   p.v_basis.resize(nb * c.head_dim * c.head_dim);
+  p.k_up.resize(nb * c.head_dim * c.head_dim);
+  p.v_up.resize(nb * c.head_dim * c.head_dim);
   p.k_eig.resize(nb * c.head_dim);
   p.v_eig.resize(nb * c.head_dim);
   return p;
-}
-
-// Eigen-decompose the symmetric hd x hd matrix m (destroyed) into basis rows (U^T) and eigenvalues.
-void basis_from_symmetric(double* m, int hd, float* rows, float* eig) {
-  std::vector<double> ev(hd), vecs(size_t(hd) * hd);
-  eigh_jacobi_cpu(m, hd, ev.data(), vecs.data());
-  for (int j = 0; j < hd; ++j) {
-    eig[j] = static_cast<float>(ev[j]);
-    for (int i = 0; i < hd; ++i) rows[size_t(j) * hd + i] = static_cast<float>(vecs[size_t(i) * hd + j]);
-  }
 }
 
 std::string meta_get(const SafetensorsFile& f, const std::string& key) {
@@ -70,7 +64,185 @@ int meta_int(const SafetensorsFile& f, const std::string& key) {
   }
 }
 
+// Dequantise rows [r0, r0+n) of W into out (n x cols).
+void dequant_rows(const QMatrix& W, int64_t r0, int n, int cols, float* out) {
+  for (int i = 0; i < n; ++i) dequantize_row(W.type, W.data + (r0 + i) * W.row_bytes, out + size_t(i) * cols, cols);
+}
+
+// out (n x n) += A^T A for A (m x n) row-major in fp32, accumulated in double.
+void add_gram_cols(const float* A, int m, int n, double* out) {
+  for (int k = 0; k < m; ++k) {
+    const float* a = A + size_t(k) * n;
+    for (int i = 0; i < n; ++i) {
+      const double ai = a[i];
+      for (int j = 0; j < n; ++j) out[size_t(i) * n + j] += ai * a[j];
+    }
+  }
+}
+
 }  // namespace
+
+const char* kv_metric_name(KVMetric m) { return m == KVMetric::energy ? "energy" : "score"; }
+
+void kv_rope_average(const double* C, int hd, const float* inv_freq, RopeLayout layout, int n_dist, double* out) {
+  if (hd % 2 != 0 || n_dist < 1) fail("kv_rope_average: head_dim must be even and n_dist >= 1 (", hd, ", ", n_dist, ")");
+  const int half = hd / 2;
+  auto idx = [&](int p, int comp) { return layout == RopeLayout::interleaved ? 2 * p + comp : p + comp * half; };
+  // means over D of cos/sin products of the two pairs' angles theta = -D w (the angles rope_cpu uses, in fp32)
+  std::vector<double> cc(size_t(half) * half, 0.0), cs(cc.size(), 0.0), sc(cc.size(), 0.0), ss(cc.size(), 0.0);
+  std::vector<double> co(half), si(half);
+  for (int D = 0; D < n_dist; ++D) {
+    for (int p = 0; p < half; ++p) {
+      const float ang = static_cast<float>(D) * inv_freq[p];
+      co[p] = std::cos(ang);
+      si[p] = -std::sin(ang);  // sin(-ang)
+    }
+    for (int p = 0; p < half; ++p)
+      for (int q = 0; q < half; ++q) {
+        const size_t k = size_t(p) * half + q;
+        cc[k] += co[p] * co[q];
+        cs[k] += co[p] * si[q];
+        sc[k] += si[p] * co[q];
+        ss[k] += si[p] * si[q];
+      }
+  }
+  for (size_t k = 0; k < cc.size(); ++k) {
+    cc[k] /= n_dist;
+    cs[k] /= n_dist;
+    sc[k] /= n_dist;
+    ss[k] /= n_dist;
+  }
+  // block (p, q) of R^T C R with R = [[c, -s], [s, c]] per pair: expanded into the four product means
+  for (int p = 0; p < half; ++p)
+    for (int q = 0; q < half; ++q) {
+      const size_t k = size_t(p) * half + q;
+      const double b00 = C[size_t(idx(p, 0)) * hd + idx(q, 0)], b01 = C[size_t(idx(p, 0)) * hd + idx(q, 1)];
+      const double b10 = C[size_t(idx(p, 1)) * hd + idx(q, 0)], b11 = C[size_t(idx(p, 1)) * hd + idx(q, 1)];
+      out[size_t(idx(p, 0)) * hd + idx(q, 0)] = b00 * cc[k] + b10 * sc[k] + b01 * cs[k] + b11 * ss[k];
+      out[size_t(idx(p, 0)) * hd + idx(q, 1)] = -b00 * cs[k] - b10 * ss[k] + b01 * cc[k] + b11 * sc[k];
+      out[size_t(idx(p, 1)) * hd + idx(q, 0)] = -b00 * sc[k] + b10 * cc[k] - b01 * ss[k] + b11 * cs[k];
+      out[size_t(idx(p, 1)) * hd + idx(q, 1)] = b00 * ss[k] - b10 * cs[k] - b01 * sc[k] + b11 * cc[k];
+    }
+}
+
+void kv_basis_whitened(double* C, const double* M, int hd, float* down, float* up, float* eig) {
+  std::vector<double> ev(hd), vecs(size_t(hd) * hd);
+  if (!M) {
+    eigh_jacobi_cpu(C, hd, ev.data(), vecs.data());
+    for (int j = 0; j < hd; ++j) {
+      eig[j] = static_cast<float>(ev[j]);
+      for (int i = 0; i < hd; ++i)
+        down[size_t(j) * hd + i] = up[size_t(j) * hd + i] = static_cast<float>(vecs[size_t(i) * hd + j]);
+    }
+    return;
+  }
+  // S = (M + eps I)^{1/2}, eps relative to M's mean eigenvalue: directions the metric ignores still get a
+  // little weight, so S^{-1} stays bounded and calibration noise there cannot dominate
+  std::vector<double> m(M, M + size_t(hd) * hd), lam(hd), Q(size_t(hd) * hd);
+  eigh_jacobi_cpu(m.data(), hd, lam.data(), Q.data());
+  double tr = 0.0;
+  for (double x : lam) tr += std::max(x, 0.0);
+  if (!(tr > 0.0)) fail("KV profile: the score metric of a head is zero (trace ", tr, "): make the profile with --metric energy");
+  const double eps = 1e-3 * tr / hd;
+  std::vector<double> S(size_t(hd) * hd, 0.0), Si(S.size(), 0.0);
+  for (int k = 0; k < hd; ++k) {
+    const double l = std::max(lam[k], 0.0) + eps, sq = std::sqrt(l), isq = 1.0 / sq;
+    for (int i = 0; i < hd; ++i)
+      for (int j = 0; j < hd; ++j) {
+        const double qq = Q[size_t(i) * hd + k] * Q[size_t(j) * hd + k];
+        S[size_t(i) * hd + j] += sq * qq;
+        Si[size_t(i) * hd + j] += isq * qq;
+      }
+  }
+  // A = S C S (symmetrised against rounding)
+  std::vector<double> T(size_t(hd) * hd, 0.0), A(size_t(hd) * hd, 0.0);
+  for (int i = 0; i < hd; ++i)
+    for (int k = 0; k < hd; ++k) {
+      const double s = S[size_t(i) * hd + k];
+      for (int j = 0; j < hd; ++j) T[size_t(i) * hd + j] += s * C[size_t(k) * hd + j];
+    }
+  for (int i = 0; i < hd; ++i)
+    for (int k = 0; k < hd; ++k) {
+      const double t = T[size_t(i) * hd + k];
+      for (int j = 0; j < hd; ++j) A[size_t(i) * hd + j] += t * S[size_t(k) * hd + j];
+    }
+  for (int i = 0; i < hd; ++i)
+    for (int j = i + 1; j < hd; ++j)
+      A[size_t(i) * hd + j] = A[size_t(j) * hd + i] = 0.5 * (A[size_t(i) * hd + j] + A[size_t(j) * hd + i]);
+  eigh_jacobi_cpu(A.data(), hd, ev.data(), vecs.data());
+  for (int j = 0; j < hd; ++j) {
+    eig[j] = static_cast<float>(ev[j]);
+    for (int i = 0; i < hd; ++i) {
+      double d = 0.0, u = 0.0;
+      for (int k = 0; k < hd; ++k) {
+        d += S[size_t(i) * hd + k] * vecs[size_t(k) * hd + j];
+        u += Si[size_t(i) * hd + k] * vecs[size_t(k) * hd + j];
+      }
+      down[size_t(j) * hd + i] = static_cast<float>(d);
+      up[size_t(j) * hd + i] = static_cast<float>(u);
+    }
+  }
+}
+
+std::vector<double> kv_query_moment_from_weights(const Config& c, const Weights& w, ThreadPool* pool) {
+  const int hd = c.head_dim, dim = c.dim, nkv = c.n_kv_heads, gs = c.n_heads / c.n_kv_heads;
+  std::vector<double> qq(size_t(c.n_layers) * nkv * hd * hd, 0.0);
+  parallel_for(pool, int64_t(c.n_layers) * nkv, [&](int64_t b, int64_t e) {
+    std::vector<float> rows(size_t(hd) * dim);
+    for (int64_t blk = b; blk < e; ++blk) {
+      const int l = static_cast<int>(blk / nkv), g = static_cast<int>(blk % nkv);
+      double* out = qq.data() + size_t(blk) * hd * hd;
+      for (int hh = 0; hh < gs; ++hh) {
+        dequant_rows(w.layers[l].wq, int64_t(g * gs + hh) * hd, hd, dim, rows.data());
+        for (int i = 0; i < hd; ++i)  // W_Q,h W_Q,h^T (hd x hd)
+          for (int j = i; j < hd; ++j) {
+            double s = 0.0;
+            const float* a = rows.data() + size_t(i) * dim;
+            const float* bb = rows.data() + size_t(j) * dim;
+            for (int d = 0; d < dim; ++d) s += double(a[d]) * bb[d];
+            out[size_t(i) * hd + j] += s;
+            if (j != i) out[size_t(j) * hd + i] += s;
+          }
+      }
+    }
+  });
+  return qq;
+}
+
+std::vector<double> kv_key_metric(const Config& c, const std::vector<double>& qq, int n_dist) {
+  const int hd = c.head_dim;
+  const size_t nb = size_t(c.n_layers) * c.n_kv_heads;
+  if (qq.size() != nb * hd * hd) fail("kv_key_metric: the query moments do not match the model's shape");
+  std::vector<float> inv(hd / 2);
+  rope_inv_freq_cpu(inv.data(), hd, c.rope_theta, c.rope_scaling);
+  std::vector<double> M(qq.size());
+  for (size_t b = 0; b < nb; ++b)
+    kv_rope_average(qq.data() + b * hd * hd, hd, inv.data(), c.rope_layout, n_dist, M.data() + b * hd * hd);
+  return M;
+}
+
+std::vector<double> kv_value_metric(const Config& c, const Weights& w, ThreadPool* pool) {
+  const int hd = c.head_dim, qd = c.n_heads * hd, nkv = c.n_kv_heads, gs = c.n_heads / c.n_kv_heads;
+  std::vector<double> M(size_t(c.n_layers) * nkv * hd * hd, 0.0);
+  parallel_for(pool, int64_t(c.n_layers) * nkv, [&](int64_t b, int64_t e) {
+    std::vector<float> row(qd);
+    std::vector<float> blockrows(size_t(c.dim) * hd);
+    for (int64_t blk = b; blk < e; ++blk) {
+      const int l = static_cast<int>(blk / nkv), g = static_cast<int>(blk % nkv);
+      const QMatrix& W = w.layers[l].wo;  // (dim, n_heads*hd)
+      double* out = M.data() + size_t(blk) * hd * hd;
+      for (int hh = 0; hh < gs; ++hh) {
+        const int h = g * gs + hh;
+        for (int o = 0; o < c.dim; ++o) {
+          dequantize_row(W.type, W.data + int64_t(o) * W.row_bytes, row.data(), qd);
+          std::copy(row.begin() + size_t(h) * hd, row.begin() + size_t(h + 1) * hd, blockrows.begin() + size_t(o) * hd);
+        }
+        add_gram_cols(blockrows.data(), c.dim, hd, out);  // W_O,h^T W_O,h
+      }
+    }
+  });
+  return M;
+}
 
 std::string kv_model_hash(const Weights& w) {
   if (w.layers.empty()) fail("kv_model_hash: the model has no layers");
@@ -84,9 +256,15 @@ std::string kv_model_hash(const Weights& w) {
 }
 
 KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool* pool,
-                                  const std::function<void(float)>& on_progress) {
+                                  const std::function<void(float)>& on_progress, KVMetric metric) {
   KVProfile p = profile_shell(c, w, "weights");
+  p.metric = metric;
   const int hd = c.head_dim, dim = c.dim, nkv = c.n_kv_heads;
+  std::vector<double> mk, mv;
+  if (metric == KVMetric::score) {
+    mk = kv_key_metric(c, kv_query_moment_from_weights(c, w, pool), kKVScoreDistances);
+    mv = kv_value_metric(c, w, pool);
+  }
   for (int l = 0; l < c.n_layers; ++l) {
     parallel_for(pool, int64_t(nkv) * 2, [&](int64_t b, int64_t e) {
       std::vector<float> rows(size_t(hd) * dim);
@@ -95,8 +273,7 @@ KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool*
         const int g = static_cast<int>(task / 2);
         const bool is_k = task % 2 == 0;
         const QMatrix& W = is_k ? w.layers[l].wk : w.layers[l].wv;
-        for (int i = 0; i < hd; ++i)
-          dequantize_row(W.type, W.data + (int64_t(g) * hd + i) * W.row_bytes, rows.data() + size_t(i) * dim, dim);
+        dequant_rows(W, int64_t(g) * hd, hd, dim, rows.data());
         for (int i = 0; i < hd; ++i)  // W W^T (hd x hd): its eigenvectors are W's left singular vectors
           for (int j = i; j < hd; ++j) {
             double s = 0.0;
@@ -106,8 +283,10 @@ KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool*
             m[size_t(i) * hd + j] = m[size_t(j) * hd + i] = s;
           }
         const size_t blk = size_t(l) * nkv + g;
-        basis_from_symmetric(m.data(), hd, (is_k ? p.k_basis : p.v_basis).data() + blk * hd * hd,
-                             (is_k ? p.k_eig : p.v_eig).data() + blk * hd);
+        const std::vector<double>& metric_m = is_k ? mk : mv;
+        kv_basis_whitened(m.data(), metric_m.empty() ? nullptr : metric_m.data() + blk * hd * hd, hd,
+                          (is_k ? p.k_basis : p.v_basis).data() + blk * hd * hd,
+                          (is_k ? p.k_up : p.v_up).data() + blk * hd * hd, (is_k ? p.k_eig : p.v_eig).data() + blk * hd);
       }
     });
     if (on_progress) on_progress(float(l + 1) / c.n_layers);
@@ -127,6 +306,8 @@ KVCalibration kv_calibration_collect(Model& model, const std::vector<int>& token
   cal.n_kv_heads = nkv;
   cal.kk.assign(size_t(c.n_layers) * nkv * hd * hd, 0.0);
   cal.vv.assign(cal.kk.size(), 0.0);
+  cal.qq.assign(cal.kk.size(), 0.0);
+  cal.n_ctx = n_ctx;
   KVLowRank capture;
   capture.calib = &cal;
   KVCache kv = kvcache_create(c, n_ctx);
@@ -142,11 +323,19 @@ KVCalibration kv_calibration_collect(Model& model, const std::vector<int>& token
   return cal;
 }
 
-KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const KVCalibration& cal) {
+KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const KVCalibration& cal, KVMetric metric) {
   if (cal.count <= 0) fail("calibration: no tokens were run through the model");
   const int hd = c.head_dim, nkv = c.n_kv_heads;
   KVProfile p = profile_shell(c, w, "calib");
+  p.metric = metric;
   p.calib_tokens = cal.count;
+  p.calib_ctx = cal.n_ctx;
+  std::vector<double> mk, mv;
+  if (metric == KVMetric::score) {
+    if (cal.qq.size() != cal.kk.size()) fail("calibration: the score metric needs the queries' moments (none captured)");
+    mk = kv_key_metric(c, cal.qq, std::max(1, cal.n_ctx));
+    mv = kv_value_metric(c, w, nullptr);
+  }
   for (int l = 0; l < c.n_layers; ++l)
     for (int g = 0; g < nkv; ++g) {
       const size_t blk = size_t(l) * nkv + g;
@@ -154,31 +343,58 @@ KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const K
         const std::vector<double>& src = which == 0 ? cal.kk : cal.vv;
         std::vector<double> m(src.begin() + blk * hd * hd, src.begin() + (blk + 1) * hd * hd);
         for (double& x : m) x /= double(cal.count);
-        basis_from_symmetric(m.data(), hd, (which == 0 ? p.k_basis : p.v_basis).data() + blk * hd * hd,
-                             (which == 0 ? p.k_eig : p.v_eig).data() + blk * hd);
+        const std::vector<double>& metric_m = which == 0 ? mk : mv;
+        kv_basis_whitened(m.data(), metric_m.empty() ? nullptr : metric_m.data() + blk * hd * hd, hd,
+                          (which == 0 ? p.k_basis : p.v_basis).data() + blk * hd * hd,
+                          (which == 0 ? p.k_up : p.v_up).data() + blk * hd * hd,
+                          (which == 0 ? p.k_eig : p.v_eig).data() + blk * hd);
       }
     }
   return p;
 }
 
-double kv_projection_error(const KVProfile& p, const KVCalibration& cal, bool keys, int r) {
+double kv_projection_error(const KVProfile& p, const KVCalibration& cal, bool keys, int r,
+                           const std::vector<double>& metric) {
   const int hd = p.head_dim;
-  if (cal.head_dim != hd || cal.n_kv_heads != p.n_kv_heads || cal.kk.size() != size_t(p.n_layers) * p.n_kv_heads * hd * hd)
+  const size_t nb = size_t(p.n_layers) * p.n_kv_heads;
+  if (cal.head_dim != hd || cal.n_kv_heads != p.n_kv_heads || cal.kk.size() != nb * hd * hd)
     fail("kv_projection_error: the calibration moments do not match the profile's shape");
+  if (!metric.empty() && metric.size() != nb * hd * hd) fail("kv_projection_error: the metric does not match the profile's shape");
+  if (r < 0 || r > hd) fail("kv_projection_error: rank ", r, " outside [0, ", hd, "]");
   double acc = 0.0;
-  for (int b = 0; b < p.n_layers * p.n_kv_heads; ++b) {
-    const double* C = (keys ? cal.kk : cal.vv).data() + size_t(b) * hd * hd;
-    const float* U = (keys ? p.k_basis : p.v_basis).data() + size_t(b) * hd * hd;
-    double tr = 0.0, kept = 0.0;
-    for (int i = 0; i < hd; ++i) tr += C[size_t(i) * hd + i];
-    for (int j = 0; j < r; ++j) {
-      const float* u = U + size_t(j) * hd;
-      for (int a = 0; a < hd; ++a)
-        for (int bb = 0; bb < hd; ++bb) kept += double(u[a]) * C[size_t(a) * hd + bb] * u[bb];
-    }
-    acc += tr > 0 ? 1.0 - kept / tr : 0.0;
+  std::vector<double> E(size_t(hd) * hd), ME(E.size()), EC(E.size());
+  for (size_t b = 0; b < nb; ++b) {
+    const double* C = (keys ? cal.kk : cal.vv).data() + b * hd * hd;
+    const double* M = metric.empty() ? nullptr : metric.data() + b * hd * hd;
+    const float* D = (keys ? p.k_basis : p.v_basis).data() + b * hd * hd;
+    const float* U = (keys ? p.k_up : p.v_up).data() + b * hd * hd;
+    // E = I - sum_{j<r} up_j down_j^T
+    for (int i = 0; i < hd; ++i)
+      for (int k = 0; k < hd; ++k) {
+        double s = i == k ? 1.0 : 0.0;
+        for (int j = 0; j < r; ++j) s -= double(U[size_t(j) * hd + i]) * D[size_t(j) * hd + k];
+        E[size_t(i) * hd + k] = s;
+      }
+    // num = tr(E^T M E C) = sum_{a,b} (M E)_{ab} (E C)_{ab}; den = tr(M C)
+    double num = 0.0, den = 0.0;
+    for (int i = 0; i < hd; ++i)
+      for (int k = 0; k < hd; ++k) {
+        double me = 0.0, ec = 0.0;
+        for (int t = 0; t < hd; ++t) {
+          me += (M ? M[size_t(i) * hd + t] : (i == t ? 1.0 : 0.0)) * E[size_t(t) * hd + k];
+          ec += E[size_t(i) * hd + t] * C[size_t(t) * hd + k];
+        }
+        ME[size_t(i) * hd + k] = me;
+        EC[size_t(i) * hd + k] = ec;
+      }
+    for (int i = 0; i < hd; ++i)
+      for (int k = 0; k < hd; ++k) {
+        num += ME[size_t(i) * hd + k] * EC[size_t(i) * hd + k];
+        den += (M ? M[size_t(i) * hd + k] : (i == k ? 1.0 : 0.0)) * C[size_t(k) * hd + i];
+      }
+    acc += den > 0 ? num / den : 0.0;
   }
-  return acc / (p.n_layers * p.n_kv_heads);
+  return acc / double(nb);
 }
 
 void kv_profile_save(const KVProfile& p, const std::string& path) {
@@ -186,8 +402,9 @@ void kv_profile_save(const KVProfile& p, const std::string& path) {
   const std::vector<int64_t> eshape = {p.n_layers, p.n_kv_heads, p.head_dim};
   std::map<std::string, std::string> meta = {
       {"format", "llm-kv-profile"},
-      {"version", "1"},
+      {"version", "2"},
       {"basis", p.basis},
+      {"metric", kv_metric_name(p.metric)},
       {"arch", p.arch},
       {"n_layers", std::to_string(p.n_layers)},
       {"n_kv_heads", std::to_string(p.n_kv_heads)},
@@ -196,10 +413,13 @@ void kv_profile_save(const KVProfile& p, const std::string& path) {
       {"model_hash", p.model_hash},
       {"calib_tokens", std::to_string(p.calib_tokens)},
       {"calib_source", p.calib_source},
+      {"calib_ctx", std::to_string(p.calib_ctx)},
   };
   safetensors_write(path,
                     {{"k_basis", GGMLType::F32, bshape, p.k_basis.data()},
                      {"v_basis", GGMLType::F32, bshape, p.v_basis.data()},
+                     {"k_up", GGMLType::F32, bshape, p.k_up.data()},
+                     {"v_up", GGMLType::F32, bshape, p.v_up.data()},
                      {"k_eigenvalues", GGMLType::F32, eshape, p.k_eig.data()},
                      {"v_eigenvalues", GGMLType::F32, eshape, p.v_eig.data()}},
                     meta);
@@ -209,10 +429,17 @@ KVProfile kv_profile_load(const std::string& path) {
   SafetensorsFile f = safetensors_open(path);
   if (meta_get(f, "format") != "llm-kv-profile")
     fail(path, ": not a KV profile (metadata format is '", meta_get(f, "format"), "'; make one with `llm compress`)");
-  if (meta_get(f, "version") != "1") fail(path, ": KV profile version ", meta_get(f, "version"), " is not supported (1 is)");
+  const std::string version = meta_get(f, "version");
+  if (version != "1" && version != "2")
+    fail(path, ": KV profile version ", version, " is not supported (1 and 2 are): make it again with `llm compress`");
   KVProfile p;
   p.basis = meta_get(f, "basis");
   if (p.basis != "weights" && p.basis != "calib") fail(path, ": unknown basis '", p.basis, "'");
+  if (version != "1") {
+    const std::string metric = meta_get(f, "metric");
+    if (metric != "energy" && metric != "score") fail(path, ": unknown metric '", metric, "' (energy or score)");
+    p.metric = metric == "score" ? KVMetric::score : KVMetric::energy;
+  }
   p.arch = meta_get(f, "arch");
   p.n_layers = meta_int(f, "n_layers");
   p.n_kv_heads = meta_int(f, "n_kv_heads");
@@ -221,6 +448,7 @@ KVProfile kv_profile_load(const std::string& path) {
   p.model_hash = meta_get(f, "model_hash");
   if (f.metadata.count("calib_tokens")) p.calib_tokens = std::stoll("0" + f.metadata.at("calib_tokens"));
   if (f.metadata.count("calib_source")) p.calib_source = f.metadata.at("calib_source");
+  if (f.metadata.count("calib_ctx")) p.calib_ctx = static_cast<int>(std::stoll("0" + f.metadata.at("calib_ctx")));
   if (p.n_layers <= 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.head_dim > 1024)
     fail(path, ": bad profile shape (layers ", p.n_layers, ", kv heads ", p.n_kv_heads, ", head_dim ", p.head_dim, ")");
   auto load = [&](const char* name, std::vector<int64_t> shape, std::vector<float>& dst) {
@@ -237,6 +465,13 @@ KVProfile kv_profile_load(const std::string& path) {
   };
   load("k_basis", {p.n_layers, p.n_kv_heads, p.head_dim, p.head_dim}, p.k_basis);
   load("v_basis", {p.n_layers, p.n_kv_heads, p.head_dim, p.head_dim}, p.v_basis);
+  if (version == "1") {  // orthonormal bases: rebuild with the same rows
+    p.k_up = p.k_basis;
+    p.v_up = p.v_basis;
+  } else {
+    load("k_up", {p.n_layers, p.n_kv_heads, p.head_dim, p.head_dim}, p.k_up);
+    load("v_up", {p.n_layers, p.n_kv_heads, p.head_dim, p.head_dim}, p.v_up);
+  }
   load("k_eigenvalues", {p.n_layers, p.n_kv_heads, p.head_dim}, p.k_eig);
   load("v_eigenvalues", {p.n_layers, p.n_kv_heads, p.head_dim}, p.v_eig);
   return p;

@@ -28,9 +28,9 @@ constexpr int kQChunk = 32;  // queries sharing one rebuild
 void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* pool) {
   const int hd = a.head_dim, rk = a.r_k, rv = a.r_vmax;
   if (a.n_q <= 0 || a.n_kv < a.n_q || a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || rk < 1 || rk > hd ||
-      rv < 1 || rv > hd || hd % 2 != 0)
+      rv < 1 || rv > hd || hd % 2 != 0 || a.n_sink < 0 || (a.n_sink > 0 && (!a.k_sink || a.k_sink_stride < a.n_sink)))
     fail("attention_lowrank: bad shapes (n_q ", a.n_q, ", n_kv ", a.n_kv, ", heads ", a.n_heads, "/", a.n_kv_heads,
-         ", head_dim ", hd, ", r_k ", rk, ", r_vmax ", rv, ")");
+         ", head_dim ", hd, ", r_k ", rk, ", r_vmax ", rv, ", sinks ", a.n_sink, ")");
   const int gs = a.n_heads / a.n_kv_heads;
   const int n_chunks = (a.n_q + kQChunk - 1) / kQChunk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -53,9 +53,14 @@ void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* 
       const int t_end = first_pos + i1;  // keys [0, t_end) are seen by some query of the chunk
       for (int t0 = 0; t0 < t_end; t0 += kTile) {
         const int nt = std::min(kTile, t_end - t0);
-        // rebuild: key_t = sum_j c_k[t, j] * basis_j  (U_K[:, :r_k] c_k)
+        // rebuild: key_t = sum_j c_k[t, j] * up_j (sink tokens: their full key as cached)
         for (int t = 0; t < nt; ++t) {
           float* kt = keys.data() + size_t(t) * hd;
+          kpos[t] = t0 + t;
+          if (t0 + t < a.n_sink) {
+            std::copy_n(a.k_sink + (size_t(g) * a.k_sink_stride + t0 + t) * hd, hd, kt);
+            continue;
+          }
           std::fill_n(kt, hd, 0.0f);
           const float* c = ckg + size_t(t0 + t) * rk;
           for (int j = 0; j < rk; ++j) {
@@ -63,7 +68,6 @@ void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* 
             const float* u = ukg + size_t(j) * hd;
             for (int d = 0; d < hd; ++d) kt[d] += cj * u[d];
           }
-          kpos[t] = t0 + t;
         }
         rope_cpu(keys.data(), kpos.data(), nt, 1, hd, hd, a.inv_freq, a.rope_layout, nullptr);
         for (int hh = 0; hh < gs; ++hh) {

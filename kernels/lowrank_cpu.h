@@ -28,6 +28,8 @@ void eigh_jacobi_cpu(double* a, int n, double* evals, double* evecs);
 //   cv:     (n_kv_heads, cv_stride)        packed compressed values: token t's c_v (vrank[t] floats) at voff[t]
 //   voff:   (n_kv)                         offset of token t inside a KV head's region (same for every head)
 //   vrank:  (n_kv)                         rank of token t's value, 1..r_vmax
+//   k_sink: (n_kv_heads, k_sink_stride, head_dim)  optional: full keys (before RoPE) of tokens t < n_sink, used
+//                                          instead of the rebuilt ones (attention sinks kept at full key rank)
 //   out z:  (n_q, n_heads, r_vmax)         z_h = sum_t p_t pad(c_v,t), zero-padded to r_vmax
 // Head h reads KV head h / (n_heads / n_kv_heads). Scores scaled by 1/sqrt(head_dim); online softmax in fp32.
 struct LowRankAttentionArgs {
@@ -42,6 +44,9 @@ struct LowRankAttentionArgs {
   int n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
   const float* inv_freq = nullptr;  // (head_dim/2) RoPE inverse frequencies
   RopeLayout rope_layout = RopeLayout::half_split;
+  const float* k_sink = nullptr;
+  int64_t k_sink_stride = 0;
+  int n_sink = 0;
 };
 void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* pool = nullptr);
 

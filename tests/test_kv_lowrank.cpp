@@ -18,6 +18,7 @@
 #include "kernels/ops_cpu.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
+#include "loader/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace llm;
@@ -124,7 +125,7 @@ TEST_CASE("kv spec: grammar, fractions of head_dim, defaults") {
   CHECK(r.k == 24);
   CHECK(r.v_low == 32);
   CHECK(r.v_high == 32);
-  CHECK(kv_spec_describe(s, r) == "svd:k=24,v=32,policy=uniform,basis=calib");
+  CHECK(kv_spec_describe(s, r) == "svd:k=24,v=32,policy=uniform,basis=calib,metric=score");
 }
 
 TEST_CASE("kv spec: bad specs give clear errors") {
@@ -136,6 +137,9 @@ TEST_CASE("kv spec: bad specs give clear errors") {
   CHECK_THROWS_WITH_AS(ranks("svd:v=64/32/16"), doctest::Contains("ascending"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:policy=best"), doctest::Contains("unknown policy 'best'"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:basis=random"), doctest::Contains("unknown basis"), Error);
+  CHECK_THROWS_WITH_AS(kv_spec_parse("svd:metric=l2"), doctest::Contains("unknown metric 'l2'"), Error);
+  CHECK(kv_spec_parse("svd:metric=energy").metric == KVMetric::energy);
+  CHECK(kv_spec_parse("svd").metric == KVMetric::score);
   CHECK_THROWS_WITH_AS(kv_spec_parse("lowrank"), doctest::Contains("unknown cache kind"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:k"), doctest::Contains("KEY=VALUE"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:k=abc"), doctest::Contains("not a rank"), Error);
@@ -252,12 +256,19 @@ TEST_CASE("attention_lowrank: equals rebuild keys+values, full attention, then W
       std::vector<float> kf(size_t(n_kv_heads) * n_kv * hd, 0.0f), vf(kf.size(), 0.0f);
       std::vector<int> pos(n_kv);
       for (int t = 0; t < n_kv; ++t) pos[t] = t;
+      // attention sinks (n_q = 40 only): the first tokens' full keys replace the rebuilt ones
+      const int n_sink = n_q == 40 ? 5 : 0;
+      std::vector<float> ksink(size_t(n_kv_heads) * 6 * hd);  // stride 6 >= n_sink
+      for (float& x : ksink) x = N(rng);
       for (int g = 0; g < n_kv_heads; ++g)
         for (int t = 0; t < n_kv; ++t) {
           float* k = kf.data() + (size_t(g) * n_kv + t) * hd;
           float* v = vf.data() + (size_t(g) * n_kv + t) * hd;
-          for (int j = 0; j < rk; ++j)
-            for (int d = 0; d < hd; ++d) k[d] += ck[(size_t(g) * n_kv + t) * rk + j] * uk[(size_t(g) * hd + j) * hd + d];
+          if (t < n_sink)
+            std::copy_n(ksink.data() + (size_t(g) * 6 + t) * hd, hd, k);
+          else
+            for (int j = 0; j < rk; ++j)
+              for (int d = 0; d < hd; ++d) k[d] += ck[(size_t(g) * n_kv + t) * rk + j] * uk[(size_t(g) * hd + j) * hd + d];
           for (int j = 0; j < vrank[t]; ++j)
             for (int d = 0; d < hd; ++d) v[d] += cv[size_t(g) * cv_stride + voff[t] + j] * uv[(size_t(g) * hd + j) * hd + d];
         }
@@ -287,6 +298,9 @@ TEST_CASE("attention_lowrank: equals rebuild keys+values, full attention, then W
       a.head_dim = hd;
       a.inv_freq = inv_freq.data();
       a.rope_layout = layout;
+      a.k_sink = ksink.data();
+      a.k_sink_stride = 6;
+      a.n_sink = n_sink;
       std::vector<float> z(size_t(n_q) * n_heads * rv);
       attention_lowrank_cpu(z.data(), a, &pool);
       // rebuild-values-then-W_O vs W_fused z
@@ -312,13 +326,139 @@ TEST_CASE("attention_lowrank: equals rebuild keys+values, full attention, then W
     }
 }
 
+TEST_CASE("kv_rope_average: hand case and the explicit average of R_D C R_D^T built with rope_cpu") {
+  // one rotation pair, C_q = e_1 e_1^T, frequency pi/2 averaged over D = 0..3 (one full period): isotropic 0.5 I
+  {
+    const double C[4] = {1, 0, 0, 0};
+    const float w = static_cast<float>(M_PI / 2);
+    double M[4];
+    kv_rope_average(C, 2, &w, RopeLayout::interleaved, 4, M);
+    CHECK(M[0] == doctest::Approx(0.5));
+    CHECK(M[3] == doctest::Approx(0.5));
+    CHECK(std::fabs(M[1]) < 1e-7);
+    CHECK(std::fabs(M[2]) < 1e-7);
+    kv_rope_average(C, 2, &w, RopeLayout::interleaved, 1, M);  // D = 0 only: unchanged
+    CHECK(M[0] == doctest::Approx(1.0));
+    CHECK(std::fabs(M[3]) < 1e-12);
+  }
+  // a random C in both layouts: M = mean_D R_{-D}^T C R_{-D} = mean_D R_D C R_D^T, R_D's columns = rope_cpu of
+  // the unit vectors at position D (so the sign convention is the engine's own)
+  std::mt19937 rng(5);
+  std::normal_distribution<double> N(0.0, 1.0);
+  const int hd = 8, n_dist = 7;
+  std::vector<float> inv(hd / 2);
+  rope_inv_freq_cpu(inv.data(), hd, 10.0f, RopeScaling{});
+  std::vector<double> C(size_t(hd) * hd);
+  for (int i = 0; i < hd; ++i)
+    for (int j = 0; j <= i; ++j) C[size_t(i) * hd + j] = C[size_t(j) * hd + i] = N(rng);
+  for (RopeLayout layout : {RopeLayout::half_split, RopeLayout::interleaved}) {
+    std::vector<double> ref(size_t(hd) * hd, 0.0), M(ref.size());
+    for (int D = 0; D < n_dist; ++D) {
+      std::vector<float> R(size_t(hd) * hd, 0.0f);  // row i = R_D e_i (so R_D[a][i] = R[i*hd + a])
+      std::vector<int> pos(hd, D);
+      for (int i = 0; i < hd; ++i) R[size_t(i) * hd + i] = 1.0f;
+      rope_cpu(R.data(), pos.data(), hd, 1, hd, hd, inv.data(), layout);
+      for (int a = 0; a < hd; ++a)
+        for (int b = 0; b < hd; ++b) {
+          double s = 0.0;  // (R C R^T)[a][b] = sum_ij R[a][i] C[i][j] R[b][j]
+          for (int i = 0; i < hd; ++i)
+            for (int j = 0; j < hd; ++j) s += double(R[size_t(i) * hd + a]) * C[size_t(i) * hd + j] * R[size_t(j) * hd + b];
+          ref[size_t(a) * hd + b] += s / n_dist;
+        }
+    }
+    kv_rope_average(C.data(), hd, inv.data(), layout, n_dist, M.data());
+    for (size_t i = 0; i < M.size(); ++i) CHECK(M[i] == doctest::Approx(ref[i]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("kv_basis_whitened: biorthogonal nested pair, optimal in the metric, energy case orthonormal") {
+  std::mt19937 rng(9);
+  std::normal_distribution<double> N(0.0, 1.0);
+  const int hd = 12;
+  auto spd = [&](double ridge) {
+    std::vector<double> b(size_t(hd) * hd), a(size_t(hd) * hd, 0.0);
+    for (double& x : b) x = N(rng);
+    for (int i = 0; i < hd; ++i)
+      for (int j = 0; j < hd; ++j) {
+        double s = i == j ? ridge : 0.0;
+        for (int k = 0; k < hd; ++k) s += b[size_t(i) * hd + k] * b[size_t(j) * hd + k];
+        a[size_t(i) * hd + j] = s;
+      }
+    return a;
+  };
+  const std::vector<double> C = spd(0.1), M = spd(0.5);
+  std::vector<float> down(size_t(hd) * hd), up(down.size()), eig(hd), edown(down.size()), eup(down.size()), eeig(hd);
+  std::vector<double> work = C;
+  kv_basis_whitened(work.data(), M.data(), hd, down.data(), up.data(), eig.data());
+  work = C;
+  kv_basis_whitened(work.data(), nullptr, hd, edown.data(), eup.data(), eeig.data());
+  CHECK(edown == eup);
+  double worst = 0.0, nonortho = 0.0;
+  for (int i = 0; i < hd; ++i)
+    for (int j = 0; j < hd; ++j) {
+      double s = 0.0, o = 0.0;
+      for (int d = 0; d < hd; ++d) {
+        s += double(down[size_t(i) * hd + d]) * up[size_t(j) * hd + d];
+        o += double(up[size_t(i) * hd + d]) * up[size_t(j) * hd + d];
+      }
+      worst = std::max(worst, std::fabs(s - (i == j ? 1.0 : 0.0)));
+      if (i != j) nonortho = std::max(nonortho, std::fabs(o));
+    }
+  CHECK(worst < 1e-4);      // down_i . up_j = delta_ij: the rank-r prefix is a (skew) projection
+  CHECK(nonortho > 1e-2);   // and the pair is genuinely not orthonormal
+  // nested truncation equals the definition x_hat = up_r^T (down_r x), and its M-error tr(E^T M E C) is the tail
+  // of S C S's spectrum, never above the orthonormal (energy) basis's M-error
+  KVProfile p, pe;
+  p.n_layers = pe.n_layers = 1;
+  p.n_kv_heads = pe.n_kv_heads = 1;
+  p.head_dim = pe.head_dim = hd;
+  p.k_basis = down;
+  p.k_up = up;
+  pe.k_basis = edown;
+  pe.k_up = eup;
+  KVCalibration cal;
+  cal.head_dim = hd;
+  cal.n_kv_heads = 1;
+  cal.kk = C;
+  cal.vv = C;
+  double tr_mc = 0.0;
+  for (int i = 0; i < hd; ++i)
+    for (int j = 0; j < hd; ++j) tr_mc += M[size_t(i) * hd + j] * C[size_t(j) * hd + i];
+  const std::vector<double> metric = M;
+  for (int r : {1, 4, 7, hd}) {
+    std::vector<double> x(hd), xh(hd, 0.0);
+    for (double& v : x) v = N(rng);
+    for (int j = 0; j < r; ++j) {  // c_j = down_j . x, then sum_j c_j up_j
+      double c = 0.0;
+      for (int d = 0; d < hd; ++d) c += down[size_t(j) * hd + d] * x[d];
+      for (int d = 0; d < hd; ++d) xh[d] += c * up[size_t(j) * hd + d];
+    }
+    std::vector<double> xf(hd, 0.0);  // the same from the full-rank code by zeroing c_j for j >= r
+    std::vector<double> cfull(hd, 0.0);
+    for (int j = 0; j < hd; ++j)
+      for (int d = 0; d < hd; ++d) cfull[j] += down[size_t(j) * hd + d] * x[d];
+    for (int j = 0; j < r; ++j)
+      for (int d = 0; d < hd; ++d) xf[d] += cfull[j] * up[size_t(j) * hd + d];
+    for (int d = 0; d < hd; ++d) CHECK(xh[d] == doctest::Approx(xf[d]).epsilon(1e-9));
+    double tail = 0.0;
+    for (int j = r; j < hd; ++j) tail += eig[j];
+    const double err = kv_projection_error(p, cal, true, r, metric);
+    CHECK(err * tr_mc == doctest::Approx(tail).epsilon(1e-2));  // S whitens M + eps I: approximately
+    CHECK(err <= kv_projection_error(pe, cal, true, r, metric) + 1e-6);
+    if (r == hd) {
+      for (int d = 0; d < hd; ++d) CHECK(xh[d] == doctest::Approx(x[d]).epsilon(1e-4));
+      CHECK(std::fabs(err) < 1e-6);
+    }
+  }
+}
+
 // ---- the demo model -------------------------------------------------------------------------------------------
 
 TEST_CASE("low-rank cache on the demo model: full ranks equal the uncompressed engine (prefill and decode)") {
   if (!llm_test::have_demo_model()) return;
   llm::Model full(llm_test::demo_model_path(), {.n_threads = 2});
   llm::Model lr(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=d,v=d,policy=uniform"});
-  CHECK(lr.kv_description() == "svd:k=64,v=64,policy=uniform,basis=weights");
+  CHECK(lr.kv_description() == "svd:k=64,v=64,policy=uniform,basis=weights,metric=score");
   const std::vector<int> toks = full.tokenize("The quick brown fox jumps over the lazy dog. Then it ran home", true);
   llm::Session a(full, {.n_ctx = 64}), b(lr, {.n_ctx = 64});
   const std::vector<float> la = a.feed_all_logits(toks);
@@ -342,11 +482,33 @@ TEST_CASE("low-rank cache on the demo model: full ranks equal the uncompressed e
   double dd = 0.0;
   for (int i = 0; i < V; ++i) dd = std::max(dd, double(std::fabs(a.logits()[i] - b.logits()[i])));
   CHECK(dd < 2e-3 * max_abs);
+  // the orthonormal (energy) bases at full rank too
+  llm::Model lre(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=d,v=d,policy=uniform,metric=energy"});
+  CHECK(lre.kv_description() == "svd:k=64,v=64,policy=uniform,basis=weights,metric=energy");
+  llm::Session e(lre, {.n_ctx = 64});
+  const std::vector<float> le = e.feed_all_logits(toks);
+  double max_de = 0.0;
+  for (size_t i = 0; i < la.size(); ++i) max_de = std::max(max_de, double(std::fabs(la[i] - le[i])));
+  CHECK(max_de < 2e-3 * max_abs);
   // the compressed cache at rank d/4 keys + seed values holds < 1/2.5 of the full cache's bytes
   llm::Model small(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=1/4,v=d/4/d/2/d,policy=seed"});
   llm::Session c(small, {.n_ctx = 64});
   c.feed(toks);
   CHECK(c.kv_cache_bytes() * 2.5 <= a.kv_cache_bytes() * double(toks.size()) / a.n_past() + 1);
+  // sinks=4: the first 4 tokens' full keys are kept and counted; with sinks at full ranks nothing changes
+  llm::Model sk(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=1/4,v=d/4/d/2/d,policy=seed,sinks=4"});
+  CHECK(sk.kv_description() == "svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score,sinks=4");
+  llm::Session cs(sk, {.n_ctx = 64});
+  cs.feed(toks);
+  CHECK(cs.kv_cache_bytes() == c.kv_cache_bytes() + size_t(4) * 64 * 30 * 3 * sizeof(float));
+  llm::Model skf(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=d,v=d,policy=uniform,sinks=3"});
+  llm::Session fs(skf, {.n_ctx = 64});
+  const std::vector<float> lf = fs.feed_all_logits(toks);
+  double max_ds = 0.0;
+  for (size_t i = 0; i < la.size(); ++i) max_ds = std::max(max_ds, double(std::fabs(la[i] - lf[i])));
+  CHECK(max_ds < 2e-3 * max_abs);
+  CHECK_THROWS_WITH_AS(llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:sinks=x"}),
+                       doctest::Contains("sinks=x"), Error);
   CHECK_THROWS_WITH_AS(llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=65"}),
                        doctest::Contains("exceeds head_dim 64"), Error);
   llm::Model imp(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:policy=importance"});
@@ -380,7 +542,28 @@ TEST_CASE("kv profiles on the demo model: save/load, another model refused, cali
   CHECK(q.v_eig == p.v_eig);
   CHECK_NOTHROW(kv_profile_check(q, c, m.weights(), path));
   llm::Model withp(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=1/4", .kv_profile = path});
-  CHECK(withp.kv_description() == "svd:k=16,v=16/32/64,policy=seed,basis=weights");
+  CHECK(withp.kv_description() == "svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=energy");
+  CHECK_THROWS_WITH_AS(llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:metric=score", .kv_profile = path}),
+                       doctest::Contains("has metric energy"), Error);
+  {  // a version-1 profile (no up matrices, no metric) still loads: up = down, energy
+    const std::vector<int64_t> bshape = {p.n_layers, p.n_kv_heads, p.head_dim, p.head_dim};
+    const std::vector<int64_t> eshape = {p.n_layers, p.n_kv_heads, p.head_dim};
+    const std::string v1 = tmp_path("profile_v1.safetensors");
+    safetensors_write(v1,
+                      {{"k_basis", GGMLType::F32, bshape, p.k_basis.data()},
+                       {"v_basis", GGMLType::F32, bshape, p.v_basis.data()},
+                       {"k_eigenvalues", GGMLType::F32, eshape, p.k_eig.data()},
+                       {"v_eigenvalues", GGMLType::F32, eshape, p.v_eig.data()}},
+                      {{"format", "llm-kv-profile"}, {"version", "1"}, {"basis", "weights"}, {"arch", p.arch},
+                       {"n_layers", std::to_string(p.n_layers)}, {"n_kv_heads", std::to_string(p.n_kv_heads)},
+                       {"head_dim", std::to_string(p.head_dim)}, {"dim", std::to_string(p.dim)},
+                       {"model_hash", p.model_hash}});
+    KVProfile old = kv_profile_load(v1);
+    CHECK(old.metric == KVMetric::energy);
+    CHECK(old.k_up == p.k_basis);
+    CHECK(old.v_up == p.v_basis);
+    std::filesystem::remove(v1);
+  }
   CHECK_THROWS_WITH_AS(llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:basis=calib", .kv_profile = path}),
                        doctest::Contains("basis"), Error);
   p.model_hash = "0123456789abcdef";  // same shapes, other weights
@@ -392,6 +575,8 @@ TEST_CASE("kv profiles on the demo model: save/load, another model refused, cali
   const size_t nb = size_t(2) * two.n_kv_heads;
   two.k_basis.resize(nb * two.head_dim * two.head_dim);
   two.v_basis.resize(nb * two.head_dim * two.head_dim);
+  two.k_up.resize(nb * two.head_dim * two.head_dim);
+  two.v_up.resize(nb * two.head_dim * two.head_dim);
   two.k_eig.resize(nb * two.head_dim);
   two.v_eig.resize(nb * two.head_dim);
   kv_profile_save(two, path);
@@ -412,4 +597,23 @@ TEST_CASE("kv profiles on the demo model: save/load, another model refused, cali
     CHECK(kv_projection_error(pc, cal, false, r) <= kv_projection_error(p, cal, false, r) + 1e-9);
   }
   CHECK(kv_projection_error(pc, cal, true, c.head_dim) == doctest::Approx(0.0).epsilon(1e-6));
+  // the score metric: on its own data the score-aware calib basis has a lower score error (q.k under the
+  // RoPE-averaged query moment; values after W_O) than the orthonormal one, and is exact at full rank
+  KVProfile ps = kv_profile_from_calibration(c, m.weights(), cal, KVMetric::score);
+  CHECK(ps.metric == KVMetric::score);
+  const std::vector<double> mk = kv_key_metric(c, cal.qq, cal.n_ctx);
+  const std::vector<double> mv = kv_value_metric(c, m.weights(), m.thread_pool());
+  for (int r : {8, 16, 32}) {
+    CHECK(kv_projection_error(ps, cal, true, r, mk) < kv_projection_error(pc, cal, true, r, mk));
+    CHECK(kv_projection_error(ps, cal, false, r, mv) < kv_projection_error(pc, cal, false, r, mv));
+  }
+  CHECK(std::fabs(kv_projection_error(ps, cal, true, c.head_dim, mk)) < 1e-5);
+  const std::string spath = tmp_path("profile_score.safetensors");
+  kv_profile_save(ps, spath);
+  KVProfile ps2 = kv_profile_load(spath);
+  CHECK(ps2.metric == KVMetric::score);
+  CHECK(ps2.k_up == ps.k_up);
+  CHECK(ps2.v_up == ps.v_up);
+  CHECK(ps2.calib_ctx == 32);
+  std::filesystem::remove(spath);
 }

@@ -6,6 +6,7 @@ source "$(dirname "$0")/common.bash" "$@"
 
 expect_fail "compress: no output" "-o PROFILE" "$LLM" compress -m "$MODEL"
 expect_fail "compress: bad basis" "weights or calib" "$LLM" compress -m "$MODEL" --basis pca -o "$TMP/p.safetensors"
+expect_fail "compress: bad metric" "score or energy" "$LLM" compress -m "$MODEL" --basis weights --metric l2 -o "$TMP/p.safetensors"
 expect_fail "compress: calib without text" "--calib-file" "$LLM" compress -m "$MODEL" --basis calib -o "$TMP/p.safetensors"
 
 if [ ! -f "$MODEL" ]; then
@@ -32,6 +33,8 @@ expect_ok "perplexity with the profile" "$LLM" "${PPL[@]}" --kv svd:k=1/4,v=d/4/
 grep -q "kv svd:k=16,v=16/32/64,policy=seed,basis=weights" "$TMP/out" || { echo "FAIL: kv description missing"; cat "$TMP/out"; fails=$((fails + 1)); }
 expect_ok "compress: calib profile" "$LLM" compress -m "$MODEL" -t 2 --basis calib --calib-file "$TMP/t.txt" -o "$TMP/c.safetensors"
 expect_fail "kv: basis mismatch" "basis" "$LLM" "${PPL[@]}" --kv svd:basis=weights --kv-profile "$TMP/c.safetensors"
+expect_fail "kv: metric mismatch" "has metric score" "$LLM" "${PPL[@]}" --kv svd:metric=energy --kv-profile "$TMP/c.safetensors"
+expect_fail "kv: bad sinks" "sinks=-1" "$LLM" "${PPL[@]}" --kv svd:sinks=-1
 # (a profile of another model is refused: tests/test_kv_lowrank.cpp, which can forge one without Python)
 expect_ok "run with a compressed cache" "$LLM" run -m "$MODEL" -t 2 -p "Hello" -n 4 --temp 0 --kv svd:k=1/2,v=1/2,policy=uniform
 

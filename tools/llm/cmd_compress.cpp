@@ -15,6 +15,7 @@ int cmd_compress(int argc, char** argv) {
       {"-m,--model", "PATH", "GGUF file, .safetensors file or Hugging Face directory (default: the demo model)"},
       {"-t,--threads", "N", "CPU threads (default: every core)"},
       {"--basis", "B", "weights (SVD of W_K / W_V, no data) or calib (key/value statistics over --calib-file)"},
+      {"--metric", "M", "score (default: minimise the attention-score and output error) or energy (||x - x_hat||)"},
       {"--calib-file", "TEXT", "calibration text (basis calib)"},
       {"--calib-tokens", "N", "use the first N tokens of the text (default 16384; 0 = all)"},
       {"--calib-ctx", "N", "calibration window: the text runs in windows of N tokens (default 512)"},
@@ -22,7 +23,9 @@ int cmd_compress(int argc, char** argv) {
   };
   Args a = parse_args("compress", argc, argv, spec);
   if (a.has("help")) {
-    print_help("compress", "[-m PATH] --basis weights|calib [--calib-file TEXT] [--calib-tokens N] -o PROFILE.safetensors",
+    print_help("compress",
+               "[-m PATH] --basis weights|calib [--metric score|energy] [--calib-file TEXT] [--calib-tokens N] "
+               "-o PROFILE.safetensors",
                spec);
     return 0;
   }
@@ -30,6 +33,10 @@ int cmd_compress(int argc, char** argv) {
   if (!a.has("output")) llm::fail("llm compress: no output file: give one with -o PROFILE.safetensors");
   const std::string basis = a.get("basis", "weights");
   if (basis != "weights" && basis != "calib") llm::fail("llm compress: --basis must be weights or calib, got '", basis, "'");
+  const std::string metric_name = a.get("metric", "score");
+  if (metric_name != "score" && metric_name != "energy")
+    llm::fail("llm compress: --metric must be score or energy, got '", metric_name, "'");
+  const llm::KVMetric metric = metric_name == "score" ? llm::KVMetric::score : llm::KVMetric::energy;
   if (basis == "calib" && !a.has("calib-file"))
     llm::fail("llm compress: --basis calib needs a text to calibrate on: give it with --calib-file TEXT");
   if (basis == "weights" && (a.has("calib-file") || a.has("calib-tokens") || a.has("calib-ctx")))
@@ -52,18 +59,18 @@ int cmd_compress(int argc, char** argv) {
   const llm::Config& c = model.config();
   llm::KVProfile p;
   if (basis == "weights") {
-    p = llm::kv_profile_from_weights(c, model.weights(), model.thread_pool(), progress_bar("svd"));
+    p = llm::kv_profile_from_weights(c, model.weights(), model.thread_pool(), progress_bar("svd"), metric);
   } else {
     std::vector<int> tokens = model.tokenize(text, true, false);
     if (calib_tokens > 0 && tokens.size() > static_cast<size_t>(calib_tokens)) tokens.resize(calib_tokens);
     llm::KVCalibration cal =
         llm::kv_calibration_collect(model, tokens, static_cast<int>(calib_ctx), progress_bar("calibrating"));
-    p = llm::kv_profile_from_calibration(c, model.weights(), cal);
+    p = llm::kv_profile_from_calibration(c, model.weights(), cal, metric);
     p.calib_source = a.get("calib-file");
   }
   llm::kv_profile_save(p, a.get("output"));
-  std::fprintf(stderr, "wrote %s: basis %s, %d layers x %d KV heads x head_dim %d, model hash %s%s\n",
-               a.get("output").c_str(), p.basis.c_str(), p.n_layers, p.n_kv_heads, p.head_dim, p.model_hash.c_str(),
+  std::fprintf(stderr, "wrote %s: basis %s, metric %s, %d layers x %d KV heads x head_dim %d, model hash %s%s\n",
+               a.get("output").c_str(), p.basis.c_str(), llm::kv_metric_name(p.metric), p.n_layers, p.n_kv_heads, p.head_dim, p.model_hash.c_str(),
                p.basis == "calib" ? (", " + std::to_string(p.calib_tokens) + " calibration tokens").c_str() : "");
   return 0;
 }
