@@ -200,7 +200,15 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
         it.key() != "evict" && it.key() != "imp")  // issue 7's keys
       fail("--kv-config '", path, "': unknown key \"", it.key(),
            "\" (known: kv, k, v, policy, basis, metric, sinks, quant, keep, evict, imp)");
-  const std::string kind = j.contains("kv") ? str("kv") : "svd";
+  // "kv" absent: svd when a low-rank key is there or no prefill key is (so {} and {"k": 32} are svd), full when
+  // the file holds prefill keys only ({"quant": "4"} is full+quant, not svd+quant)
+  const bool lowrank_keys = j.contains("k") || j.contains("v") || j.contains("policy") || j.contains("basis") ||
+                            j.contains("metric") || j.contains("sinks");
+  const bool prefill_keys = j.contains("quant") || j.contains("keep") || j.contains("evict") || j.contains("imp");
+  const std::string kind = j.contains("kv") ? str("kv") : lowrank_keys || !prefill_keys ? "svd" : "full";
+  if (kind == "full" && lowrank_keys)
+    fail("--kv-config '", path, "': \"kv\" is \"full\" but the file gives low-rank keys (k, v, policy, basis, "
+         "metric, sinks): write \"kv\": \"svd\" or drop them");
   if (kind == "full") return s;
   if (kind != "svd") fail("--kv-config '", path, "': \"kv\" must be \"full\" or \"svd\", got \"", kind, "\"");
   s.lowrank = true;

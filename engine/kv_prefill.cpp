@@ -7,6 +7,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "engine/kv_lowrank.h"
 #include "engine/model.h"
 #include "kernels/quant_cpu.h"
 #include "kernels/threadpool_cpu.h"
@@ -78,16 +79,21 @@ std::vector<int> kv_select(const float* score, const int* pos, int m, int count,
 
 // ---- the cache -------------------------------------------------------------------------------------------------
 
-KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c) {
-  kv_prefill_spec_check(spec, c);
+KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c, const KVLowRankModel* lowrank) {
+  kv_prefill_spec_check(spec, c, lowrank != nullptr);
   KVPrefill p;
   p.spec = spec;
   p.n_layers = c.n_layers;
   p.n_kv_heads = c.n_kv_heads;
   p.head_dim = c.head_dim;
+  p.lowrank = lowrank;
   const int g = spec.quant.group;
-  p.group = g == 0 || (g < 0 && c.head_dim % 32 != 0) ? c.head_dim : g < 0 ? 32 : g;
-  if (c.head_dim % p.group != 0) p.group = c.head_dim;  // quant off (checked above when on): rows stay fp32
+  if (lowrank) {
+    p.group = g < 0 ? 32 : g;  // rank rows: groups of 32 from the first coefficient (0: one group per row)
+  } else {
+    p.group = g == 0 || (g < 0 && c.head_dim % 32 != 0) ? c.head_dim : g < 0 ? 32 : g;
+    if (c.head_dim % p.group != 0) p.group = c.head_dim;  // quant off (checked above when on): rows stay fp32
+  }
   p.keep = kv_keep_schedule(spec.keep, c.n_layers);
   p.budget = kv_evict_budgets(spec.evict, c.n_layers);
   p.layers.resize(c.n_layers);
@@ -95,6 +101,7 @@ KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c) {
     L.data.resize(c.n_kv_heads);
     L.off.assign(c.n_kv_heads, std::vector<uint64_t>{0});
     L.bits.resize(c.n_kv_heads);
+    if (lowrank) L.vrank.resize(c.n_kv_heads);
   }
   p.layer_tokens.assign(c.n_layers, 0);
   return p;
@@ -105,7 +112,14 @@ size_t KVPrefill::bytes_used() const {
   for (const auto& L : layers) {
     b += L.pos.size() * sizeof(int32_t);
     for (int g = 0; g < n_kv_heads; ++g)
-      for (uint8_t w : L.bits[g]) b += 2 * quant_row_bytes_16(head_dim, w, group) + 1;
+      for (size_t e = 0; e < L.bits[g].size(); ++e) {
+        const int w = L.bits[g][e];
+        if (lowrank)
+          b += quant_rank_row_bytes_16(lowrank->ranks.k, w, group) + quant_rank_row_bytes_16(L.vrank[g][e], w, group) +
+               1 + sizeof(uint16_t);
+        else
+          b += 2 * quant_row_bytes_16(head_dim, w, group) + 1;
+      }
   }
   return b;
 }
@@ -131,6 +145,29 @@ static void append_entry(KVPrefillLayer& L, int g, const float* k_row, const flo
   L.bits[g].push_back(static_cast<uint8_t>(bits));
 }
 
+// svd: append one entry (rank-space rows: c_k of r_k values, c_v of r values) to KV head g of layer L.
+static void append_lowrank_entry(KVPrefillLayer& L, int g, const float* ck, int rk, const float* cv, int r, int bits,
+                                 int group) {
+  const size_t kb = quant_rank_row_bytes(rk, bits, group), vb = quant_rank_row_bytes(r, bits, group);
+  auto& d = L.data[g];
+  const size_t at = d.size();
+  d.resize(at + kb + vb);
+  quantize_rank_row_cpu(d.data() + at, ck, rk, bits, group);
+  quantize_rank_row_cpu(d.data() + at + kb, cv, r, bits, group);
+  L.off[g].push_back(at + kb + vb);
+  L.bits[g].push_back(static_cast<uint8_t>(bits));
+  L.vrank[g].push_back(static_cast<uint16_t>(r));
+}
+
+// c_v = the first r rows of U_V^T times v (the same arithmetic as kv_lowrank_attention).
+static void project_value(float* dst, const float* uv_g, const float* v, int r, int hd) {
+  for (int j = 0; j < r; ++j) {
+    float acc = 0.0f;
+    for (int d = 0; d < hd; ++d) acc += uv_g[size_t(j) * hd + d] * v[d];
+    dst[j] = acc;
+  }
+}
+
 template <class T>
 static void grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -144,15 +181,35 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
   const int group = H / Hkv;
   const bool prefill = kv.n == 0;
   const KVImportanceParams& imp = P.spec.imp;
+  const KVLowRankModel* LR = P.lowrank;
   if (prefill && mode == LogitsMode::all && P.keep.back() < 1.0f)
     fail("--kv keep: selective propagation drops prompt tokens from the upper layers, so it has no logits for "
          "every prompt position (perplexity over the prompt itself); drop keep:... or score a continuation");
   if (prefill) {
     for (auto& L : P.layers) {
       L.pos.clear();
-      for (int g = 0; g < Hkv; ++g) L.data[g].clear(), L.off[g].assign(1, 0), L.bits[g].clear();
+      for (int g = 0; g < Hkv; ++g) {
+        L.data[g].clear(), L.off[g].assign(1, 0), L.bits[g].clear();
+        if (LR) L.vrank[g].clear();
+      }
     }
     P.n_prompt = n;
+  }
+  // svd: value ranks decided per call (seed, uniform, scores given by Session::set_token_scores), or per layer and
+  // KV head from the layer's own importance scores (policy=importance during the prefill)
+  std::vector<int32_t> call_rank;
+  bool rank_by_layer_score = false;
+  if (LR) {
+    std::vector<float> given;
+    given.swap(P.next_scores);
+    if (!given.empty() && given.size() != size_t(n))
+      fail("set_token_scores: ", given.size(), " scores given for a forward call of ", n, " tokens");
+    const KVRankPolicy policy = LR->spec.policy;
+    call_rank.assign(n, LR->ranks.v_high);
+    if (policy == KVRankPolicy::importance && given.empty())
+      rank_by_layer_score = prefill;  // after the prefill: the newest tokens take v_high
+    else if (policy != KVRankPolicy::uniform)
+      kv_policy_ranks(call_rank.data(), policy, LR->ranks, kv.n, n, P.decode_step, given);
   }
   const size_t N = n;
   grow(P.x, N * dim), grow(P.xb, N * dim), grow(P.q, N * qd), grow(P.k, N * kvd), grow(P.v, N * kvd);
@@ -189,23 +246,59 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
     if (prefill) P.layer_tokens[l] = m;
     // ---- attention ----
     rmsnorm_cpu(P.xb.data(), x, L.attn_norm, m, dim, c.rms_eps, pool);
+    const KVLowRankModel::Layer* Lr = LR ? &LR->layers[l] : nullptr;
+    const int rk = LR ? LR->ranks.k : 0, rv = LR ? LR->ranks.v_max() : 0, ckd = Hkv * rk;
     {
       float* outs[3] = {P.q.data(), P.k.data(), P.v.data()};
-      const QMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
+      const QMatrix* ws[3] = {&L.wq, Lr ? &Lr->wk : &L.wk, &L.wv};  // svd: P.k holds c_k (m, Hkv*r_k), before RoPE
       matmul_group_cpu(outs, ws, 3, P.xb.data(), m, pool);
     }
     rope_cpu(P.q.data(), P.pos.data(), m, H, hd, qd, s.inv_freq.data(), c.rope_layout, pool);
-    rope_cpu(P.k.data(), P.pos.data(), m, Hkv, hd, kvd, s.inv_freq.data(), c.rope_layout, pool);
+    if (!LR) rope_cpu(P.k.data(), P.pos.data(), m, Hkv, hd, kvd, s.inv_freq.data(), c.rope_layout, pool);
+    std::vector<int32_t> rank;  // svd: (Hkv, m) value rank of each computed token in each KV head
+    if (LR) {
+      rank.resize(size_t(Hkv) * m);
+      for (int g = 0; g < Hkv; ++g)
+        for (int i = 0; i < m; ++i) rank[size_t(g) * m + i] = call_rank[P.idx[i]];
+    }
     if (prefill) {
-      for (int i = 0; i < m; ++i)  // (m, Hkv, hd) -> (Hkv, m, hd): each KV head's keys contiguous
-        for (int g = 0; g < Hkv; ++g) {
-          std::memcpy(P.kt.data() + (size_t(g) * m + i) * hd, P.k.data() + size_t(i) * kvd + g * hd, hd * 4);
-          std::memcpy(P.vt.data() + (size_t(g) * m + i) * hd, P.v.data() + size_t(i) * kvd + g * hd, hd * 4);
-        }
-      attention_importance_cpu(P.att.data(), P.acc_cum.data(), P.acc_win.data(), P.acc_scr.data(), P.q.data(),
-                               P.kt.data(), P.vt.data(), m, H, Hkv, hd, w_rows, pool);
+      if (LR) {
+        // keys rebuilt from c_k and RoPE'd ((Hkv, m, hd), the prefill's scratch only) to score the tokens; the
+        // attention output itself is computed from the rank-space rows below
+        parallel_for(pool, int64_t(Hkv) * m, [&](int64_t b, int64_t e) {
+          for (int64_t task = b; task < e; ++task) {
+            const int g = static_cast<int>(task / m), i = static_cast<int>(task % m);
+            float* kt = P.kt.data() + (size_t(g) * m + i) * hd;
+            std::fill_n(kt, hd, 0.0f);
+            const float* ck = P.k.data() + size_t(i) * ckd + size_t(g) * rk;
+            const float* u = Lr->uk.data() + size_t(g) * rk * hd;
+            for (int j = 0; j < rk; ++j)
+              for (int d = 0; d < hd; ++d) kt[d] += ck[j] * u[size_t(j) * hd + d];
+          }
+        });
+        for (int g = 0; g < Hkv; ++g)
+          rope_cpu(P.kt.data() + size_t(g) * m * hd, P.pos.data(), m, 1, hd, hd, s.inv_freq.data(), c.rope_layout,
+                   pool);
+        attention_importance_cpu(nullptr, P.acc_cum.data(), P.acc_win.data(), P.acc_scr.data(), P.q.data(),
+                                 P.kt.data(), nullptr, m, H, Hkv, hd, w_rows, pool);
+      } else {
+        for (int i = 0; i < m; ++i)  // (m, Hkv, hd) -> (Hkv, m, hd): each KV head's keys contiguous
+          for (int g = 0; g < Hkv; ++g) {
+            std::memcpy(P.kt.data() + (size_t(g) * m + i) * hd, P.k.data() + size_t(i) * kvd + g * hd, hd * 4);
+            std::memcpy(P.vt.data() + (size_t(g) * m + i) * hd, P.v.data() + size_t(i) * kvd + g * hd, hd * 4);
+          }
+        attention_importance_cpu(P.att.data(), P.acc_cum.data(), P.acc_win.data(), P.acc_scr.data(), P.q.data(),
+                                 P.kt.data(), P.vt.data(), m, H, Hkv, hd, w_rows, pool);
+      }
       const KVImportance I =
           kv_importance_compute(P.acc_cum.data(), P.acc_win.data(), Hkv, m, group, w_rows, P.pos.data(), n, imp);
+      if (rank_by_layer_score) {  // svd policy=importance: this layer's and head's scores give the value ranks
+        int dummy = 0;
+        for (int g = 0; g < Hkv; ++g) {
+          const std::vector<float> sc(I.score.begin() + size_t(g) * m, I.score.begin() + size_t(g + 1) * m);
+          kv_policy_ranks(rank.data() + size_t(g) * m, KVRankPolicy::importance, LR->ranks, 0, m, dummy, sc);
+        }
+      }
       // eviction: which of the m tokens this layer's cache keeps, by the method's own score
       std::vector<float> ms(m, 0.0f);
       for (int t = 0; t < m; ++t) {
@@ -232,6 +325,48 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       std::iota(entries.begin(), entries.end(), 0);
       if (count < m) entries = kv_select(ms.data(), P.pos.data(), m, count, imp.sinks, win_start);
       for (int e : entries) C.pos.push_back(P.pos[e]);
+      if (LR) {
+        // the computed tokens' rank-space rows in fp32 (c_k, then c_v at the token's rank in this head): the
+        // prefill attends to them exactly (as the low-rank cache would), the layer's cache keeps a subset
+        P.rows.resize(Hkv), P.rows_off.resize(Hkv);
+        for (int g = 0; g < Hkv; ++g) {
+          auto& off = P.rows_off[g];
+          off.assign(size_t(m) + 1, 0);
+          for (int i = 0; i < m; ++i) off[i + 1] = off[i] + size_t(rk + rank[size_t(g) * m + i]) * sizeof(float);
+          P.rows[g].resize(off[m] / sizeof(float));
+        }
+        parallel_for(pool, int64_t(Hkv) * m, [&](int64_t b, int64_t e) {
+          for (int64_t task = b; task < e; ++task) {
+            const int g = static_cast<int>(task / m), i = static_cast<int>(task % m);
+            float* dst = P.rows[g].data() + P.rows_off[g][i] / sizeof(float);
+            std::memcpy(dst, P.k.data() + size_t(i) * ckd + size_t(g) * rk, rk * sizeof(float));
+            project_value(dst + rk, Lr->uv.data() + size_t(g) * rv * hd, P.v.data() + size_t(i) * kvd + size_t(g) * hd,
+                          rank[size_t(g) * m + i], hd);
+          }
+        });
+        std::vector<const uint8_t*> data(Hkv), bits(Hkv);
+        std::vector<const uint64_t*> off(Hkv);
+        std::vector<const uint16_t*> vr(Hkv);
+        const std::vector<uint8_t> b16(m, 16);
+        std::vector<uint16_t> r16(size_t(Hkv) * m);
+        for (size_t t = 0; t < r16.size(); ++t) r16[t] = static_cast<uint16_t>(rank[t]);
+        for (int g = 0; g < Hkv; ++g) {
+          data[g] = reinterpret_cast<const uint8_t*>(P.rows[g].data());
+          off[g] = P.rows_off[g].data();
+          bits[g] = b16.data();
+          vr[g] = r16.data() + size_t(g) * m;
+        }
+        LowRankQuantAttentionArgs a;
+        a.q = P.q.data();
+        a.data = data.data(), a.off = off.data(), a.bits = bits.data(), a.vrank = vr.data();
+        a.pos = P.pos.data();
+        a.uk = Lr->uk.data();
+        a.r_k = rk, a.r_vmax = rv, a.group = P.group;
+        a.n_q = m, a.n_kv = m, a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
+        a.inv_freq = s.inv_freq.data();
+        a.rope_layout = c.rope_layout;
+        attention_lowrank_quant_cpu(P.att.data(), a, pool);  // z: (m, H, r_vmax)
+      }
       // mixed precision per KV head: the recent window at 16 bits, the rest by importance quantiles
       const KVQuantSpec& qs = P.spec.quant;
       for (int g = 0; g < Hkv; ++g) {
@@ -254,10 +389,42 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         }
         for (size_t a = 0; a < entries.size(); ++a) {
           const int i = entries[a];
-          append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd,
-                       width[a], P.group);
+          if (LR) {
+            const float* row = P.rows[g].data() + P.rows_off[g][i] / sizeof(float);
+            append_lowrank_entry(C, g, row, rk, row + rk, rank[size_t(g) * m + i], width[a], P.group);
+          } else {
+            append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd,
+                         width[a], P.group);
+          }
         }
       }
+    } else if (LR) {
+      // svd, after the prefill: the new tokens join every layer at 16 bits (rank-space rows), then attend
+      std::vector<float> cv(rv);
+      for (int i = 0; i < m; ++i) {
+        C.pos.push_back(P.pos[i]);
+        for (int g = 0; g < Hkv; ++g) {
+          const int r = rank[size_t(g) * m + i];
+          project_value(cv.data(), Lr->uv.data() + size_t(g) * rv * hd, P.v.data() + size_t(i) * kvd + size_t(g) * hd,
+                        r, hd);
+          append_lowrank_entry(C, g, P.k.data() + size_t(i) * ckd + size_t(g) * rk, rk, cv.data(), r, 16, P.group);
+        }
+      }
+      std::vector<const uint8_t*> data(Hkv), bits(Hkv);
+      std::vector<const uint64_t*> off(Hkv);
+      std::vector<const uint16_t*> vr(Hkv);
+      for (int g = 0; g < Hkv; ++g)
+        data[g] = C.data[g].data(), off[g] = C.off[g].data(), bits[g] = C.bits[g].data(), vr[g] = C.vrank[g].data();
+      LowRankQuantAttentionArgs a;
+      a.q = P.q.data();
+      a.data = data.data(), a.off = off.data(), a.bits = bits.data(), a.vrank = vr.data();
+      a.pos = C.pos.data();
+      a.uk = Lr->uk.data();
+      a.r_k = rk, a.r_vmax = rv, a.group = P.group;
+      a.n_q = m, a.n_kv = static_cast<int>(C.pos.size()), a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
+      a.inv_freq = s.inv_freq.data();
+      a.rope_layout = c.rope_layout;
+      attention_lowrank_quant_cpu(P.att.data(), a, pool);
     } else {
       // after the prefill: the new tokens join every layer at 16 bits, then attend to the whole cache
       for (int i = 0; i < m; ++i) {
@@ -282,7 +449,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       a.group = P.group;
       attention_quant_cpu(P.att.data(), a, pool);
     }
-    matmul_cpu(P.xb.data(), P.att.data(), L.wo, m, pool);
+    matmul_cpu(P.xb.data(), P.att.data(), Lr ? Lr->wo : L.wo, m, pool);  // svd: W_fused on z
     add_cpu(x, P.xb.data(), int64_t(m) * dim);
     // ---- feed-forward (SwiGLU) ----
     rmsnorm_cpu(P.xb.data(), x, L.ffn_norm, m, dim, c.rms_eps, pool);

@@ -20,6 +20,21 @@
 //   data[g]:        packed entries of KV head g: entry e at off[g][e] = key row then value row, bits[g][e] each
 //                   (row format in kernels/quant_cpu.h); off[g]: (E_l + 1), bits[g]: (E_l)
 // Tokens fed after the prefill (decode, or a later feed) are appended at 16 bits to every layer.
+//
+// svd combined (the unified policy: `svd:...+quant:...+keep:...+evict:...`, or `svd:...,policy=importance` alone):
+// the cache holds rank-space rows instead of head_dim rows. An entry of KV head g is its key coefficients c_k
+// (r_k values, taken before RoPE: c_k = W_K' x with the folded down projection of engine/kv_lowrank.h) then its
+// value coefficients c_v (vrank[g][e] values: the rows of U_V^T times v), both at bits[g][e] in the rank-row format
+// of kernels/quant_cpu.h. Attention (attention_lowrank_quant_cpu) rebuilds each key with U_K, RoPEs it at the
+// entry's position, accumulates the values in rank space, and W_fused projects. The value rank of an entry is per
+// layer, KV head and token:
+//   policy=seed:       by position, as the low-rank cache (prefill: position ratio in the prompt; decode: by step)
+//   policy=uniform:    v_high
+//   policy=importance: per layer and KV head, the same 20/40/40 split as kv_policy_ranks, over the tokens the
+//                      layer computes, by the score that picks bits and keep/drop in that layer and head
+//                      (score[g] below); Session::set_token_scores overrides it with one score per token of the
+//                      next call (then every layer and head uses it). Tokens after the prefill: v_high (they are
+//                      the newest, kept at 16 bits for the same reason) unless scores were set for that call.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -31,6 +46,7 @@
 namespace llm {
 
 struct Weights;
+struct KVLowRankModel;
 struct RunState;
 struct KVCache;
 class ThreadPool;
@@ -81,9 +97,12 @@ KVPrefillSpec kv_prefill_spec_parse(const std::string& spec, std::string& base);
 // The prefill fields of a --kv-config JSON file: "quant", "keep", "evict", "imp", each a string in the same
 // grammar as the spec part after its colon (e.g. {"kv": "svd", "quant": "8/4/2=0.2/0.5/0.3,recent=32"}).
 KVPrefillSpec kv_prefill_spec_from_json_file(const std::string& path);
-// Check the spec against a model (layer list length, group vs head_dim); throws with what to change.
-void kv_prefill_spec_check(const KVPrefillSpec& s, const Config& c);
+// Check the spec against a model (layer list length, group vs head_dim); throws with what to change. lowrank:
+// combined with svd (the rows are rank-space rows: any group >= 4 is fine, see quant_rank_row_bytes).
+void kv_prefill_spec_check(const KVPrefillSpec& s, const Config& c, bool lowrank = false);
 std::string kv_prefill_spec_describe(const KVPrefillSpec& s);
+// "imp:a=1,b=1,c=0.5,w=32,pool=7,sinks=4,recent=32" (every field, resolved)
+std::string kv_importance_describe(const KVImportanceParams& p);
 
 // Per-layer schedules (resolved for a model of n_layers):
 //   keep: fraction of the prompt computed at layer l (1 before `from`; non-increasing)
@@ -111,25 +130,33 @@ struct KVPrefillLayer {
   std::vector<std::vector<uint8_t>> data;   // (n_kv_heads)
   std::vector<std::vector<uint64_t>> off;   // (n_kv_heads) x (E + 1)
   std::vector<std::vector<uint8_t>> bits;   // (n_kv_heads) x (E)
+  std::vector<std::vector<uint16_t>> vrank; // (n_kv_heads) x (E) value ranks; svd only (else empty)
 };
 struct KVPrefill {
   KVPrefillSpec spec;
-  int n_layers = 0, n_kv_heads = 0, head_dim = 0, group = 0;
+  int n_layers = 0, n_kv_heads = 0, head_dim = 0, group = 0;  // svd: group of the rank rows (0: one per row)
+  const KVLowRankModel* lowrank = nullptr;  // svd combined: the folded weights and bases (not owned)
+  int decode_step = 0;                      // svd policy=seed: decode tokens since the prefill
+  std::vector<float> next_scores;           // svd policy=importance: Session::set_token_scores (consumed)
   std::vector<float> keep, budget;  // (n_layers) schedules
   std::vector<KVPrefillLayer> layers;
   int n_prompt = 0;                 // tokens of the compressed prefill
   std::vector<int> layer_tokens;    // (n_layers) tokens computed at each layer in the last prefill
   // scratch, grown as needed
   std::vector<float> x, xb, q, k, v, kt, vt, att, hb, hb2, acc_cum, acc_win, acc_scr, layer_score;
+  std::vector<std::vector<float>> rows;  // svd: (n_kv_heads) fp32 entries of the computed tokens (prefill attention)
+  std::vector<std::vector<uint64_t>> rows_off;
   std::vector<int> pos, idx;
 
   // Bytes of the cache as the CUDA cache would hold it (16-bit class at 2 bytes a value; quantised rows with
-  // their fp16 scale/min; plus 4 bytes of position per entry and layer, 1 byte of width per entry and head).
+  // their fp16 scale/min; plus 4 bytes of position per entry and layer, 1 byte of width per entry and head;
+  // svd: rank-space rows, plus 2 bytes of value rank per entry and head).
   size_t bytes_used() const;
   // Counts of cached rows by width over all layers and heads: {2, 4, 8, 16} bits.
   std::vector<int64_t> width_histogram() const;
 };
-KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c);
+// lowrank: the svd part of a combined spec (nullptr: head_dim rows). It must outlive the cache.
+KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c, const KVLowRankModel* lowrank = nullptr);
 
 // Hook called by forward_cpu when KVCache::prefill is set. A call on an empty cache (kv.n == 0) is the
 // compressed prefill (the whole prompt at once); later calls append at 16 bits and attend to the cache.

@@ -220,11 +220,17 @@ KVPrefillSpec kv_prefill_spec_from_json_file(const std::string& path) {
   } catch (const std::exception& e) {
     fail("--kv-config '", path, "': not valid JSON (", e.what(), ")");
   }
+  if (!j.is_object()) fail("--kv-config '", path, "': expected a JSON object such as {\"kv\": \"svd\", \"quant\": \"4\"}");
+  // one file holds both parts: the low-rank keys (read by kv_spec_from_json_file) and the prefill keys here
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (it.key() != "kv" && it.key() != "k" && it.key() != "v" && it.key() != "policy" && it.key() != "basis" &&
+        it.key() != "quant" && it.key() != "keep" && it.key() != "evict" && it.key() != "imp")
+      fail("--kv-config '", path, "': unknown key \"", it.key(), "\" (known: kv, k, v, policy, basis, quant, keep, evict, imp)");
   KVPrefillSpec s;
   PartParser pp{path};
   std::vector<std::string> seen;
   for (const char* key : {"quant", "keep", "evict", "imp"}) {
-    if (!j.is_object() || !j.contains(key)) continue;
+    if (!j.contains(key)) continue;
     if (!j[key].is_string()) fail("--kv-config '", path, "': \"", key, "\" must be a string such as \"8/4/2=0.2/0.5/0.3\"");
     const std::string part = std::string(key) + ":" + j[key].get<std::string>();
     pp.apply(s, part, seen);
@@ -233,8 +239,8 @@ KVPrefillSpec kv_prefill_spec_from_json_file(const std::string& path) {
   return s;
 }
 
-void kv_prefill_spec_check(const KVPrefillSpec& s, const Config& c) {
-  if (s.quant.on) {
+void kv_prefill_spec_check(const KVPrefillSpec& s, const Config& c, bool lowrank) {
+  if (s.quant.on && !lowrank) {  // (svd: rank-space rows take any group, the last one short; kernels/quant_cpu.h)
     const int g = s.quant.group == 0 || (s.quant.group < 0 && c.head_dim % 32 != 0) ? c.head_dim
                   : s.quant.group < 0                                                 ? 32
                                                                                       : s.quant.group;
@@ -248,6 +254,13 @@ void kv_prefill_spec_check(const KVPrefillSpec& s, const Config& c) {
 }
 
 std::string kv_prefill_spec_describe(const KVPrefillSpec& s) { return s.text; }
+
+std::string kv_importance_describe(const KVImportanceParams& p) {
+  std::ostringstream o;
+  o << "imp:a=" << p.a << ",b=" << p.b << ",c=" << p.c << ",w=" << p.w << ",pool=" << p.pool << ",sinks=" << p.sinks
+    << ",recent=" << p.recent;
+  return o.str();
+}
 
 std::vector<float> kv_keep_schedule(const KVKeepSpec& k, int n_layers) {
   std::vector<float> r(n_layers, 1.0f);

@@ -145,8 +145,10 @@ class Session {
 
   // ---- issue 6 ----
   size_t kv_cache_bytes() const;  // bytes of the KV cache in use for the tokens cached (compressed or full)
-  // Importance policy hook (issue 7 supplies the scores): one score per token of the NEXT forward call
-  // (feed / the next generated token), higher = keep at a higher value rank. Consumed by that call.
+  // Importance policy hook: one score per token of the NEXT forward call (feed / the next generated token),
+  // higher = keep at a higher value rank. Consumed by that call. Optional since issue 7's unified policy: with
+  // svd:...,policy=importance the prefill computes the scores itself (per layer and KV head); scores given here
+  // replace them for that call (one per token, every layer and head).
   void set_token_scores(std::vector<float> scores);
 
  private:

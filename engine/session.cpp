@@ -114,11 +114,11 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     if ((spec.lowrank || pre.any()) && opt.device == Device::cuda)
       fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": the compressed KV caches run on the CPU only so far "
            "(their CUDA kernels are the next step of issues 6 and 7); use --device cpu or --kv full");
-    if (pre.any()) {  // issue 7
-      if (spec.lowrank)
-        fail("--kv '", opt.kv.empty() ? opt.kv_config : opt.kv, "': svd combined with quant/keep/evict is not "
-             "implemented yet on the CPU (docs/prefill-compression.md); use one of them");
-      kv_prefill_spec_check(pre, m.file.config);
+    // issue 7's unified policy: svd with quant/keep/evict, or svd with policy=importance (the prefill computes the
+    // scores that pick the value ranks), runs through the prefill-compressed cache holding rank-space rows
+    const bool unified = spec.lowrank && (pre.any() || spec.policy == KVRankPolicy::importance);
+    if (pre.any() || unified) {  // issue 7
+      kv_prefill_spec_check(pre, m.file.config, spec.lowrank);
       m.prefill = std::make_unique<KVPrefillSpec>(std::move(pre));
     }
     if (spec.lowrank) m.lowrank = kv_lowrank_model_create(spec, opt.kv_profile, m.file.config, m.weights, m.pool.get());
@@ -139,6 +139,11 @@ int Model::n_threads() const { return impl_->pool->size(); }
 const Weights& Model::weights() const { return impl_->weights; }
 ThreadPool* Model::thread_pool() const { return impl_->pool.get(); }
 std::string Model::kv_description() const {
+  if (impl_->prefill && impl_->lowrank) {  // issue 7's unified policy: svd + prefill parts (or the scores alone)
+    const std::string parts = kv_prefill_spec_describe(*impl_->prefill);
+    return kv_spec_describe(impl_->lowrank->spec, impl_->lowrank->ranks) + "+" +
+           (parts.empty() ? kv_importance_describe(impl_->prefill->imp) : parts);
+  }
   if (impl_->prefill) return "full+" + kv_prefill_spec_describe(*impl_->prefill);  // issue 7
   return impl_->lowrank ? kv_spec_describe(impl_->lowrank->spec, impl_->lowrank->ranks) : "full";
 }
@@ -195,14 +200,14 @@ Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_uniq
   if (impl_->mi->cuda) {
     impl_->cuda = cuda_session_create(*impl_->mi->cuda, n_ctx, std::min(opt.max_block, n_ctx));
     impl_->cache = kvcache_create(c, n_ctx, /*allocate=*/false);  // the cache lives on the device
+  } else if (impl_->mi->prefill) {  // issue 7 (with the svd part when the model has one: the unified policy)
+    impl_->prefill = std::make_unique<KVPrefill>(kv_prefill_create(*impl_->mi->prefill, c, impl_->mi->lowrank.get()));
+    impl_->cache = kvcache_create(c, n_ctx, /*allocate=*/false);
+    impl_->cache.prefill = impl_->prefill.get();
   } else if (impl_->mi->lowrank) {  // issue 6
     impl_->lowrank = std::make_unique<KVLowRank>(kv_lowrank_create(*impl_->mi->lowrank, c, n_ctx));
     impl_->cache = kvcache_create(c, n_ctx, /*allocate=*/false);
     impl_->cache.lowrank = impl_->lowrank.get();
-  } else if (impl_->mi->prefill) {  // issue 7
-    impl_->prefill = std::make_unique<KVPrefill>(kv_prefill_create(*impl_->mi->prefill, c));
-    impl_->cache = kvcache_create(c, n_ctx, /*allocate=*/false);
-    impl_->cache.prefill = impl_->prefill.get();
   } else {
     impl_->cache = kvcache_create(c, n_ctx);
   }
@@ -221,11 +226,15 @@ const float* Session::logits() const { return impl_->state.logits.data() + impl_
 SessionStats Session::stats() const { return impl_->stats; }
 size_t Session::kv_cache_bytes() const {
   const auto& s = *impl_;
+  if (s.prefill) return s.prefill->bytes_used();  // issue 7 (and the unified svd + prefill cache)
   if (s.lowrank) return s.lowrank->bytes_used(s.cache.n);
-  if (s.prefill) return s.prefill->bytes_used();  // issue 7
   return size_t(2) * s.cache.n * s.cache.n_layers * s.cache.n_kv_heads * s.cache.head_dim * sizeof(float);
 }
 void Session::set_token_scores(std::vector<float> scores) {
+  if (impl_->prefill && impl_->prefill->lowrank) {  // the unified cache: the scores replace the prefill's own
+    impl_->prefill->next_scores = std::move(scores);
+    return;
+  }
   if (!impl_->lowrank) fail("set_token_scores: the session's KV cache is not low-rank (--kv svd:...)");
   impl_->lowrank->next_scores = std::move(scores);
 }

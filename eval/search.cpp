@@ -103,7 +103,9 @@ KVSpecParts kv_spec_split(const std::string& spec) {
 double kv_full_bytes_per_token(const Config& c) { return 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2; }
 
 double kv_bytes_16bit(const std::string& description, double engine_bytes) {
-  const bool fp32_cache = description == "full" || description.rfind("svd", 0) == 0;
+  // the plain low-rank cache counts fp32 as stored; the unified svd+prefill cache ("svd:...+...") counts 16 bits
+  const bool fp32_cache =
+      description == "full" || (description.rfind("svd", 0) == 0 && description.find('+') == std::string::npos);
   return fp32_cache ? engine_bytes / 2 : engine_bytes;
 }
 

@@ -71,7 +71,7 @@ void attention_importance_cpu(float* out, float* cum, float* win, float* scratch
       float* wh = win_h + int64_t(h) * m;
       for (int j = 0; j < m; ++j) ch[j] = wh[j] = 0.0f;
       const float* kg = k + int64_t(g) * m * head_dim;
-      const float* vg = v + int64_t(g) * m * head_dim;
+      const float* vg = v ? v + int64_t(g) * m * head_dim : nullptr;
       for (int i = 0; i < m; ++i) {
         const float* qi = q + (int64_t(i) * n_heads + h) * head_dim;
         float mx = -INFINITY;
@@ -86,9 +86,17 @@ void attention_importance_cpu(float* out, float* cum, float* win, float* scratch
           sum += att[j];
         }
         const float inv = 1.0f / sum;
+        const bool in_win = i >= win_from;
+        if (!v) {  // accumulators only
+          for (int j = 0; j <= i; ++j) {
+            const float p = att[j] * inv;
+            ch[j] += p;
+            if (in_win) wh[j] += p;
+          }
+          continue;
+        }
         float* oi = out + (int64_t(i) * n_heads + h) * head_dim;
         for (int d = 0; d < head_dim; ++d) oi[d] = 0.0f;
-        const bool in_win = i >= win_from;
         for (int j = 0; j <= i; ++j) {
           const float p = att[j] * inv;
           ch[j] += p;

@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "loader/config.h"
+
 namespace llm {
 
 class ThreadPool;
@@ -25,6 +27,17 @@ size_t quant_row_bytes_16(int n, int bits, int group);
 // |x - dequant(x)| <= scale/2 + fp16 rounding of min and scale, scale = (max - min) / (2^bits - 1) of the group.
 void quantize_row_cpu(uint8_t* dst, const float* x, int n, int bits, int group);
 void dequantize_row_cpu(float* dst, const uint8_t* src, int n, int bits, int group);
+
+// Rank-space rows (svd + quant, the unified policy): a row holds the first n low-rank coefficients of one token's
+// key (n = r_k) or value (n = its value rank), most important coefficient first. Any n >= 1 is allowed, so the
+// group rule differs from the head_dim rows: groups of `group` values from the first coefficient on, the LAST
+// group holding the n mod group remainder when group does not divide n (its codes padded to a whole byte);
+// group <= 0 or group >= n: one group for the whole row. Each group is [fp16 scale][fp16 min][codes] exactly as
+// above, so a row whose length is a multiple of group is byte-identical to quantize_row_cpu's. Same error bound.
+size_t quant_rank_row_bytes(int n, int bits, int group);
+size_t quant_rank_row_bytes_16(int n, int bits, int group);  // 16-bit class at 2 bytes a value (reports)
+void quantize_rank_row_cpu(uint8_t* dst, const float* x, int n, int bits, int group);
+void dequantize_rank_row_cpu(float* dst, const uint8_t* src, int n, int bits, int group);
 
 // ---- attention over the mixed-precision cache (kernels/attention_quant_cpu.cpp) ------------------------------
 // Causal GQA attention of n_q queries against n_kv cached entries (a layer's kept tokens, in position order).
@@ -44,6 +57,32 @@ struct QuantAttentionArgs {
 };
 void attention_quant_cpu(float* out, const QuantAttentionArgs& a, ThreadPool* pool = nullptr);
 
+// ---- attention over the low-rank mixed-precision cache (kernels/attention_lowrank_quant_cpu.cpp) -------------
+// svd combined with quant/keep/evict (issue 7's unified policy; cache layout in engine/kv_prefill.h). Causal GQA
+// attention of n_q queries against n_kv entries of one layer (in position order; the queries are the last n_q).
+// Entry e of KV head g lies at data[g] + off[g][e]: its key coefficients c_k (r_k values, before RoPE) then its
+// value coefficients c_v (vrank[g][e] values), both rank-space rows at bits[g][e] (quantize_rank_row_cpu).
+// Per tile of keys (the CUDA kernel's shared-memory tile) each c_k row is dequantised, the key rebuilt with
+// U_K (uk rows), RoPE'd at the entry's own position pos[e], and scored against the group's heads and a chunk of
+// queries with an online softmax; the probabilities times the dequantised c_v accumulate in rank space (z,
+// r_vmax wide, zero beyond each entry's rank). Nothing is dequantised or rebuilt into a full-size buffer.
+//   q:  (n_q, n_heads, head_dim) RoPE applied;   uk: (n_kv_heads, r_k, head_dim) rows of the rebuild basis
+//   z:  (n_q, n_heads, r_vmax) out; W_fused projects it (engine/kv_lowrank.h)
+struct LowRankQuantAttentionArgs {
+  const float* q = nullptr;
+  const uint8_t* const* data = nullptr;   // (n_kv_heads) pointers
+  const uint64_t* const* off = nullptr;   // (n_kv_heads) pointers to (n_kv) byte offsets
+  const uint8_t* const* bits = nullptr;   // (n_kv_heads) pointers to (n_kv) widths
+  const uint16_t* const* vrank = nullptr; // (n_kv_heads) pointers to (n_kv) value ranks, 1..r_vmax
+  const int32_t* pos = nullptr;           // (n_kv) positions (RoPE of the rebuilt keys)
+  const float* uk = nullptr;
+  int r_k = 0, r_vmax = 0, group = 0;     // group: the rank-row group (quant_rank_row_bytes)
+  int n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  const float* inv_freq = nullptr;        // (head_dim/2) RoPE inverse frequencies
+  RopeLayout rope_layout = RopeLayout::half_split;
+};
+void attention_lowrank_quant_cpu(float* z, const LowRankQuantAttentionArgs& a, ThreadPool* pool = nullptr);
+
 // ---- attention with importance accumulators (prefill) ------------------------------------------------------
 // Causal self-attention of m tokens (exactly attention_cpu with n_q = n_kv = m) that also accumulates, without
 // forming the m x m matrix, for every KV head g and key j:
@@ -53,6 +92,8 @@ void attention_quant_cpu(float* out, const QuantAttentionArgs& a, ThreadPool* po
 // order: deterministic whatever the thread count.
 //   q: (m, n_heads, head_dim); k, v: (n_kv_heads, m, head_dim); out: (m, n_heads, head_dim)
 //   cum, win: (n_kv_heads, m); scratch: (2, n_heads, m) floats
+// v == nullptr: the accumulators only (out is not touched; the low-rank prefill scores first, then attends in
+// rank space with attention_lowrank_quant_cpu).
 void attention_importance_cpu(float* out, float* cum, float* win, float* scratch, const float* q, const float* k,
                               const float* v, int m, int n_heads, int n_kv_heads, int head_dim, int w,
                               ThreadPool* pool = nullptr);

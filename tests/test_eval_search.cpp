@@ -60,6 +60,7 @@ TEST_CASE("kv_spec_bytes_per_token: the engine's layout, by hand") {
   CHECK(llm::kv_bytes_16bit("full", 46080.0) == 23040.0);
   CHECK(llm::kv_bytes_16bit("svd:k=16,v=16/32/64,policy=seed,basis=weights", 100.0) == 50.0);
   CHECK(llm::kv_bytes_16bit("full+quant:8/4/2=0.2/0.5/0.3", 100.0) == 100.0);
+  CHECK(llm::kv_bytes_16bit("svd:k=16,v=16,policy=uniform,basis=weights+quant:4", 100.0) == 100.0);  // unified
   CHECK_THROWS_WITH_AS(llm::kv_spec_bytes_per_token("svd:k=8+quant:bits=4", c), doctest::Contains("not modelled"),
                        llm::Error);
 }

@@ -513,11 +513,15 @@ TEST_CASE("low-rank cache on the demo model: full ranks equal the uncompressed e
                        doctest::Contains("exceeds head_dim 64"), Error);
   llm::Model imp(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:policy=importance"});
   llm::Session si(imp, {.n_ctx = 64});
-  CHECK_THROWS_WITH_AS(si.feed(toks), doctest::Contains("issue 7"), Error);
+  si.feed(toks);  // issue 7's unified policy: the prefill computes the scores itself
+  CHECK(si.n_past() == static_cast<int>(toks.size()));
   si.reset();
-  si.set_token_scores(std::vector<float>(toks.size(), 1.0f));
+  si.set_token_scores(std::vector<float>(toks.size(), 1.0f));  // the hook still works (and replaces them)
   si.feed(toks);
   CHECK(si.n_past() == static_cast<int>(toks.size()));
+  si.reset();
+  si.set_token_scores(std::vector<float>(3, 1.0f));
+  CHECK_THROWS_WITH_AS(si.feed(toks), doctest::Contains("3 scores given"), Error);
 }
 
 TEST_CASE("kv profiles on the demo model: save/load, another model refused, calib beats weights on its data") {

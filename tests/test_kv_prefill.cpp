@@ -20,6 +20,7 @@
 #include "loader/error.h"
 #include "loader/gguf.h"
 #include "test_util.h"
+#include "tiny_llama2.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace llm;
@@ -34,55 +35,7 @@ std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
   return x;
 }
 
-// A Llama-2-shaped synthetic model: multi-head attention (kv_heads == heads), half-split RoPE, untied head.
-struct TinyLlama2 {
-  Config c;
-  std::vector<std::vector<float>> store;
-  Weights w;
-  QMatrix mat(int64_t rows, int64_t cols, std::mt19937_64& g, float scale) {
-    std::normal_distribution<float> d(0.0f, scale);
-    store.emplace_back(rows * cols);
-    for (auto& x : store.back()) x = d(g);
-    return QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(store.back().data()), rows, cols, size_t(cols) * 4};
-  }
-  const float* ones(int64_t n, std::mt19937_64& g) {
-    std::uniform_real_distribution<float> d(0.8f, 1.2f);
-    store.emplace_back(n);
-    for (auto& x : store.back()) x = d(g);
-    return store.back().data();
-  }
-  explicit TinyLlama2(int vocab = 64, int layers = 4) {
-    store.reserve(16 * layers + 8);
-    c.arch = "llama";
-    c.n_layers = layers;
-    c.dim = 64;
-    c.n_heads = 4;
-    c.n_kv_heads = 4;  // Llama-2 7B/13B: multi-head attention
-    c.head_dim = 16;
-    c.ffn_dim = 128;
-    c.vocab_size = vocab;
-    c.max_seq_len = 256;
-    c.rope_theta = 10000.0f;
-    c.rms_eps = 1e-5f;
-    c.rope_layout = RopeLayout::half_split;
-    std::mt19937_64 g(11);
-    w.token_embd = mat(vocab, c.dim, g, 1.0f);
-    w.layers.resize(layers);
-    for (auto& L : w.layers) {
-      L.attn_norm = ones(c.dim, g);
-      L.wq = mat(c.dim, c.dim, g, 0.25f);
-      L.wk = mat(c.dim, c.dim, g, 0.25f);
-      L.wv = mat(c.dim, c.dim, g, 0.25f);
-      L.wo = mat(c.dim, c.dim, g, 0.15f);
-      L.ffn_norm = ones(c.dim, g);
-      L.w_gate = mat(c.ffn_dim, c.dim, g, 0.15f);
-      L.w_up = mat(c.ffn_dim, c.dim, g, 0.15f);
-      L.w_down = mat(c.dim, c.ffn_dim, g, 0.15f);
-    }
-    w.output_norm = ones(c.dim, g);
-    w.output = mat(vocab, c.dim, g, 0.2f);
-  }
-};
+using llm_test::TinyLlama2;
 
 // Prefill `prompt` then greedily decode `steps` tokens; returns every logits vector seen (prefill's last + one per
 // step). spec empty: the full cache.

@@ -2,17 +2,18 @@
 // docs/prefill-compression.md.
 //
 //   build/kv_prefill_eval MODEL TEXT [--ctx C] [--cont M] [--chunks K] [--passkey-len L] [--passkey-n N]
-//                         [--speed-len S] [--threads T] SPEC ...
+//                         [--speed-len S] [--threads T] [--kv-profile PROFILE.safetensors] SPEC ...
 //
 // For each SPEC (a --kv spec; "full" is the reference):
 //   - KV bytes/token after prefilling C tokens (the 16-bit class counted at 2 bytes a value, as the CUDA cache
-//     stores it; "full" = the 16-bit full cache, 2 * layers * kv_heads * head_dim * 2 bytes)
+//     stores it; the plain low-rank cache's fp32 rows likewise, through kv_bytes_16bit; "full" = the 16-bit full cache, 2 * layers * kv_heads * head_dim * 2 bytes)
 //   - continuation perplexity: K chunks of the text, each C context tokens prefilled through the compressed
 //     path, then the next M tokens fed as one block and scored (each predicted from the compressed context plus
 //     the continuation before it); top-1 agreement of those M predictions with the full cache
 //   - passkey retrieval: N prompts of about L tokens of filler with "The pass key is NNNNN." at depths spread
 //     over 5%..95%, ending "What is the pass key? The pass key is"; greedy 8 tokens must contain the digits
 //   - prefill speed: seconds to prefill S tokens of the text (best of 2)
+// --kv-profile: the low-rank profile (llm compress) for the specs with an svd part (the others ignore it).
 // Prints one markdown row per spec. A long measurement: not part of the test suite.
 #include <algorithm>
 #include <chrono>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "engine/llm.h"
+#include "eval/search.h"
 #include "loader/error.h"
 
 namespace {
@@ -72,12 +74,13 @@ int main(int argc, char** argv) {
   try {
     if (argc < 4) {
       std::fprintf(stderr, "usage: kv_prefill_eval MODEL TEXT [--ctx C] [--cont M] [--chunks K] [--passkey-len L] "
-                           "[--passkey-n N] [--speed-len S] [--threads T] SPEC ...\n");
+                           "[--passkey-n N] [--speed-len S] [--threads T] [--kv-profile FILE] SPEC ...\n");
       return 2;
     }
     const std::string model_path = argv[1], text_path = argv[2];
     int ctx = 384, cont = 128, chunks = 4, pk_len = 400, pk_n = 8, speed_len = 1024, threads = 0;
     std::vector<std::string> specs;
+    std::string profile;
     for (int i = 3; i < argc; ++i) {
       const std::string a = argv[i];
       auto val = [&]() {
@@ -91,6 +94,10 @@ int main(int argc, char** argv) {
       else if (a == "--passkey-n") pk_n = val();
       else if (a == "--speed-len") speed_len = val();
       else if (a == "--threads") threads = val();
+      else if (a == "--kv-profile") {
+        if (i + 1 >= argc) llm::fail(a, " needs a value");
+        profile = argv[++i];
+      }
       else specs.push_back(a);
     }
     std::ifstream in(text_path);
@@ -108,6 +115,7 @@ int main(int argc, char** argv) {
     for (const std::string& spec : specs) {
       llm::LoadOptions lo;
       lo.kv = spec;
+      if (spec.rfind("svd", 0) == 0) lo.kv_profile = profile;
       lo.n_threads = threads;
       llm::Model model(model_path, lo);
       const llm::Config& c = model.config();
@@ -129,7 +137,7 @@ int main(int argc, char** argv) {
         std::vector<int> context(toks.begin() + b, toks.begin() + b + ctx);
         std::vector<int> next(toks.begin() + b + ctx, toks.begin() + b + ctx + cont);
         sess.feed(context);
-        if (k == 0) bytes_tok = double(sess.kv_cache_bytes()) / ctx;
+        if (k == 0) bytes_tok = llm::kv_bytes_16bit(model.kv_description(), double(sess.kv_cache_bytes())) / ctx;
         std::vector<int> top;
         nll -= log_softmax_at(sess.logits(), V, next[0]);
         top.push_back(argmax(sess.logits(), V));

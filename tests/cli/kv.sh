@@ -21,7 +21,7 @@ expect_fail "kv: rank > head_dim" "exceeds head_dim 64" "$LLM" "${PPL[@]}" --kv 
 expect_fail "kv: rank 0" "rank 0" "$LLM" "${PPL[@]}" --kv svd:v=0
 expect_fail "kv: unknown policy" "unknown policy" "$LLM" "${PPL[@]}" --kv svd:policy=random
 expect_fail "kv: malformed" "KEY=VALUE" "$LLM" "${PPL[@]}" --kv svd:k16
-expect_fail "kv: importance without scores" "issue 7" "$LLM" "${PPL[@]}" --kv svd:policy=importance
+expect_ok "kv: importance without given scores (the prefill computes them, issue 7)" "$LLM" "${PPL[@]}" --kv svd:policy=importance
 expect_fail "kv: calib without profile" "llm compress --basis calib" "$LLM" "${PPL[@]}" --kv svd:basis=calib
 expect_fail "kv: profile with full cache" "--kv svd" "$LLM" "${PPL[@]}" --kv-profile "$TMP/none.safetensors"
 expect_fail "kv: missing profile" "none.safetensors" "$LLM" "${PPL[@]}" --kv svd --kv-profile "$TMP/none.safetensors"
