@@ -117,6 +117,10 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     // issue 7's unified policy: svd with quant/keep/evict, or svd with policy=importance (the prefill computes the
     // scores that pick the value ranks), runs through the prefill-compressed cache holding rank-space rows
     const bool unified = spec.lowrank && (pre.any() || spec.policy == KVRankPolicy::importance);
+    if (unified && spec.sinks > 0)
+      fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": sinks=", spec.sinks, " is not supported by the "
+           "unified cache (svd with quant/keep/evict or policy=importance) yet; drop sinks= or use svd alone with "
+           "policy=seed|uniform");
     if (pre.any() || unified) {  // issue 7
       kv_prefill_spec_check(pre, m.file.config, spec.lowrank);
       m.prefill = std::make_unique<KVPrefillSpec>(std::move(pre));

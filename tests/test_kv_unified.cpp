@@ -441,7 +441,7 @@ TEST_CASE("unified on the demo model: svd + quant + keep + evict runs end to end
   llm::Model mdl(llm_test::demo_model_path(),
                  {.n_threads = 2, .kv = "svd:k=1/2,v=1/2,policy=uniform+quant:8/4=0.5/0.5,recent=8+keep:0.5,from=8+evict:snapkv,budget=0.5"});
   CHECK(mdl.kv_description() ==
-        "svd:k=32,v=32,policy=uniform,basis=weights+quant:8/4=0.5/0.5,recent=8+keep:0.5,from=8+evict:snapkv,budget=0.5");
+        "svd:k=32,v=32,policy=uniform,basis=weights,metric=score+quant:8/4=0.5/0.5,recent=8+keep:0.5,from=8+evict:snapkv,budget=0.5");
   llm::Session s(mdl, {.n_ctx = 128});
   s.feed_text("The capital of France is", true);
   llm::GenerateOptions g;
@@ -449,7 +449,7 @@ TEST_CASE("unified on the demo model: svd + quant + keep + evict runs end to end
   const auto r = s.generate(g);
   CHECK(r.tokens.size() == 4);
   llm::Model imp(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=1/4,policy=importance+imp:w=8"});
-  CHECK(imp.kv_description() == "svd:k=16,v=16/32/64,policy=importance,basis=weights+imp:w=8");
+  CHECK(imp.kv_description() == "svd:k=16,v=16/32/64,policy=importance,basis=weights,metric=score+imp:w=8");
   llm::Session si(imp, {.n_ctx = 64});
   si.feed_text("The capital of France is", true);  // no set_token_scores needed
   CHECK(si.n_past() > 0);
