@@ -4,6 +4,8 @@
 // flash prefill) -> W_O -> add+rmsnorm -> gate|up -> SwiGLU -> W_down; the residual add of W_down is fused into
 // the next layer's first norm (or the final norm). Decode: 8 kernels per layer + 4, 260 launches on Llama-3-8B,
 // replayed as one CUDA graph (launch overhead ~1-2 us per kernel without it would cost ~10% of a 5 ms step).
+// Low-rank KV cache (issue 6, docs/kv-compression.md): QKV' -> kv_lowrank_write -> low-rank attention -> z to
+// bf16 -> W_fused replaces the attention part of the layer; the value ranks come from the host (cuda_lowrank_begin).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -241,6 +243,7 @@ void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t see
   const Config& c = m.c;
   const KVRanks r = kv_spec_ranks(spec, c.head_dim);
   CudaLowRank& lr = lowrank_alloc(m, spec, r);
+  lr.desc += " (random bases)";
   const int hd = c.head_dim, nkv = c.n_kv_heads, rv = r.v_max();
   const int64_t dim = c.dim, qd = int64_t(c.n_heads) * hd, kcd = int64_t(nkv) * r.k;
   const float sd = 1.0f / std::sqrt(float(dim)), sf = 1.0f / std::sqrt(float(c.n_heads * rv));
@@ -367,6 +370,7 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
     s->h_vrank.assign(capacity, 0);
     s->h_voff.assign(size_t(capacity) + 1, 0);
     s->z = DeviceBuffer(B * c.n_heads * r.v_max() * 4);
+    s->lr_qkv = DeviceBuffer(B * (qd + size_t(c.n_kv_heads) * r.k + kvd) * 4);
     s->lr_splits = attention_lowrank_decode_splits(c.n_kv_heads, capacity, m.sm_count);
   }
   s->x = DeviceBuffer(B * dim * 4);
@@ -396,7 +400,7 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
 size_t cuda_session_device_bytes(const CudaSession& s) {
   size_t b = s.lt.workspace.bytes;
   for (const DeviceBuffer* d : {&s.kcache, &s.vcache, &s.x, &s.y, &s.xb, &s.qkv, &s.q, &s.att, &s.gu, &s.h, &s.logits,
-                                &s.tokens, &s.pos, &s.attn_ws, &s.ck, &s.cv, &s.vrank, &s.voff, &s.z})
+                                &s.tokens, &s.pos, &s.attn_ws, &s.ck, &s.cv, &s.vrank, &s.voff, &s.z, &s.lr_qkv})
     b += d->bytes;
   return b;
 }
@@ -457,6 +461,21 @@ void matmul(CudaSession& s, float* y, const bf16* x, const bf16* w, int n, int r
   else
     gemm_bf16_cuda(s.lt, y, x, w, n, rows, cols, s.stream);
 }
+// Block = token i: row i of src (n, qd + kcd + kvd) into q (n, qd), kc (n, kcd), v (n, kvd).
+__global__ void split_qkv_kernel(float* q, float* kc, float* v, const float* src, int qd, int kcd, int kvd) {
+  const int i = blockIdx.x, w = qd + kcd + kvd;
+  const float* row = src + size_t(i) * w;
+  for (int j = threadIdx.x; j < w; j += blockDim.x) {
+    const float x = row[j];
+    if (j < qd)
+      q[size_t(i) * qd + j] = x;
+    else if (j < qd + kcd)
+      kc[size_t(i) * kcd + (j - qd)] = x;
+    else
+      v[size_t(i) * kvd + (j - qd - kcd)] = x;
+  }
+}
+
 // Issue 6: the attention sub-layer of layer l over the compressed cache (xb in, W_fused output in s.y), the
 // order docs/kv-compression.md "The CUDA kernels" gives: W_QKV' -> kv_lowrank_write_cuda (q RoPE'd, c_k and c_v
 // stored at the tokens' positions) -> attention_lowrank_{decode,prefill}_cuda (z in rank space) -> W_fused.
@@ -471,7 +490,9 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
   const cudaStream_t st = s.stream;
   const bf16* xb = s.xb.as<bf16>();
   // q (n, qd) | c_k (n, kcd) | v (n, kvd), each contiguous (what the write kernel indexes); for one token this is
-  // exactly the row the single GEMV over W_QKV' produces
+  // exactly the row the single GEMV over W_QKV' produces. A block's GEMM gives rows [q | c_k | v] (one GEMM with
+  // the whole, aligned W_QKV', as the full-cache path: slices of it need not meet cuBLASLt's default 256-byte
+  // alignment) which split_qkv_kernel regroups.
   float* q = s.qkv.as<float>();
   float* kc = q + size_t(n) * qd;
   float* v = kc + size_t(n) * kcd;
@@ -479,9 +500,9 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
   if (n == 1) {
     gemv_bf16_cuda(q, R.wqkv, xb, qd + kcd + kvd, dim, st);
   } else {
-    gemm_bf16_cuda(s.lt, q, xb, R.wqkv, n, qd, dim, st);
-    gemm_bf16_cuda(s.lt, kc, xb, R.wqkv + size_t(qd) * dim, n, kcd, dim, st);
-    gemm_bf16_cuda(s.lt, v, xb, R.wqkv + size_t(qd + kcd) * dim, n, kvd, dim, st);
+    gemm_bf16_cuda(s.lt, s.lr_qkv.as<float>(), xb, R.wqkv, n, qd + kcd + kvd, dim, st);
+    split_qkv_kernel<<<n, 256, 0, st>>>(q, kc, v, s.lr_qkv.as<float>(), qd, kcd, kvd);
+    CUDA_CHECK_LAUNCH();
   }
   mark(OpFamily::rope_kv);
   bf16* ck = s.ck.as<bf16>() + size_t(l) * nkv * s.capacity * rk;

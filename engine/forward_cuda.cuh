@@ -109,6 +109,7 @@ struct CudaSession {
   int decode_step = 0;          // kv_policy_ranks' decode counter
   int lr_splits = 1;            // attention_lowrank_decode_splits
   DeviceBuffer z;               // (max_block, n_heads, r_vmax) fp32 attention output in rank space
+  DeviceBuffer lr_qkv;          // (max_block, qd + n_kv_heads*r_k + kvd) fp32: a block's W_QKV' GEMM output
   int* host_io = nullptr;       // pinned (2 * max_block) ints: token ids then positions
   cudaGraphExec_t decode_graph = nullptr;
   CudaSession() = default;
