@@ -9,7 +9,10 @@
 
 #include "engine/bench_cuda.h"
 #include "engine/forward_cuda.cuh"
+#include "engine/kv_lowrank.h"
+#include "engine/kv_prefill.h"
 #include "kernels/elementwise_cuda.h"
+#include "kernels/threadpool_cpu.h"
 #include "loader/model_file.h"
 
 namespace llm {
@@ -95,6 +98,14 @@ void bench_cuda(const CudaBenchOptions& o) {
   if (o.reps < 1) fail("llm bench: -r must be >= 1, got ", o.reps);
   const int ctx = o.ctx > 0 ? o.ctx : o.n_prompt + o.n_gen;
   if (ctx <= o.n_gen) fail("llm bench: the context -c ", ctx, " must exceed -n ", o.n_gen);
+  std::string kv_base;  // the --kv spec without issue 7's +parts (refused on cuda)
+  const KVPrefillSpec pre = kv_prefill_spec_parse(o.kv, kv_base);
+  cuda_kv_spec_check(false, pre.any(), o.kv);
+  const KVSpec kv_spec = kv_spec_parse(kv_base);
+  if (!kv_spec.lowrank && !o.kv_profile.empty())
+    fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
+  if (!o.kv_profile.empty() && o.model_path.empty())
+    fail("--kv-profile needs -m MODEL (a --synthetic model gets random orthonormal bases)");
   if (cuda_devices() == 0) fail("llm bench --device cuda: no CUDA device found; use --device cpu");
 
   cudaDeviceProp prop{};
@@ -109,13 +120,20 @@ void bench_cuda(const CudaBenchOptions& o) {
     Config c = config_from_hf_json(read_file(o.synthetic_config), o.synthetic_config);
     model.reset(new CudaModel(cuda_model_alloc(c, c.tie_embeddings)));
     cuda_model_randomize(*model, o.seed);
+    if (kv_spec.lowrank) cuda_model_lowrank_randomize(*model, kv_spec, o.seed + 303);
     source = "synthetic " + o.synthetic_config;
   } else {
     ModelFile f = model_file_open(o.model_path);
     Weights w = weights_from_file(f);
     model = cuda_model_upload(f.config, w);
+    if (kv_spec.lowrank) {
+      ThreadPool pool;
+      const auto lrm = kv_lowrank_model_create(kv_spec, o.kv_profile, f.config, w, &pool);
+      cuda_model_add_lowrank(*model, *lrm);
+    }
     source = o.model_path;
   }
+  const std::string kv_desc = model->lowrank ? model->lowrank->desc : "full";
   const Config& c = model->c;
   const int capacity = std::max(ctx, o.n_prompt);
   CudaSessionPtr sp = cuda_session_create(*model, capacity, o.n_prompt);
@@ -143,6 +161,7 @@ void bench_cuda(const CudaBenchOptions& o) {
   }
   set_ints(s, s.tokens, prompt);
   set_ints(s, s.pos, pos);
+  cuda_lowrank_begin(s, 0, o.n_prompt);  // low-rank: the prompt's value ranks (no-op for the full cache)
   double prefill_ms = 1e30;
   for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up (cuBLASLt heuristics, module loading)
     s.n = 0;
@@ -160,9 +179,18 @@ void bench_cuda(const CudaBenchOptions& o) {
 
   // ---- decode at context: cache filled with random keys/values up to start, then n_gen graph replays ----
   const int start = ctx - o.n_gen;
-  const size_t cache_elems = s.kcache.bytes / 2;
-  fill_random_bf16_cuda(s.kcache.as<bf16>(), int64_t(cache_elems), o.seed + 101, 1.0f, s.stream);
-  fill_random_bf16_cuda(s.vcache.as<bf16>(), int64_t(cache_elems), o.seed + 202, 1.0f, s.stream);
+  if (model->lowrank) {
+    // the first `start` tokens ranked as one prompt, then every decode step's rank (the graph replays read them
+    // at their device-side position); cv reaches its final size here, before the fill and the graph capture
+    cuda_lowrank_begin(s, 0, start);
+    for (int i = 0; i < o.n_gen; ++i) cuda_lowrank_begin(s, start + i, 1);
+    fill_random_bf16_cuda(s.ck.as<bf16>(), int64_t(s.ck.bytes / 2), o.seed + 101, 1.0f, s.stream);
+    fill_random_bf16_cuda(s.cv.as<bf16>(), int64_t(s.cv.bytes / 2), o.seed + 202, 1.0f, s.stream);
+  } else {
+    const size_t cache_elems = s.kcache.bytes / 2;
+    fill_random_bf16_cuda(s.kcache.as<bf16>(), int64_t(cache_elems), o.seed + 101, 1.0f, s.stream);
+    fill_random_bf16_cuda(s.vcache.as<bf16>(), int64_t(cache_elems), o.seed + 202, 1.0f, s.stream);
+  }
   CUDA_CHECK(cudaStreamSynchronize(s.stream));
   double decode_ms = 1e30;
   for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up and graph capture
@@ -217,10 +245,21 @@ void bench_cuda(const CudaBenchOptions& o) {
   // ---- report ----
   const double prefill_tps = o.n_prompt / (prefill_ms * 1e-3);
   const double decode_tps = o.n_gen / (decode_ms * 1e-3);
-  const double kv_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // bf16 K and V
+  const double full_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // bf16 K and V
   // step i (0-based) runs at position start + i and reads start + i + 1 cached tokens: on average start + (n+1)/2
   const double avg_kv = start + (o.n_gen + 1) / 2.0;
-  const double bytes_per_tok = double(model->decode_weight_bytes) + kv_token_bytes * avg_kv;
+  double kv_read = full_token_bytes * avg_kv;  // KV bytes one decode step reads, averaged over the steps
+  double kv_token_bytes = full_token_bytes;    // per cached token, as stored
+  if (model->lowrank) {
+    // compressed bf16 cache: r_k + vrank[t] values per token, layer and KV head, as the policy ranked them
+    const double per_elem = 2.0 * c.n_layers * c.n_kv_heads;
+    const int rk = model->lowrank->ranks.k;
+    double sum = 0.0;
+    for (int i = 0; i < o.n_gen; ++i) sum += per_elem * (double(start + i + 1) * rk + double(s.h_voff[start + i + 1]));
+    kv_read = sum / o.n_gen;
+    kv_token_bytes = per_elem * (rk + double(s.h_voff[ctx]) / ctx);
+  }
+  const double bytes_per_tok = double(model->decode_weight_bytes) + kv_read;
   const double gbs = bytes_per_tok * decode_tps / 1e9;
   const double pct = 100.0 * bytes_per_tok * decode_tps / copy_bw;
   const double peak_mib = double(free0 - free_min) / 1048576.0;
@@ -233,10 +272,11 @@ void bench_cuda(const CudaBenchOptions& o) {
                 "\"weight_device_bytes\": %zu, \"decode_weight_bytes\": %zu, \"kv_bytes_per_token\": %.0f, "
                 "\"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.1f, \"copy_gb_s\": %.1f, "
                 "\"pct_of_copy_bw\": %.1f, \"peak_device_mib\": %.1f, \"session_device_mib\": %.1f, "
-                "\"last_token\": %d, \"decode_ms_per_op\": {",
-                json_str(prop.name).c_str(), prop.multiProcessorCount, json_str(source).c_str(), o.n_prompt, o.n_gen, ctx, start, prefill_tps,
-                decode_tps, model->bytes, model->decode_weight_bytes, kv_token_bytes, bytes_per_tok, gbs,
-                copy_bw / 1e9, pct, peak_mib, cuda_session_device_bytes(s) / 1048576.0, last_token);
+                "\"last_token\": %d, \"kv\": %s, \"kv_full_bytes_per_token\": %.0f, \"decode_ms_per_op\": {",
+                json_str(prop.name).c_str(), prop.multiProcessorCount, json_str(source).c_str(), o.n_prompt, o.n_gen,
+                ctx, start, prefill_tps, decode_tps, model->bytes, model->decode_weight_bytes, kv_token_bytes,
+                bytes_per_tok, gbs, copy_bw / 1e9, pct, peak_mib, cuda_session_device_bytes(s) / 1048576.0,
+                last_token, json_str(kv_desc).c_str(), full_token_bytes);
     for (int f = 0; f < F; ++f)
       std::printf("%s\"%s\": %.4f", f ? ", " : "", op_family_name(OpFamily(f)), decode_prof.ms[f]);
     std::printf("}, \"prefill_ms_per_op\": {");
@@ -254,11 +294,13 @@ void bench_cuda(const CudaBenchOptions& o) {
   std::printf("model      %s: %d layers, dim %d, %d/%d heads, ffn %d, vocab %d; %.2f GB bf16 on the device\n",
               source.c_str(), c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size, model->bytes / 1e9);
   std::printf("prefill    %d tokens: %.1f ms, %.0f tok/s\n", o.n_prompt, prefill_ms, prefill_tps);
-  std::printf("decode     %d tokens from context %d to %d (cache pre-filled with random K/V): %.3f ms/token, "
+  std::printf("decode     %d tokens from context %d to %d (cache pre-filled with random values): %.3f ms/token, "
               "%.1f tok/s\n", o.n_gen, start, ctx, decode_ms / o.n_gen, decode_tps);
-  std::printf("per token  %.3f GB weights + %.3f GB KV (%.0f KB x %.0f tokens) = %.3f GB -> %.0f GB/s = %.1f%% of "
-              "copy bandwidth\n", model->decode_weight_bytes / 1e9, kv_token_bytes * avg_kv / 1e9,
-              kv_token_bytes / 1e3, avg_kv, bytes_per_tok / 1e9, gbs, pct);
+  std::printf("kv cache   %s: %.1f KB per cached token (bf16; full cache %.1f KB, %.2fx)\n", kv_desc.c_str(),
+              kv_token_bytes / 1e3, full_token_bytes / 1e3, full_token_bytes / kv_token_bytes);
+  std::printf("per token  %.3f GB weights + %.3f GB KV (%.1f KB x %.0f tokens) = %.3f GB -> %.0f GB/s = %.1f%% of "
+              "copy bandwidth\n", model->decode_weight_bytes / 1e9, kv_read / 1e9, kv_read / avg_kv / 1e3, avg_kv,
+              bytes_per_tok / 1e9, gbs, pct);
   std::printf("memory     peak %.0f MiB on the device (weights %.0f MiB, session %.0f MiB)\n", peak_mib,
               model->bytes / 1048576.0, cuda_session_device_bytes(s) / 1048576.0);
   std::printf("decode step by op family (eager, events around each op; sum %.3f ms vs %.3f ms in the graph):\n",

@@ -15,6 +15,8 @@ struct CudaBenchOptions {
   int ctx = 0;                   // -c: context reached at the end of decoding (0: n_prompt + n_gen)
   int reps = 3;                  // -r: timed repetitions, best kept
   bool json = false;             // one JSON object on stdout instead of the text report
+  std::string kv = "full";       // --kv: full, or svd:... (issue 6: the low-rank cache, policy seed|uniform)
+  std::string kv_profile;        // --kv-profile with -m (default: a weights profile built at load)
   uint64_t seed = 1234;
 };
 
@@ -22,6 +24,9 @@ struct CudaBenchOptions {
 // Decode runs with the cache already holding ctx - n_gen tokens of random bf16 keys/values (a 32K prefill would
 // only take time; attention cost depends on the number of cached tokens, not their values), the greedy decode
 // step replayed as a CUDA graph n_gen times back to back with no host synchronisation in between.
+// --kv svd:...: the same with the compressed cache (random c_k/c_v under the policy's value ranks for the first
+// ctx - n_gen tokens, every decode position's rank placed on the device before the replays); --synthetic models
+// get random low-rank weights (orthonormal bases), -m models the folded weights of kv_lowrank_model_create.
 void bench_cuda(const CudaBenchOptions& o);
 
 }  // namespace llm

@@ -4,12 +4,16 @@
 // flash prefill) -> W_O -> add+rmsnorm -> gate|up -> SwiGLU -> W_down; the residual add of W_down is fused into
 // the next layer's first norm (or the final norm). Decode: 8 kernels per layer + 4, 260 launches on Llama-3-8B,
 // replayed as one CUDA graph (launch overhead ~1-2 us per kernel without it would cost ~10% of a 5 ms step).
+// Low-rank KV cache (issue 6, docs/kv-compression.md): QKV' -> kv_lowrank_write -> low-rank attention -> z to
+// bf16 -> W_fused replaces the attention part of the layer; the value ranks come from the host (cuda_lowrank_begin).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <random>
 
 #include "engine/forward_cuda.cuh"
 #include "kernels/attention_cuda.h"
+#include "kernels/attention_lowrank_cuda.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/embedding_cuda.h"
 #include "kernels/rmsnorm_cuda.h"
@@ -124,6 +128,166 @@ CudaModelPtr cuda_model_upload(const Config& c, const Weights& w) {
   return m;
 }
 
+// ---- issue 6: low-rank weights ------------------------------------------------------------------------------
+
+namespace {
+void upload_bf16_from_f32(bf16* dst, const float* src, size_t n) {
+  std::vector<uint16_t> staging(n);
+  for (size_t i = 0; i < n; ++i) staging[i] = f32_to_bf16(src[i]);
+  CUDA_CHECK(cudaMemcpy(dst, staging.data(), n * 2, cudaMemcpyHostToDevice));
+}
+
+void release(CudaModel& m, const void* p) {
+  for (DeviceBuffer& b : m.bufs)
+    if (b.ptr == p) {
+      m.bytes -= b.bytes;
+      b = DeviceBuffer();
+      return;
+    }
+}
+
+// Allocate the low-rank weights of ranks r and copy the W_Q and W_V rows of every layer's W_QKV into W_QKV'
+// (device to device). The caller fills W_K', U_K, U_V and W_fused, then calls lowrank_finish.
+CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
+  const Config& c = m.c;
+  if (m.lowrank) fail("cuda_model_add_lowrank: the model already has a low-rank KV cache");
+  if (spec.sinks > 0)
+    fail("--kv '", spec.text, "': sinks=", spec.sinks, " is not supported by the CUDA low-rank kernels yet (they "
+         "rebuild every key from c_k); drop sinks= or use --device cpu");
+  if (spec.policy == KVRankPolicy::importance)
+    fail("--kv '", spec.text, "': policy=importance is not wired to the CUDA backend yet (its token scores come "
+         "from issue 7 on the host); use policy=seed or policy=uniform, or --device cpu");
+  const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd, kvd = nkv * hd;
+  const int64_t kcd = nkv * r.k, fused_cols = int64_t(c.n_heads) * r.v_max();
+  if (fused_cols % 8 != 0)
+    fail("--kv '", spec.text, "' on cuda: n_heads x r_vmax = ", c.n_heads, " x ", r.v_max(), " = ", fused_cols,
+         " must be a multiple of 8 (the W_fused GEMV reads 8 bf16 at a time); pick another value rank or --device cpu");
+  auto alloc = [&](size_t bytes) {
+    m.bufs.emplace_back(bytes);
+    m.bytes += bytes;
+    return m.bufs.back().ptr;
+  };
+  auto lr = std::make_unique<CudaLowRank>();
+  lr->policy = spec.policy;
+  lr->ranks = r;
+  lr->desc = kv_spec_describe(spec, r);
+  lr->layers.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    CudaLowRankLayer& R = lr->layers[l];
+    const CudaLayer& L = m.layers[l];
+    R.wqkv = static_cast<bf16*>(alloc(size_t(qd + kcd + kvd) * dim * 2));
+    R.uk = static_cast<float*>(alloc(size_t(kcd) * hd * 4));
+    R.uv = static_cast<float*>(alloc(size_t(nkv) * r.v_max() * hd * 4));
+    R.wfused = static_cast<bf16*>(alloc(size_t(dim) * fused_cols * 2));
+    CUDA_CHECK(cudaMemcpy(R.wqkv, L.wqkv, size_t(qd) * dim * 2, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy(R.wqkv + size_t(qd + kcd) * dim, L.wqkv + size_t(qd + kvd) * dim, size_t(kvd) * dim * 2,
+                          cudaMemcpyDeviceToDevice));
+  }
+  m.lowrank = std::move(lr);
+  return *m.lowrank;
+}
+
+// Free the full-cache W_QKV and W_O (no longer read) and recount the bytes a decode step streams.
+void lowrank_finish(CudaModel& m) {
+  const Config& c = m.c;
+  for (CudaLayer& L : m.layers) {
+    release(m, L.wqkv);
+    release(m, L.wo);
+    L.wqkv = nullptr;
+    L.wo = nullptr;
+  }
+  const KVRanks& r = m.lowrank->ranks;
+  const size_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = size_t(c.n_heads) * hd, kvd = nkv * hd;
+  const size_t ffn = c.ffn_dim, V = c.vocab_size;
+  const size_t per_layer = ((qd + nkv * r.k + kvd) * dim + dim * c.n_heads * r.v_max() + 3 * ffn * dim) * 2 +
+                           nkv * (r.k + r.v_max()) * hd * 4;  // + the bases, read by the write/attention kernels
+  m.decode_weight_bytes = c.n_layers * per_layer + V * dim * 2 + dim * 2;
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+}  // namespace
+
+void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lrm) {
+  const Config& c = m.c;
+  const KVRanks& r = lrm.ranks;
+  const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd;
+  const int64_t kcd = nkv * r.k, fused_cols = int64_t(c.n_heads) * r.v_max();
+  if (int(lrm.layers.size()) != c.n_layers)
+    fail("cuda_model_add_lowrank: the low-rank model has ", lrm.layers.size(), " layers, the model ", c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const KVLowRankModel::Layer& S = lrm.layers[l];
+    if (S.wk_data.size() != size_t(kcd * dim) || S.uk.size() != size_t(kcd * hd) ||
+        S.uv.size() != size_t(nkv * r.v_max() * hd) || S.wo_data.size() != size_t(dim * fused_cols))
+      fail("cuda_model_add_lowrank: layer ", l, "'s low-rank weights do not have the shapes of ranks k=", r.k,
+           ", v_max=", r.v_max(), " for this model (recreate them with kv_lowrank_model_create for this model)");
+  }
+  CudaLowRank& lr = lowrank_alloc(m, lrm.spec, r);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const KVLowRankModel::Layer& S = lrm.layers[l];
+    CudaLowRankLayer& R = lr.layers[l];
+    upload_bf16_from_f32(R.wqkv + size_t(qd) * dim, S.wk_data.data(), S.wk_data.size());
+    upload_f32(R.uk, S.uk.data(), S.uk.size());
+    upload_f32(R.uv, S.uv.data(), S.uv.size());
+    upload_bf16_from_f32(R.wfused, S.wo_data.data(), S.wo_data.size());
+  }
+  lowrank_finish(m);
+}
+
+bool cuda_model_has_lowrank(const CudaModel& m) { return m.lowrank != nullptr; }
+
+void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text) {
+  (void)lowrank;  // svd runs on cuda (policy=importance is refused by cuda_model_add_lowrank, with its reason)
+  if (prefill_parts)
+    fail("--kv ", spec_text, ": the prefill-time compression (quant/keep/evict, issue 7) runs on the CPU only so "
+         "far; use --device cpu, or on cuda --kv full or --kv svd:...");
+}
+
+void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t seed) {
+  if (!spec.lowrank) fail("cuda_model_lowrank_randomize: the spec '", spec.text, "' is not low-rank");
+  const Config& c = m.c;
+  const KVRanks r = kv_spec_ranks(spec, c.head_dim);
+  CudaLowRank& lr = lowrank_alloc(m, spec, r);
+  lr.desc += " (random bases)";
+  const int hd = c.head_dim, nkv = c.n_kv_heads, rv = r.v_max();
+  const int64_t dim = c.dim, qd = int64_t(c.n_heads) * hd, kcd = int64_t(nkv) * r.k;
+  const float sd = 1.0f / std::sqrt(float(dim)), sf = 1.0f / std::sqrt(float(c.n_heads * rv));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::normal_distribution<double> normal(0.0, 1.0);
+  // one orthonormal (hd x hd) basis per (layer, KV head) and kind: Gram-Schmidt of Gaussian rows (twice, for
+  // fp32-level orthogonality); its first r rows are U^T[:r]
+  std::vector<double> b(size_t(hd) * hd);
+  auto basis = [&](float* out, int rows) {
+    for (double& x : b) x = normal(rng);
+    for (int i = 0; i < hd; ++i) {
+      double* bi = b.data() + size_t(i) * hd;
+      for (int pass = 0; pass < 2; ++pass)
+        for (int j = 0; j < i; ++j) {
+          const double* bj = b.data() + size_t(j) * hd;
+          double d = 0.0;
+          for (int e = 0; e < hd; ++e) d += bi[e] * bj[e];
+          for (int e = 0; e < hd; ++e) bi[e] -= d * bj[e];
+        }
+      double nn = 0.0;
+      for (int e = 0; e < hd; ++e) nn += bi[e] * bi[e];
+      const double inv = 1.0 / std::sqrt(nn);
+      for (int e = 0; e < hd; ++e) bi[e] *= inv;
+    }
+    for (size_t i = 0; i < size_t(rows) * hd; ++i) out[i] = static_cast<float>(b[i]);
+  };
+  std::vector<float> uk(size_t(kcd) * hd), uv(size_t(nkv) * rv * hd);
+  for (int l = 0; l < c.n_layers; ++l) {
+    CudaLowRankLayer& R = lr.layers[l];
+    for (int g = 0; g < nkv; ++g) {
+      basis(uk.data() + size_t(g) * r.k * hd, r.k);
+      basis(uv.data() + size_t(g) * rv * hd, rv);
+    }
+    upload_f32(R.uk, uk.data(), uk.size());
+    upload_f32(R.uv, uv.data(), uv.size());
+    fill_random_bf16_cuda(R.wqkv + size_t(qd) * dim, kcd * dim, seed + 7919 * (l + 1), sd, nullptr);
+    fill_random_bf16_cuda(R.wfused, dim * c.n_heads * rv, seed + 104729 * (l + 1), sf, nullptr);
+  }
+  lowrank_finish(m);
+}
+
 size_t cuda_model_device_bytes(const CudaModel& m) { return m.bytes; }
 
 // ---- timing ----------------------------------------------------------------------------------------------
@@ -191,11 +355,27 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
   CUDA_CHECK(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
   const size_t B = s->max_block, dim = c.dim, qd = size_t(c.n_heads) * c.head_dim;
   const size_t kvd = size_t(c.n_kv_heads) * c.head_dim, ffn = c.ffn_dim;
-  const size_t cache = size_t(c.n_layers) * c.n_kv_heads * capacity * c.head_dim * 2;
-  s->kcache = DeviceBuffer(cache);
-  s->vcache = DeviceBuffer(cache);
-  CUDA_CHECK(cudaMemset(s->kcache.ptr, 0, cache));
-  CUDA_CHECK(cudaMemset(s->vcache.ptr, 0, cache));
+  if (!m.lowrank) {
+    const size_t cache = size_t(c.n_layers) * c.n_kv_heads * capacity * c.head_dim * 2;
+    s->kcache = DeviceBuffer(cache);
+    s->vcache = DeviceBuffer(cache);
+    CUDA_CHECK(cudaMemset(s->kcache.ptr, 0, cache));
+    CUDA_CHECK(cudaMemset(s->vcache.ptr, 0, cache));
+  } else {  // issue 6: c_k up front; cv grows in cuda_lowrank_begin
+    const KVRanks& r = m.lowrank->ranks;
+    const size_t ck = size_t(c.n_layers) * c.n_kv_heads * capacity * r.k * 2;
+    s->ck = DeviceBuffer(ck);
+    CUDA_CHECK(cudaMemset(s->ck.ptr, 0, ck));
+    s->vrank = DeviceBuffer(size_t(capacity) * sizeof(int32_t));
+    s->voff = DeviceBuffer((size_t(capacity) + 1) * sizeof(int64_t));
+    CUDA_CHECK(cudaMemset(s->vrank.ptr, 0, s->vrank.bytes));
+    CUDA_CHECK(cudaMemset(s->voff.ptr, 0, s->voff.bytes));
+    s->h_vrank.assign(capacity, 0);
+    s->h_voff.assign(size_t(capacity) + 1, 0);
+    s->z = DeviceBuffer(B * c.n_heads * r.v_max() * 4);
+    s->lr_qkv = DeviceBuffer(B * (qd + size_t(c.n_kv_heads) * r.k + kvd) * 4);
+    s->lr_splits = attention_lowrank_decode_splits(c.n_kv_heads, capacity, m.sm_count);
+  }
   s->x = DeviceBuffer(B * dim * 4);
   s->y = DeviceBuffer(B * dim * 4);
   s->xb = DeviceBuffer(B * dim * 2);
@@ -208,7 +388,13 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
   s->tokens = DeviceBuffer(B * 4);
   s->pos = DeviceBuffer(B * 4);
   s->splits = attention_decode_splits(c.n_kv_heads, capacity, m.sm_count);
-  s->attn_ws = DeviceBuffer(attention_decode_workspace_floats(c.n_heads, c.head_dim, s->splits) * 4);
+  size_t ws = attention_decode_workspace_floats(c.n_heads, c.head_dim, s->splits);
+  if (m.lowrank) {
+    const int rv = m.lowrank->ranks.v_max();
+    ws = std::max(attention_lowrank_decode_workspace_floats(c.n_heads, rv, s->lr_splits),
+                  attention_lowrank_prefill_workspace_floats(int(B), c.n_heads, rv));
+  }
+  s->attn_ws = DeviceBuffer(ws * 4);
   CUDA_CHECK(cudaMallocHost(&s->host_io, 2 * B * sizeof(int)));
   CUDA_CHECK(cudaDeviceSynchronize());  // the memsets above ran on the legacy stream; ours does not wait for it
   return s;
@@ -217,9 +403,52 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
 size_t cuda_session_device_bytes(const CudaSession& s) {
   size_t b = s.lt.workspace.bytes;
   for (const DeviceBuffer* d : {&s.kcache, &s.vcache, &s.x, &s.y, &s.xb, &s.qkv, &s.q, &s.att, &s.gu, &s.h, &s.logits,
-                                &s.tokens, &s.pos, &s.attn_ws})
+                                &s.tokens, &s.pos, &s.attn_ws, &s.ck, &s.cv, &s.vrank, &s.voff, &s.z, &s.lr_qkv})
     b += d->bytes;
   return b;
+}
+
+size_t cuda_session_kv_bytes(const CudaSession& s) {
+  const Config& c = s.m->c;
+  const size_t blocks = size_t(c.n_layers) * c.n_kv_heads;
+  if (!s.m->lowrank) return 2 * blocks * s.n * c.head_dim * 2;
+  return blocks * (size_t(s.n) * s.m->lowrank->ranks.k + size_t(s.h_voff[s.n])) * 2;
+}
+
+void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
+  if (!s.m->lowrank) return;
+  const CudaLowRank& M = *s.m->lowrank;
+  const Config& c = s.m->c;
+  if (pos0 < 0 || n < 1 || pos0 + n > s.capacity)
+    fail("low-rank cache: positions ", pos0, " .. ", pos0 + n - 1, " outside the capacity ", s.capacity);
+  const std::vector<float> no_scores;  // importance is refused at cuda_model_add_lowrank
+  kv_policy_ranks(s.h_vrank.data() + pos0, M.policy, M.ranks, pos0, n, s.decode_step, no_scores);
+  for (int t = pos0; t < pos0 + n; ++t) s.h_voff[t + 1] = s.h_voff[t] + s.h_vrank[t];
+  const int64_t need = s.h_voff[pos0 + n];
+  if (need > s.v_cap) {
+    // grow geometrically up to the worst case (as kv_lowrank_begin), re-laying every (layer, KV head) block
+    const int64_t rv = M.ranks.v_max(), worst = int64_t(s.capacity) * rv;
+    const int64_t cap = std::max(need, std::min(worst, std::max<int64_t>(2 * s.v_cap, 64 * rv)));
+    const size_t blocks = size_t(c.n_layers) * c.n_kv_heads;
+    DeviceBuffer cv(blocks * cap * 2);
+    CUDA_CHECK(cudaMemsetAsync(cv.ptr, 0, cv.bytes, s.stream));
+    const int64_t keep = s.h_voff[pos0];
+    if (keep > 0)
+      CUDA_CHECK(cudaMemcpy2DAsync(cv.ptr, size_t(cap) * 2, s.cv.ptr, size_t(s.v_cap) * 2, size_t(keep) * 2, blocks,
+                                   cudaMemcpyDeviceToDevice, s.stream));
+    CUDA_CHECK(cudaStreamSynchronize(s.stream));  // before the old buffer is freed
+    s.cv = std::move(cv);
+    s.v_cap = cap;
+    if (s.decode_graph) {  // it holds the old cv pointer and stride
+      CUDA_CHECK(cudaGraphExecDestroy(s.decode_graph));
+      s.decode_graph = nullptr;
+    }
+  }
+  // pageable sources: staged before the calls return, so the host arrays may change afterwards
+  CUDA_CHECK(cudaMemcpyAsync(s.vrank.as<int32_t>() + pos0, s.h_vrank.data() + pos0, size_t(n) * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, s.stream));
+  CUDA_CHECK(cudaMemcpyAsync(s.voff.as<int64_t>() + pos0, s.h_voff.data() + pos0, (size_t(n) + 1) * sizeof(int64_t),
+                             cudaMemcpyHostToDevice, s.stream));
 }
 
 void cuda_session_reset(CudaSession& s) { s.n = 0; }
@@ -234,6 +463,80 @@ void matmul(CudaSession& s, float* y, const bf16* x, const bf16* w, int n, int r
     gemv_bf16_cuda(y, w, x, rows, cols, s.stream);
   else
     gemm_bf16_cuda(s.lt, y, x, w, n, rows, cols, s.stream);
+}
+// Block = token i: row i of src (n, qd + kcd + kvd) into q (n, qd), kc (n, kcd), v (n, kvd).
+__global__ void split_qkv_kernel(float* q, float* kc, float* v, const float* src, int qd, int kcd, int kvd) {
+  const int i = blockIdx.x, w = qd + kcd + kvd;
+  const float* row = src + size_t(i) * w;
+  for (int j = threadIdx.x; j < w; j += blockDim.x) {
+    const float x = row[j];
+    if (j < qd)
+      q[size_t(i) * qd + j] = x;
+    else if (j < qd + kcd)
+      kc[size_t(i) * kcd + (j - qd)] = x;
+    else
+      v[size_t(i) * kvd + (j - qd - kcd)] = x;
+  }
+}
+
+// Issue 6: the attention sub-layer of layer l over the compressed cache (xb in, W_fused output in s.y), the
+// order docs/kv-compression.md "The CUDA kernels" gives: W_QKV' -> kv_lowrank_write_cuda (q RoPE'd, c_k and c_v
+// stored at the tokens' positions) -> attention_lowrank_{decode,prefill}_cuda (z in rank space) -> W_fused.
+template <class Mark>
+void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
+  const CudaModel& m = *s.m;
+  const Config& c = m.c;
+  const CudaLowRank& M = *m.lowrank;
+  const CudaLowRankLayer& R = M.layers[l];
+  const int dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = c.n_heads * hd, kvd = nkv * hd;
+  const int rk = M.ranks.k, rv = M.ranks.v_max(), kcd = nkv * rk;
+  const cudaStream_t st = s.stream;
+  const bf16* xb = s.xb.as<bf16>();
+  // q (n, qd) | c_k (n, kcd) | v (n, kvd), each contiguous (what the write kernel indexes); for one token this is
+  // exactly the row the single GEMV over W_QKV' produces. A block's GEMM gives rows [q | c_k | v] (one GEMM with
+  // the whole, aligned W_QKV', as the full-cache path: slices of it need not meet cuBLASLt's default 256-byte
+  // alignment) which split_qkv_kernel regroups.
+  float* q = s.qkv.as<float>();
+  float* kc = q + size_t(n) * qd;
+  float* v = kc + size_t(n) * kcd;
+  mark(OpFamily::qkv);
+  if (n == 1) {
+    gemv_bf16_cuda(q, R.wqkv, xb, qd + kcd + kvd, dim, st);
+  } else {
+    gemm_bf16_cuda(s.lt, s.lr_qkv.as<float>(), xb, R.wqkv, n, qd + kcd + kvd, dim, st);
+    split_qkv_kernel<<<n, 256, 0, st>>>(q, kc, v, s.lr_qkv.as<float>(), qd, kcd, kvd);
+    CUDA_CHECK_LAUNCH();
+  }
+  mark(OpFamily::rope_kv);
+  bf16* ck = s.ck.as<bf16>() + size_t(l) * nkv * s.capacity * rk;
+  bf16* cv = s.cv.as<bf16>() + size_t(l) * nkv * s.v_cap;
+  kv_lowrank_write_cuda<bf16>(q, kc, v, R.uv, ck, cv, s.voff.as<int64_t>(), s.vrank.as<int32_t>(), s.capacity,
+                              s.v_cap, n, c.n_heads, nkv, hd, rk, rv, m.inv_freq, c.rope_layout, s.pos.as<int>(), st);
+  mark(OpFamily::attention);
+  LowRankAttentionCudaArgs<bf16> a;
+  a.q = q;
+  a.ck = ck;
+  a.uk = R.uk;
+  a.cv = cv;
+  a.voff = s.voff.as<int64_t>();
+  a.vrank = s.vrank.as<int32_t>();
+  a.ck_stride = s.capacity;
+  a.cv_stride = s.v_cap;
+  a.r_k = rk;
+  a.r_vmax = rv;
+  a.n_heads = c.n_heads;
+  a.n_kv_heads = nkv;
+  a.head_dim = hd;
+  a.inv_freq = m.inv_freq;
+  a.rope_layout = c.rope_layout;
+  float* z = s.z.as<float>();
+  if (n == 1)
+    attention_lowrank_decode_cuda(z, a, s.pos.as<int>(), s.lr_splits, s.attn_ws.as<float>(), st);
+  else
+    attention_lowrank_prefill_cuda(z, a, n, s.n + n, s.attn_ws.as<float>(), st);
+  f32_to_bf16_cuda(s.att.as<bf16>(), z, int64_t(n) * c.n_heads * rv, st);  // (n, n_heads*rv) <= (n, qd)
+  mark(OpFamily::wo);
+  matmul(s, s.y.as<float>(), s.att.as<bf16>(), R.wfused, n, dim, c.n_heads * rv);
 }
 }  // namespace
 
@@ -257,20 +560,24 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
       rmsnorm_cuda(xb, x, L.attn_norm, n, dim, c.rms_eps, st);
     else
       add_rmsnorm_cuda(xb, x, y, L.attn_norm, n, dim, c.rms_eps, st);  // residual of the previous W_down
-    mark(OpFamily::qkv);
-    matmul(s, s.qkv.as<float>(), xb, L.wqkv, n, qd + 2 * kvd, dim);
-    mark(OpFamily::rope_kv);
-    rope_kv_write_cuda(s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.qkv.as<float>(), s.pos.as<int>(), n, c.n_heads,
-                       c.n_kv_heads, hd, s.capacity, m.inv_freq, c.rope_layout, st);
-    mark(OpFamily::attention);
-    if (n == 1)
-      attention_decode_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.pos.as<int>(), c.n_heads,
-                            c.n_kv_heads, hd, s.capacity, s.splits, s.attn_ws.as<float>(), st);
-    else
-      attention_prefill_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), n, s.n + n, c.n_heads,
-                             c.n_kv_heads, hd, s.capacity, st);
-    mark(OpFamily::wo);
-    matmul(s, y, s.att.as<bf16>(), L.wo, n, dim, qd);
+    if (m.lowrank) {
+      lowrank_attention(s, l, n, mark);
+    } else {
+      mark(OpFamily::qkv);
+      matmul(s, s.qkv.as<float>(), xb, L.wqkv, n, qd + 2 * kvd, dim);
+      mark(OpFamily::rope_kv);
+      rope_kv_write_cuda(s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.qkv.as<float>(), s.pos.as<int>(), n, c.n_heads,
+                         c.n_kv_heads, hd, s.capacity, m.inv_freq, c.rope_layout, st);
+      mark(OpFamily::attention);
+      if (n == 1)
+        attention_decode_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.pos.as<int>(), c.n_heads,
+                              c.n_kv_heads, hd, s.capacity, s.splits, s.attn_ws.as<float>(), st);
+      else
+        attention_prefill_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), n, s.n + n, c.n_heads,
+                               c.n_kv_heads, hd, s.capacity, st);
+      mark(OpFamily::wo);
+      matmul(s, y, s.att.as<bf16>(), L.wo, n, dim, qd);
+    }
     mark(OpFamily::norm);
     add_rmsnorm_cuda(xb, x, y, L.ffn_norm, n, dim, c.rms_eps, st);
     mark(OpFamily::gate_up);
@@ -330,6 +637,7 @@ void forward_cuda(CudaSession& s, const int* tokens, int n, LogitsMode mode, flo
     cudaGraphExecDestroy(s.decode_graph);
     s.decode_graph = nullptr;
   }
+  cuda_lowrank_begin(s, s.n, n);  // issue 6: the tokens' value ranks (host policy) on the device; no-op otherwise
   for (int b = 0; b < n; b += s.max_block) {
     const int k = std::min(s.max_block, n - b);
     for (int i = 0; i < k; ++i) {

@@ -3,9 +3,12 @@
 // the tests drive directly.
 #pragma once
 #include <array>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/forward_cuda.h"
+#include "engine/kv_lowrank.h"
 #include "kernels/common.cuh"
 #include "kernels/matmul_cuda.h"
 
@@ -20,6 +23,22 @@ struct CudaLayer {
   float* ffn_norm = nullptr;   // (dim)
 };
 
+// Issue 6: the low-rank KV cache's weights (cuda_model_add_lowrank, or random ones for `llm bench --synthetic`).
+// Meanings as KVLowRankModel::Layer (engine/kv_lowrank.h).
+struct CudaLowRankLayer {
+  bf16* wqkv = nullptr;    // (qd + n_kv_heads*r_k + kvd, dim): rows of W_Q, then W_K' (folded key DOWN
+                           // projection, one r_k block per KV head), then W_V
+  float* uk = nullptr;     // (n_kv_heads, r_k, head_dim)    rows of U_K^T: REBUILD keys (attention kernels)
+  float* uv = nullptr;     // (n_kv_heads, r_vmax, head_dim) rows of U_V^T: PROJECT values (write kernel)
+  bf16* wfused = nullptr;  // (dim, n_heads*r_vmax) W_fused, in place of W_O
+};
+struct CudaLowRank {
+  KVRankPolicy policy = KVRankPolicy::seed;
+  KVRanks ranks;
+  std::string desc;  // kv_spec_describe
+  std::vector<CudaLowRankLayer> layers;
+};
+
 struct CudaModel {
   Config c;
   int device = 0, sm_count = 0;
@@ -28,7 +47,8 @@ struct CudaModel {
   bf16* output = nullptr;          // (vocab, dim); == embd when tied
   float* output_norm = nullptr;    // (dim)
   float* inv_freq = nullptr;       // (head_dim/2), llama3 scaling applied (rope_inv_freq_cpu)
-  std::vector<CudaLayer> layers;
+  std::vector<CudaLayer> layers;   // wqkv and wo are null (freed) when lowrank is set
+  std::unique_ptr<CudaLowRank> lowrank;  // issue 6: set by cuda_model_add_lowrank / cuda_model_lowrank_randomize
   size_t bytes = 0;                // device bytes of all of the above
   size_t decode_weight_bytes = 0;  // bytes one decode step streams: every matrix once + one embedding row
 };
@@ -38,6 +58,10 @@ CudaModel cuda_model_alloc(const Config& c, bool tied);
 // Fill every matrix with seeded uniform noise (scale 1/sqrt(in_features)) and the norms with 1, on the device:
 // the synthetic model of `llm bench --synthetic`.
 void cuda_model_randomize(CudaModel& m, uint64_t seed);
+// Issue 6, the synthetic bench: switch a randomized model to the low-rank cache of `spec` with random weights of
+// the right shapes: W_K' and W_fused uniform noise at the scales of W_K / W_O, W_Q and W_V rows kept, U_K and U_V
+// exactly orthonormal rows (Gram-Schmidt of seeded noise on the host). Timing does not depend on the values.
+void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t seed);
 
 // Per-op-family timing with CUDA events (profiling passes only: it adds an event per op).
 enum class OpFamily { embed, norm, qkv, rope_kv, attention, wo, gate_up, swiglu, down, lm_head, sample, count };
@@ -71,7 +95,21 @@ struct CudaSession {
   DeviceBuffer h;               // (max_block, ffn) bf16
   DeviceBuffer logits;          // (vocab) fp32; (max_block, vocab) once LogitsMode::all was used
   DeviceBuffer tokens, pos;     // (max_block) int each
-  DeviceBuffer attn_ws;         // split-K decode partials
+  DeviceBuffer attn_ws;         // split-K decode partials (low-rank: also the prefill partials)
+  // issue 6, when m->lowrank is set (kcache/vcache are then empty): the compressed cache, bf16, laid out as the
+  // CPU's KVLowRank (engine/kv_lowrank.h). cv grows geometrically (re-laid, decode graph dropped) up to
+  // capacity x r_vmax as the policy's ranks arrive; vrank/voff are filled on the host (cuda_lowrank_begin)
+  // before each forward call, outside graph capture, and the kernels read them on the device like pos.
+  DeviceBuffer ck;              // (n_layers, n_kv_heads, capacity, r_k) bf16
+  DeviceBuffer cv;              // (n_layers, n_kv_heads, v_cap) bf16
+  int64_t v_cap = 0;            // elements per (layer, KV head) block of cv
+  DeviceBuffer vrank, voff;     // (capacity) int32, (capacity + 1) int64
+  std::vector<int32_t> h_vrank; // host copies (the policy runs on the host)
+  std::vector<int64_t> h_voff;
+  int decode_step = 0;          // kv_policy_ranks' decode counter
+  int lr_splits = 1;            // attention_lowrank_decode_splits
+  DeviceBuffer z;               // (max_block, n_heads, r_vmax) fp32 attention output in rank space
+  DeviceBuffer lr_qkv;          // (max_block, qd + n_kv_heads*r_k + kvd) fp32: a block's W_QKV' GEMM output
   int* host_io = nullptr;       // pinned (2 * max_block) ints: token ids then positions
   cudaGraphExec_t decode_graph = nullptr;
   CudaSession() = default;
@@ -91,5 +129,10 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer =
 // The decode step captured once as a CUDA graph: forward of s.tokens[0] at position s.pos[0] -> s.logits ->
 // argmax -> s.tokens[0]; then s.pos[0] += 1. Replaying it N times decodes N greedy tokens with no host work.
 void cuda_decode_graph_launch(CudaSession& s);
+// Issue 6: value ranks of the n tokens at positions pos0.. (kv_policy_ranks on the host), their offsets, cv grown
+// to fit, and vrank/voff[pos0 .. pos0+n] copied to the device on s.stream. forward_cuda calls it; callers of
+// forward_block_cuda / cuda_decode_graph_launch on a low-rank model call it first for the positions they run
+// (a graph replayed N times needs all N positions' ranks in place beforehand). Never during graph capture.
+void cuda_lowrank_begin(CudaSession& s, int pos0, int n);
 
 }  // namespace llm

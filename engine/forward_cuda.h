@@ -8,11 +8,13 @@
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "engine/model.h"
 
 namespace llm {
 
+struct KVLowRankModel;  // engine/kv_lowrank.h (issue 6)
 struct CudaModel;
 struct CudaSession;
 struct CudaModelDeleter {
@@ -34,11 +36,27 @@ int cuda_device_count();
 CudaModelPtr cuda_model_upload(const Config& c, const Weights& w);
 size_t cuda_model_device_bytes(const CudaModel& m);
 
+// Issue 6: switch the model to the low-rank KV cache (engine/kv_lowrank.h). Uploads per layer W_QKV' = rows of
+// W_Q, then lr's W_K' (n_kv_heads*r_k x dim), then W_V (bf16, in place of W_QKV), U_K and U_V rows (fp32, what the
+// kernels read) and W_fused (bf16, dim x n_heads*r_vmax, in place of W_O); the model's W_QKV and W_O are freed.
+// Net device memory per layer: 2 dim (n_kv_heads (r_k - head_dim) + n_heads (r_vmax - head_dim)) bytes
+// (<= 0: smaller) + 4 n_kv_heads (r_k + r_vmax) head_dim bytes for the bases. Sessions created afterwards keep the
+// compressed cache (bf16). policy=importance is refused (its scores, issue 7, are not wired to the GPU).
+// For engine/session.cpp: call it right after kv_lowrank_model_create when the model is on cuda.
+void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lr);
+bool cuda_model_has_lowrank(const CudaModel& m);
+// Which --kv specs the CUDA backend runs: full and svd (low-rank, policy seed|uniform). The prefill parts of
+// issue 7 (quant/keep/evict) throw llm::Error saying to use --device cpu. spec_text: as given, for the message.
+void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text);
+
 // A sequence on the device: bf16 KV cache of `capacity` tokens ((n_layers, n_kv_heads, capacity, head_dim) for
-// K and V: Llama-3-8B 128 KB per token), scratch for blocks of up to max_block tokens, its own stream, cuBLASLt
-// handle and decode graph. The model must outlive it.
+// K and V: Llama-3-8B 128 KB per token; a low-rank model: the compressed cache, see CudaSession), scratch for
+// blocks of up to max_block tokens, its own stream, cuBLASLt handle and decode graph. The model must outlive it.
 CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_block);
 size_t cuda_session_device_bytes(const CudaSession& s);
+// Bytes the cached tokens occupy as stored: bf16 K and V, or the compressed c_k + c_v (bf16) of the low-rank
+// cache (the figure Session::kv_cache_bytes reports on the CPU, at the device's element size).
+size_t cuda_session_kv_bytes(const CudaSession& s);
 void cuda_session_reset(CudaSession& s);  // empty the cache (keeps the allocation)
 int cuda_session_n(const CudaSession& s);  // tokens in the cache
 

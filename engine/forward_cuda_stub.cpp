@@ -20,8 +20,12 @@ void CudaSessionDeleter::operator()(CudaSession*) const {}
 int cuda_device_count() { return 0; }
 CudaModelPtr cuda_model_upload(const Config&, const Weights&) { no_cuda(); }
 size_t cuda_model_device_bytes(const CudaModel&) { no_cuda(); }
+void cuda_model_add_lowrank(CudaModel&, const KVLowRankModel&) { no_cuda(); }
+bool cuda_model_has_lowrank(const CudaModel&) { no_cuda(); }
+void cuda_kv_spec_check(bool, bool, const std::string&) { no_cuda(); }
 CudaSessionPtr cuda_session_create(const CudaModel&, int, int) { no_cuda(); }
 size_t cuda_session_device_bytes(const CudaSession&) { no_cuda(); }
+size_t cuda_session_kv_bytes(const CudaSession&) { no_cuda(); }
 void cuda_session_reset(CudaSession&) { no_cuda(); }
 int cuda_session_n(const CudaSession&) { no_cuda(); }
 void forward_cuda(CudaSession&, const int*, int, LogitsMode, float*) { no_cuda(); }

@@ -111,9 +111,7 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     KVPrefillSpec pre = opt.kv_config.empty() ? kv_prefill_spec_parse(opt.kv, kv_base)
                                               : kv_prefill_spec_from_json_file(opt.kv_config);
     const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(kv_base) : kv_spec_from_json_file(opt.kv_config);
-    if ((spec.lowrank || pre.any()) && opt.device == Device::cuda)
-      fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": the compressed KV caches run on the CPU only so far "
-           "(their CUDA kernels are the next step of issues 6 and 7); use --device cpu or --kv full");
+    if (opt.device == Device::cuda) cuda_kv_spec_check(spec.lowrank, pre.any(), opt.kv.empty() ? opt.kv_config : opt.kv);
     // issue 7's unified policy: svd with quant/keep/evict, or svd with policy=importance (the prefill computes the
     // scores that pick the value ranks), runs through the prefill-compressed cache holding rank-space rows
     const bool unified = spec.lowrank && (pre.any() || spec.policy == KVRankPolicy::importance);
@@ -127,6 +125,7 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     }
     if (spec.lowrank) m.lowrank = kv_lowrank_model_create(spec, opt.kv_profile, m.file.config, m.weights, m.pool.get());
     else if (!opt.kv_profile.empty()) fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
+    if (m.lowrank && m.cuda) cuda_model_add_lowrank(*m.cuda, *m.lowrank);  // issue 6 on the GPU (forward_cuda.cu)
   }
   if (opt.on_progress) opt.on_progress(1.0f);
 }
@@ -230,6 +229,7 @@ const float* Session::logits() const { return impl_->state.logits.data() + impl_
 SessionStats Session::stats() const { return impl_->stats; }
 size_t Session::kv_cache_bytes() const {
   const auto& s = *impl_;
+  if (s.cuda) return cuda_session_kv_bytes(*s.cuda);  // the device cache (bf16; low-rank when the model has it)
   if (s.prefill) return s.prefill->bytes_used();  // issue 7 (and the unified svd + prefill cache)
   if (s.lowrank) return s.lowrank->bytes_used(s.cache.n);
   return size_t(2) * s.cache.n * s.cache.n_layers * s.cache.n_kv_heads * s.cache.head_dim * sizeof(float);

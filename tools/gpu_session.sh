@@ -28,7 +28,8 @@
 #   demo      the end-to-end CUDA-vs-CPU checks on the demo model (needs the assembled model) + its bench
 #   bench     llm bench --device cuda --synthetic Llama-3-8B, -p 2048 -n 128, at -c 1024 / 8192 / 32768
 #   kv        the compressed-cache kernels (issues 6 and 7): their tests verbosely, memcheck + racecheck on them,
-#             bench_lowrank_cuda and bench_quant_cuda at 1K / 8K / 32K (JSON lines appended to bench.jsonl)
+#             bench_lowrank_cuda and bench_quant_cuda at 1K / 8K / 32K (JSON lines appended to bench.jsonl),
+#             the low-rank forward tests and `llm bench --kv svd:...` end to end at 1K / 8K / 32K
 # Stages other than env/pack build first when build-gpu/ is missing or stale (a cold machine).
 #
 # stage_bench_extra (run by `kv`) holds the compressed-cache kernel benchmarks, one block per issue.
@@ -236,6 +237,13 @@ stage_bench_extra() {
     sed "s/^/lowrank: /" "$LOGS/kbench_lowrank.log" | tail -12 >> "$SUMMARY"
   run kbench_lowrank_json 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --json &&
     tr -d '\n' < "$LOGS/kbench_lowrank_json.log" >> "$LOGS/bench.jsonl" && echo >> "$LOGS/bench.jsonl"
+  # issue 6 end to end: the low-rank cache through the whole CUDA forward (engine/forward_cuda.cu), decode tok/s
+  # at 1K / 8K / 32K; compare with the `bench` stage's full-cache l3_8b_CTX lines (same flags, --kv full)
+  cuda_cases forward_lowrank_cuda test_forward_cuda.cu '--test-case=*low-rank*'
+  for ctx in 1024 8192 32768; do
+    bench "l3_8b_svd_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed
+  done
+  grep -h "^kv cache" "$LOGS"/bench_l3_8b_svd_*.log 2> /dev/null | head -1 | sed "s/^/l3_8b_svd: /" >> "$SUMMARY"
   # issue 7 (quantised / importance KV, kernels/attention_quant.cu): mixed 8/4/2-bit decode attention vs bf16
   run kbench_quant 150 "$B/bench_quant_cuda" &&
     grep -E "ctx +32768|speed" "$LOGS/kbench_quant.log" | sed "s/^/quant: /" >> "$SUMMARY"

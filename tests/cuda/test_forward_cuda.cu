@@ -324,3 +324,139 @@ TEST_CASE("public API with --device cuda: greedy generation matches the CPU sess
   INFO("cuda: " << text[1]);
   CHECK(text[0] == text[1]);
 }
+
+// ---- issue 6: the low-rank KV cache on the device ----------------------------------------------------------
+
+namespace {
+
+struct LogitsDiff {
+  double max_abs = 0, max_ref = 0;
+};
+LogitsDiff diff_logits(const std::vector<float>& got, const std::vector<float>& ref) {
+  LogitsDiff d;
+  for (size_t j = 0; j < ref.size(); ++j) {
+    d.max_abs = std::max(d.max_abs, double(std::fabs(got[j] - ref[j])));
+    d.max_ref = std::max(d.max_ref, double(std::fabs(ref[j])));
+  }
+  return d;
+}
+
+// A randomized synthetic model (the same weights for the same config and seed).
+CudaModel synthetic_model(const Config& c) {
+  CudaModel m = cuda_model_alloc(c, false);
+  cuda_model_randomize(m, 42);
+  return m;
+}
+
+// Prompt logits (every position) and then `steps` decode steps fed with fixed tokens (the session path: one graph
+// replay per step), each step's logits appended. Two backends compared on the same inputs.
+std::vector<float> run_cuda(CudaSession& s, const std::vector<int>& prompt, const std::vector<int>& feed) {
+  const size_t V = s.m->c.vocab_size, n = prompt.size();
+  std::vector<float> out((n + feed.size()) * V);
+  cuda_session_reset(s);
+  forward_cuda(s, prompt.data(), int(n), LogitsMode::all, out.data());
+  for (size_t i = 0; i < feed.size(); ++i) forward_cuda(s, &feed[i], 1, LogitsMode::last, out.data() + (n + i) * V);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("cuda low-rank KV: spec check runs without a device") {
+  // the prefill parts of issue 7 stay refused on cuda with a message that says what to do; svd and full pass
+  CHECK_NOTHROW(cuda_kv_spec_check(true, false, "svd:k=16,v=16/32/64"));
+  CHECK_NOTHROW(cuda_kv_spec_check(false, false, "full"));
+  CHECK_THROWS_WITH_AS(cuda_kv_spec_check(false, true, "full+quant:8/4/2=0.2/0.5/0.3"),
+                       doctest::Contains("--device cpu"), Error);
+}
+
+TEST_CASE("cuda low-rank KV forward matches the CPU low-rank forward, and the full-cache forward at full ranks") {
+  if (!have_cuda()) return;
+  ThreadPool pool(4);
+  for (const Config& c : {small_config(256, 4, 2, 512, 2, 512, RopeLayout::half_split, false),
+                          small_config(512, 4, 1, 768, 3, 1000, RopeLayout::interleaved, true)}) {
+    CAPTURE(c.head_dim);
+    const int V = c.vocab_size, ctx = 256;
+    std::mt19937 rng(11);
+    // 20 decode steps cross the seed policy's step-10 rank change and a cv growth with re-layout (prompt: 39 low,
+    // 40 medium, 21 high ranks = 50.75 x head_dim values; v_cap 64 x head_dim; +10 high +10 medium passes it)
+    std::vector<int> prompt(100), feed(20);
+    for (auto& t : prompt) t = int(rng() % V);
+    for (auto& t : feed) t = int(rng() % V);
+    const int n = int(prompt.size());
+    {  // (1) against the CPU engine's low-rank path on the same (bf16) weights and bases
+      CudaModel m = synthetic_model(c);
+      HostWeights h;
+      host_weights(m, h);
+      const KVSpec spec = kv_spec_parse("svd:k=1/4,v=d/4/d/2/d,policy=seed");
+      const auto lrm = kv_lowrank_model_create(spec, "", c, h.w, &pool);
+      KVCache kv = kvcache_create(c, ctx, /*allocate=*/false);
+      KVLowRank lr = kv_lowrank_create(*lrm, c, ctx);
+      kv.lowrank = &lr;
+      RunState rs = runstate_create(c, ctx);
+      std::vector<float> ref(size_t(n + feed.size()) * V);
+      forward_cpu(c, h.w, kv, rs, prompt.data(), n, LogitsMode::all, &pool);
+      std::copy(rs.logits.begin(), rs.logits.begin() + size_t(n) * V, ref.begin());
+      for (size_t i = 0; i < feed.size(); ++i) {
+        forward_cpu(c, h.w, kv, rs, &feed[i], 1, LogitsMode::last, &pool);
+        std::copy(rs.logits.begin(), rs.logits.begin() + V, ref.begin() + (n + i) * V);
+      }
+      const size_t full_bytes = cuda_model_device_bytes(m);
+      cuda_model_add_lowrank(m, *lrm);
+      CHECK(cuda_model_has_lowrank(m));
+      CHECK(cuda_model_device_bytes(m) < full_bytes);  // r_k, r_vmax <= head_dim: W_QKV', W_fused no larger
+      CudaSessionPtr s = cuda_session_create(m, ctx, 40);  // blocks of 40: the later ones attend to cached tokens
+      const std::vector<float> got = run_cuda(*s, prompt, feed);
+      CHECK(cuda_session_n(*s) == n + int(feed.size()));
+      // the same ranks and layout as the CPU cache, at 2 bytes per element instead of 4
+      CHECK(2 * cuda_session_kv_bytes(*s) == lr.bytes_used(n + int(feed.size())));
+      const LogitsDiff pre = diff_logits({got.begin(), got.begin() + size_t(n) * V},
+                                         {ref.begin(), ref.begin() + size_t(n) * V});
+      const LogitsDiff dec =
+          diff_logits({got.begin() + size_t(n) * V, got.end()}, {ref.begin() + size_t(n) * V, ref.end()});
+      const Compare r = compare_logits(got, ref, n + int(feed.size()), V, float(0.1 * pre.max_ref));
+      MESSAGE("low-rank head_dim " << c.head_dim << " vs CPU: prefill max |diff| " << pre.max_abs << " (max |logit| "
+                                   << pre.max_ref << "), decode " << dec.max_abs << "; top-1 " << r.agree << "/"
+                                   << r.rows << ", decided " << r.decided_agree << "/" << r.decided);
+      // bf16 weights, activations and cache against fp32 everywhere: ~0.5-1% expected; a wrong index or rank is
+      // of the order of the logits themselves
+      CHECK(pre.max_abs <= 0.05 * pre.max_ref + 0.01);
+      CHECK(dec.max_abs <= 0.05 * dec.max_ref + 0.01);
+      CHECK(r.decided_agree == r.decided);
+    }
+    {  // (2) at full ranks the low-rank cache is exact: against the CUDA full-cache forward of the same weights
+      CudaModel full = synthetic_model(c);
+      CudaSessionPtr sf = cuda_session_create(full, ctx, 40);
+      const std::vector<float> ref = run_cuda(*sf, prompt, feed);
+      CudaModel m = synthetic_model(c);
+      HostWeights h;
+      host_weights(m, h);
+      const auto lrm = kv_lowrank_model_create(kv_spec_parse("svd:k=d,v=d,policy=uniform"), "", c, h.w, &pool);
+      cuda_model_add_lowrank(m, *lrm);
+      CudaSessionPtr s = cuda_session_create(m, ctx, 40);
+      const std::vector<float> got = run_cuda(*s, prompt, feed);
+      CHECK(cuda_session_kv_bytes(*s) == cuda_session_kv_bytes(*sf));  // k = v = head_dim: as many values
+      const LogitsDiff d = diff_logits(got, ref);
+      const Compare r = compare_logits(got, ref, n + int(feed.size()), V, float(0.1 * d.max_ref));
+      MESSAGE("low-rank at full ranks, head_dim " << c.head_dim << " vs CUDA full cache: max |diff| " << d.max_abs
+                                                  << " (max |logit| " << d.max_ref << "), decided "
+                                                  << r.decided_agree << "/" << r.decided);
+      CHECK(d.max_abs <= 0.05 * d.max_ref + 0.01);
+      CHECK(r.decided_agree == r.decided);
+    }
+  }
+}
+
+TEST_CASE("cuda low-rank KV: importance policy and a GEMV-unfriendly W_fused are refused with a reason") {
+  if (!have_cuda()) return;
+  ThreadPool pool(2);
+  const Config c = small_config(256, 4, 2, 512, 1, 256, RopeLayout::half_split, false);
+  CudaModel m = synthetic_model(c);
+  HostWeights h;
+  host_weights(m, h);
+  const auto imp = kv_lowrank_model_create(kv_spec_parse("svd:k=16,v=16/32/64,policy=importance"), "", c, h.w, &pool);
+  CHECK_THROWS_WITH_AS(cuda_model_add_lowrank(m, *imp), doctest::Contains("policy=seed"), Error);
+  // 4 heads x r_vmax 3 = 12 columns: not a multiple of 8
+  const auto odd = kv_lowrank_model_create(kv_spec_parse("svd:k=16,v=3,policy=uniform"), "", c, h.w, &pool);
+  CHECK_THROWS_WITH_AS(cuda_model_add_lowrank(m, *odd), doctest::Contains("multiple of 8"), Error);
+  CHECK_FALSE(cuda_model_has_lowrank(m));  // a refused spec leaves the model as it was
+}

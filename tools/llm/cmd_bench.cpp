@@ -58,6 +58,10 @@ int cmd_bench(int argc, char** argv) {
     o.ctx = a.has("ctx-size") ? context_size(a, 0) : 0;
     o.reps = static_cast<int>(reps);
     o.json = a.has("json");
+    o.kv = a.get("kv", "full");  // issue 6: svd:... benches the low-rank cache
+    o.kv_profile = a.get("kv-profile", "");
+    if (a.has("kv-config"))
+      llm::fail("llm bench --device cuda: give the KV spec with --kv (--kv-config is not read here)");
     llm::bench_cuda(o);  // a build without CUDA says how to get it
     return 0;
   }
