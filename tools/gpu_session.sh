@@ -255,12 +255,15 @@ stage_kv() {
   ensure_build || return 1
   cuda_cases lowrank_cuda test_lowrank_cuda.cu
   cuda_cases quant_cuda test_quant_cuda.cu
+  cuda_cases lowrank_quant_cuda test_lowrank_quant_cuda.cu
   if command -v compute-sanitizer > /dev/null; then
     sanitize memcheck test_lowrank_cuda.cu 120
     # racecheck: the prefill and hand cases walk the same shared-memory phases as the decode (32K would be slow)
     sanitize racecheck test_lowrank_cuda.cu 90 '--test-case=*prefill*,*hand*'
     sanitize memcheck test_quant_cuda.cu 90
     sanitize racecheck test_quant_cuda.cu 90
+    sanitize memcheck test_lowrank_quant_cuda.cu 150
+    sanitize racecheck test_lowrank_quant_cuda.cu 90 '--test-case=*several*,*hand*'
   else
     note "compute-sanitizer not found (CUDA Toolkit bin/)"; status=1
   fi
