@@ -72,7 +72,7 @@ struct KVQuantSpec {
   bool on = false;
   std::vector<int> bits{8, 4, 2};            // widths, tried from the most important tokens down
   std::vector<float> frac{0.2f, 0.5f, 0.3f}; // fraction of a layer-head's (non-recent) tokens at each width
-  int recent = 32;                           // the last `recent` prompt tokens stay at 16 bits
+  int recent = 32;                           // the last `recent` tokens stay at 16 bits (slides on decode)
   int group = -1;                            // values per scale/min group; 0: one per head row; -1: 32, or
                                              // one per head row when head_dim is not a multiple of 32
 };
