@@ -168,6 +168,48 @@ static void project_value(float* dst, const float* uv_g, const float* v, int r, 
   }
 }
 
+int kv_requant_bits(const KVQuantSpec& q) {
+  if (!q.on) return 16;
+  float acc = 0.0f;
+  for (size_t b = 0; b < q.bits.size(); ++b) {
+    acc += q.frac[b];
+    if (acc >= 0.5f - 1e-6f) return q.bits[b];
+  }
+  return q.bits.back();
+}
+
+// Slide the 16-bit recent window of layer L so that only its last `recent` entries stay at 16 bits: the entries
+// falling out are re-quantised to `width`. Every entry from win_begin on is a 16-bit (fp32) row, so the tail of
+// each head's block from win_begin is copied out, cut, and re-appended (the leaving entries at `width`, the rest
+// unchanged at 16): the offsets stay a prefix sum, and the cost is one window of rows per call.
+static void slide_window(KVPrefillLayer& L, int recent, int width, int hd, int group, int rk) {
+  const int E = static_cast<int>(L.pos.size()), wb = L.win_begin;
+  const int nb = std::max(wb, E - recent);
+  if (nb == wb) return;
+  L.win_begin = nb;
+  if (width == 16) return;
+  const bool lowrank = !L.vrank.empty();
+  std::vector<float> tail;
+  for (size_t g = 0; g < L.data.size(); ++g) {
+    auto& d = L.data[g];
+    const uint64_t base = L.off[g][wb];
+    tail.resize((d.size() - base) / sizeof(float));
+    std::memcpy(tail.data(), d.data() + base, d.size() - base);
+    const std::vector<uint64_t> off(L.off[g].begin() + wb, L.off[g].end());
+    std::vector<uint16_t> vr;
+    if (lowrank) vr.assign(L.vrank[g].begin() + wb, L.vrank[g].end()), L.vrank[g].resize(wb);
+    for (int e = wb; e < E; ++e)
+      if (L.bits[g][e] != 16) fail("internal: entry ", e, " of the recent window is at ", int(L.bits[g][e]), " bits");
+    d.resize(base), L.off[g].resize(size_t(wb) + 1), L.bits[g].resize(wb);
+    for (int e = wb; e < E; ++e) {
+      const float* row = tail.data() + (off[e - wb] - base) / sizeof(float);
+      const int bits = e < nb ? width : 16;
+      if (lowrank) append_lowrank_entry(L, static_cast<int>(g), row, rk, row + rk, vr[e - wb], bits, group);
+      else append_entry(L, static_cast<int>(g), row, row + hd, hd, bits, group);
+    }
+  }
+}
+
 template <class T>
 static void grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -325,6 +367,12 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       std::iota(entries.begin(), entries.end(), 0);
       if (count < m) entries = kv_select(ms.data(), P.pos.data(), m, count, imp.sinks, win_start);
       for (int e : entries) C.pos.push_back(P.pos[e]);
+      C.win_begin = static_cast<int>(C.pos.size());  // the first entry of the prompt's 16-bit window
+      for (size_t a = 0; a < entries.size(); ++a)
+        if (P.pos[entries[a]] >= n - P.spec.quant.recent) {
+          C.win_begin = static_cast<int>(a);
+          break;
+        }
       if (LR) {
         // the computed tokens' rank-space rows in fp32 (c_k, then c_v at the token's rank in this head): the
         // prefill attends to them exactly (as the low-rank cache would), the layer's cache keeps a subset
@@ -449,6 +497,10 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       a.group = P.group;
       attention_quant_cpu(P.att.data(), a, pool);
     }
+    // after a later call: the recent window slides, the entries falling out are re-quantised (this call's
+    // attention above saw them at 16 bits)
+    if (!prefill && P.spec.quant.on)
+      slide_window(C, P.spec.quant.recent, kv_requant_bits(P.spec.quant), hd, P.group, rk);
     matmul_cpu(P.xb.data(), P.att.data(), Lr ? Lr->wo : L.wo, m, pool);  // svd: W_fused on z
     add_cpu(x, P.xb.data(), int64_t(m) * dim);
     // ---- feed-forward (SwiGLU) ----

@@ -19,7 +19,12 @@
 //   pos:            (E_l) int32 positions of the layer's entries, ascending (RoPE used them at prefill)
 //   data[g]:        packed entries of KV head g: entry e at off[g][e] = key row then value row, bits[g][e] each
 //                   (row format in kernels/quant_cpu.h); off[g]: (E_l + 1), bits[g]: (E_l)
-// Tokens fed after the prefill (decode, or a later feed) are appended at 16 bits to every layer.
+// Tokens fed after the prefill (decode, or a later feed) are appended at 16 bits to every layer. With quant on,
+// the 16-bit recent window then slides: after every call the last `quant.recent` entries of each layer stay at
+// 16 bits and an older one (a decoded token, or a prompt token of the old window) is re-quantised once, when it
+// falls out, to kv_requant_bits(quant). The call's own attention still sees its tokens at 16 bits (as the
+// prefill's attention is exact). Decoded tokens have no importance score (the decode step does not measure
+// the attention a token receives from later queries), hence one width for all of them.
 //
 // svd combined (the unified policy: `svd:...+quant:...+keep:...+evict:...`, or `svd:...,policy=importance` alone):
 // the cache holds rank-space rows instead of head_dim rows. An entry of KV head g is its key coefficients c_k
@@ -67,7 +72,7 @@ struct KVQuantSpec {
   bool on = false;
   std::vector<int> bits{8, 4, 2};            // widths, tried from the most important tokens down
   std::vector<float> frac{0.2f, 0.5f, 0.3f}; // fraction of a layer-head's (non-recent) tokens at each width
-  int recent = 32;                           // the last `recent` prompt tokens stay at 16 bits
+  int recent = 32;                           // the last `recent` tokens stay at 16 bits (slides on decode)
   int group = -1;                            // values per scale/min group; 0: one per head row; -1: 32, or
                                              // one per head row when head_dim is not a multiple of 32
 };
@@ -131,7 +136,13 @@ struct KVPrefillLayer {
   std::vector<std::vector<uint64_t>> off;   // (n_kv_heads) x (E + 1)
   std::vector<std::vector<uint8_t>> bits;   // (n_kv_heads) x (E)
   std::vector<std::vector<uint16_t>> vrank; // (n_kv_heads) x (E) value ranks; svd only (else empty)
+  int win_begin = 0;  // quant on: first entry of the 16-bit recent window; every entry from here on is 16-bit
 };
+// Width of a row leaving the recent window: the width of the class that holds the median-importance token under
+// the fractions (the first class whose cumulative fraction reaches 1/2: 8/4/2=0.2/0.5/0.3 -> 4, 8/4=0.5/0.5 -> 8,
+// quant:4 -> 4). Without a score a leaving token's importance is unknown, so it gets what a typical prompt token
+// gets; the bytes then grow per decoded token as the prompt's did. 16 when quant is off (nothing re-quantised).
+int kv_requant_bits(const KVQuantSpec& q);
 struct KVPrefill {
   KVPrefillSpec spec;
   int n_layers = 0, n_kv_heads = 0, head_dim = 0, group = 0;  // svd: group of the rank rows (0: one per row)

@@ -19,6 +19,7 @@
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
 #include "loader/gguf.h"
+#include "kv_window_check.h"
 #include "test_util.h"
 #include "tiny_llama2.h"
 #include "tokenizer/tokenizer.h"
@@ -329,8 +330,8 @@ TEST_CASE("tiny Llama-2 (MHA): 16-bit cache == full cache; keep-all == full forw
   CHECK(d8 > 0.0f);
   CHECK(d8 < d2);
   const auto h = q8.cache.width_histogram();
-  CHECK(h[2] == 4 * 4 * 36);  // layers x heads x non-recent tokens at 8 bits
-  CHECK(h[3] == 4 * 4 * (4 + 4));  // the recent 4 plus 4 decoded tokens at 16 bits
+  CHECK(h[2] == 4 * 4 * 40);  // layers x heads x (36 + the 4 prompt tokens that left the window) at 8 bits
+  CHECK(h[3] == 4 * 4 * 4);   // the window: the 4 decoded tokens at 16 bits
   const RunOut mix = run(m, prompt, 0, "quant:8/4/2=0.25/0.25/0.5,recent=4,group=16", &pool);
   const auto hm = mix.cache.width_histogram();
   CHECK(hm[0] == 4 * 4 * 18);
@@ -400,4 +401,23 @@ TEST_CASE("Llama-2 end to end: SentencePiece vocabulary, [INST] template, tiny M
   CHECK(comp.tokens.size() == 3);
   std::vector<int32_t> out(comp.tokens.begin(), comp.tokens.end());
   CHECK_NOTHROW(tok.decode(out));
+}
+
+TEST_CASE("sliding recent window: decoded tokens re-quantised as they leave it (head_dim rows)") {
+  TinyLlama2 m;
+  ThreadPool pool(2);
+  const std::vector<int> prompt = tokens_of(40, m.c.vocab_size, 9);
+  std::string b;
+  CHECK(kv_requant_bits(kv_prefill_spec_parse("quant:8/4/2=0.2/0.5/0.3", b).quant) == 4);  // the median's class
+  CHECK(kv_requant_bits(kv_prefill_spec_parse("quant:8/4=0.5/0.5", b).quant) == 8);
+  CHECK(kv_requant_bits(kv_prefill_spec_parse("quant:2", b).quant) == 2);
+  CHECK(kv_requant_bits(kv_prefill_spec_parse("keep:1", b).quant) == 16);  // quant off: nothing re-quantised
+  KVPrefill p = kv_prefill_create(kv_prefill_spec_parse("quant:8/4/2=0.2/0.5/0.3,recent=4,group=16", b), m.c);
+  llm_test::kv_window_check(m, p, prompt, 6, &pool);
+  const auto h = p.width_histogram();
+  CHECK(h[3] == 4 * 4 * 4);                // the window
+  CHECK(h[0] + h[1] + h[2] == 4 * 4 * 43);  // everything else (36 prompt + 4 old window + 3 decoded)
+  // a window covering everything: nothing re-quantised (and the 16-bit cache equals the full one, test above)
+  const RunOut r = run(m, prompt, 6, "quant:8/4/2=0.2/0.5/0.3,recent=1000,group=16", &pool);
+  CHECK(r.cache.width_histogram() == std::vector<int64_t>{0, 0, 0, 4 * 4 * 46});
 }

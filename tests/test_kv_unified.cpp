@@ -24,6 +24,7 @@
 #include "kernels/quant_cpu.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
+#include "kv_window_check.h"
 #include "test_util.h"
 #include "tiny_llama2.h"
 
@@ -454,4 +455,16 @@ TEST_CASE("unified on the demo model: svd + quant + keep + evict runs end to end
   si.feed_text("The capital of France is", true);  // no set_token_scores needed
   CHECK(si.n_past() > 0);
   CHECK(si.kv_cache_bytes() > 0);
+}
+
+TEST_CASE("unified: sliding recent window re-quantises rank-space rows as they leave it") {
+  TinyLlama2 m(64, 4, 2);
+  ThreadPool pool(2);
+  const std::vector<int> prompt = tokens_of(40, m.c.vocab_size, 9);
+  const auto lrm = lowrank_model(m, "svd:k=1/2,v=d/4/d/2/d,policy=seed", &pool);
+  std::string b;
+  KVPrefill p = kv_prefill_create(kv_prefill_spec_parse("quant:8/4=0.3/0.7,recent=4,group=4", b), m.c, lrm.get());
+  llm_test::kv_window_check(m, p, prompt, 6, &pool);
+  CHECK(p.layers[3].vrank[1][40] == 16);  // a decoded entry keeps its value rank when re-quantised
+  CHECK(p.layers[3].bits[1][40] == 4);
 }
