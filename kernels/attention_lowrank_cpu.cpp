@@ -77,31 +77,13 @@ void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* 
             const int nv = std::min(nt, qpos - t0 + 1);  // causal: keys t0 .. qpos
             if (nv <= 0) continue;
             const float* q = a.q + (size_t(i) * a.n_heads + h) * hd;
-            float tmax = -std::numeric_limits<float>::infinity();
-            for (int t = 0; t < nv; ++t) {
-              const float* kt = keys.data() + size_t(t) * hd;
-              float s = 0.0f;
-              for (int d = 0; d < hd; ++d) s += q[d] * kt[d];
-              sc[t] = s * scale;
-              tmax = std::max(tmax, sc[t]);
-            }
             const size_t si = size_t(hh) * nq + (i - i0);
-            const float m_new = std::max(m[si], tmax);
-            const float corr = std::exp(m[si] - m_new);  // 0 on the first tile (m = -inf)
-            float* zi = z + (size_t(i) * a.n_heads + h) * rv;
-            if (corr != 1.0f)
-              for (int r = 0; r < rv; ++r) zi[r] *= corr;
-            float lsum = l[si] * corr;
-            for (int t = 0; t < nv; ++t) {
-              const float p = std::exp(sc[t] - m_new);
-              lsum += p;
-              const int tok = t0 + t;
-              const float* cv = cvg + a.voff[tok];
-              const int r_t = a.vrank[tok];
-              for (int r = 0; r < r_t; ++r) zi[r] += p * cv[r];
-            }
-            l[si] = lsum;
-            m[si] = m_new;
+            lowrank_tile_softmax(q, keys.data(), nv, hd, scale, sc.data(), m[si], l[si],
+                                 z + (size_t(i) * a.n_heads + h) * rv, rv, [&](int t, int& rank) {
+                                   const int tok = t0 + t;
+                                   rank = a.vrank[tok];
+                                   return cvg + a.voff[tok];
+                                 });
           }
         }
       }

@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/lowrank_cpu.h"
 #include "kernels/ops_cpu.h"
 #include "kernels/quant_cpu.h"
 #include "kernels/threadpool_cpu.h"
@@ -76,29 +77,12 @@ void attention_lowrank_quant_cpu(float* z, const LowRankQuantAttentionArgs& a, T
             const int nv = std::min(nt, first + i - t0 + 1);  // causal: entries t0 .. first + i
             if (nv <= 0) continue;
             const float* q = a.q + (size_t(i) * a.n_heads + h) * hd;
-            float tmax = -std::numeric_limits<float>::infinity();
-            for (int t = 0; t < nv; ++t) {
-              const float* kt = keys.data() + size_t(t) * hd;
-              float s = 0.0f;
-              for (int d = 0; d < hd; ++d) s += q[d] * kt[d];
-              sc[t] = s * scale;
-              tmax = std::max(tmax, sc[t]);
-            }
             const size_t si = size_t(hh) * nq + (i - i0);
-            const float m_new = std::max(m[si], tmax);
-            const float corr = std::exp(m[si] - m_new);  // 0 on the first tile (m = -inf)
-            float* zi = z + (size_t(i) * a.n_heads + h) * rv;
-            if (corr != 1.0f)
-              for (int r = 0; r < rv; ++r) zi[r] *= corr;
-            float lsum = l[si] * corr;
-            for (int t = 0; t < nv; ++t) {
-              const float p = std::exp(sc[t] - m_new);
-              lsum += p;
-              const float* cv = vals.data() + size_t(t) * rv;
-              for (int r = 0; r < kr[t]; ++r) zi[r] += p * cv[r];
-            }
-            l[si] = lsum;
-            m[si] = m_new;
+            lowrank_tile_softmax(q, keys.data(), nv, hd, scale, sc.data(), m[si], l[si],
+                                 z + (size_t(i) * a.n_heads + h) * rv, rv, [&](int t, int& rank) {
+                                   rank = kr[t];
+                                   return vals.data() + size_t(t) * rv;
+                                 });
           }
         }
       }
