@@ -10,6 +10,7 @@
 #include "engine/kv_lowrank.h"
 #include "engine/llm.h"
 #include "engine/model.h"
+#include "kernels/linalg_cuda.h"
 #include "kernels/lowrank_cpu.h"
 #include "kernels/ops_cpu.h"
 #include "kernels/threadpool_cpu.h"
@@ -125,63 +126,125 @@ void kv_rope_average(const double* C, int hd, const float* inv_freq, RopeLayout 
     }
 }
 
-void kv_basis_whitened(double* C, const double* M, int hd, float* down, float* up, float* eig) {
-  std::vector<double> ev(hd), vecs(size_t(hd) * hd);
+namespace {
+
+// Eigen-decompose `batch` symmetric hd x hd matrices at a (row-major, destroyed) on the chosen device, with
+// eigh_jacobi_cpu's conventions either way (kernels/linalg_cuda.h): evals (batch, hd) descending, evecs
+// (batch, hd, hd) with column j the eigenvector j. The one place profile building reaches the GPU.
+void eigh_batch(double* a, int hd, int batch, double* evals, double* evecs, Device device, ThreadPool* pool) {
+  const size_t nn = size_t(hd) * hd;
+  if (device == Device::cuda) {
+    eigh_batched_cuda(a, hd, batch, evals, evecs);
+    return;
+  }
+  // checked here, on the caller: an exception thrown on a pool worker would end the process
+  for (int i = 0; i < batch; ++i) eigh_check_symmetric(a, hd, "KV profile eigensolver", i);
+  parallel_for(pool, batch, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) eigh_jacobi_cpu(a + i * nn, hd, evals + i * hd, evecs + i * nn);
+  });
+}
+
+// Where one block's bases go.
+struct BasisOut {
+  float* down;
+  float* up;
+  float* eig;
+};
+
+// kv_basis_whitened for a batch of blocks: C (batch, hd, hd) destroyed; M (same) or nullptr for the energy
+// metric; out[b] receives block b. The eigenproblems of all blocks are solved together (two batched calls on
+// cuda: the metrics', then the whitened moments'); the rest is per block on the CPU.
+void kv_bases_batch(double* C, const double* M, int hd, int batch, const BasisOut* out, Device device,
+                    ThreadPool* pool) {
+  const size_t nn = size_t(hd) * hd;
+  std::vector<double> ev(size_t(batch) * hd), vecs(size_t(batch) * nn);
   if (!M) {
-    eigh_jacobi_cpu(C, hd, ev.data(), vecs.data());
-    for (int j = 0; j < hd; ++j) {
-      eig[j] = static_cast<float>(ev[j]);
-      for (int i = 0; i < hd; ++i)
-        down[size_t(j) * hd + i] = up[size_t(j) * hd + i] = static_cast<float>(vecs[size_t(i) * hd + j]);
-    }
+    eigh_batch(C, hd, batch, ev.data(), vecs.data(), device, pool);
+    for (int b = 0; b < batch; ++b)
+      for (int j = 0; j < hd; ++j) {
+        out[b].eig[j] = static_cast<float>(ev[size_t(b) * hd + j]);
+        for (int i = 0; i < hd; ++i)
+          out[b].down[size_t(j) * hd + i] = out[b].up[size_t(j) * hd + i] =
+              static_cast<float>(vecs[b * nn + size_t(i) * hd + j]);
+      }
     return;
   }
   // S = (M + eps I)^{1/2}, eps relative to M's mean eigenvalue: directions the metric ignores still get a
   // little weight, so S^{-1} stays bounded and calibration noise there cannot dominate
-  std::vector<double> m(M, M + size_t(hd) * hd), lam(hd), Q(size_t(hd) * hd);
-  eigh_jacobi_cpu(m.data(), hd, lam.data(), Q.data());
-  double tr = 0.0;
-  for (double x : lam) tr += std::max(x, 0.0);
-  if (!(tr > 0.0)) fail("KV profile: the score metric of a head is zero (trace ", tr, "): make the profile with --metric energy");
-  const double eps = 1e-3 * tr / hd;
-  std::vector<double> S(size_t(hd) * hd, 0.0), Si(S.size(), 0.0);
-  for (int k = 0; k < hd; ++k) {
-    const double l = std::max(lam[k], 0.0) + eps, sq = std::sqrt(l), isq = 1.0 / sq;
-    for (int i = 0; i < hd; ++i)
-      for (int j = 0; j < hd; ++j) {
-        const double qq = Q[size_t(i) * hd + k] * Q[size_t(j) * hd + k];
-        S[size_t(i) * hd + j] += sq * qq;
-        Si[size_t(i) * hd + j] += isq * qq;
-      }
+  std::vector<double> m(M, M + batch * nn), lam(size_t(batch) * hd), Q(batch * nn);
+  eigh_batch(m.data(), hd, batch, lam.data(), Q.data(), device, pool);
+  for (int b = 0; b < batch; ++b) {  // on the caller, before the pool runs (see eigh_batch)
+    double tr = 0.0;
+    for (int k = 0; k < hd; ++k) tr += std::max(lam[size_t(b) * hd + k], 0.0);
+    if (!(tr > 0.0))
+      fail("KV profile: the score metric of a head is zero (trace ", tr, "): make the profile with --metric energy");
   }
-  // A = S C S (symmetrised against rounding)
-  std::vector<double> T(size_t(hd) * hd, 0.0), A(size_t(hd) * hd, 0.0);
-  for (int i = 0; i < hd; ++i)
-    for (int k = 0; k < hd; ++k) {
-      const double s = S[size_t(i) * hd + k];
-      for (int j = 0; j < hd; ++j) T[size_t(i) * hd + j] += s * C[size_t(k) * hd + j];
-    }
-  for (int i = 0; i < hd; ++i)
-    for (int k = 0; k < hd; ++k) {
-      const double t = T[size_t(i) * hd + k];
-      for (int j = 0; j < hd; ++j) A[size_t(i) * hd + j] += t * S[size_t(k) * hd + j];
-    }
-  for (int i = 0; i < hd; ++i)
-    for (int j = i + 1; j < hd; ++j)
-      A[size_t(i) * hd + j] = A[size_t(j) * hd + i] = 0.5 * (A[size_t(i) * hd + j] + A[size_t(j) * hd + i]);
-  eigh_jacobi_cpu(A.data(), hd, ev.data(), vecs.data());
-  for (int j = 0; j < hd; ++j) {
-    eig[j] = static_cast<float>(ev[j]);
-    for (int i = 0; i < hd; ++i) {
-      double d = 0.0, u = 0.0;
+  std::vector<double> S(batch * nn, 0.0), Si(batch * nn, 0.0), A(batch * nn, 0.0);
+  parallel_for(pool, batch, [&](int64_t b0, int64_t b1) {
+    std::vector<double> T(nn);
+    for (int64_t b = b0; b < b1; ++b) {
+      const double* l = lam.data() + b * hd;
+      const double* q = Q.data() + b * nn;
+      double* s = S.data() + b * nn;
+      double* si = Si.data() + b * nn;
+      double tr = 0.0;
+      for (int k = 0; k < hd; ++k) tr += std::max(l[k], 0.0);
+      const double eps = 1e-3 * tr / hd;
       for (int k = 0; k < hd; ++k) {
-        d += S[size_t(i) * hd + k] * vecs[size_t(k) * hd + j];
-        u += Si[size_t(i) * hd + k] * vecs[size_t(k) * hd + j];
+        const double lk = std::max(l[k], 0.0) + eps, sq = std::sqrt(lk), isq = 1.0 / sq;
+        for (int i = 0; i < hd; ++i)
+          for (int j = 0; j < hd; ++j) {
+            const double qq = q[size_t(i) * hd + k] * q[size_t(j) * hd + k];
+            s[size_t(i) * hd + j] += sq * qq;
+            si[size_t(i) * hd + j] += isq * qq;
+          }
       }
-      down[size_t(j) * hd + i] = static_cast<float>(d);
-      up[size_t(j) * hd + i] = static_cast<float>(u);
+      // A = S C S (symmetrised against rounding)
+      const double* c = C + b * nn;
+      double* a = A.data() + b * nn;
+      std::fill(T.begin(), T.end(), 0.0);
+      for (int i = 0; i < hd; ++i)
+        for (int k = 0; k < hd; ++k) {
+          const double sik = s[size_t(i) * hd + k];
+          for (int j = 0; j < hd; ++j) T[size_t(i) * hd + j] += sik * c[size_t(k) * hd + j];
+        }
+      for (int i = 0; i < hd; ++i)
+        for (int k = 0; k < hd; ++k) {
+          const double t = T[size_t(i) * hd + k];
+          for (int j = 0; j < hd; ++j) a[size_t(i) * hd + j] += t * s[size_t(k) * hd + j];
+        }
+      for (int i = 0; i < hd; ++i)
+        for (int j = i + 1; j < hd; ++j)
+          a[size_t(i) * hd + j] = a[size_t(j) * hd + i] = 0.5 * (a[size_t(i) * hd + j] + a[size_t(j) * hd + i]);
     }
-  }
+  });
+  eigh_batch(A.data(), hd, batch, ev.data(), vecs.data(), device, pool);
+  parallel_for(pool, batch, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const double* s = S.data() + b * nn;
+      const double* si = Si.data() + b * nn;
+      const double* v = vecs.data() + b * nn;
+      for (int j = 0; j < hd; ++j) {
+        out[b].eig[j] = static_cast<float>(ev[b * hd + j]);
+        for (int i = 0; i < hd; ++i) {
+          double d = 0.0, u = 0.0;
+          for (int k = 0; k < hd; ++k) {
+            d += s[size_t(i) * hd + k] * v[size_t(k) * hd + j];
+            u += si[size_t(i) * hd + k] * v[size_t(k) * hd + j];
+          }
+          out[b].down[size_t(j) * hd + i] = static_cast<float>(d);
+          out[b].up[size_t(j) * hd + i] = static_cast<float>(u);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void kv_basis_whitened(double* C, const double* M, int hd, float* down, float* up, float* eig) {
+  const BasisOut out{down, up, eig};
+  kv_bases_batch(C, M, hd, 1, &out, Device::cpu, nullptr);
 }
 
 std::vector<double> kv_query_moment_from_weights(const Config& c, const Weights& w, ThreadPool* pool) {
@@ -256,7 +319,7 @@ std::string kv_model_hash(const Weights& w) {
 }
 
 KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool* pool,
-                                  const std::function<void(float)>& on_progress, KVMetric metric) {
+                                  const std::function<void(float)>& on_progress, KVMetric metric, Device device) {
   KVProfile p = profile_shell(c, w, "weights");
   p.metric = metric;
   const int hd = c.head_dim, dim = c.dim, nkv = c.n_kv_heads;
@@ -265,15 +328,21 @@ KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool*
     mk = kv_key_metric(c, kv_query_moment_from_weights(c, w, pool), kKVScoreDistances);
     mv = kv_value_metric(c, w, pool);
   }
+  // per layer: the 2 * n_kv_heads Gram matrices (K and V of every KV head) in parallel, then their bases as
+  // one batch (one batched solve per stage on cuda)
+  const size_t nn = size_t(hd) * hd;
+  const int batch = 2 * nkv;
+  std::vector<double> gram(batch * nn), metric_l;
+  std::vector<BasisOut> out(batch);
   for (int l = 0; l < c.n_layers; ++l) {
-    parallel_for(pool, int64_t(nkv) * 2, [&](int64_t b, int64_t e) {
+    parallel_for(pool, batch, [&](int64_t b, int64_t e) {
       std::vector<float> rows(size_t(hd) * dim);
-      std::vector<double> m(size_t(hd) * hd);
       for (int64_t task = b; task < e; ++task) {
         const int g = static_cast<int>(task / 2);
         const bool is_k = task % 2 == 0;
         const QMatrix& W = is_k ? w.layers[l].wk : w.layers[l].wv;
         dequant_rows(W, int64_t(g) * hd, hd, dim, rows.data());
+        double* m = gram.data() + task * nn;
         for (int i = 0; i < hd; ++i)  // W W^T (hd x hd): its eigenvectors are W's left singular vectors
           for (int j = i; j < hd; ++j) {
             double s = 0.0;
@@ -282,13 +351,22 @@ KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool*
             for (int d = 0; d < dim; ++d) s += double(a[d]) * bb[d];
             m[size_t(i) * hd + j] = m[size_t(j) * hd + i] = s;
           }
-        const size_t blk = size_t(l) * nkv + g;
-        const std::vector<double>& metric_m = is_k ? mk : mv;
-        kv_basis_whitened(m.data(), metric_m.empty() ? nullptr : metric_m.data() + blk * hd * hd, hd,
-                          (is_k ? p.k_basis : p.v_basis).data() + blk * hd * hd,
-                          (is_k ? p.k_up : p.v_up).data() + blk * hd * hd, (is_k ? p.k_eig : p.v_eig).data() + blk * hd);
       }
     });
+    if (metric == KVMetric::score) metric_l.resize(batch * nn);
+    for (int task = 0; task < batch; ++task) {
+      const int g = task / 2;
+      const bool is_k = task % 2 == 0;
+      const size_t blk = size_t(l) * nkv + g;
+      out[task] = {(is_k ? p.k_basis : p.v_basis).data() + blk * nn, (is_k ? p.k_up : p.v_up).data() + blk * nn,
+                   (is_k ? p.k_eig : p.v_eig).data() + blk * hd};
+      if (metric == KVMetric::score) {
+        const double* src = (is_k ? mk : mv).data() + blk * nn;
+        std::copy(src, src + nn, metric_l.begin() + task * nn);
+      }
+    }
+    kv_bases_batch(gram.data(), metric == KVMetric::score ? metric_l.data() : nullptr, hd, batch, out.data(), device,
+                   pool);
     if (on_progress) on_progress(float(l + 1) / c.n_layers);
   }
   return p;
@@ -323,7 +401,8 @@ KVCalibration kv_calibration_collect(Model& model, const std::vector<int>& token
   return cal;
 }
 
-KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const KVCalibration& cal, KVMetric metric) {
+KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const KVCalibration& cal, KVMetric metric,
+                                      Device device, ThreadPool* pool) {
   if (cal.count <= 0) fail("calibration: no tokens were run through the model");
   const int hd = c.head_dim, nkv = c.n_kv_heads;
   KVProfile p = profile_shell(c, w, "calib");
@@ -334,22 +413,28 @@ KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const K
   if (metric == KVMetric::score) {
     if (cal.qq.size() != cal.kk.size()) fail("calibration: the score metric needs the queries' moments (none captured)");
     mk = kv_key_metric(c, cal.qq, std::max(1, cal.n_ctx));
-    mv = kv_value_metric(c, w, nullptr);
+    mv = kv_value_metric(c, w, pool);
   }
-  for (int l = 0; l < c.n_layers; ++l)
-    for (int g = 0; g < nkv; ++g) {
-      const size_t blk = size_t(l) * nkv + g;
-      for (int which = 0; which < 2; ++which) {
-        const std::vector<double>& src = which == 0 ? cal.kk : cal.vv;
-        std::vector<double> m(src.begin() + blk * hd * hd, src.begin() + (blk + 1) * hd * hd);
-        for (double& x : m) x /= double(cal.count);
-        const std::vector<double>& metric_m = which == 0 ? mk : mv;
-        kv_basis_whitened(m.data(), metric_m.empty() ? nullptr : metric_m.data() + blk * hd * hd, hd,
-                          (which == 0 ? p.k_basis : p.v_basis).data() + blk * hd * hd,
-                          (which == 0 ? p.k_up : p.v_up).data() + blk * hd * hd,
-                          (which == 0 ? p.k_eig : p.v_eig).data() + blk * hd);
+  // every (layer, KV head, K|V) block in one batch: the moments are already in memory
+  const size_t nn = size_t(hd) * hd, nb = size_t(c.n_layers) * nkv;
+  const int batch = static_cast<int>(2 * nb);
+  std::vector<double> mom(batch * nn), metric_all;
+  if (metric == KVMetric::score) metric_all.resize(batch * nn);
+  std::vector<BasisOut> out(batch);
+  for (size_t blk = 0; blk < nb; ++blk)
+    for (int which = 0; which < 2; ++which) {
+      const size_t task = 2 * blk + which;
+      const std::vector<double>& src = which == 0 ? cal.kk : cal.vv;
+      for (size_t i = 0; i < nn; ++i) mom[task * nn + i] = src[blk * nn + i] / double(cal.count);
+      if (metric == KVMetric::score) {
+        const double* m = (which == 0 ? mk : mv).data() + blk * nn;
+        std::copy(m, m + nn, metric_all.begin() + task * nn);
       }
+      out[task] = {(which == 0 ? p.k_basis : p.v_basis).data() + blk * nn,
+                   (which == 0 ? p.k_up : p.v_up).data() + blk * nn, (which == 0 ? p.k_eig : p.v_eig).data() + blk * hd};
     }
+  kv_bases_batch(mom.data(), metric == KVMetric::score ? metric_all.data() : nullptr, hd, batch, out.data(), device,
+                 pool);
   return p;
 }
 

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/llm.h"
 #include "loader/config.h"
 
 namespace llm {
@@ -76,18 +77,24 @@ struct KVProfile {
 std::string kv_model_hash(const Weights& w);
 
 // `weights` profile from the model's W_K / W_V (dequantised to fp32, W W^T in double); the score metric also
-// reads W_Q and W_O.
+// reads W_Q and W_O. `device` solves the eigenproblems: cpu, Jacobi per block on the pool (eigh_jacobi_cpu);
+// cuda, one batched cuSOLVER call per layer and stage (eigh_batched_cuda, kernels/linalg_cuda.h; it throws
+// llm::Error without a device). The moments are formed on the CPU either way. Both give the same conventions
+// (descending, largest component positive), so the profiles agree to rounding outside degenerate eigenspaces.
 KVProfile kv_profile_from_weights(const Config& c, const Weights& w, ThreadPool* pool,
                                   const std::function<void(float)>& on_progress = {},
-                                  KVMetric metric = KVMetric::energy);
+                                  KVMetric metric = KVMetric::energy, Device device = Device::cpu);
 
 // Run `tokens` through the model (full cache) in windows of n_ctx tokens, each a fresh cache, summing k k^T of
 // the pre-RoPE keys, v v^T of the values and q q^T of the pre-RoPE queries of every layer and KV head.
 KVCalibration kv_calibration_collect(Model& model, const std::vector<int>& tokens, int n_ctx,
                                      const std::function<void(float)>& on_progress = {});
-// `calib` profile from E[k k^T] and E[v v^T] (score metric: also E[q q^T] for keys, W_O for values).
+// `calib` profile from E[k k^T] and E[v v^T] (score metric: also E[q q^T] for keys, W_O for values). `device` as
+// for kv_profile_from_weights (cuda: every block of the model in one batched call per stage); `pool` (optional)
+// runs the CPU parts in parallel.
 KVProfile kv_profile_from_calibration(const Config& c, const Weights& w, const KVCalibration& cal,
-                                      KVMetric metric = KVMetric::energy);
+                                      KVMetric metric = KVMetric::energy, Device device = Device::cpu,
+                                      ThreadPool* pool = nullptr);
 
 // The metrics of the score-aware bases, per (layer, KV head), (n_layers, n_kv_heads, head_dim, head_dim):
 // keys: the RoPE average of the queries' second moment qq (same shape; from kv_query_moment_from_weights or a

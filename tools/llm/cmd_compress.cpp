@@ -1,9 +1,13 @@
 // llm compress: build a KV profile (issue 6): per layer and KV head the bases U_K, U_V that the low-rank KV cache
 // projects onto, from the weights (SVD of W_K / W_V) or from calibration text (eigenvectors of the pre-RoPE key
 // and the value second moments). Saved as safetensors; run/perplexity/bench/chat load it with --kv-profile.
+// --device picks where the eigen-decompositions run (cuda: batched cuSOLVER, kernels/linalg_cuda.h); the model
+// itself always runs on the CPU here (calibration uses forward_cpu's capture hooks).
+#include <chrono>
 #include <cstdio>
 
 #include "commands.h"
+#include "engine/forward_cuda.h"
 #include "engine/kv_profile.h"
 #include "gen_common.h"
 #include "loader/error.h"
@@ -14,6 +18,9 @@ int cmd_compress(int argc, char** argv) {
   const std::vector<FlagSpec> spec = {
       {"-m,--model", "PATH", "GGUF file, .safetensors file or Hugging Face directory (default: the demo model)"},
       {"-t,--threads", "N", "CPU threads (default: every core)"},
+      {"--device", "D", "cpu or cuda: where the eigen-decompositions run (default: cuda when this build has CUDA and "
+                        "a GPU is present, else cpu)"},
+      {"-v,--verbose", nullptr, "print the device choice and the time the profile took"},
       {"--basis", "B", "weights (SVD of W_K / W_V, no data) or calib (key/value statistics over --calib-file)"},
       {"--metric", "M", "score (default: minimise the attention-score and output error) or energy (||x - x_hat||)"},
       {"--calib-file", "TEXT", "calibration text (basis calib)"},
@@ -24,7 +31,7 @@ int cmd_compress(int argc, char** argv) {
   Args a = parse_args("compress", argc, argv, spec);
   if (a.has("help")) {
     print_help("compress",
-               "[-m PATH] --basis weights|calib [--metric score|energy] [--calib-file TEXT] [--calib-tokens N] "
+               "[-m PATH] [--device cpu|cuda] --basis weights|calib [--metric score|energy] [--calib-file TEXT] [--calib-tokens N] "
                "-o PROFILE.safetensors",
                spec);
     return 0;
@@ -50,7 +57,19 @@ int cmd_compress(int argc, char** argv) {
     if (text.empty()) llm::fail("llm compress: '", a.get("calib-file"), "' is empty");
   }
 
-  llm::LoadOptions lo;
+  // checked before the model loads, so a missing GPU costs nothing
+  const llm::Device device = chosen_device(a);
+  if (device == llm::Device::cuda && llm::cuda_device_count() == 0) {
+#if LLM_HAVE_CUDA
+    llm::fail("llm compress --device cuda: no CUDA device found (check the GPU and its driver with nvidia-smi); "
+              "use --device cpu");
+#else
+    llm::fail("llm compress --device cuda: this build has no CUDA backend (configure with -DLLM_CUDA=ON on a "
+              "machine with the CUDA Toolkit); use --device cpu");
+#endif
+  }
+
+  llm::LoadOptions lo;  // the model runs on the CPU whatever --device says (see the top of the file)
   long long t = a.get_int("threads", 0);
   if (t < 0 || t > 1024) llm::fail("llm compress: --threads must be in [1, 1024], got ", t);
   lo.n_threads = static_cast<int>(t);
@@ -58,16 +77,24 @@ int cmd_compress(int argc, char** argv) {
   llm::Model model(a.get("model", default_model_path()), lo);
   const llm::Config& c = model.config();
   llm::KVProfile p;
+  const auto t0 = std::chrono::steady_clock::now();
   if (basis == "weights") {
-    p = llm::kv_profile_from_weights(c, model.weights(), model.thread_pool(), progress_bar("svd"), metric);
+    p = llm::kv_profile_from_weights(c, model.weights(), model.thread_pool(), progress_bar("svd"), metric, device);
   } else {
     std::vector<int> tokens = model.tokenize(text, true, false);
     if (calib_tokens > 0 && tokens.size() > static_cast<size_t>(calib_tokens)) tokens.resize(calib_tokens);
     llm::KVCalibration cal =
         llm::kv_calibration_collect(model, tokens, static_cast<int>(calib_ctx), progress_bar("calibrating"));
-    p = llm::kv_profile_from_calibration(c, model.weights(), cal, metric);
+    const auto t1 = std::chrono::steady_clock::now();
+    p = llm::kv_profile_from_calibration(c, model.weights(), cal, metric, device, model.thread_pool());
     p.calib_source = a.get("calib-file");
+    if (a.has("verbose"))
+      std::fprintf(stderr, "calibration pass: %.2f s\n", std::chrono::duration<double>(t1 - t0).count());
   }
+  if (a.has("verbose"))
+    std::fprintf(stderr, "profile (%s, eigen-decompositions on %s): %.2f s\n", basis.c_str(),
+                 llm::device_name(device),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   llm::kv_profile_save(p, a.get("output"));
   std::fprintf(stderr, "wrote %s: basis %s, metric %s, %d layers x %d KV heads x head_dim %d, model hash %s%s\n",
                a.get("output").c_str(), p.basis.c_str(), llm::kv_metric_name(p.metric), p.n_layers, p.n_kv_heads, p.head_dim, p.model_hash.c_str(),
