@@ -92,10 +92,12 @@ void syev_chunk(Solver& s, double* dA, double* dW, int* dInfo, int n, int nb) {
 
 }  // namespace
 
+bool eigh_cuda_available() { return cuda_devices() > 0; }
+
 void eigh_batched_cuda(const double* a, int n, int batch, double* evals, double* evecs) {
   if (batch < 0) fail("eigh_batched_cuda: batch must be >= 0, got ", batch);
   for (int b = 0; b < batch; ++b) eigh_check_symmetric(a, n, "eigh_batched_cuda", b);
-  if (cuda_devices() == 0)
+  if (!eigh_cuda_available())
     fail("device cuda: no CUDA device found (nvidia-smi shows none) for the batched eigensolver; use --device cpu");
   if (batch == 0) return;
   const int64_t nn = int64_t(n) * n;

@@ -25,6 +25,11 @@ namespace llm {
 // and when cuSOLVER fails or does not converge (naming the matrix).
 void eigh_batched_cuda(const double* a, int n, int batch, double* evals, double* evecs);
 
+// Whether eigh_batched_cuda can run here: this build has CUDA and a device is present. The ONE gate for the GPU
+// eigensolver (llm compress's default and its --device cuda check, the tests' skips): a device that cannot run
+// cuSOLVER (e.g. a CPU emulator of CUDA) belongs here too. Never throws.
+bool eigh_cuda_available();
+
 // The host half of eigh_batched_cuda, separate so that it is tested without a GPU: one LAPACK-convention result
 // (w ascending; v (n, n) COLUMN-major, column j the eigenvector of w[j]) into the conventions above
 // (evals descending, evecs row-major with column j = eigenvector j, sign rule applied).

@@ -39,6 +39,8 @@ void eigh_from_lapack(const double* w, const double* v, int n, double* evals, do
 }
 
 #if !LLM_HAVE_CUDA
+bool eigh_cuda_available() { return false; }
+
 void eigh_batched_cuda(const double* a, int n, int batch, double*, double*) {
   if (batch < 0) fail("eigh_batched_cuda: batch must be >= 0, got ", batch);
   for (int b = 0; b < batch; ++b) eigh_check_symmetric(a, n, "eigh_batched_cuda", b);

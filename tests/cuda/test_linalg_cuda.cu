@@ -21,9 +21,14 @@ using namespace llm_cuda_test;
 
 namespace {
 
-// The one gate of this file: cuSOLVER needs a real device (the CPU emulator of CUDA does not provide it; when it
-// lands, its check belongs here too).
-bool have_cusolver() { return have_cuda(); }
+// The one gate of this file: a device, and one that runs cuSOLVER (eigh_cuda_available, kernels/linalg_cuda.h,
+// is where a CPU emulator of CUDA without cuSOLVER is excluded).
+bool have_cusolver() {
+  if (!have_cuda()) return false;
+  if (eigh_cuda_available()) return true;
+  std::fprintf(stderr, "SKIPPED: this CUDA device cannot run cuSOLVER (eigh_cuda_available() is false)\n");
+  return false;
+}
 
 // A = Q diag(w) Q^T with Q random orthogonal (Gram-Schmidt of a Gaussian matrix) and eigenvalues w spread over
 // [1, 1 + gap * n) at least `gap` apart: SPD, dense, and well separated so eigenvectors are defined to rounding.

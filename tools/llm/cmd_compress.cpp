@@ -7,12 +7,20 @@
 #include <cstdio>
 
 #include "commands.h"
-#include "engine/forward_cuda.h"
 #include "engine/kv_profile.h"
 #include "gen_common.h"
+#include "kernels/linalg_cuda.h"
 #include "loader/error.h"
 
 namespace llm_cli {
+
+namespace {
+#if LLM_HAVE_CUDA
+constexpr bool kBuiltWithCuda = true;
+#else
+constexpr bool kBuiltWithCuda = false;
+#endif
+}  // namespace
 
 int cmd_compress(int argc, char** argv) {
   const std::vector<FlagSpec> spec = {
@@ -58,16 +66,21 @@ int cmd_compress(int argc, char** argv) {
   }
 
   // checked before the model loads, so a missing GPU costs nothing
-  const llm::Device device = chosen_device(a);
-  if (device == llm::Device::cuda && llm::cuda_device_count() == 0) {
-#if LLM_HAVE_CUDA
-    llm::fail("llm compress --device cuda: no CUDA device found (check the GPU and its driver with nvidia-smi); "
-              "use --device cpu");
-#else
-    llm::fail("llm compress --device cuda: this build has no CUDA backend (configure with -DLLM_CUDA=ON on a "
-              "machine with the CUDA Toolkit); use --device cpu");
-#endif
-  }
+  // default: cuda when the GPU eigensolver can run here (a CUDA build with a device), else cpu
+  const bool gpu = llm::eigh_cuda_available();
+  const llm::Device device =
+      a.has("device") ? llm::device_from_name(a.get("device")) : gpu ? llm::Device::cuda : llm::Device::cpu;
+  if (a.has("verbose"))
+    std::fprintf(stderr, "llm compress: eigen-decompositions on %s (%s)\n", llm::device_name(device),
+                 a.has("device") ? "--device"
+                 : gpu           ? "a CUDA device is present"
+                 : kBuiltWithCuda ? "no CUDA device found"
+                                 : "this build has no CUDA backend");
+  if (device == llm::Device::cuda && !gpu)
+    llm::fail(kBuiltWithCuda ? "llm compress --device cuda: no CUDA device found (check the GPU and its driver with "
+                               "nvidia-smi); use --device cpu"
+                             : "llm compress --device cuda: this build has no CUDA backend (configure with "
+                               "-DLLM_CUDA=ON on a machine with the CUDA Toolkit); use --device cpu");
 
   llm::LoadOptions lo;  // the model runs on the CPU whatever --device says (see the top of the file)
   long long t = a.get_int("threads", 0);
