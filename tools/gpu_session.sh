@@ -256,6 +256,7 @@ stage_kv() {
   cuda_cases lowrank_cuda test_lowrank_cuda.cu
   cuda_cases quant_cuda test_quant_cuda.cu
   cuda_cases lowrank_quant_cuda test_lowrank_quant_cuda.cu
+  cuda_cases linalg_cuda test_linalg_cuda.cu  # cuSOLVER eigensolver for profiles (llm compress --device cuda)
   if command -v compute-sanitizer > /dev/null; then
     sanitize memcheck test_lowrank_cuda.cu 120
     # racecheck: the prefill and hand cases walk the same shared-memory phases as the decode (32K would be slow)

@@ -195,9 +195,9 @@ TEST_CASE("eigh_batched_cuda: Llama-3-8B profile shape (512 matrices of 128), ti
   const auto t1 = std::chrono::steady_clock::now();
   eigh_jacobi_cpu(work.data(), n, wc.data(), vc.data());
   const double cpu_one_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-  std::printf("eigh 512 x (128 x 128) fp64: GPU batched %.1f ms (incl. copies and host reordering); CPU Jacobi "
-              "%.1f ms per matrix (x512 = %.0f ms on one core)\n",
-              gpu_s * 1e3, cpu_one_s * 1e3, cpu_one_s * 512e3);
+  MESSAGE("eigh 512 x (128 x 128) fp64: GPU batched " << gpu_s * 1e3 << " ms (copies and host reordering "
+          "included); CPU Jacobi " << cpu_one_s * 1e3 << " ms per matrix (x512 = " << cpu_one_s * 512e3
+          << " ms on one core)");
   for (int b : {0, 255, 511}) check_decomposition(a.data() + b * nn, n, w.data() + size_t(b) * n, v.data() + b * nn);
   for (int j = 0; j < n; ++j) CHECK(std::fabs(w[j] - wc[j]) <= 1e-12 * wc[0]);
 }
@@ -235,9 +235,9 @@ TEST_CASE("kv profiles of the demo model made with --device cuda equal the CPU o
         }
       }
     }
-    std::printf("demo profile (%s): %zu of %zu eigenvectors isolated and compared; worst eigenvalue diff %.2e "
-                "(relative to the largest), worst basis diff %.2e\n",
-                kv_metric_name(metric), compared, total, worst_eig, worst_vec);
+    MESSAGE("demo profile (" << kv_metric_name(metric) << "), cuda vs cpu: " << compared << " of " << total
+            << " eigenvectors isolated and compared; max |eigenvalue diff| " << worst_eig
+            << " (relative to the largest), max |basis diff| " << worst_vec);
     CHECK(worst_eig < 1e-5);
     CHECK(compared > total / 2);
     CHECK(worst_vec < 1e-3);
