@@ -92,7 +92,16 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     fail(path, ": architecture '", m.file.config.arch, "' is not supported (only the LLaMA family is)");
   if (opt.on_progress) opt.on_progress(0.3f);
   m.weights = weights_from_file(m.file);
-  if (opt.device == Device::cuda) m.cuda = cuda_model_upload(m.file.config, m.weights);
+  if (opt.device == Device::cuda) {
+    // issue 7 on cuda: quant/evict/imp on the full-precision cache; keep:<1 and svd combined with the prefill parts
+    // are refused here, before the weights go to the device
+    std::string base = opt.kv;
+    const KVPrefillSpec pre = opt.kv_config.empty() ? kv_prefill_spec_parse(opt.kv, base)
+                                                    : kv_prefill_spec_from_json_file(opt.kv_config);
+    const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(base) : kv_spec_from_json_file(opt.kv_config);
+    cuda_kv_spec_check(spec, pre, m.file.config.n_layers, opt.kv_config.empty() ? opt.kv : opt.kv_config);
+    m.cuda = cuda_model_upload(m.file.config, m.weights);
+  }
   if (opt.on_progress) opt.on_progress(0.7f);
   if (m.file.format == ModelFile::Format::gguf) {
     m.tokenizer = tokenizer_from_gguf(*m.file.gguf);
@@ -111,8 +120,6 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     KVPrefillSpec pre = opt.kv_config.empty() ? kv_prefill_spec_parse(opt.kv, kv_base)
                                               : kv_prefill_spec_from_json_file(opt.kv_config);
     const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(kv_base) : kv_spec_from_json_file(opt.kv_config);
-    if (opt.device == Device::cuda)  // issue 7 on cuda: quant/evict/imp on the full-precision cache; the rest refused
-      cuda_kv_spec_check(spec, pre, m.file.config.n_layers, opt.kv_config.empty() ? opt.kv : opt.kv_config);
     // issue 7's unified policy: svd with quant/keep/evict, or svd with policy=importance (the prefill computes the
     // scores that pick the value ranks), runs through the prefill-compressed cache holding rank-space rows
     const bool unified = spec.lowrank && (pre.any() || spec.policy == KVRankPolicy::importance);
