@@ -6,6 +6,10 @@
 // replayed as one CUDA graph (launch overhead ~1-2 us per kernel without it would cost ~10% of a 5 ms step).
 // Low-rank KV cache (issue 6, docs/kv-compression.md): QKV' -> kv_lowrank_write -> low-rank attention -> z to
 // bf16 -> W_fused replaces the attention part of the layer; the value ranks come from the host (cuda_lowrank_begin).
+// Mixed-precision KV cache (issue 7, docs/prefill-compression.md "On the GPU"): the prefill adds the importance
+// accumulators per layer (attention_importance_cuda); after it the host selects and classes the entries and
+// quantize_rows_cuda packs them (cuda_kvq_prefill_finish); later calls append 16-bit entries, attend with
+// attention_quant_decode_cuda and slide the 16-bit window on the device (kvq_slide), inside the decode graph.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -975,7 +979,10 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
     mark(OpFamily::down);
     matmul(s, y, s.h.as<bf16>(), L.wdown, n, dim, ffn);
   }
-  if (kvq && kvq->active) kvq_slide(s, n);  // issue 7: after the call's attention, as on the CPU
+  if (kvq && kvq->active && kvq->spec.quant.on) {  // issue 7: after the call's attention, as on the CPU
+    mark(OpFamily::attention);
+    kvq_slide(s, n);
+  }
   mark(OpFamily::norm);
   add_rmsnorm_cuda(xb, x, y, m.output_norm, n, dim, c.rms_eps, st);
   if (logits_rows > 0) {
