@@ -1,5 +1,6 @@
 // llm bench --device cuda. See bench_cuda.h for what is measured; every figure comes from CUDA events.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -98,9 +99,8 @@ void bench_cuda(const CudaBenchOptions& o) {
   if (o.reps < 1) fail("llm bench: -r must be >= 1, got ", o.reps);
   const int ctx = o.ctx > 0 ? o.ctx : o.n_prompt + o.n_gen;
   if (ctx <= o.n_gen) fail("llm bench: the context -c ", ctx, " must exceed -n ", o.n_gen);
-  std::string kv_base;  // the --kv spec without issue 7's +parts (refused on cuda)
+  std::string kv_base;  // the --kv spec without issue 7's +parts (quant/evict: cuda_session_enable_prefill)
   const KVPrefillSpec pre = kv_prefill_spec_parse(o.kv, kv_base);
-  cuda_kv_spec_check(false, pre.any(), o.kv);
   const KVSpec kv_spec = kv_spec_parse(kv_base);
   if (!kv_spec.lowrank && !o.kv_profile.empty())
     fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
@@ -133,11 +133,14 @@ void bench_cuda(const CudaBenchOptions& o) {
     }
     source = o.model_path;
   }
-  const std::string kv_desc = model->lowrank ? model->lowrank->desc : "full";
+  const std::string kv_desc =
+      pre.any() ? "full+" + kv_prefill_spec_describe(pre) : model->lowrank ? model->lowrank->desc : "full";
   const Config& c = model->c;
+  cuda_kv_spec_check(kv_spec, pre, c.n_layers, o.kv);
   const int capacity = std::max(ctx, o.n_prompt);
   CudaSessionPtr sp = cuda_session_create(*model, capacity, o.n_prompt);
   CudaSession& s = *sp;
+  if (pre.any()) cuda_session_enable_prefill(s, pre);  // issue 7: the mixed-precision cache
   const double copy_bw = copy_bandwidth(s.stream);
   // peak device memory: the lowest free memory seen after each phase (weights + session + cuBLASLt / graph
   // internals), relative to before the model; the copy-bandwidth buffers above are freed and not counted
@@ -165,6 +168,7 @@ void bench_cuda(const CudaBenchOptions& o) {
   double prefill_ms = 1e30;
   for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up (cuBLASLt heuristics, module loading)
     s.n = 0;
+    if (s.kvq) cuda_kvq_prefill_begin(s, o.n_prompt);  // issue 7: the block also computes the importance
     CUDA_CHECK(cudaEventRecord(ev.a, s.stream));
     forward_block_cuda(s, o.n_prompt, 1);
     CUDA_CHECK(cudaEventRecord(ev.b, s.stream));
@@ -174,8 +178,15 @@ void bench_cuda(const CudaBenchOptions& o) {
   sample_free();
   OpTimer prefill_prof;
   s.n = 0;
+  if (s.kvq) cuda_kvq_prefill_begin(s, o.n_prompt);
   forward_block_cuda(s, o.n_prompt, 1, &prefill_prof);
   prefill_prof.collect();
+  double compress_ms = 0.0;  // issue 7: selection, classes and quantisation after the prefill (host + device)
+  if (s.kvq) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cuda_kvq_prefill_finish(s, o.n_prompt);
+    compress_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  }
 
   // ---- decode at context: cache filled with random keys/values up to start, then n_gen graph replays ----
   const int start = ctx - o.n_gen;
@@ -192,8 +203,19 @@ void bench_cuda(const CudaBenchOptions& o) {
     fill_random_bf16_cuda(s.vcache.as<bf16>(), int64_t(cache_elems), o.seed + 202, 1.0f, s.stream);
   }
   CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  std::vector<float> scores;  // issue 7: random importance accumulators for the `start` random tokens
+  if (s.kvq) {
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    scores.resize(size_t(c.n_layers) * 2 * c.n_kv_heads * start);
+    for (float& x : scores) x = u(rng);
+    cuda_kvq_prefill_begin(s, start);
+    CUDA_CHECK(cudaMemcpy(s.kvq->imp.ptr, scores.data(), scores.size() * 4, cudaMemcpyHostToDevice));
+  }
   double decode_ms = 1e30;
   for (int r = 0; r <= o.reps; ++r) {  // r == 0: warm-up and graph capture
+    // issue 7: the packed cache of the `start` tokens rebuilt (the previous repetition slid its window); same
+    // layout every time, so the captured graph stays valid
+    if (s.kvq) cuda_kvq_prefill_finish(s, start);
     s.n = start;
     set_ints(s, s.tokens, {prompt[0]});
     set_ints(s, s.pos, {start});
@@ -259,6 +281,12 @@ void bench_cuda(const CudaBenchOptions& o) {
     kv_read = sum / o.n_gen;
     kv_token_bytes = per_elem * (rk + double(s.h_voff[ctx]) / ctx);
   }
+  if (s.kvq) {  // issue 7: the packed cache as the attention reads it (rows, offsets, widths), step by step
+    double sum = 0.0;
+    for (int i = 0; i < o.n_gen; ++i) sum += double(cuda_kvq_bytes(s, start + i + 1, true));
+    kv_read = sum / o.n_gen;
+    kv_token_bytes = double(cuda_kvq_bytes(s, ctx, false)) / ctx;
+  }
   const double bytes_per_tok = double(model->decode_weight_bytes) + kv_read;
   const double gbs = bytes_per_tok * decode_tps / 1e9;
   const double pct = 100.0 * bytes_per_tok * decode_tps / copy_bw;
@@ -272,11 +300,12 @@ void bench_cuda(const CudaBenchOptions& o) {
                 "\"weight_device_bytes\": %zu, \"decode_weight_bytes\": %zu, \"kv_bytes_per_token\": %.0f, "
                 "\"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.1f, \"copy_gb_s\": %.1f, "
                 "\"pct_of_copy_bw\": %.1f, \"peak_device_mib\": %.1f, \"session_device_mib\": %.1f, "
-                "\"last_token\": %d, \"kv\": %s, \"kv_full_bytes_per_token\": %.0f, \"decode_ms_per_op\": {",
+                "\"last_token\": %d, \"kv\": %s, \"kv_full_bytes_per_token\": %.0f, \"kv_compress_ms\": %.3f, "
+                "\"decode_ms_per_op\": {",
                 json_str(prop.name).c_str(), prop.multiProcessorCount, json_str(source).c_str(), o.n_prompt, o.n_gen,
                 ctx, start, prefill_tps, decode_tps, model->bytes, model->decode_weight_bytes, kv_token_bytes,
                 bytes_per_tok, gbs, copy_bw / 1e9, pct, peak_mib, cuda_session_device_bytes(s) / 1048576.0,
-                last_token, json_str(kv_desc).c_str(), full_token_bytes);
+                last_token, json_str(kv_desc).c_str(), full_token_bytes, compress_ms);
     for (int f = 0; f < F; ++f)
       std::printf("%s\"%s\": %.4f", f ? ", " : "", op_family_name(OpFamily(f)), decode_prof.ms[f]);
     std::printf("}, \"prefill_ms_per_op\": {");
@@ -296,8 +325,12 @@ void bench_cuda(const CudaBenchOptions& o) {
   std::printf("prefill    %d tokens: %.1f ms, %.0f tok/s\n", o.n_prompt, prefill_ms, prefill_tps);
   std::printf("decode     %d tokens from context %d to %d (cache pre-filled with random values): %.3f ms/token, "
               "%.1f tok/s\n", o.n_gen, start, ctx, decode_ms / o.n_gen, decode_tps);
-  std::printf("kv cache   %s: %.1f KB per cached token (bf16; full cache %.1f KB, %.2fx)\n", kv_desc.c_str(),
-              kv_token_bytes / 1e3, full_token_bytes / 1e3, full_token_bytes / kv_token_bytes);
+  std::printf("kv cache   %s: %.1f KB per cached token (as stored; full bf16 cache %.1f KB, %.2fx)\n",
+              kv_desc.c_str(), kv_token_bytes / 1e3, full_token_bytes / 1e3, full_token_bytes / kv_token_bytes);
+  if (s.kvq)
+    std::printf("compress   %.2f ms after the %d-token prefill (importance ranked on the host, rows quantised on the "
+                "device); decode reads the packed cache (rows + 9 B of offset and width per entry and KV head)\n",
+                compress_ms, o.n_prompt);
   std::printf("per token  %.3f GB weights + %.3f GB KV (%.1f KB x %.0f tokens) = %.3f GB -> %.0f GB/s = %.1f%% of "
               "copy bandwidth\n", model->decode_weight_bytes / 1e9, kv_read / 1e9, kv_read / avg_kv / 1e3, avg_kv,
               bytes_per_tok / 1e9, gbs, pct);

@@ -15,7 +15,8 @@ struct CudaBenchOptions {
   int ctx = 0;                   // -c: context reached at the end of decoding (0: n_prompt + n_gen)
   int reps = 3;                  // -r: timed repetitions, best kept
   bool json = false;             // one JSON object on stdout instead of the text report
-  std::string kv = "full";       // --kv: full, or svd:... (issue 6: the low-rank cache, policy seed|uniform)
+  std::string kv = "full";       // --kv: full, svd:... (issue 6: the low-rank cache, policy seed|uniform), or
+                                 // quant:/evict:/imp: parts on the full cache (issue 7, the mixed-precision cache)
   std::string kv_profile;        // --kv-profile with -m (default: a weights profile built at load)
   uint64_t seed = 1234;
 };
@@ -27,6 +28,10 @@ struct CudaBenchOptions {
 // --kv svd:...: the same with the compressed cache (random c_k/c_v under the policy's value ranks for the first
 // ctx - n_gen tokens, every decode position's rank placed on the device before the replays); --synthetic models
 // get random low-rank weights (orthonormal bases), -m models the folded weights of kv_lowrank_model_create.
+// --kv quant:...: the prefill also computes the importance accumulators; then the packed cache of the first
+// ctx - n_gen random tokens is built from random importance scores (selection and classes as for a real prompt),
+// decode appends at 16 bits and slides the window in the graph. Reported: bytes per cached token as stored, and
+// the bytes the attention reads per decoded token (rows + offsets + widths).
 void bench_cuda(const CudaBenchOptions& o);
 
 }  // namespace llm

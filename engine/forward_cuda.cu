@@ -6,16 +6,24 @@
 // replayed as one CUDA graph (launch overhead ~1-2 us per kernel without it would cost ~10% of a 5 ms step).
 // Low-rank KV cache (issue 6, docs/kv-compression.md): QKV' -> kv_lowrank_write -> low-rank attention -> z to
 // bf16 -> W_fused replaces the attention part of the layer; the value ranks come from the host (cuda_lowrank_begin).
+// Mixed-precision KV cache (issue 7, docs/prefill-compression.md "On the GPU"): the prefill adds the importance
+// accumulators per layer (attention_importance_cuda); after it the host selects and classes the entries and
+// quantize_rows_cuda packs them (cuda_kvq_prefill_finish); later calls append 16-bit entries, attend with
+// attention_quant_decode_cuda and slide the 16-bit window on the device (kvq_slide), inside the decode graph.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 
 #include "engine/forward_cuda.cuh"
 #include "kernels/attention_cuda.h"
 #include "kernels/attention_lowrank_cuda.h"
+#include "kernels/attention_quant_cuda.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/embedding_cuda.h"
+#include "kernels/importance_cuda.h"
+#include "kernels/quant_cuda.h"
 #include "kernels/rmsnorm_cuda.h"
 #include "kernels/rope_cuda.h"
 #include "kernels/sampling_cuda.h"
@@ -241,6 +249,21 @@ void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spe
          "far; use --device cpu, or on cuda --kv full or --kv svd:...");
 }
 
+void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text) {
+  if (base.lowrank && (pre.any() || base.policy == KVRankPolicy::importance))
+    fail("--kv ", spec_text, ": the unified cache (svd combined with quant/keep/evict, or svd policy=importance) "
+         "runs on the CPU only so far; use --device cpu, or on cuda svd:... (policy seed|uniform) alone or "
+         "quant/evict without svd");
+  if (pre.keep.on) {
+    const std::vector<float> keep = kv_keep_schedule(pre.keep, n_layers);
+    for (int l = 0; l < n_layers; ++l)
+      if (keep[l] < 1.0f)
+        fail("--kv ", spec_text, ": keep:... (selective propagation: layer ", l, " computes on ", keep[l],
+             " of the prompt) runs on the CPU only so far; use --device cpu, or drop keep: (evict:...,budget= keeps "
+             "the same share of the prompt in the cache on cuda while every layer computes on all of it)");
+  }
+}
+
 void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t seed) {
   if (!spec.lowrank) fail("cuda_model_lowrank_randomize: the spec '", spec.text, "' is not low-rank");
   const Config& c = m.c;
@@ -405,12 +428,19 @@ size_t cuda_session_device_bytes(const CudaSession& s) {
   for (const DeviceBuffer* d : {&s.kcache, &s.vcache, &s.x, &s.y, &s.xb, &s.qkv, &s.q, &s.att, &s.gu, &s.h, &s.logits,
                                 &s.tokens, &s.pos, &s.attn_ws, &s.ck, &s.cv, &s.vrank, &s.voff, &s.z, &s.lr_qkv})
     b += d->bytes;
+  if (s.kvq) {
+    const CudaKVQ& q = *s.kvq;
+    for (const DeviceBuffer* d : {&q.imp, &q.imp_ws, &q.data, &q.off, &q.bits, &q.epos, &q.lbase, &q.n_kv, &q.wb,
+                                  &q.rq_koff, &q.rq_voff, &q.rq_src, &q.rq_bits, &q.ws})
+      b += d->bytes;
+  }
   return b;
 }
 
 size_t cuda_session_kv_bytes(const CudaSession& s) {
   const Config& c = s.m->c;
   const size_t blocks = size_t(c.n_layers) * c.n_kv_heads;
+  if (s.kvq) return s.kvq->active ? cuda_kvq_bytes(s, s.n, false) : 0;
   if (!s.m->lowrank) return 2 * blocks * s.n * c.head_dim * 2;
   return blocks * (size_t(s.n) * s.m->lowrank->ranks.k + size_t(s.h_voff[s.n])) * 2;
 }
@@ -451,7 +481,230 @@ void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
                              cudaMemcpyHostToDevice, s.stream));
 }
 
-void cuda_session_reset(CudaSession& s) { s.n = 0; }
+// ---- issue 7: the mixed-precision cache (layout and semantics: CudaKVQ in forward_cuda.cuh) -----------------
+
+void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
+  const CudaModel& m = *s.m;
+  const Config& c = m.c;
+  if (m.lowrank)
+    fail("--kv ", spec.text, ": the unified cache (svd combined with quant/keep/evict) runs on the CPU only so far; "
+         "use --device cpu");
+  cuda_kv_spec_check(KVSpec{}, spec, c.n_layers, spec.text);
+  kv_prefill_spec_check(spec, c, false);
+  if (s.n != 0) fail("cuda_session_enable_prefill: the session already holds ", s.n, " tokens; enable it first");
+  auto q = std::make_unique<CudaKVQ>();
+  q->spec = spec;
+  const int g = spec.quant.group;  // kv_prefill_create's rule
+  q->group = g == 0 || (g < 0 && c.head_dim % 32 != 0) ? c.head_dim : g < 0 ? 32 : g;
+  if (c.head_dim % q->group != 0) q->group = c.head_dim;
+  quant_check_cuda("--kv quant", c.head_dim, q->group, 2);
+  q->requant = kv_requant_bits(spec.quant);
+  const size_t L = c.n_layers, Hkv = c.n_kv_heads, cap = s.capacity, R = L * Hkv * CudaKVQ::kMaxSlide;
+  q->off = DeviceBuffer(L * Hkv * cap * 8);
+  q->bits = DeviceBuffer(L * Hkv * cap);
+  q->epos = DeviceBuffer(L * cap * 4);
+  q->lbase = DeviceBuffer(L * 8);
+  q->n_kv = DeviceBuffer(L * 4);
+  q->wb = DeviceBuffer(L * Hkv * 4);
+  q->rq_koff = DeviceBuffer(R * 8);
+  q->rq_voff = DeviceBuffer(R * 8);
+  q->rq_src = DeviceBuffer(R * 4);
+  q->rq_bits = DeviceBuffer(R);
+  q->splits = attention_quant_decode_splits(c.n_kv_heads, s.capacity, m.sm_count);
+  // a call of n queries runs max(1, splits / n) splits: n * that <= max(splits, max_block) partials per head
+  q->ws = DeviceBuffer(attention_quant_workspace_floats(1, c.n_heads, c.head_dim, std::max(q->splits, s.max_block)) *
+                       4);
+  CUDA_CHECK(cudaMemset(q->n_kv.ptr, 0, q->n_kv.bytes));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  s.kvq = std::move(q);
+  if (s.decode_graph) {
+    CUDA_CHECK(cudaGraphExecDestroy(s.decode_graph));
+    s.decode_graph = nullptr;
+  }
+}
+
+void cuda_kvq_prefill_begin(CudaSession& s, int m) {
+  CudaKVQ& q = *s.kvq;
+  const Config& c = s.m->c;
+  if (m < 1 || m > s.capacity) fail("compressed prefill: ", m, " tokens outside the capacity ", s.capacity);
+  if (m > q.imp_m) {
+    q.imp = DeviceBuffer(size_t(c.n_layers) * 2 * c.n_kv_heads * m * 4);
+    q.imp_ws = DeviceBuffer(attention_importance_workspace_floats(m, c.n_heads) * 4);
+    q.imp_m = m;
+  }
+  q.active = false;
+}
+
+void cuda_kvq_prefill_finish(CudaSession& s, int n) {
+  CudaKVQ& q = *s.kvq;
+  const Config& c = s.m->c;
+  const int L = c.n_layers, Hkv = c.n_kv_heads, hd = c.head_dim, cap = s.capacity;
+  if (n < 1 || n > q.imp_m) fail("internal: cuda_kvq_prefill_finish(", n, ") without cuda_kvq_prefill_begin");
+  std::vector<float> acc(size_t(L) * 2 * Hkv * n);
+  CUDA_CHECK(cudaMemcpyAsync(acc.data(), q.imp.ptr, acc.size() * 4, cudaMemcpyDeviceToHost, s.stream));
+  CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  // From here on kv_prefill_forward's selection and classes, line for line (m = n: no selective propagation,
+  // positions 0..n-1), on the accumulators the device computed.
+  const KVImportanceParams& imp = q.spec.imp;
+  const KVQuantSpec& qs = q.spec.quant;
+  const int w_rows = std::min(imp.w, n), win_start = n - w_rows;
+  const std::vector<float> budget = kv_evict_budgets(q.spec.evict, L);
+  std::vector<int> pos(n);
+  std::iota(pos.begin(), pos.end(), 0);
+  std::vector<uint64_t> off(size_t(L) * Hkv * cap, 0), lbase(L, 0);
+  std::vector<uint8_t> bits(size_t(L) * Hkv * cap, 16);
+  std::vector<int32_t> epos(size_t(L) * cap, 0);
+  std::vector<int> wb(size_t(L) * Hkv, 0), entries_before = q.h_entries;
+  std::vector<uint64_t> row_koff, row_voff;  // the prompt rows to quantise: offsets in data of K and V
+  std::vector<uint8_t> row_bits;
+  std::vector<int> row_src;                  // their rows in the bf16 caches: (layer, KV head, position)
+  q.h_entries.assign(L, 0);
+  q.h_wb0.assign(L, 0);
+  q.h_fixed.assign(L, 0);
+  const size_t slot = size_t(4) * hd;  // a later token's entry: bf16 K row, bf16 V row
+  uint64_t total = 0;
+  for (int l = 0; l < L; ++l) {
+    const float* cum = acc.data() + size_t(l) * 2 * Hkv * n;
+    const KVImportance I = kv_importance_compute(cum, cum + size_t(Hkv) * n, Hkv, n, c.n_heads / Hkv, w_rows,
+                                                 pos.data(), n, imp);
+    std::vector<float> ms(n, 0.0f);  // eviction: the method's own score
+    for (int t = 0; t < n; ++t) {
+      float v = 0.0f;
+      for (int g = 0; g < Hkv; ++g) v += I.score[size_t(g) * n + t];
+      switch (q.spec.evict.method) {
+        case KVEvict::streaming: v = static_cast<float>(pos[t]); break;
+        case KVEvict::h2o:
+          v = 0;
+          for (int g = 0; g < Hkv; ++g) v += I.cum[size_t(g) * n + t];
+          break;
+        case KVEvict::snapkv:
+        case KVEvict::pyramidkv:
+          v = 0;
+          for (int g = 0; g < Hkv; ++g) v += I.win[size_t(g) * n + t];
+          break;
+        default: break;
+      }
+      ms[t] = v;
+    }
+    const int count = std::min(n, std::max(1, static_cast<int>(std::ceil(budget[l] * n))));
+    std::vector<int> entries(n);
+    std::iota(entries.begin(), entries.end(), 0);
+    if (count < n) entries = kv_select(ms.data(), pos.data(), n, count, imp.sinks, win_start);
+    const int E = static_cast<int>(entries.size());
+    int w0 = E;  // the first entry of the prompt's 16-bit window
+    for (int a = 0; a < E; ++a)
+      if (entries[a] >= n - qs.recent) {
+        w0 = a;
+        break;
+      }
+    q.h_entries[l] = E;
+    q.h_wb0[l] = w0;
+    lbase[l] = total;
+    uint64_t at = 0;
+    for (int g = 0; g < Hkv; ++g) {
+      std::vector<int> width(E, 16);
+      if (qs.on) {  // the recent window at 16 bits, the rest by importance quantiles of this KV head
+        std::vector<int> order;
+        for (int a = 0; a < E; ++a)
+          if (entries[a] < n - qs.recent) order.push_back(a);
+        const float* sc = I.score.data() + size_t(g) * n;
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return sc[entries[a]] > sc[entries[b]]; });
+        const size_t R = order.size();
+        size_t r = 0;
+        float fa = 0;
+        for (size_t b = 0; b < qs.bits.size(); ++b) {
+          fa += qs.frac[b];
+          const size_t end = b + 1 == qs.bits.size() ? R : std::min(R, size_t(std::lround(fa * R)));
+          for (; r < end; ++r) width[order[r]] = qs.bits[b];
+        }
+      }
+      for (int a = 0; a < E; ++a) {
+        const size_t rb = quant_row_bytes_cuda(hd, width[a], q.group, 2);
+        const size_t idx = (size_t(l) * Hkv + g) * cap + a;
+        off[idx] = at;
+        bits[idx] = static_cast<uint8_t>(width[a]);
+        row_koff.push_back(total + at);
+        row_voff.push_back(total + at + rb);
+        row_bits.push_back(static_cast<uint8_t>(width[a]));
+        row_src.push_back(static_cast<int>((size_t(l) * Hkv + g) * cap + entries[a]));
+        if (a < w0) q.h_fixed[l] += 2 * rb;
+        at += 2 * rb;
+      }
+      wb[size_t(l) * Hkv + g] = w0;
+    }
+    at = (at + 15) / 16 * 16;
+    for (int a = 0; a < E; ++a) epos[size_t(l) * cap + a] = entries[a];
+    for (int t = 0; n + t < cap; ++t) {  // later tokens: entry E + t holds position n + t, 16 bits until it slides
+      epos[size_t(l) * cap + E + t] = n + t;
+      for (int g = 0; g < Hkv; ++g) off[(size_t(l) * Hkv + g) * cap + E + t] = at + (size_t(t) * Hkv + g) * slot;
+    }
+    total += at + size_t(cap - n) * Hkv * slot;
+    total = (total + 15) / 16 * 16;
+  }
+  q.scratch = total;
+  total += size_t(L) * Hkv * CudaKVQ::kMaxSlide * hd * 2;
+  bool relaid = false;
+  if (q.data.bytes < total) {
+    q.data = DeviceBuffer(total);
+    relaid = true;
+  }
+  // the decode graph holds data's pointer, the layers' bases, entry counts and n_prompt: recapture on a change
+  if (s.decode_graph && (relaid || lbase != q.h_lbase || q.h_entries != entries_before || n != q.n_prompt)) {
+    CUDA_CHECK(cudaGraphExecDestroy(s.decode_graph));
+    s.decode_graph = nullptr;
+  }
+  q.h_lbase = lbase;
+  q.n_prompt = n;
+  const cudaStream_t st = s.stream;
+  CUDA_CHECK(cudaMemcpyAsync(q.off.ptr, off.data(), off.size() * 8, cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaMemcpyAsync(q.bits.ptr, bits.data(), bits.size(), cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaMemcpyAsync(q.epos.ptr, epos.data(), epos.size() * 4, cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaMemcpyAsync(q.lbase.ptr, lbase.data(), lbase.size() * 8, cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaMemcpyAsync(q.wb.ptr, wb.data(), wb.size() * 4, cudaMemcpyHostToDevice, st));
+  const size_t rows = row_src.size();
+  DeviceBuffer dk(rows * 8), dv(rows * 8), db(rows), ds(rows * 4);
+  CUDA_CHECK(cudaMemcpyAsync(dk.ptr, row_koff.data(), rows * 8, cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaMemcpyAsync(dv.ptr, row_voff.data(), rows * 8, cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaMemcpyAsync(db.ptr, row_bits.data(), rows, cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaMemcpyAsync(ds.ptr, row_src.data(), rows * 4, cudaMemcpyHostToDevice, st));
+  QuantRowsArgs a;
+  a.dst = q.data.as<uint8_t>();
+  a.dst_off = dk.as<uint64_t>();
+  a.bits = db.as<uint8_t>();
+  a.src_row = ds.as<int>();
+  a.x_stride = hd;
+  a.n_rows = static_cast<int>(rows);
+  a.n = hd;
+  a.group = q.group;
+  a.row16 = 2;
+  quantize_rows_cuda(a, s.kcache.as<bf16>(), st);
+  a.dst_off = dv.as<uint64_t>();
+  quantize_rows_cuda(a, s.vcache.as<bf16>(), st);
+  CUDA_CHECK(cudaStreamSynchronize(st));  // the host arrays and the row lists are freed on return
+  q.active = true;
+}
+
+size_t cuda_kvq_bytes(const CudaSession& s, int n_total, bool read) {
+  const CudaKVQ& q = *s.kvq;
+  const Config& c = s.m->c;
+  const int Hkv = c.n_kv_heads, hd = c.head_dim;
+  const size_t row16 = quant_row_bytes_cuda(hd, 16, q.group, 2), rowq = quant_row_bytes_cuda(hd, q.requant, q.group, 2);
+  const bool slides = q.spec.quant.on;
+  const int later = std::max(0, n_total - q.n_prompt);
+  size_t b = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int E = q.h_entries[l] + later, w0 = q.h_wb0[l];
+    const int wbe = slides ? std::max(w0, E - q.spec.quant.recent) : w0;
+    b += q.h_fixed[l] + size_t(Hkv) * (size_t(wbe - w0) * 2 * rowq + size_t(E - wbe) * 2 * row16);
+    b += read ? size_t(Hkv) * E * (8 + 1) : size_t(E) * 4 + size_t(Hkv) * E;
+  }
+  return b;
+}
+
+void cuda_session_reset(CudaSession& s) {
+  s.n = 0;
+  if (s.kvq) s.kvq->active = false;
+}
 int cuda_session_n(const CudaSession& s) { return s.n; }
 
 namespace {
@@ -476,6 +729,114 @@ __global__ void split_qkv_kernel(float* q, float* kc, float* v, const float* src
       kc[size_t(i) * kcd + (j - qd)] = x;
     else
       v[size_t(i) * kvd + (j - qd - kcd)] = x;
+  }
+}
+
+// Issue 7: the n tokens of a later call join layer l as 16-bit entries (their bf16 K row then V row, copied from
+// the bf16 cache rope_kv_write_cuda has just written) in their fixed slots: entry entries0 + pos - n_prompt.
+// Block (token i, KV head g). n_kv: the entries this call's attention sees (the last token's entry + 1).
+__global__ void kvq_append_kernel(uint8_t* data, const uint64_t* off, const bf16* kc, const bf16* vc, const int* pos,
+                                  int* n_kv, int entries0, int n_prompt, int capacity, int hd, int n) {
+  const int i = blockIdx.x, g = blockIdx.y, p = pos[i];
+  const int e = entries0 + p - n_prompt;
+  uint8_t* dst = data + off[size_t(g) * capacity + e];  // slots may start at any byte: stored byte by byte
+  const uint16_t* ks = reinterpret_cast<const uint16_t*>(kc + (size_t(g) * capacity + p) * hd);
+  const uint16_t* vs = reinterpret_cast<const uint16_t*>(vc + (size_t(g) * capacity + p) * hd);
+  for (int j = threadIdx.x; j < hd; j += blockDim.x) {
+    const uint32_t k = ks[j], v = vs[j];
+    dst[2 * j] = static_cast<uint8_t>(k);
+    dst[2 * j + 1] = static_cast<uint8_t>(k >> 8);
+    dst[2 * hd + 2 * j] = static_cast<uint8_t>(v);
+    dst[2 * hd + 2 * j + 1] = static_cast<uint8_t>(v >> 8);
+  }
+  if (i == n - 1 && g == 0 && threadIdx.x == 0) *n_kv = e + 1;
+}
+
+// Issue 7, the sliding window (kv_prefill.cpp slide_window): per (layer, KV head) thread, the entries that leave
+// the last `recent` (up to `rows` of them per pass) get width `width`; their K and V rows are listed for
+// quantize_rows_cuda (in place in their slots, from the bf16 cache at the entry's position), the other list rows
+// point at scratch rows at 16 bits (no effect). wb advances.
+struct KVQSlideArgs {
+  uint64_t* koff;
+  uint64_t* voff;
+  uint8_t* rbits;
+  int* rsrc;
+  uint8_t* bits;
+  int* wb;
+  const uint64_t* off;
+  const int32_t* epos;
+  const uint64_t* lbase;
+  const int* n_kv;
+  uint64_t scratch, row_bytes;
+  int n_layers, n_kv_heads, capacity, recent, width, rows, hd;
+};
+__global__ void kvq_slide_prep_kernel(KVQSlideArgs a) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= a.n_layers * a.n_kv_heads) return;
+  const int l = t / a.n_kv_heads, g = t - l * a.n_kv_heads;
+  const int E = a.n_kv[l], w0 = a.wb[t];
+  const int nb = max(w0, E - a.recent), end = min(nb, w0 + a.rows);
+  const size_t lg = size_t(l) * a.n_kv_heads + g;
+  for (int j = 0; j < a.rows; ++j) {
+    const size_t r = size_t(t) * a.rows + j;
+    const int e = w0 + j;
+    if (e < end) {
+      const uint64_t o = a.lbase[l] + a.off[lg * a.capacity + e];
+      a.koff[r] = o;
+      a.voff[r] = o + a.row_bytes;
+      a.rbits[r] = static_cast<uint8_t>(a.width);
+      a.rsrc[r] = static_cast<int>(lg * a.capacity + a.epos[size_t(l) * a.capacity + e]);
+      a.bits[lg * a.capacity + e] = static_cast<uint8_t>(a.width);
+    } else {
+      a.koff[r] = a.voff[r] = a.scratch + r * a.hd * 2;
+      a.rbits[r] = 16;
+      a.rsrc[r] = 0;
+    }
+  }
+  a.wb[t] = end;
+}
+
+void kvq_slide(CudaSession& s, int n) {
+  CudaKVQ& q = *s.kvq;
+  if (!q.spec.quant.on || q.requant == 16) return;  // nothing stored changes (the CPU only moves win_begin)
+  const Config& c = s.m->c;
+  const int rows = std::min(n, CudaKVQ::kMaxSlide), LH = c.n_layers * c.n_kv_heads;
+  KVQSlideArgs a;
+  a.koff = q.rq_koff.as<uint64_t>();
+  a.voff = q.rq_voff.as<uint64_t>();
+  a.rbits = q.rq_bits.as<uint8_t>();
+  a.rsrc = q.rq_src.as<int>();
+  a.bits = q.bits.as<uint8_t>();
+  a.wb = q.wb.as<int>();
+  a.off = q.off.as<uint64_t>();
+  a.epos = q.epos.as<int32_t>();
+  a.lbase = q.lbase.as<uint64_t>();
+  a.n_kv = q.n_kv.as<int>();
+  a.scratch = q.scratch;
+  a.row_bytes = quant_row_bytes_cuda(c.head_dim, q.requant, q.group, 2);
+  a.n_layers = c.n_layers;
+  a.n_kv_heads = c.n_kv_heads;
+  a.capacity = s.capacity;
+  a.recent = q.spec.quant.recent;
+  a.width = q.requant;
+  a.rows = rows;
+  a.hd = c.head_dim;
+  QuantRowsArgs qa;
+  qa.dst = q.data.as<uint8_t>();
+  qa.bits = a.rbits;
+  qa.src_row = a.rsrc;
+  qa.x_stride = c.head_dim;
+  qa.n_rows = LH * rows;
+  qa.n = c.head_dim;
+  qa.group = q.group;
+  qa.row16 = 2;
+  for (int pass = 0; pass * rows < n; ++pass) {  // at most n entries leave per (layer, KV head) in one call
+    kvq_slide_prep_kernel<<<ceil_div(LH, 128), 128, 0, s.stream>>>(a);
+    CUDA_CHECK_LAUNCH();
+    qa.dst_off = a.koff;
+    quantize_rows_cuda(qa, s.kcache.as<bf16>(), s.stream);
+    qa.dst_off = a.voff;
+    quantize_rows_cuda(qa, s.vcache.as<bf16>(), s.stream);
   }
 }
 
@@ -548,6 +909,9 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
   auto mark = [&](OpFamily f) {
     if (timer) timer->mark(static_cast<int>(f), st);
   };
+  CudaKVQ* kvq = s.kvq.get();  // issue 7
+  if (kvq && !kvq->active && (s.n != 0 || n > kvq->imp_m))
+    fail("internal: the compressed prefill runs from an empty cache after cuda_kvq_prefill_begin(", n, ")");
   float* x = s.x.as<float>();
   float* y = s.y.as<float>();
   bf16* xb = s.xb.as<bf16>();
@@ -569,12 +933,40 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
       rope_kv_write_cuda(s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.qkv.as<float>(), s.pos.as<int>(), n, c.n_heads,
                          c.n_kv_heads, hd, s.capacity, m.inv_freq, c.rope_layout, st);
       mark(OpFamily::attention);
-      if (n == 1)
+      if (kvq && kvq->active) {  // issue 7: the call's tokens join the packed cache at 16 bits, then attend to it
+        const size_t lhc = size_t(l) * c.n_kv_heads * s.capacity;
+        uint8_t* data = kvq->data.as<uint8_t>() + kvq->h_lbase[l];
+        kvq_append_kernel<<<dim3(n, c.n_kv_heads), 64, 0, st>>>(data, kvq->off.as<uint64_t>() + lhc, s.k_layer(l),
+                                                                s.v_layer(l), s.pos.as<int>(),
+                                                                kvq->n_kv.as<int>() + l, kvq->h_entries[l],
+                                                                kvq->n_prompt, s.capacity, hd, n);
+        CUDA_CHECK_LAUNCH();
+        QuantDecodeArgs a;
+        a.q = s.q.as<bf16>();
+        a.data = data;
+        a.off = kvq->off.as<uint64_t>() + lhc;
+        a.bits = kvq->bits.as<uint8_t>() + lhc;
+        a.n_kv = kvq->n_kv.as<int>() + l;
+        a.stride = s.capacity;
+        a.n_q = n;
+        a.n_heads = c.n_heads;
+        a.n_kv_heads = c.n_kv_heads;
+        a.head_dim = hd;
+        a.group = kvq->group;
+        a.row16 = 2;
+        attention_quant_decode_cuda(s.att.as<bf16>(), a, n == 1 ? kvq->splits : std::max(1, kvq->splits / n),
+                                    kvq->ws.as<float>(), st);
+      } else if (n == 1)
         attention_decode_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.pos.as<int>(), c.n_heads,
                               c.n_kv_heads, hd, s.capacity, s.splits, s.attn_ws.as<float>(), st);
       else
         attention_prefill_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), n, s.n + n, c.n_heads,
                                c.n_kv_heads, hd, s.capacity, st);
+      if (kvq && !kvq->active) {  // issue 7, the compressed prefill: the importance accumulators of this layer
+        float* cum = kvq->imp.as<float>() + size_t(l) * 2 * c.n_kv_heads * n;
+        attention_importance_cuda(cum, cum + size_t(c.n_kv_heads) * n, s.q.as<bf16>(), s.k_layer(l), n, c.n_heads,
+                                  c.n_kv_heads, hd, s.capacity, kvq->spec.imp.w, kvq->imp_ws.as<float>(), st);
+      }
       mark(OpFamily::wo);
       matmul(s, y, s.att.as<bf16>(), L.wo, n, dim, qd);
     }
@@ -586,6 +978,10 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
     swiglu_cuda(s.h.as<bf16>(), s.gu.as<float>(), n, ffn, st);
     mark(OpFamily::down);
     matmul(s, y, s.h.as<bf16>(), L.wdown, n, dim, ffn);
+  }
+  if (kvq && kvq->active && kvq->spec.quant.on) {  // issue 7: after the call's attention, as on the CPU
+    mark(OpFamily::attention);
+    kvq_slide(s, n);
   }
   mark(OpFamily::norm);
   add_rmsnorm_cuda(xb, x, y, m.output_norm, n, dim, c.rms_eps, st);
@@ -631,13 +1027,21 @@ void forward_cuda(CudaSession& s, const int* tokens, int n, LogitsMode mode, flo
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
       fail("token id ", tokens[i], " at position ", i, " is outside the vocabulary [0, ", c.vocab_size, ")");
   const size_t V = c.vocab_size;
-  if (mode == LogitsMode::all && s.logits.bytes < size_t(s.max_block) * V * 4)
-    s.logits = DeviceBuffer(size_t(s.max_block) * V * 4);  // the decode graph keeps its pointer: drop it
+  if (mode == LogitsMode::all && s.logits.bytes < size_t(std::min(s.max_block, n)) * V * 4)
+    s.logits = DeviceBuffer(size_t(std::min(s.max_block, n)) * V * 4);  // the decode graph keeps its pointer: drop it
   if (mode == LogitsMode::all && s.decode_graph) {
     cudaGraphExecDestroy(s.decode_graph);
     s.decode_graph = nullptr;
   }
   cuda_lowrank_begin(s, s.n, n);  // issue 6: the tokens' value ranks (host policy) on the device; no-op otherwise
+  const bool kvq_prefill = s.kvq && s.n == 0;  // issue 7: the compressed prefill (one block, then quantised)
+  if (kvq_prefill) {
+    if (n > s.max_block)
+      fail("--kv ", s.kvq->spec.text, " on cuda: the compressed prefill runs the prompt as one block, but the prompt "
+           "has ", n, " tokens and the session's block is ", s.max_block, " (create it with max_block >= the prompt; "
+           "llm::Session uses the context size)");
+    cuda_kvq_prefill_begin(s, n);
+  }
   for (int b = 0; b < n; b += s.max_block) {
     const int k = std::min(s.max_block, n - b);
     for (int i = 0; i < k; ++i) {
@@ -648,7 +1052,7 @@ void forward_cuda(CudaSession& s, const int* tokens, int n, LogitsMode mode, flo
     CUDA_CHECK(cudaMemcpyAsync(s.pos.ptr, s.host_io + s.max_block, k * sizeof(int), cudaMemcpyHostToDevice, s.stream));
     const bool last_block = b + k == n;
     const int rows = mode == LogitsMode::all ? k : last_block ? 1 : 0;
-    if (k == 1 && rows <= 1 && mode == LogitsMode::last)
+    if (k == 1 && rows <= 1 && mode == LogitsMode::last && !kvq_prefill)
       cuda_decode_graph_launch(s);  // computes the logits (and an argmax nobody reads here)
     else
       forward_block_cuda(s, k, rows, nullptr);
@@ -659,6 +1063,7 @@ void forward_cuda(CudaSession& s, const int* tokens, int n, LogitsMode mode, flo
     CUDA_CHECK(cudaStreamSynchronize(s.stream));
     s.n += k;
   }
+  if (kvq_prefill) cuda_kvq_prefill_finish(s, n);
 }
 
 }  // namespace llm

@@ -9,6 +9,7 @@
 
 #include "engine/forward_cuda.h"
 #include "engine/kv_lowrank.h"
+#include "engine/kv_prefill.h"
 #include "kernels/common.cuh"
 #include "kernels/matmul_cuda.h"
 
@@ -79,6 +80,44 @@ struct OpTimer {
   void collect();                        // synchronise, add the elapsed times to ms, start over
 };
 
+// Issue 7 on the GPU (cuda_session_enable_prefill): the mixed-precision cache of engine/kv_prefill.h, with the CPU
+// path's semantics (docs/prefill-compression.md "On the GPU"). The prefill runs as the full-cache prefill (flash
+// attention over the bf16 cache) plus attention_importance_cuda per layer; cuda_kvq_prefill_finish then ranks and
+// selects on the host with the CPU's code (kv_importance_compute, kv_select, the class quantiles), and quantises
+// the kept entries from the bf16 cache into `data` (one launch for K rows, one for V). Later calls append their
+// tokens at 16 bits (bf16 rows) into fixed slots, attend with attention_quant_decode_cuda, and slide the 16-bit
+// window (entries leaving it re-quantised in place from the bf16 cache) -- all on the device, graph-safe.
+// The bf16 cache (kcache/vcache) stays allocated: it is the prefill's cache and the source of the re-quantisation.
+// Layout of `data`, per layer l from lbase[l]: KV head 0's packed prompt entries, head 1's, ...; then (16-byte
+// aligned) one slot of 4 head_dim bytes (bf16 K row, bf16 V row) per later token and KV head; after every layer,
+// the sliding kernel's scratch rows (its rows with nothing to re-quantise write there).
+struct CudaKVQ {
+  KVPrefillSpec spec;
+  int group = 32;        // values per scale/min group (kv_prefill_create's rule)
+  int requant = 16;      // kv_requant_bits(spec.quant): width of an entry leaving the window (16: no slide)
+  int splits = 1;        // attention_quant_decode_splits for one query
+  bool active = false;   // the packed cache holds a prompt: forward_block_cuda attends to it
+  int n_prompt = 0;      // tokens of the compressed prefill
+  int imp_m = 0;         // tokens the importance buffers hold
+  DeviceBuffer imp;      // (n_layers, 2, n_kv_heads, imp_m) fp32: each layer's raw cum, then win accumulators
+  DeviceBuffer imp_ws;   // attention_importance_workspace_floats(imp_m, n_heads)
+  DeviceBuffer data;     // packed entries of every layer, see above
+  DeviceBuffer off;      // (n_layers, n_kv_heads, capacity) uint64: entry e's K row, relative to lbase[l]
+  DeviceBuffer bits;     // (n_layers, n_kv_heads, capacity) uint8: entry e's width
+  DeviceBuffer epos;     // (n_layers, capacity) int32: entry e's position (its row in the bf16 cache)
+  DeviceBuffer lbase;    // (n_layers) uint64
+  DeviceBuffer n_kv;     // (n_layers) int: entries including the running call's tokens (set on the device)
+  DeviceBuffer wb;       // (n_layers, n_kv_heads) int: first entry of the 16-bit window
+  DeviceBuffer rq_koff, rq_voff, rq_src, rq_bits;  // (n_layers, n_kv_heads, kMaxSlide) rows of a slide pass
+  DeviceBuffer ws;       // attention_quant_decode workspace
+  uint64_t scratch = 0;  // offset in data of the slide scratch rows
+  // host mirrors (the byte counts of cuda_kvq_bytes)
+  std::vector<uint64_t> h_lbase;
+  std::vector<int> h_entries, h_wb0;    // (n_layers) prompt entries kept, first window entry
+  std::vector<size_t> h_fixed;          // (n_layers) bytes of the entries before the window, every KV head
+  static constexpr int kMaxSlide = 64;  // entries re-quantised per (layer, KV head) per slide pass
+};
+
 struct CudaSession {
   const CudaModel* m = nullptr;
   int capacity = 0, max_block = 0, n = 0, splits = 1;
@@ -110,6 +149,7 @@ struct CudaSession {
   int lr_splits = 1;            // attention_lowrank_decode_splits
   DeviceBuffer z;               // (max_block, n_heads, r_vmax) fp32 attention output in rank space
   DeviceBuffer lr_qkv;          // (max_block, qd + n_kv_heads*r_k + kvd) fp32: a block's W_QKV' GEMM output
+  std::unique_ptr<CudaKVQ> kvq; // issue 7 (cuda_session_enable_prefill)
   int* host_io = nullptr;       // pinned (2 * max_block) ints: token ids then positions
   cudaGraphExec_t decode_graph = nullptr;
   CudaSession() = default;
@@ -134,5 +174,17 @@ void cuda_decode_graph_launch(CudaSession& s);
 // forward_block_cuda / cuda_decode_graph_launch on a low-rank model call it first for the positions they run
 // (a graph replayed N times needs all N positions' ranks in place beforehand). Never during graph capture.
 void cuda_lowrank_begin(CudaSession& s, int pos0, int n);
+
+// Issue 7: the compressed prefill in two halves around forward_block_cuda(s, m, ...) run from an empty cache
+// (s.n == 0, one block): _begin sizes the importance buffers for m tokens and marks the cache inactive (the block
+// then also computes the accumulators); _finish (a host synchronisation) selects, classes and quantises, and
+// activates the packed cache. forward_cuda calls both; the bench drives them directly.
+void cuda_kvq_prefill_begin(CudaSession& s, int m);
+void cuda_kvq_prefill_finish(CudaSession& s, int m);
+// Bytes of the packed cache holding n_total tokens (the prompt's entries plus n_total - n_prompt later ones, the
+// window slid as the CPU slides it). read = false: as stored (KVPrefill::bytes_used's count: rows, 4 bytes of
+// position per entry and layer, 1 byte of width per entry and head); read = true: what one decode step's attention
+// reads (rows, 8 bytes of offset and 1 of width per entry and head).
+size_t cuda_kvq_bytes(const CudaSession& s, int n_total, bool read);
 
 }  // namespace llm

@@ -15,6 +15,8 @@
 namespace llm {
 
 struct KVLowRankModel;  // engine/kv_lowrank.h (issue 6)
+struct KVSpec;          // engine/kv_lowrank.h
+struct KVPrefillSpec;   // engine/kv_prefill.h (issue 7)
 struct CudaModel;
 struct CudaSession;
 struct CudaModelDeleter {
@@ -45,17 +47,30 @@ size_t cuda_model_device_bytes(const CudaModel& m);
 // For engine/session.cpp: call it right after kv_lowrank_model_create when the model is on cuda.
 void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lr);
 bool cuda_model_has_lowrank(const CudaModel& m);
-// Which --kv specs the CUDA backend runs: full and svd (low-rank, policy seed|uniform). The prefill parts of
-// issue 7 (quant/keep/evict) throw llm::Error saying to use --device cpu. spec_text: as given, for the message.
+// The coarse check of the first CUDA backend (kept for callers without the parsed spec): full and svd pass, any
+// prefill part of issue 7 throws saying to use --device cpu. spec_text: as given, for the message.
 void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text);
+// Which --kv specs the CUDA backend runs: full; svd (policy seed|uniform); quant/evict/imp on the full-precision
+// cache (issue 7, cuda_session_enable_prefill). Refused with an llm::Error naming the part and saying to use
+// --device cpu: keep:... with any layer below 1 (selective propagation), svd combined with quant/keep/evict or
+// svd policy=importance (the unified cache).
+void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text);
 
 // A sequence on the device: bf16 KV cache of `capacity` tokens ((n_layers, n_kv_heads, capacity, head_dim) for
 // K and V: Llama-3-8B 128 KB per token; a low-rank model: the compressed cache, see CudaSession), scratch for
 // blocks of up to max_block tokens, its own stream, cuBLASLt handle and decode graph. The model must outlive it.
 CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_block);
 size_t cuda_session_device_bytes(const CudaSession& s);
+// Issue 7: switch a new session (full-precision model) to the mixed-precision cache of `spec` (checked with
+// cuda_kv_spec_check). A call on an empty cache is then the compressed prefill: it must fit one block (create the
+// session with max_block >= the prompt; engine/session.cpp uses the context size), and runs as the full-cache
+// prefill plus the importance accumulators; the prompt's kept entries are then quantised by class. Later calls
+// append at 16 bits, attend to the packed cache (attention_quant_decode_cuda) and slide the 16-bit window, as
+// engine/kv_prefill.cpp does on the CPU (a later call longer than max_block slides after each block).
+void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec);
 // Bytes the cached tokens occupy as stored: bf16 K and V, or the compressed c_k + c_v (bf16) of the low-rank
-// cache (the figure Session::kv_cache_bytes reports on the CPU, at the device's element size).
+// cache (the figure Session::kv_cache_bytes reports on the CPU, at the device's element size); issue 7: the
+// packed mixed-precision cache, counted as KVPrefill::bytes_used counts it (equal to the CPU's for the same spec).
 size_t cuda_session_kv_bytes(const CudaSession& s);
 void cuda_session_reset(CudaSession& s);  // empty the cache (keeps the allocation)
 int cuda_session_n(const CudaSession& s);  // tokens in the cache

@@ -92,7 +92,16 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     fail(path, ": architecture '", m.file.config.arch, "' is not supported (only the LLaMA family is)");
   if (opt.on_progress) opt.on_progress(0.3f);
   m.weights = weights_from_file(m.file);
-  if (opt.device == Device::cuda) m.cuda = cuda_model_upload(m.file.config, m.weights);
+  if (opt.device == Device::cuda) {
+    // issue 7 on cuda: quant/evict/imp on the full-precision cache; keep:<1 and svd combined with the prefill parts
+    // are refused here, before the weights go to the device
+    std::string base = opt.kv;
+    const KVPrefillSpec pre = opt.kv_config.empty() ? kv_prefill_spec_parse(opt.kv, base)
+                                                    : kv_prefill_spec_from_json_file(opt.kv_config);
+    const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(base) : kv_spec_from_json_file(opt.kv_config);
+    cuda_kv_spec_check(spec, pre, m.file.config.n_layers, opt.kv_config.empty() ? opt.kv : opt.kv_config);
+    m.cuda = cuda_model_upload(m.file.config, m.weights);
+  }
   if (opt.on_progress) opt.on_progress(0.7f);
   if (m.file.format == ModelFile::Format::gguf) {
     m.tokenizer = tokenizer_from_gguf(*m.file.gguf);
@@ -111,7 +120,6 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     KVPrefillSpec pre = opt.kv_config.empty() ? kv_prefill_spec_parse(opt.kv, kv_base)
                                               : kv_prefill_spec_from_json_file(opt.kv_config);
     const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(kv_base) : kv_spec_from_json_file(opt.kv_config);
-    if (opt.device == Device::cuda) cuda_kv_spec_check(spec.lowrank, pre.any(), opt.kv.empty() ? opt.kv_config : opt.kv);
     // issue 7's unified policy: svd with quant/keep/evict, or svd with policy=importance (the prefill computes the
     // scores that pick the value ranks), runs through the prefill-compressed cache holding rank-space rows
     const bool unified = spec.lowrank && (pre.any() || spec.policy == KVRankPolicy::importance);
@@ -201,7 +209,11 @@ Session::Session(Model& model, const SessionOptions& opt) : impl_(std::make_uniq
   impl_->model = &model;
   impl_->mi = model.impl_.get();
   if (impl_->mi->cuda) {
-    impl_->cuda = cuda_session_create(*impl_->mi->cuda, n_ctx, std::min(opt.max_block, n_ctx));
+    // issue 7: the compressed prefill runs the whole prompt as one block (its importance needs every query), so
+    // a session with prefill parts gets blocks of the context size
+    const bool kvq = impl_->mi->prefill != nullptr;
+    impl_->cuda = cuda_session_create(*impl_->mi->cuda, n_ctx, kvq ? n_ctx : std::min(opt.max_block, n_ctx));
+    if (kvq) cuda_session_enable_prefill(*impl_->cuda, *impl_->mi->prefill);
     impl_->cache = kvcache_create(c, n_ctx, /*allocate=*/false);  // the cache lives on the device
   } else if (impl_->mi->prefill) {  // issue 7 (with the svd part when the model has one: the unified policy)
     impl_->prefill = std::make_unique<KVPrefill>(kv_prefill_create(*impl_->mi->prefill, c, impl_->mi->lowrank.get()));
