@@ -249,6 +249,13 @@ stage_bench_extra() {
     grep -E "ctx +32768|speed" "$LOGS/kbench_quant.log" | sed "s/^/quant: /" >> "$SUMMARY"
   run kbench_quant_json 150 "$B/bench_quant_cuda" --json &&
     tr -d '\n' < "$LOGS/kbench_quant_json.log" >> "$LOGS/bench.jsonl" && echo >> "$LOGS/bench.jsonl"
+  # issue 7 end to end: the mixed-precision cache through the CUDA forward (importance on the device at prefill,
+  # attention_quant in the decode graph); compare with the full-cache l3_8b_CTX lines
+  cuda_cases forward_kvq_cuda test_forward_kvq_cuda.cu
+  for ctx in 1024 8192 32768; do
+    bench "l3_8b_quant_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv quant:8/4/2=0.2/0.5/0.3
+  done
+  grep -h "^kv cache" "$LOGS"/bench_l3_8b_quant_*.log 2> /dev/null | head -1 | sed "s/^/l3_8b_quant: /" >> "$SUMMARY"
 }
 # The compressed-cache kernels (issues 6 and 7): tests, sanitizers, kernel benchmarks; one call of their own.
 stage_kv() {

@@ -51,11 +51,13 @@ llm::Device chosen_device(const Args& a, bool say) {
     why = "--device";
   } else {
     d = llm::device_default(&why);
-    // the compressed KV caches (issues 6, 7): only svd has a CUDA path, and it has not run on a GPU yet, so the
-    // default stays on the CPU, where they are tested; --device cuda opts in (svd with policy seed|uniform)
+    // the compressed KV caches (issues 6, 7): svd (policy seed|uniform) and quant/evict/imp have CUDA paths, but
+    // they have run only under the CPU emulator of CUDA (emu/), never on a GPU, so the default stays on the CPU,
+    // where they are validated; --device cuda opts in
     if (d == llm::Device::cuda && (a.get("kv", "full") != "full" || a.has("kv-config"))) {
       d = llm::Device::cpu;
-      why = "the compressed KV caches are validated on the CPU; --device cuda runs svd:... there, untested so far";
+      why = "the compressed KV caches are validated on the CPU; --device cuda runs svd:... and quant/evict:... there, "
+            "not yet run on a GPU";
     }
   }
   if (say && a.has("verbose"))
