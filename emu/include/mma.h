@@ -3,10 +3,14 @@
 // tile, mma_sync computes the full product in fp32, store writes the full tile (every lane writes identical values).
 // That is correct for code that treats fragments as opaque, which is all the real API allows without knowing the
 // per-architecture layout; code that indexes x[] per lane would need the real layout and is not supported.
-// Numerics: products and sums in fp32 in k order; tensor cores may differ in the last bits.
+// load/store are warp collectives ("_sync"): each starts with a warp barrier, so that no lane stores a tile before
+// every lane has loaded the previous contents (lanes run one after another here; on the GPU the warp does the
+// load as one operation). Numerics: products and sums in fp32 in k order; tensor cores may differ in the last bits.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include "emu/cuda_emu.h"
 
 #include <cstddef>
 #include <type_traits>
@@ -42,6 +46,7 @@ inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, const V& v) {
 template <class Use, int M, int N, int K, class T, class L>
 inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsigned ldm) {
   static_assert(std::is_same_v<L, row_major> || std::is_same_v<L, col_major>, "matrix_a/b need a layout");
+  ::emu::warp_exchange(0xffffffffu, 0, -1, "wmma::load_matrix_sync");
   using F = fragment<Use, M, N, K, T, L>;
   for (int i = 0; i < F::rows; ++i)
     for (int j = 0; j < F::cols; ++j)
@@ -50,11 +55,13 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsign
 // accumulator: the layout is a run-time argument.
 template <int M, int N, int K, class T>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, T, void>& f, const T* p, unsigned ldm, layout_t l) {
+  ::emu::warp_exchange(0xffffffffu, 0, -1, "wmma::load_matrix_sync");
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) f.x[i * N + j] = l == mem_row_major ? p[size_t(i) * ldm + j] : p[size_t(j) * ldm + i];
 }
 template <int M, int N, int K, class T>
 inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T, void>& f, unsigned ldm, layout_t l) {
+  ::emu::warp_exchange(0xffffffffu, 0, -1, "wmma::store_matrix_sync");
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) (l == mem_row_major ? p[size_t(i) * ldm + j] : p[size_t(j) * ldm + i]) = f.x[i * N + j];
 }
