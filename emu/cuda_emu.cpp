@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -997,20 +998,28 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     uint64_t r, c;
     const std::vector<float> a = lt_gather(A, la, d.ta, r, c);   // m x k, row-major
     const std::vector<float> bt = lt_gather(B, lb, d.tb == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N, r, c);  // n x k
-    for (uint64_t j = 0; j < n; ++j)
-      for (uint64_t i = 0; i < m; ++i) {
-        const float* x = &a[i * k];
-        const float* y = &bt[j * k];
-        float acc[8] = {};
-        uint64_t t = 0;
-        for (; t + 8 <= k; t += 8)
-          for (int l = 0; l < 8; ++l) acc[l] += x[t + uint64_t(l)] * y[t + uint64_t(l)];
-        float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        for (; t < k; ++t) s += x[t] * y[t];
-        float v = al * s;
-        if (be != 0.0f) v += be * lt_load(C, lc.type, i + j * uint64_t(lc.ld));
-        lt_store(D, ld.type, i + j * uint64_t(ld.ld), v);
-      }
+    // Columns of D split over the host's cores (plain host code: no fibers involved).
+    auto columns = [&](uint64_t j0, uint64_t j1) {
+      for (uint64_t j = j0; j < j1; ++j)
+        for (uint64_t i = 0; i < m; ++i) {
+          const float* x = &a[i * k];
+          const float* y = &bt[j * k];
+          float acc[8] = {};
+          uint64_t t = 0;
+          for (; t + 8 <= k; t += 8)
+            for (int l = 0; l < 8; ++l) acc[l] += x[t + uint64_t(l)] * y[t + uint64_t(l)];
+          float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+          for (; t < k; ++t) sum += x[t] * y[t];
+          float v = al * sum;
+          if (be != 0.0f) v += be * lt_load(C, lc.type, i + j * uint64_t(lc.ld));
+          lt_store(D, ld.type, i + j * uint64_t(ld.ld), v);
+        }
+    };
+    const uint64_t workers = std::min<uint64_t>(std::max(1u, std::thread::hardware_concurrency()), std::max<uint64_t>(n, 1));
+    std::vector<std::thread> pool;
+    for (uint64_t w = 1; w < workers; ++w) pool.emplace_back(columns, n * w / workers, n * (w + 1) / workers);
+    columns(0, n / workers);
+    for (auto& th : pool) th.join();
   });
   return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
