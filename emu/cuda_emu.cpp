@@ -1025,3 +1025,136 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
 }
 
 }  // extern "C"
+
+// ---- cuSOLVER: the symmetric eigensolvers (Dsyevd, XsyevBatched in double), cyclic Jacobi on the CPU -----------------
+#include <cusolverDn.h>
+
+struct cusolverDnContext {
+  cudaStream_t stream = nullptr;
+};
+struct cusolverDnParams {};
+
+namespace {
+// Eigen-decomposes the column-major n x n symmetric matrix whose `lower` (else upper) triangle is at a (leading
+// dimension lda): eigenvalues ascending into w, orthonormal eigenvectors into the columns of a (LAPACK's layout).
+// Returns 0, or the number of off-diagonal pairs left when 100 sweeps did not converge (cuSOLVER's info > 0).
+int jacobi_eigh(double* a, int64_t n, int64_t lda, double* w, bool lower, bool vectors) {
+  std::vector<double> m(size_t(n * n)), v(size_t(n * n), 0.0);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t i = 0; i < n; ++i) {
+      const bool stored = lower ? i >= j : i <= j;
+      m[size_t(i * n + j)] = stored ? a[i + j * lda] : a[j + i * lda];
+    }
+  for (int64_t i = 0; i < n; ++i) v[size_t(i * n + i)] = 1.0;
+  int left = 0;
+  for (int sweep = 0; sweep < 100; ++sweep) {
+    double off = 0.0, diag = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) (i == j ? diag : off) += m[size_t(i * n + j)] * m[size_t(i * n + j)];
+    if (off <= 1e-30 * std::max(diag, 1e-300)) {
+      left = 0;
+      break;
+    }
+    left = 1;
+    for (int64_t p = 0; p < n; ++p)
+      for (int64_t q = p + 1; q < n; ++q) {
+        const double apq = m[size_t(p * n + q)];
+        if (apq == 0.0) continue;
+        const double theta = (m[size_t(q * n + q)] - m[size_t(p * n + p)]) / (2.0 * apq);
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1.0));
+        const double c = 1.0 / std::sqrt(t * t + 1.0), s = t * c;
+        for (int64_t k = 0; k < n; ++k) {  // rows p, q
+          const double mpk = m[size_t(p * n + k)], mqk = m[size_t(q * n + k)];
+          m[size_t(p * n + k)] = c * mpk - s * mqk;
+          m[size_t(q * n + k)] = s * mpk + c * mqk;
+        }
+        for (int64_t k = 0; k < n; ++k) {  // columns p, q
+          const double mkp = m[size_t(k * n + p)], mkq = m[size_t(k * n + q)];
+          m[size_t(k * n + p)] = c * mkp - s * mkq;
+          m[size_t(k * n + q)] = s * mkp + c * mkq;
+        }
+        for (int64_t k = 0; k < n; ++k) {
+          const double vkp = v[size_t(k * n + p)], vkq = v[size_t(k * n + q)];
+          v[size_t(k * n + p)] = c * vkp - s * vkq;
+          v[size_t(k * n + q)] = s * vkp + c * vkq;
+        }
+      }
+  }
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return m[size_t(x * n + x)] < m[size_t(y * n + y)]; });
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t src = order[size_t(k)];
+    w[k] = m[size_t(src * n + src)];
+    if (vectors)
+      for (int64_t i = 0; i < n; ++i) a[i + k * lda] = v[size_t(i * n + src)];
+  }
+  return left;
+}
+
+cusolverStatus_t solver_unsupported(const char* what) {
+  std::fprintf(stderr, "cuda emulator: cuSOLVER %s is not emulated\n", what);
+  return CUSOLVER_STATUS_NOT_SUPPORTED;
+}
+bool solver_capturing(cusolverDnHandle_t h) { return (h->stream && h->stream->capturing) || emu::t_capturing; }
+}  // namespace
+
+extern "C" {
+
+cusolverStatus_t cusolverDnCreate(cusolverDnHandle_t* h) {
+  *h = new cusolverDnContext;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnDestroy(cusolverDnHandle_t h) {
+  delete h;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t h, cudaStream_t st) {
+  h->stream = st;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnCreateParams(cusolverDnParams_t* p) {
+  *p = new cusolverDnParams;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnDestroyParams(cusolverDnParams_t p) {
+  delete p;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnDsyevd_bufferSize(cusolverDnHandle_t, cusolverEigMode_t, cublasFillMode_t, int n,
+                                             const double*, int, const double*, int* lwork) {
+  *lwork = std::max(1, 2 * n);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnDsyevd(cusolverDnHandle_t h, cusolverEigMode_t jobz, cublasFillMode_t uplo, int n, double* A,
+                                  int lda, double* W, double*, int lwork, int* info) {
+  if (n < 0 || lda < std::max(1, n) || lwork < std::max(1, 2 * n)) return CUSOLVER_STATUS_INVALID_VALUE;
+  if (solver_capturing(h)) return solver_unsupported("Dsyevd during stream capture");
+  *info = jacobi_eigh(A, n, lda, W, uplo == CUBLAS_FILL_MODE_LOWER, jobz == CUSOLVER_EIG_MODE_VECTOR);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnXsyevBatched_bufferSize(cusolverDnHandle_t, cusolverDnParams_t, cusolverEigMode_t,
+                                                   cublasFillMode_t, int64_t n, cudaDataType ta, const void*,
+                                                   int64_t, cudaDataType tw, const void*, cudaDataType tc,
+                                                   size_t* dev_bytes, size_t* host_bytes, int64_t) {
+  if (ta != CUDA_R_64F || tw != CUDA_R_64F || tc != CUDA_R_64F) return solver_unsupported("XsyevBatched on non-double");
+  *dev_bytes = size_t(std::max<int64_t>(n, 1)) * 16;
+  *host_bytes = 0;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnXsyevBatched(cusolverDnHandle_t h, cusolverDnParams_t, cusolverEigMode_t jobz,
+                                        cublasFillMode_t uplo, int64_t n, cudaDataType ta, void* A, int64_t lda,
+                                        cudaDataType tw, void* W, cudaDataType tc, void*, size_t dev_bytes, void*,
+                                        size_t, int* info, int64_t batch) {
+  if (ta != CUDA_R_64F || tw != CUDA_R_64F || tc != CUDA_R_64F) return solver_unsupported("XsyevBatched on non-double");
+  if (n < 0 || lda < std::max<int64_t>(1, n) || batch < 0 || dev_bytes < size_t(std::max<int64_t>(n, 1)) * 16)
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  if (solver_capturing(h)) return solver_unsupported("XsyevBatched during stream capture");
+  for (int64_t b = 0; b < batch; ++b)
+    info[b] = jacobi_eigh(static_cast<double*>(A) + b * lda * n, n, lda, static_cast<double*>(W) + b * n,
+                          uplo == CUBLAS_FILL_MODE_LOWER, jobz == CUSOLVER_EIG_MODE_VECTOR);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+}  // extern "C"

@@ -9,6 +9,8 @@
 #include <csignal>
 #include <vector>
 
+#include <cusolverDn.h>
+
 #include "kernels/common.cuh"
 
 namespace {
@@ -171,4 +173,60 @@ TEST_CASE("emulator: a synchronous copy during stream capture invalidates the ca
   CHECK(host[0] == 10);
   CUDA_CHECK(cudaGraphExecDestroy(exec));
   CUDA_CHECK(cudaStreamDestroy(st));
+}
+
+TEST_CASE("emulator: cuSOLVER Dsyevd and XsyevBatched give A v = lambda v, eigenvalues ascending") {
+  // Two 4x4 symmetric matrices, column-major; only the lower triangle is meant to be read (upper: garbage).
+  const int n = 4;
+  std::vector<double> a = {4, 1, -2, 2, 99, 2, 0, 1, 99, 99, 3, -2, 99, 99, 99, -1,
+                           2, 0, 0, 0, 99, -1, 0, 0, 99, 99, 5, 0, 99, 99, 99, 0.5};
+  auto full = [&](int b, int i, int j) { return i >= j ? a[size_t(b * 16 + i + j * n)] : a[size_t(b * 16 + j + i * n)]; };
+  cusolverDnHandle_t h;
+  REQUIRE(cusolverDnCreate(&h) == CUSOLVER_STATUS_SUCCESS);
+  cusolverDnParams_t params;
+  REQUIRE(cusolverDnCreateParams(&params) == CUSOLVER_STATUS_SUCCESS);
+  for (bool batched : {false, true}) {
+    CAPTURE(batched);
+    llm::DeviceBuffer dA(a.size() * 8), dW(8 * 8), dInfo(2 * 4);
+    CUDA_CHECK(cudaMemcpy(dA.ptr, a.data(), a.size() * 8, cudaMemcpyHostToDevice));
+    if (batched) {
+      size_t dev = 0, host = 0;
+      REQUIRE(cusolverDnXsyevBatched_bufferSize(h, params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, CUDA_R_64F,
+                                                dA.ptr, n, CUDA_R_64F, dW.ptr, CUDA_R_64F, &dev, &host, 2) ==
+              CUSOLVER_STATUS_SUCCESS);
+      llm::DeviceBuffer work(dev);
+      REQUIRE(cusolverDnXsyevBatched(h, params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, CUDA_R_64F, dA.ptr,
+                                     n, CUDA_R_64F, dW.ptr, CUDA_R_64F, work.ptr, dev, nullptr, 0, dInfo.as<int>(),
+                                     2) == CUSOLVER_STATUS_SUCCESS);
+    } else {
+      int lwork = 0;
+      REQUIRE(cusolverDnDsyevd_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, dA.as<double>(), n,
+                                          dW.as<double>(), &lwork) == CUSOLVER_STATUS_SUCCESS);
+      llm::DeviceBuffer work(size_t(lwork) * 8);
+      for (int b = 0; b < 2; ++b)
+        REQUIRE(cusolverDnDsyevd(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, dA.as<double>() + b * 16, n,
+                                 dW.as<double>() + b * 4, work.as<double>(), lwork, dInfo.as<int>() + b) ==
+                CUSOLVER_STATUS_SUCCESS);
+    }
+    std::vector<double> v(a.size()), w(8);
+    std::vector<int> info(2);
+    CUDA_CHECK(cudaMemcpy(v.data(), dA.ptr, v.size() * 8, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(w.data(), dW.ptr, 64, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(info.data(), dInfo.ptr, 8, cudaMemcpyDeviceToHost));
+    for (int b = 0; b < 2; ++b) {
+      CHECK(info[size_t(b)] == 0);
+      for (int k = 0; k < n; ++k) {
+        if (k) CHECK(w[size_t(b * 4 + k)] >= w[size_t(b * 4 + k - 1)]);
+        for (int i = 0; i < n; ++i) {
+          double av = 0;
+          for (int j = 0; j < n; ++j) av += full(b, i, j) * v[size_t(b * 16 + j + k * n)];
+          CHECK(av == doctest::Approx(w[size_t(b * 4 + k)] * v[size_t(b * 16 + i + k * n)]).epsilon(1e-9));
+        }
+      }
+    }
+    CHECK(w[4] == doctest::Approx(-1.0));  // second matrix: eigenvalues -1, 0.5, 2, 5 (block diagonal)
+    CHECK(w[7] == doctest::Approx(5.0));
+  }
+  cusolverDnDestroyParams(params);
+  cusolverDnDestroy(h);
 }
