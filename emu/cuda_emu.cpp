@@ -148,6 +148,7 @@ struct Scheduler {
   KernelBody body{};
   unsigned char* smem = nullptr;
   size_t smem_bytes = 0;
+  std::vector<int> order;
 
   Scheduler() : fibers(kMaxThreads) {}
   ~Scheduler() {
@@ -354,6 +355,19 @@ cudaError_t set_error(cudaError_t e) {
   return e;
 }
 
+// LLM_CUDA_EMU_ORDER = forward (default) | reverse | shuffle; read once per process.
+int schedule_order() {
+  static const int mode = [] {
+    const char* e = std::getenv("LLM_CUDA_EMU_ORDER");
+    if (!e || !*e || std::strcmp(e, "forward") == 0) return 0;
+    if (std::strcmp(e, "reverse") == 0) return 1;
+    if (std::strcmp(e, "shuffle") == 0) return 2;
+    std::fprintf(stderr, "cuda emulator: LLM_CUDA_EMU_ORDER=%s: use forward, reverse or shuffle\n", e);
+    std::abort();
+  }();
+  return mode;
+}
+
 void run_block(const LaunchSpec& spec, KernelBody body, uint3 bidx) {
   Scheduler& s = sched();
   Block b;
@@ -406,10 +420,26 @@ void run_block(const LaunchSpec& spec, KernelBody body, uint3 bidx) {
     f.sp = frame;
   }
   ThreadState* outer = g_current;
+  // Order in which runnable threads get the CPU on each pass (LLM_CUDA_EMU_ORDER): a kernel that is missing a
+  // barrier reads another thread's data before or after it is written depending on this, so running the tests with
+  // `reverse` and `shuffle` too exposes what the default (ascending) order happens to hide.
+  std::vector<int>& order = s.order;
+  order.resize(size_t(b.n));
+  for (int i = 0; i < b.n; ++i) order[size_t(i)] = i;
+  const int mode = schedule_order();
+  if (mode == 1) std::reverse(order.begin(), order.end());
+  uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t(bidx.x) << 32) ^ (uint64_t(bidx.y) << 16) ^ bidx.z;
   while (b.live > 0) {
     bool progressed = false;
-    for (int i = 0; i < b.n; ++i) {
-      Fiber& f = s.fibers[size_t(i)];
+    if (mode == 2)
+      for (int i = b.n - 1; i > 0; --i) {  // deterministic Fisher-Yates (xorshift), reproducible per block
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::swap(order[size_t(i)], order[size_t(rng % uint64_t(i + 1))]);
+      }
+    for (int oi = 0; oi < b.n; ++oi) {
+      Fiber& f = s.fibers[size_t(order[size_t(oi)])];
       if (f.wait != Wait::ready) continue;
       progressed = true;
       s.running = &f;
