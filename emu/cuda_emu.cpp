@@ -458,8 +458,15 @@ void run_block(const LaunchSpec& spec, KernelBody body, uint3 bidx) {
   s.block = nullptr;
 }
 
+// Linker-provided bounds of the emu_shared section (every __shared__ variable); weak: there may be none.
+extern "C" char __start_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emu_shared[] __attribute__((weak));
+
 void run_grid(const LaunchSpec& spec, KernelBody body) {
   Scheduler& s = sched();
+  char* const lo = __start_emu_shared;
+  char* const hi = __stop_emu_shared;
+  if (lo && hi > lo) std::memset(lo, 0xff, size_t(hi - lo));
   if (s.block) {
     std::fprintf(stderr, "cuda emulator: kernel %s launched from inside a kernel (dynamic parallelism is not emulated)\n",
                  spec.name);

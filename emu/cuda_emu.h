@@ -8,9 +8,13 @@
 // barrier semantics and reports deadlocks, divergent barriers and bad launches.
 #pragma once
 
-// Blocks run one after another on one OS thread, so per-block shared memory can be static storage.
+// Blocks run one after another on one OS thread, so per-block shared memory can be static storage. All of it goes
+// into one ELF section, emu_shared, which the emulator fills with 0xff bytes (NaN / -1) at every launch, so that a
+// kernel reading shared memory it never wrote sees garbage, as on the GPU, not a previous launch's values.
+// (g++ drops the section attribute on static locals of function templates, so template kernels' __shared__ stays
+// plain static storage, zero at first and then holding the previous launch's values.)
 // (`extern __shared__ T x[];` is rewritten by the transform into a pointer to the launch's dynamic buffer.)
-#define __shared__ static
+#define __shared__ static __attribute__((section("emu_shared")))
 #define __launch_bounds__(...)
 
 #include <cuda_bf16.h>
