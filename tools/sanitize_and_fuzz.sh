@@ -5,7 +5,9 @@
 #     (default 30) on a scratch copy of its seed corpus fuzz/corpus/<name>/; prints executions and time per
 #     target and fails if any target finds a crash (the reproducer is kept in build-fuzz/crashes/<name>/).
 # Budget: under 8 minutes on 2 cores with the defaults. Env: JOBS (default nproc), FUZZ_SECONDS,
-# SKIP_ASAN=1 / SKIP_FUZZ=1 to run one half only.
+# SKIP_ASAN=1 / SKIP_FUZZ=1 to run one half only. EMU_ASAN=1 also builds the CUDA emulator's tests
+# (llm_cuda_emu_tests, emu/) in build-asan and runs their kernel-level entries under ASan+UBSan (~5 more minutes;
+# the demo-model forward test is left to the Release run in tools/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
@@ -16,12 +18,15 @@ t0=$(date +%s)
 if [ "${SKIP_ASAN:-0}" != "1" ]; then
   echo "== ASan+UBSan build of the CPU tests (build-asan) =="
   # RelWithDebInfo (-O2 -g): gcc 12 at -O1 with ASan reports false -Wstringop-overflow errors under -Werror.
-  cmake -S . -B build-asan -G Ninja -DLLM_CUDA=OFF -DLLM_SANITIZE=ON -DLLM_NATIVE=ON \
+  emu=OFF
+  if [ "${EMU_ASAN:-0}" = "1" ]; then emu=ON; fi
+  cmake -S . -B build-asan -G Ninja -DLLM_CUDA=OFF -DLLM_SANITIZE=ON -DLLM_NATIVE=ON -DLLM_CUDA_EMU=$emu \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build build-asan -j"$JOBS" --target llm_tests gen_model
+  if [ "$emu" = ON ]; then cmake --build build-asan -j"$JOBS" --target llm_cuda_emu_tests; fi
   # Leak checking on; any UBSan report aborts (-fno-sanitize-recover) and fails its test.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$JOBS" -E '^cli_' || status=1
+    ctest --test-dir build-asan --output-on-failure -j"$JOBS" -E '^cli_|^cuda_emu_forward$' || status=1
   echo "ASan+UBSan part: $(( $(date +%s) - t0 )) s"
 fi
 

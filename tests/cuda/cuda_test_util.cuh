@@ -25,6 +25,16 @@ inline bool have_cuda() {
   return false;
 }
 
+// True when the CUDA sources run on the CPU emulator (emu/, LLM_CUDA_EMU): tests that would take minutes there
+// shrink (and say so with a "SKIPPED under emulation" / "reduced under emulation" line) instead of skipping.
+inline bool cuda_emulated() {
+#if defined(LLM_CUDA_EMULATED)
+  return true;
+#else
+  return false;
+#endif
+}
+
 template <class T>
 DeviceBuffer upload(const std::vector<T>& v) {
   DeviceBuffer d(v.size() * sizeof(T));
