@@ -454,8 +454,9 @@ TEST_CASE("cuda unified KV (svd + quant) on the demo model: logits, greedy rows 
   const int V = cpu.config().vocab_size;
   const Diff d = diff(g.logits, cr.logits, V, 1.0f);
   MESSAGE(std::string(spec) << ": cuda vs cpu over " << d.rows << " rows: max |logit diff| " << d.max_abs
-                            << " (max |logit| " << d.max_ref << "); top-1 where the CPU leads by > 1: " << d.decided_agree << "/" << d.decided
-               << "; KV bytes cpu " << cr.kv_bytes << ", cuda " << g.kv_bytes);
+                            << " (max |logit| " << d.max_ref << "); top-1 where the CPU leads by > 1: "
+                            << d.decided_agree << "/" << d.decided << "; KV bytes cpu " << cr.kv_bytes << ", cuda "
+                            << g.kv_bytes);
   // k = head_dim/4 is lossy enough to amplify the bf16-vs-fp32 difference: svd alone at this spec measured 2.70
   // (cuda vs cpu, same rows, emulator), the unified cache 3.59, while its quantisation alone moves the CPU's logits
   // by 4.1 (unified vs svd alone, both cpu). The synthetic test above is the tight check; this one bounds the
