@@ -134,7 +134,8 @@ void bench_cuda(const CudaBenchOptions& o) {
     source = o.model_path;
   }
   const std::string kv_desc =
-      pre.any() ? "full+" + kv_prefill_spec_describe(pre) : model->lowrank ? model->lowrank->desc : "full";
+      pre.any() ? (model->lowrank ? model->lowrank->desc : std::string("full")) + "+" + kv_prefill_spec_describe(pre)
+      : model->lowrank ? model->lowrank->desc : "full";
   const Config& c = model->c;
   cuda_kv_spec_check(kv_spec, pre, c.n_layers, o.kv);
   const int capacity = std::max(ctx, o.n_prompt);

@@ -19,10 +19,12 @@
 #include "engine/forward_cuda.cuh"
 #include "kernels/attention_cuda.h"
 #include "kernels/attention_lowrank_cuda.h"
+#include "kernels/attention_lowrank_quant_cuda.h"
 #include "kernels/attention_quant_cuda.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/embedding_cuda.h"
 #include "kernels/importance_cuda.h"
+#include "kernels/quant_cpu.h"
 #include "kernels/quant_cuda.h"
 #include "kernels/rmsnorm_cuda.h"
 #include "kernels/rope_cuda.h"
@@ -250,10 +252,9 @@ void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spe
 }
 
 void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text) {
-  if (base.lowrank && (pre.any() || base.policy == KVRankPolicy::importance))
-    fail("--kv ", spec_text, ": the unified cache (svd combined with quant/keep/evict, or svd policy=importance) "
-         "runs on the CPU only so far; use --device cpu, or on cuda svd:... (policy seed|uniform) alone or "
-         "quant/evict without svd");
+  if (base.lowrank && base.policy == KVRankPolicy::importance)
+    fail("--kv ", spec_text, ": svd policy=importance (value ranks from the prefill's importance scores) runs on the "
+         "CPU only so far; use --device cpu, or on cuda svd:...,policy=seed|uniform (alone or +quant/evict)");
   if (pre.keep.on) {
     const std::vector<float> keep = kv_keep_schedule(pre.keep, n_layers);
     for (int l = 0; l < n_layers; ++l)
@@ -431,7 +432,7 @@ size_t cuda_session_device_bytes(const CudaSession& s) {
   if (s.kvq) {
     const CudaKVQ& q = *s.kvq;
     for (const DeviceBuffer* d : {&q.imp, &q.imp_ws, &q.data, &q.off, &q.bits, &q.epos, &q.lbase, &q.n_kv, &q.wb,
-                                  &q.rq_koff, &q.rq_voff, &q.rq_src, &q.rq_bits, &q.ws})
+                                  &q.rq_koff, &q.rq_voff, &q.rq_src, &q.rq_bits, &q.ws, &q.lr_vrank, &q.lr_kt})
       b += d->bytes;
   }
   return b;
@@ -486,18 +487,23 @@ void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
 void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
   const CudaModel& m = *s.m;
   const Config& c = m.c;
-  if (m.lowrank)
-    fail("--kv ", spec.text, ": the unified cache (svd combined with quant/keep/evict) runs on the CPU only so far; "
-         "use --device cpu");
+  if (m.lowrank && m.lowrank->policy == KVRankPolicy::importance)
+    fail("--kv ", spec.text, ": svd policy=importance runs on the CPU only so far; use --device cpu, or on cuda "
+         "policy=seed|uniform");
   cuda_kv_spec_check(KVSpec{}, spec, c.n_layers, spec.text);
-  kv_prefill_spec_check(spec, c, false);
+  kv_prefill_spec_check(spec, c, m.lowrank != nullptr);
   if (s.n != 0) fail("cuda_session_enable_prefill: the session already holds ", s.n, " tokens; enable it first");
   auto q = std::make_unique<CudaKVQ>();
   q->spec = spec;
   const int g = spec.quant.group;  // kv_prefill_create's rule
-  q->group = g == 0 || (g < 0 && c.head_dim % 32 != 0) ? c.head_dim : g < 0 ? 32 : g;
-  if (c.head_dim % q->group != 0) q->group = c.head_dim;
-  quant_check_cuda("--kv quant", c.head_dim, q->group, 2);
+  q->lowrank = m.lowrank != nullptr;
+  if (q->lowrank) {
+    q->group = g < 0 ? 32 : g;  // rank rows: groups from the first coefficient (0: one group a row)
+  } else {
+    q->group = g == 0 || (g < 0 && c.head_dim % 32 != 0) ? c.head_dim : g < 0 ? 32 : g;
+    if (c.head_dim % q->group != 0) q->group = c.head_dim;
+    quant_check_cuda("--kv quant", c.head_dim, q->group, 2);
+  }
   q->requant = kv_requant_bits(spec.quant);
   const size_t L = c.n_layers, Hkv = c.n_kv_heads, cap = s.capacity, R = L * Hkv * CudaKVQ::kMaxSlide;
   q->off = DeviceBuffer(L * Hkv * cap * 8);
@@ -514,6 +520,13 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
   // a call of n queries runs max(1, splits / n) splits: n * that <= max(splits, max_block) partials per head
   q->ws = DeviceBuffer(attention_quant_workspace_floats(1, c.n_heads, c.head_dim, std::max(q->splits, s.max_block)) *
                        4);
+  if (q->lowrank) {  // the same rule for the rank-space kernel
+    q->lr_splits = attention_lowrank_quant_splits(c.n_kv_heads, s.capacity, m.sm_count);
+    q->ws = DeviceBuffer(attention_lowrank_quant_workspace_floats(1, c.n_heads, m.lowrank->ranks.v_max(),
+                                                                  std::max(q->lr_splits, s.max_block)) * 4);
+    q->lr_vrank = DeviceBuffer(L * Hkv * cap * 2);
+    CUDA_CHECK(cudaMemset(q->lr_vrank.ptr, 0, q->lr_vrank.bytes));
+  }
   CUDA_CHECK(cudaMemset(q->n_kv.ptr, 0, q->n_kv.bytes));
   CUDA_CHECK(cudaDeviceSynchronize());
   s.kvq = std::move(q);
@@ -530,6 +543,7 @@ void cuda_kvq_prefill_begin(CudaSession& s, int m) {
   if (m > q.imp_m) {
     q.imp = DeviceBuffer(size_t(c.n_layers) * 2 * c.n_kv_heads * m * 4);
     q.imp_ws = DeviceBuffer(attention_importance_workspace_floats(m, c.n_heads) * 4);
+    if (q.lowrank) q.lr_kt = DeviceBuffer(size_t(c.n_kv_heads) * m * c.head_dim * 2);
     q.imp_m = m;
   }
   q.active = false;
@@ -561,7 +575,20 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
   q.h_entries.assign(L, 0);
   q.h_wb0.assign(L, 0);
   q.h_fixed.assign(L, 0);
-  const size_t slot = size_t(4) * hd;  // a later token's entry: bf16 K row, bf16 V row
+  size_t slot = size_t(4) * hd;  // a later token's entry: bf16 K row, bf16 V row
+  // the unified cache: rank-space rows, packed on the host from the bf16 ck/cv caches (quantize_rank_row_cpu)
+  const int rk = q.lowrank ? s.m->lowrank->ranks.k : 0, rvm = q.lowrank ? s.m->lowrank->ranks.v_max() : 0;
+  auto rank_bytes = [&](int len, int w) { return quant_rank_row_bytes_16(len, w, q.group); };
+  struct LrRow {
+    uint64_t at;
+    int l, g, p, w;
+  };
+  std::vector<LrRow> lr_rows;
+  std::vector<uint16_t> vr16;
+  if (q.lowrank) {  // a later entry's slot: bf16 rows at r_vmax, or their re-quantised rows if larger
+    slot = std::max(rank_bytes(rk, 16) + rank_bytes(rvm, 16), rank_bytes(rk, q.requant) + rank_bytes(rvm, q.requant));
+    vr16.assign(size_t(L) * Hkv * cap, 0);
+  }
   uint64_t total = 0;
   for (int l = 0; l < L; ++l) {
     const float* cum = acc.data() + size_t(l) * 2 * Hkv * n;
@@ -618,7 +645,17 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
           for (; r < end; ++r) width[order[r]] = qs.bits[b];
         }
       }
-      for (int a = 0; a < E; ++a) {
+      for (int a = 0; a < E && q.lowrank; ++a) {
+        const int p = entries[a], r = s.h_vrank[p];
+        const size_t idx = (size_t(l) * Hkv + g) * cap + a, rb = rank_bytes(rk, width[a]) + rank_bytes(r, width[a]);
+        off[idx] = at;
+        bits[idx] = static_cast<uint8_t>(width[a]);
+        vr16[idx] = static_cast<uint16_t>(r);
+        lr_rows.push_back({total + at, l, g, p, width[a]});
+        if (a < w0) q.h_fixed[l] += rb;
+        at += rb;
+      }
+      for (int a = 0; a < E && !q.lowrank; ++a) {
         const size_t rb = quant_row_bytes_cuda(hd, width[a], q.group, 2);
         const size_t idx = (size_t(l) * Hkv + g) * cap + a;
         off[idx] = at;
@@ -661,6 +698,38 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
   CUDA_CHECK(cudaMemcpyAsync(q.epos.ptr, epos.data(), epos.size() * 4, cudaMemcpyHostToDevice, st));
   CUDA_CHECK(cudaMemcpyAsync(q.lbase.ptr, lbase.data(), lbase.size() * 8, cudaMemcpyHostToDevice, st));
   CUDA_CHECK(cudaMemcpyAsync(q.wb.ptr, wb.data(), wb.size() * 4, cudaMemcpyHostToDevice, st));
+  if (q.lowrank) {
+    // kv_prefill_forward's rows from what the cache holds: c_k and c_v as bf16 (exact in fp32), packed with the
+    // CPU's quantize_rank_row_cpu; 16-bit rows stay bf16 (row16 2)
+    q.h_epos = epos;
+    CUDA_CHECK(cudaMemcpyAsync(q.lr_vrank.ptr, vr16.data(), vr16.size() * 2, cudaMemcpyHostToDevice, st));
+    std::vector<uint16_t> ck(s.ck.bytes / 2), cv(s.cv.bytes / 2);
+    CUDA_CHECK(cudaMemcpyAsync(ck.data(), s.ck.ptr, ck.size() * 2, cudaMemcpyDeviceToHost, st));
+    if (!cv.empty()) CUDA_CHECK(cudaMemcpyAsync(cv.data(), s.cv.ptr, cv.size() * 2, cudaMemcpyDeviceToHost, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    std::vector<uint8_t> packed(total, 0);
+    std::vector<float> f(std::max(rk, rvm));
+    for (const LrRow& R : lr_rows) {
+      const size_t blk = size_t(R.l) * Hkv + R.g;
+      const int r = s.h_vrank[R.p];
+      const uint16_t* src[2] = {ck.data() + (blk * cap + R.p) * rk, cv.data() + blk * s.v_cap + s.h_voff[R.p]};
+      const int len[2] = {rk, r};
+      uint8_t* dst = packed.data() + R.at;
+      for (int h = 0; h < 2; ++h) {
+        if (R.w == 16) {
+          for (int j = 0; j < len[h]; ++j) dst[2 * j] = uint8_t(src[h][j]), dst[2 * j + 1] = uint8_t(src[h][j] >> 8);
+        } else {
+          for (int j = 0; j < len[h]; ++j) f[j] = bf16_to_f32(src[h][j]);
+          quantize_rank_row_cpu(dst, f.data(), len[h], R.w, q.group);
+        }
+        dst += rank_bytes(len[h], R.w);
+      }
+    }
+    CUDA_CHECK(cudaMemcpyAsync(q.data.ptr, packed.data(), packed.size(), cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));  // the host arrays are freed on return
+    q.active = true;
+    return;
+  }
   const size_t rows = row_src.size();
   DeviceBuffer dk(rows * 8), dv(rows * 8), db(rows), ds(rows * 4);
   CUDA_CHECK(cudaMemcpyAsync(dk.ptr, row_koff.data(), rows * 8, cudaMemcpyHostToDevice, st));
@@ -688,10 +757,24 @@ size_t cuda_kvq_bytes(const CudaSession& s, int n_total, bool read) {
   const CudaKVQ& q = *s.kvq;
   const Config& c = s.m->c;
   const int Hkv = c.n_kv_heads, hd = c.head_dim;
-  const size_t row16 = quant_row_bytes_cuda(hd, 16, q.group, 2), rowq = quant_row_bytes_cuda(hd, q.requant, q.group, 2);
   const bool slides = q.spec.quant.on;
   const int later = std::max(0, n_total - q.n_prompt);
   size_t b = 0;
+  if (q.lowrank) {  // KVPrefill::bytes_used: rank rows at their widths (16 bits at 2 bytes), position, width, rank
+    const int rk = s.m->lowrank->ranks.k;
+    for (int l = 0; l < c.n_layers; ++l) {
+      const int E = q.h_entries[l] + later, w0 = q.h_wb0[l];
+      const int wbe = slides ? std::max(w0, E - q.spec.quant.recent) : w0;
+      b += q.h_fixed[l];
+      for (int e = w0; e < E; ++e) {
+        const int w = e < wbe ? q.requant : 16, r = s.h_vrank[q.h_epos[size_t(l) * s.capacity + e]];
+        b += size_t(Hkv) * (quant_rank_row_bytes_16(rk, w, q.group) + quant_rank_row_bytes_16(r, w, q.group));
+      }
+      b += read ? size_t(Hkv) * E * (8 + 1 + 2) : size_t(E) * 4 + size_t(Hkv) * E * 3;
+    }
+    return b;
+  }
+  const size_t row16 = quant_row_bytes_cuda(hd, 16, q.group, 2), rowq = quant_row_bytes_cuda(hd, q.requant, q.group, 2);
   for (int l = 0; l < c.n_layers; ++l) {
     const int E = q.h_entries[l] + later, w0 = q.h_wb0[l];
     const int wbe = slides ? std::max(w0, E - q.spec.quant.recent) : w0;
@@ -752,6 +835,120 @@ __global__ void kvq_append_kernel(uint8_t* data, const uint64_t* off, const bf16
   if (i == n - 1 && g == 0 && threadIdx.x == 0) *n_kv = e + 1;
 }
 
+// Issue 7, the unified cache's prefill scores (kv_prefill_forward): the prompt's keys rebuilt from c_k,
+// key[d] = sum_j c_k[j] U_K[j, d] in fp32, RoPE'd at the token's position as rope_cpu, into kt (n_kv_heads, m,
+// head_dim) bf16 for attention_importance_cuda. Block (token i, KV head g).
+__global__ void lr_rebuild_keys_kernel(bf16* kt, const bf16* ck, const float* uk, const int* pos,
+                                       const float* inv_freq, int capacity, int rk, int hd, int m, bool interleaved) {
+  __shared__ float key[256];
+  const int i = blockIdx.x, g = blockIdx.y, half = hd / 2, p = pos[i];
+  const bf16* c = ck + (size_t(g) * capacity + p) * rk;
+  const float* u = uk + size_t(g) * rk * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int j = 0; j < rk; ++j) acc += __bfloat162float(c[j]) * u[size_t(j) * hd + d];
+    key[d] = acc;
+  }
+  __syncthreads();
+  bf16* out = kt + (size_t(g) * m + i) * hd;
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float ang = static_cast<float>(p) * inv_freq[j];
+    const float cs = cosf(ang), sn = sinf(ang);
+    const int d0 = interleaved ? 2 * j : j, d1 = interleaved ? 2 * j + 1 : j + half;
+    const float a = key[d0], b = key[d1];
+    out[d0] = __float2bfloat16_rn(a * cs - b * sn);
+    out[d1] = __float2bfloat16_rn(a * sn + b * cs);
+  }
+}
+
+// The unified cache: the n tokens of a later call join layer l as 16-bit entries, their bf16 c_k row then c_v row
+// (value rank vrank[pos]) copied from the ck/cv caches kv_lowrank_write_cuda has just written, in their fixed
+// slots: entry entries0 + pos - n_prompt. Block (token i, KV head g).
+__global__ void kvq_lr_append_kernel(uint8_t* data, const uint64_t* off, uint16_t* evrank, const bf16* ck,
+                                     const bf16* cv, const int64_t* voff, const int32_t* vrank, const int* pos,
+                                     int* n_kv, int entries0, int n_prompt, int capacity, int64_t v_cap, int rk,
+                                     int n) {
+  const int i = blockIdx.x, g = blockIdx.y, p = pos[i], r = vrank[p];
+  const int e = entries0 + p - n_prompt;
+  uint8_t* dst = data + off[size_t(g) * capacity + e];
+  const uint16_t* ks = reinterpret_cast<const uint16_t*>(ck + (size_t(g) * capacity + p) * rk);
+  const uint16_t* vs = reinterpret_cast<const uint16_t*>(cv + size_t(g) * v_cap + voff[p]);
+  for (int j = threadIdx.x; j < rk + r; j += blockDim.x) {
+    const uint32_t x = j < rk ? ks[j] : vs[j - rk];
+    dst[2 * j] = static_cast<uint8_t>(x);
+    dst[2 * j + 1] = static_cast<uint8_t>(x >> 8);
+  }
+  if (threadIdx.x == 0) evrank[size_t(g) * capacity + e] = static_cast<uint16_t>(r);
+  if (i == n - 1 && g == 0 && threadIdx.x == 0) *n_kv = e + 1;
+}
+
+// quantize_rank_row_cpu on the device, one thread, from bf16 values (quant.cu's arithmetic: fp16 scale and min
+// first, codes by round-to-nearest-even against them). Returns the bytes written.
+__device__ size_t lr_quant_rank_row(uint8_t* dst, const bf16* x, int n, int bits, int group) {
+  const int gs = group <= 0 || group >= n ? n : group, qmax = (1 << bits) - 1, per_byte = 8 / bits;
+  uint8_t* d = dst;
+  for (int g0 = 0; g0 < n; g0 += gs) {
+    const int len = min(gs, n - g0);
+    float lo = __bfloat162float(x[g0]), hi = lo;
+    for (int i = 1; i < len; ++i) {
+      const float v = __bfloat162float(x[g0 + i]);
+      lo = v < lo ? v : lo;
+      hi = hi < v ? v : hi;
+    }
+    const __half h_min = __float2half_rn(lo), h_scale = __float2half_rn(__fdiv_rn(hi - lo, float(qmax)));
+    const float mn = __half2float(h_min), sc = __half2float(h_scale);
+    const float inv = sc > 0.0f ? __fdiv_rn(1.0f, sc) : 0.0f;
+    const uint32_t hs = __half_as_ushort(h_scale), hm = __half_as_ushort(h_min);
+    d[0] = uint8_t(hs), d[1] = uint8_t(hs >> 8), d[2] = uint8_t(hm), d[3] = uint8_t(hm >> 8);
+    const int code_bytes = (len * bits + 7) / 8;
+    for (int b = 0; b < code_bytes; ++b) {
+      uint32_t byte = 0;
+      for (int k = 0; k < per_byte && b * per_byte + k < len; ++k) {
+        int c = __float2int_rn(__fmul_rn(__fsub_rn(__bfloat162float(x[g0 + b * per_byte + k]), mn), inv));
+        c = min(max(c, 0), qmax);
+        byte |= uint32_t(c) << (k * bits);
+      }
+      d[4 + b] = static_cast<uint8_t>(byte);
+    }
+    d += 4 + code_bytes;
+  }
+  return size_t(d - dst);
+}
+
+// The unified cache's sliding window (kv_prefill.cpp slide_window, svd): per (layer, KV head) thread, the entries
+// leaving the last `recent` are re-quantised to `width` in place in their slots, from the ck/cv caches at the
+// entry's position (the packed rows only ever shrink: the slot holds them). wb advances.
+struct KVQLrSlideArgs {
+  uint8_t* data;
+  uint8_t* bits;
+  int* wb;
+  const uint64_t* off;
+  const uint16_t* evrank;
+  const int32_t* epos;
+  const uint64_t* lbase;
+  const int* n_kv;
+  const bf16* ck;
+  const bf16* cv;
+  const int64_t* voff;
+  int64_t v_cap;
+  int n_layers, n_kv_heads, capacity, recent, width, rk, group;
+};
+__global__ void kvq_lr_slide_kernel(KVQLrSlideArgs a) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= a.n_layers * a.n_kv_heads) return;
+  const int l = t / a.n_kv_heads;
+  const int E = a.n_kv[l], w0 = a.wb[t], nb = max(w0, E - a.recent);
+  const size_t lg = size_t(t);  // == l * n_kv_heads + g
+  for (int e = w0; e < nb; ++e) {
+    const int p = a.epos[size_t(l) * a.capacity + e], r = a.evrank[lg * a.capacity + e];
+    uint8_t* dst = a.data + a.lbase[l] + a.off[lg * a.capacity + e];
+    dst += lr_quant_rank_row(dst, a.ck + (lg * a.capacity + p) * a.rk, a.rk, a.width, a.group);
+    lr_quant_rank_row(dst, a.cv + lg * a.v_cap + a.voff[p], r, a.width, a.group);
+    a.bits[lg * a.capacity + e] = static_cast<uint8_t>(a.width);
+  }
+  a.wb[t] = nb;
+}
+
 // Issue 7, the sliding window (kv_prefill.cpp slide_window): per (layer, KV head) thread, the entries that leave
 // the last `recent` (up to `rows` of them per pass) get width `width`; their K and V rows are listed for
 // quantize_rows_cuda (in place in their slots, from the bf16 cache at the entry's position), the other list rows
@@ -800,6 +997,31 @@ void kvq_slide(CudaSession& s, int n) {
   CudaKVQ& q = *s.kvq;
   if (!q.spec.quant.on || q.requant == 16) return;  // nothing stored changes (the CPU only moves win_begin)
   const Config& c = s.m->c;
+  if (q.lowrank) {
+    KVQLrSlideArgs a;
+    a.data = q.data.as<uint8_t>();
+    a.bits = q.bits.as<uint8_t>();
+    a.wb = q.wb.as<int>();
+    a.off = q.off.as<uint64_t>();
+    a.evrank = q.lr_vrank.as<uint16_t>();
+    a.epos = q.epos.as<int32_t>();
+    a.lbase = q.lbase.as<uint64_t>();
+    a.n_kv = q.n_kv.as<int>();
+    a.ck = s.ck.as<bf16>();
+    a.cv = s.cv.as<bf16>();
+    a.voff = s.voff.as<int64_t>();
+    a.v_cap = s.v_cap;
+    a.n_layers = c.n_layers;
+    a.n_kv_heads = c.n_kv_heads;
+    a.capacity = s.capacity;
+    a.recent = q.spec.quant.recent;
+    a.width = q.requant;
+    a.rk = s.m->lowrank->ranks.k;
+    a.group = q.group;
+    kvq_lr_slide_kernel<<<ceil_div(c.n_layers * c.n_kv_heads, 64), 64, 0, s.stream>>>(a);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   const int rows = std::min(n, CudaKVQ::kMaxSlide), LH = c.n_layers * c.n_kv_heads;
   KVQSlideArgs a;
   a.koff = q.rq_koff.as<uint64_t>();
@@ -874,27 +1096,71 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
   kv_lowrank_write_cuda<bf16>(q, kc, v, R.uv, ck, cv, s.voff.as<int64_t>(), s.vrank.as<int32_t>(), s.capacity,
                               s.v_cap, n, c.n_heads, nkv, hd, rk, rv, m.inv_freq, c.rope_layout, s.pos.as<int>(), st);
   mark(OpFamily::attention);
-  LowRankAttentionCudaArgs<bf16> a;
-  a.q = q;
-  a.ck = ck;
-  a.uk = R.uk;
-  a.cv = cv;
-  a.voff = s.voff.as<int64_t>();
-  a.vrank = s.vrank.as<int32_t>();
-  a.ck_stride = s.capacity;
-  a.cv_stride = s.v_cap;
-  a.r_k = rk;
-  a.r_vmax = rv;
-  a.n_heads = c.n_heads;
-  a.n_kv_heads = nkv;
-  a.head_dim = hd;
-  a.inv_freq = m.inv_freq;
-  a.rope_layout = c.rope_layout;
   float* z = s.z.as<float>();
-  if (n == 1)
-    attention_lowrank_decode_cuda(z, a, s.pos.as<int>(), s.lr_splits, s.attn_ws.as<float>(), st);
-  else
-    attention_lowrank_prefill_cuda(z, a, n, s.n + n, s.attn_ws.as<float>(), st);
+  CudaKVQ* kvq = s.kvq.get();
+  if (kvq && kvq->active) {  // issue 7, the unified cache: the call's tokens join it at 16 bits, then attend to it
+    const size_t lhc = size_t(l) * nkv * s.capacity;
+    uint8_t* data = kvq->data.as<uint8_t>() + kvq->h_lbase[l];
+    kvq_lr_append_kernel<<<dim3(n, nkv), 64, 0, st>>>(data, kvq->off.as<uint64_t>() + lhc,
+                                                      kvq->lr_vrank.as<uint16_t>() + lhc, ck, cv,
+                                                      s.voff.as<int64_t>(), s.vrank.as<int32_t>(), s.pos.as<int>(),
+                                                      kvq->n_kv.as<int>() + l, kvq->h_entries[l], kvq->n_prompt,
+                                                      s.capacity, s.v_cap, rk, n);
+    CUDA_CHECK_LAUNCH();
+    LowRankQuantDecodeArgs a;
+    a.q = q;
+    a.data = data;
+    a.off = kvq->off.as<uint64_t>() + lhc;
+    a.bits = kvq->bits.as<uint8_t>() + lhc;
+    a.vrank = kvq->lr_vrank.as<uint16_t>() + lhc;
+    a.pos = kvq->epos.as<int32_t>() + size_t(l) * s.capacity;
+    a.uk = R.uk;
+    a.inv_freq = m.inv_freq;
+    a.n_kv = kvq->n_kv.as<int>() + l;
+    a.stride = s.capacity;
+    a.n_q = n;
+    a.n_heads = c.n_heads;
+    a.n_kv_heads = nkv;
+    a.head_dim = hd;
+    a.r_k = rk;
+    a.r_vmax = rv;
+    a.group = kvq->group;
+    a.row16 = 2;
+    a.rope_layout = c.rope_layout;
+    attention_lowrank_quant_cuda(z, a, n == 1 ? kvq->lr_splits : std::max(1, kvq->lr_splits / n),
+                                 kvq->ws.as<float>(), st);
+  } else {
+    LowRankAttentionCudaArgs<bf16> a;
+    a.q = q;
+    a.ck = ck;
+    a.uk = R.uk;
+    a.cv = cv;
+    a.voff = s.voff.as<int64_t>();
+    a.vrank = s.vrank.as<int32_t>();
+    a.ck_stride = s.capacity;
+    a.cv_stride = s.v_cap;
+    a.r_k = rk;
+    a.r_vmax = rv;
+    a.n_heads = c.n_heads;
+    a.n_kv_heads = nkv;
+    a.head_dim = hd;
+    a.inv_freq = m.inv_freq;
+    a.rope_layout = c.rope_layout;
+    if (n == 1)
+      attention_lowrank_decode_cuda(z, a, s.pos.as<int>(), s.lr_splits, s.attn_ws.as<float>(), st);
+    else
+      attention_lowrank_prefill_cuda(z, a, n, s.n + n, s.attn_ws.as<float>(), st);
+  }
+  if (kvq && !kvq->active) {  // issue 7, the unified prefill: scores on the keys rebuilt from c_k, as the CPU
+    bf16* kt = kvq->lr_kt.as<bf16>();
+    lr_rebuild_keys_kernel<<<dim3(n, nkv), 64, 0, st>>>(kt, ck, R.uk, s.pos.as<int>(), m.inv_freq, s.capacity, rk, hd,
+                                                        n, c.rope_layout == RopeLayout::interleaved);
+    CUDA_CHECK_LAUNCH();
+    f32_to_bf16_cuda(s.q.as<bf16>(), q, int64_t(n) * qd, st);  // q as RoPE'd by kv_lowrank_write_cuda
+    float* cum = kvq->imp.as<float>() + size_t(l) * 2 * nkv * n;
+    attention_importance_cuda(cum, cum + size_t(nkv) * n, s.q.as<bf16>(), kt, n, c.n_heads, nkv, hd, n,
+                              kvq->spec.imp.w, kvq->imp_ws.as<float>(), st);
+  }
   f32_to_bf16_cuda(s.att.as<bf16>(), z, int64_t(n) * c.n_heads * rv, st);  // (n, n_heads*rv) <= (n, qd)
   mark(OpFamily::wo);
   matmul(s, s.y.as<float>(), s.att.as<bf16>(), R.wfused, n, dim, c.n_heads * rv);

@@ -116,6 +116,15 @@ struct CudaKVQ {
   std::vector<int> h_entries, h_wb0;    // (n_layers) prompt entries kept, first window entry
   std::vector<size_t> h_fixed;          // (n_layers) bytes of the entries before the window, every KV head
   static constexpr int kMaxSlide = 64;  // entries re-quantised per (layer, KV head) per slide pass
+  // The unified cache (svd + quant/evict, the model has a low-rank KV cache): an entry holds rank-space rows, its
+  // c_k row (r_k values) then its c_v row (its value rank), both at the entry's width in the rank-row format of
+  // kernels/quant_cpu.h, 16 bits as bf16 (row16 2). off/bits/epos/lbase/n_kv/wb as above; the sources of every
+  // (re)quantisation are the session's bf16 ck/cv caches, which keep every position.
+  bool lowrank = false;
+  DeviceBuffer lr_vrank;            // (n_layers, n_kv_heads, capacity) uint16: entry e's value rank
+  DeviceBuffer lr_kt;               // (n_kv_heads, imp_m, head_dim) bf16: the prompt's rebuilt RoPE'd keys (scores)
+  int lr_splits = 1;                // attention_lowrank_quant_splits for one query
+  std::vector<int32_t> h_epos;      // (n_layers, capacity) host copy of epos (byte counts)
 };
 
 struct CudaSession {

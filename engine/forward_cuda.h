@@ -51,9 +51,9 @@ bool cuda_model_has_lowrank(const CudaModel& m);
 // prefill part of issue 7 throws saying to use --device cpu. spec_text: as given, for the message.
 void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text);
 // Which --kv specs the CUDA backend runs: full; svd (policy seed|uniform); quant/evict/imp on the full-precision
-// cache (issue 7, cuda_session_enable_prefill). Refused with an llm::Error naming the part and saying to use
-// --device cpu: keep:... with any layer below 1 (selective propagation), svd combined with quant/keep/evict or
-// svd policy=importance (the unified cache).
+// cache or on svd (policy seed|uniform: the unified cache) (issue 7, cuda_session_enable_prefill). Refused with an
+// llm::Error naming the part and saying to use --device cpu: keep:... with any layer below 1 (selective
+// propagation), svd policy=importance (value ranks from the prefill's scores).
 void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text);
 
 // A sequence on the device: bf16 KV cache of `capacity` tokens ((n_layers, n_kv_heads, capacity, head_dim) for
@@ -61,11 +61,13 @@ void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_laye
 // blocks of up to max_block tokens, its own stream, cuBLASLt handle and decode graph. The model must outlive it.
 CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_block);
 size_t cuda_session_device_bytes(const CudaSession& s);
-// Issue 7: switch a new session (full-precision model) to the mixed-precision cache of `spec` (checked with
-// cuda_kv_spec_check). A call on an empty cache is then the compressed prefill: it must fit one block (create the
-// session with max_block >= the prompt; engine/session.cpp uses the context size), and runs as the full-cache
-// prefill plus the importance accumulators; the prompt's kept entries are then quantised by class. Later calls
-// append at 16 bits, attend to the packed cache (attention_quant_decode_cuda) and slide the 16-bit window, as
+// Issue 7: switch a new session to the mixed-precision cache of `spec` (checked with cuda_kv_spec_check); on a model
+// with a low-rank cache (svd, policy seed|uniform) it is the unified cache: rank-space rows quantised group-wise,
+// scored on the keys rebuilt from c_k, attended by attention_lowrank_quant_cuda (docs/prefill-compression.md "The
+// unified cache on the GPU"). A call on an empty cache is then the compressed prefill: it must fit one block (create
+// the session with max_block >= the prompt; engine/session.cpp uses the context size), and runs as the full-cache
+// prefill plus the importance accumulators; the prompt's kept entries are then quantised by class. Later calls append
+// at 16 bits, attend to the packed cache (attention_quant_decode_cuda) and slide the 16-bit window, as
 // engine/kv_prefill.cpp does on the CPU (a later call longer than max_block slides after each block).
 void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec);
 // Bytes the cached tokens occupy as stored: bf16 K and V, or the compressed c_k + c_v (bf16) of the low-rank
