@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cuda_forward_test_util.cuh"
 #include "cuda_test_util.cuh"
 #include "engine/forward_cuda.cuh"
 #include "engine/kv_lowrank.h"
@@ -69,71 +70,6 @@ Run run(Model& m, const std::vector<int>& prompt, const std::vector<int>& feed, 
     r.greedy = s.generate(g).tokens;
   }
   return r;
-}
-
-// ---- synthetic models: the CPU on the device's own bf16 weights (as tests/cuda/test_forward_cuda.cu) ----
-struct HostWeights {
-  std::vector<std::vector<uint16_t>> mats;
-  std::vector<float> norms;
-  Weights w;
-};
-QMatrix view(const std::vector<uint16_t>& bits, size_t row0, int64_t rows, int64_t cols) {
-  QMatrix m;
-  m.type = GGMLType::BF16;
-  m.data = reinterpret_cast<const uint8_t*>(bits.data() + row0 * cols);
-  m.rows = rows;
-  m.cols = cols;
-  m.row_bytes = size_t(cols) * 2;
-  return m;
-}
-void host_weights(const CudaModel& m, HostWeights& h) {
-  const Config& c = m.c;
-  const size_t dim = c.dim, qd = size_t(c.n_heads) * c.head_dim, kvd = size_t(c.n_kv_heads) * c.head_dim;
-  const size_t ffn = c.ffn_dim, V = c.vocab_size;
-  h.mats.reserve(2 + 4 * c.n_layers);
-  auto get = [&](const bf16* p, size_t n) -> const std::vector<uint16_t>& {
-    h.mats.emplace_back(n);
-    CUDA_CHECK(cudaMemcpy(h.mats.back().data(), p, n * 2, cudaMemcpyDeviceToHost));
-    return h.mats.back();
-  };
-  h.norms.resize((2 * c.n_layers + 1) * dim);
-  auto norm = [&](const float* p, size_t slot) {
-    CUDA_CHECK(cudaMemcpy(h.norms.data() + slot * dim, p, dim * 4, cudaMemcpyDeviceToHost));
-    return h.norms.data() + slot * dim;
-  };
-  h.w.token_embd = view(get(m.embd, V * dim), 0, V, dim);
-  h.w.output = m.output == m.embd ? h.w.token_embd : view(get(m.output, V * dim), 0, V, dim);
-  h.w.output_norm = norm(m.output_norm, 2 * c.n_layers);
-  h.w.layers.resize(c.n_layers);
-  for (int l = 0; l < c.n_layers; ++l) {
-    const CudaLayer& D = m.layers[l];
-    LayerWeights& L = h.w.layers[l];
-    const auto& qkv = get(D.wqkv, (qd + 2 * kvd) * dim);
-    L.wq = view(qkv, 0, qd, dim);
-    L.wk = view(qkv, qd, kvd, dim);
-    L.wv = view(qkv, qd + kvd, kvd, dim);
-    L.wo = view(get(D.wo, dim * qd), 0, dim, qd);
-    const auto& gu = get(D.wgu, 2 * ffn * dim);
-    L.w_gate = view(gu, 0, ffn, dim);
-    L.w_up = view(gu, ffn, ffn, dim);
-    L.w_down = view(get(D.wdown, dim * ffn), 0, dim, ffn);
-    L.attn_norm = norm(D.attn_norm, 2 * l);
-    L.ffn_norm = norm(D.ffn_norm, 2 * l + 1);
-  }
-}
-Config small_config(int dim, int heads, int kv_heads, int ffn, int layers, int vocab, RopeLayout layout) {
-  Config c;
-  c.n_layers = layers;
-  c.dim = dim;
-  c.n_heads = heads;
-  c.n_kv_heads = kv_heads;
-  c.head_dim = dim / heads;
-  c.ffn_dim = ffn;
-  c.vocab_size = vocab;
-  c.max_seq_len = 4096;
-  c.rope_theta = 500000.0f;
-  c.rope_layout = layout;
-  return c;
 }
 
 // The calls of the synthetic comparison: the prompt, `steps` single tokens, one call of 5 tokens, 3 single tokens.
