@@ -14,14 +14,6 @@
 
 namespace llm_cli {
 
-namespace {
-#if LLM_HAVE_CUDA
-constexpr bool kBuiltWithCuda = true;
-#else
-constexpr bool kBuiltWithCuda = false;
-#endif
-}  // namespace
-
 int cmd_compress(int argc, char** argv) {
   const std::vector<FlagSpec> spec = {
       {"-m,--model", "PATH", "GGUF file, .safetensors file or Hugging Face directory (default: the demo model)"},
@@ -65,22 +57,18 @@ int cmd_compress(int argc, char** argv) {
     if (text.empty()) llm::fail("llm compress: '", a.get("calib-file"), "' is empty");
   }
 
-  // checked before the model loads, so a missing GPU costs nothing
-  // default: cuda when the GPU eigensolver can run here (a CUDA build with a device), else cpu
-  const bool gpu = llm::eigh_cuda_available();
-  const llm::Device device =
-      a.has("device") ? llm::device_from_name(a.get("device")) : gpu ? llm::Device::cuda : llm::Device::cpu;
+  // checked before the model loads, so a missing GPU costs nothing; the default and its reason are the other
+  // commands' (llm::device_default: cuda when a CUDA build sees a device, which is when the GPU eigensolver runs)
+  std::string why = "--device";
+  const llm::Device device = a.has("device") ? llm::device_from_name(a.get("device")) : llm::device_default(&why);
   if (a.has("verbose"))
-    std::fprintf(stderr, "llm compress: eigen-decompositions on %s (%s)\n", llm::device_name(device),
-                 a.has("device") ? "--device"
-                 : gpu           ? "a CUDA device is present"
-                 : kBuiltWithCuda ? "no CUDA device found"
-                                 : "this build has no CUDA backend");
-  if (device == llm::Device::cuda && !gpu)
-    llm::fail(kBuiltWithCuda ? "llm compress --device cuda: no CUDA device found (check the GPU and its driver with "
-                               "nvidia-smi); use --device cpu"
-                             : "llm compress --device cuda: this build has no CUDA backend (configure with "
-                               "-DLLM_CUDA=ON on a machine with the CUDA Toolkit); use --device cpu");
+    std::fprintf(stderr, "llm compress: eigen-decompositions on %s (%s)\n", llm::device_name(device), why.c_str());
+  if (device == llm::Device::cuda && !llm::eigh_cuda_available()) {
+    std::string reason;
+    llm::device_default(&reason);
+    llm::fail("llm compress --device cuda: ", reason, " (check the GPU with nvidia-smi, or configure with -DLLM_CUDA=ON "
+              "on a machine with the CUDA Toolkit); use --device cpu");
+  }
 
   llm::LoadOptions lo;  // the model runs on the CPU whatever --device says (see the top of the file)
   long long t = a.get_int("threads", 0);
