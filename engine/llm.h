@@ -167,6 +167,9 @@ struct PerplexityResult {
 };
 PerplexityResult perplexity(Model& model, const std::vector<int>& tokens, int n_ctx, int stride,
                             const std::function<void(float)>& on_progress = {});
+// log softmax(logits)[target] over one row of `vocab` logits, in double (max-shifted): the per-token score of
+// perplexity(), for tools that score tokens themselves (tools/kv_eval, kv_prefill_eval, kv_requant_eval).
+double log_prob_at(const float* logits, int vocab, int target);
 
 // Peak resident memory of this process so far (VmHWM), in bytes; 0 when unknown.
 size_t peak_rss_bytes();

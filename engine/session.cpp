@@ -398,6 +398,14 @@ GenerateResult Session::generate(const GenerateOptions& opt, const TokenCallback
 
 // ---- perplexity ----------------------------------------------------------------------------------------------
 
+double log_prob_at(const float* logits, int vocab, int target) {
+  float mx = logits[0];
+  for (int j = 1; j < vocab; ++j) mx = std::max(mx, logits[j]);
+  double sum = 0.0;
+  for (int j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(logits[j] - mx));
+  return static_cast<double>(logits[target] - mx) - std::log(sum);
+}
+
 PerplexityResult perplexity(Model& model, const std::vector<int>& tokens, int n_ctx, int stride,
                             const std::function<void(float)>& on_progress) {
   if (n_ctx < 2) fail("perplexity: the context must be at least 2 tokens, got ", n_ctx);
@@ -419,13 +427,7 @@ PerplexityResult perplexity(Model& model, const std::vector<int>& tokens, int n_
     // transformers: labels = ids with the first len - trg_len set to -100, shifted by one: position i (in the
     // window) predicts token i+1; scored when i+1 >= len - trg_len.
     for (int64_t i = std::max<int64_t>(0, len - trg_len - 1); i + 1 < len; ++i) {
-      const float* row = lg.data() + static_cast<size_t>(i) * V;
-      float mx = row[0];
-      for (int j = 1; j < V; ++j) mx = std::max(mx, row[j]);
-      double sum = 0.0;
-      for (int j = 0; j < V; ++j) sum += std::exp(static_cast<double>(row[j] - mx));
-      const double logp = static_cast<double>(row[win[i + 1]] - mx) - std::log(sum);
-      nll_sum -= logp;
+      nll_sum -= log_prob_at(lg.data() + static_cast<size_t>(i) * V, V, win[i + 1]);
       ++r.tokens;
     }
     ++r.windows;

@@ -31,14 +31,6 @@ struct Run {
   double bytes_per_token = 0;
 };
 
-double log_softmax_at(const float* row, int V, int target) {
-  float mx = row[0];
-  for (int j = 1; j < V; ++j) mx = std::max(mx, row[j]);
-  double s = 0;
-  for (int j = 0; j < V; ++j) s += std::exp(double(row[j] - mx));
-  return double(row[target] - mx) - std::log(s);
-}
-
 int argmax(const float* row, int V) {
   int b = 0;
   for (int j = 1; j < V; ++j)
@@ -99,7 +91,7 @@ int main(int argc, char** argv) try {
       for (int64_t i = std::max<int64_t>(0, len - trg - 1); i + 1 < len; ++i) {
         const float* row = lg.data() + size_t(i) * V;
         const float* rr = ref.data() + size_t(i) * V;
-        runs[k].nll -= log_softmax_at(row, V, win[i + 1]);
+        runs[k].nll -= llm::log_prob_at(row, V, win[i + 1]);
         double d = 0, na = 0, nb = 0;
         for (int j = 0; j < V; ++j) {
           d += double(row[j]) * rr[j];

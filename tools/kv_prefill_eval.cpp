@@ -33,14 +33,6 @@
 
 namespace {
 
-double log_softmax_at(const float* row, int V, int target) {
-  float mx = row[0];
-  for (int j = 1; j < V; ++j) mx = std::max(mx, row[j]);
-  double s = 0;
-  for (int j = 0; j < V; ++j) s += std::exp(double(row[j] - mx));
-  return double(row[target] - mx) - std::log(s);
-}
-
 int argmax(const float* row, int V) { return int(std::max_element(row, row + V) - row); }
 
 double now() {
@@ -139,11 +131,11 @@ int main(int argc, char** argv) {
         sess.feed(context);
         if (k == 0) bytes_tok = llm::kv_bytes_16bit(model.kv_description(), double(sess.kv_cache_bytes())) / ctx;
         std::vector<int> top;
-        nll -= log_softmax_at(sess.logits(), V, next[0]);
+        nll -= llm::log_prob_at(sess.logits(), V, next[0]);
         top.push_back(argmax(sess.logits(), V));
         const std::vector<float>& lg = sess.feed_all_logits(next);
         for (int i = 0; i + 1 < cont; ++i) {
-          nll -= log_softmax_at(lg.data() + size_t(i) * V, V, next[i + 1]);
+          nll -= llm::log_prob_at(lg.data() + size_t(i) * V, V, next[i + 1]);
           top.push_back(argmax(lg.data() + size_t(i) * V, V));
         }
         scored += cont;

@@ -22,14 +22,6 @@
 
 namespace {
 
-double log_softmax_at(const float* row, int V, int target) {
-  float mx = row[0];
-  for (int j = 1; j < V; ++j) mx = std::max(mx, row[j]);
-  double s = 0;
-  for (int j = 0; j < V; ++j) s += std::exp(double(row[j] - mx));
-  return double(row[target] - mx) - std::log(s);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,7 +59,7 @@ int main(int argc, char** argv) {
       const double b0 = llm::kv_bytes_16bit(model.kv_description(), double(sess.kv_cache_bytes())) / ctx;
       double nll = 0;
       for (int i = 0; i < gen; ++i) {
-        nll -= log_softmax_at(sess.logits(), V, toks[ctx + i]);
+        nll -= llm::log_prob_at(sess.logits(), V, toks[ctx + i]);
         sess.feed({toks[ctx + i]});
       }
       const double b1 = llm::kv_bytes_16bit(model.kv_description(), double(sess.kv_cache_bytes())) / (ctx + gen);
