@@ -314,7 +314,8 @@ void kv_policy_ranks(int32_t* out, KVRankPolicy policy, const KVRanks& r, int po
 // ---- model: fold the bases into the weights ---------------------------------------------------------------------
 
 std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, const std::string& profile_path,
-                                                        const Config& c, const Weights& w, ThreadPool* pool) {
+                                                        const Config& c, const Weights& w, ThreadPool* pool,
+                                                        Device device) {
   if (!spec.lowrank) fail("kv_lowrank_model_create: the spec is 'full'");
   auto m = std::make_unique<KVLowRankModel>();
   m->spec = spec;
@@ -323,7 +324,7 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
     if (spec.basis == KVBasis::calib)
       fail("--kv '", spec.text, "': basis=calib needs a calibration profile: make one with `llm compress --basis "
            "calib -o PROFILE.safetensors` and pass it with --kv-profile PROFILE.safetensors");
-    m->profile = kv_profile_from_weights(c, w, pool, {}, spec.metric);
+    m->profile = kv_profile_from_weights(c, w, pool, {}, spec.metric, device);
   } else {
     m->profile = kv_profile_load(profile_path);
     kv_profile_check(m->profile, c, w, profile_path);

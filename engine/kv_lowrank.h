@@ -101,9 +101,12 @@ struct KVLowRankModel {
   std::vector<Layer> layers;
 };
 // spec.lowrank must be true. profile_path empty: build a `weights` profile on the fly (basis=calib then fails:
-// a calibration profile must be made with `llm compress --basis calib` and passed with --kv-profile).
+// a calibration profile must be made with `llm compress --basis calib` and passed with --kv-profile). `device`
+// solves that profile's eigenproblems (kv_profile_from_weights): cuda when the model runs there, one batched
+// cuSOLVER call per layer and stage instead of n_layers x n_kv_heads x 2 Jacobi solves on the CPU.
 std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, const std::string& profile_path,
-                                                        const Config& c, const Weights& w, ThreadPool* pool);
+                                                        const Config& c, const Weights& w, ThreadPool* pool,
+                                                        Device device = Device::cpu);
 
 // Session-side state, pointed to by KVCache::lowrank (the hook in forward_cpu). Either a low-rank cache
 // (model != nullptr) or a calibration capture over the ordinary full cache (calib != nullptr).

@@ -131,7 +131,9 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
       kv_prefill_spec_check(pre, m.file.config, spec.lowrank);
       m.prefill = std::make_unique<KVPrefillSpec>(std::move(pre));
     }
-    if (spec.lowrank) m.lowrank = kv_lowrank_model_create(spec, opt.kv_profile, m.file.config, m.weights, m.pool.get());
+    if (spec.lowrank)
+      m.lowrank = kv_lowrank_model_create(spec, opt.kv_profile, m.file.config, m.weights, m.pool.get(),
+                                          m.cuda ? Device::cuda : Device::cpu);
     else if (!opt.kv_profile.empty()) fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
     if (m.lowrank && m.cuda) cuda_model_add_lowrank(*m.cuda, *m.lowrank);  // issue 6 on the GPU (forward_cuda.cu)
   }
