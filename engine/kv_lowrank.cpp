@@ -31,6 +31,18 @@ const char* kv_basis_name(KVBasis b) { return b == KVBasis::weights ? "weights" 
 
 // ---- spec ------------------------------------------------------------------------------------------------------
 
+std::vector<std::string> kv_spec_fields(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  for (;;) {
+    size_t e = s.find(sep, b);
+    out.push_back(s.substr(b, e == std::string::npos ? std::string::npos : e - b));
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  return out;
+}
+
 namespace {
 
 const char* kGrammar =
@@ -46,25 +58,13 @@ bool parse_uint(const std::string& s, int& out) {
   return true;
 }
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t b = 0;
-  for (;;) {
-    size_t e = s.find(sep, b);
-    out.push_back(s.substr(b, e == std::string::npos ? std::string::npos : e - b));
-    if (e == std::string::npos) break;
-    b = e + 1;
-  }
-  return out;
-}
-
 // "32", "1/4" (a fraction of head_dim: exactly two numbers), "d", "d/4", "16/32/64", "d/4/d/2/d".
 std::vector<KVRank> parse_rank_list(const std::string& text, const std::string& field, const std::string& spec) {
   auto bad = [&](const std::string& why) {
     fail("--kv '", spec, "': ", field, "=", text, ": ", why, "; ", kGrammar);
   };
   if (text.empty()) bad("no rank given");
-  const std::vector<std::string> tok = split(text, '/');
+  const std::vector<std::string> tok = kv_spec_fields(text, '/');
   std::vector<KVRank> out;
   int a = 0, b = 0;
   if (tok.size() == 2 && parse_uint(tok[0], a) && parse_uint(tok[1], b)) {
@@ -140,7 +140,7 @@ KVSpec kv_spec_parse(const std::string& spec) {
   bool v_given = false;
   if (spec.size() > 4) {
     std::vector<std::string> seen;
-    for (const std::string& f : split(spec.substr(4), ',')) {
+    for (const std::string& f : kv_spec_fields(spec.substr(4), ',')) {
       const size_t eq = f.find('=');
       if (eq == std::string::npos || eq == 0) fail("--kv '", spec, "': '", f, "' is not KEY=VALUE; ", kGrammar);
       const std::string key = f.substr(0, eq), val = f.substr(eq + 1);

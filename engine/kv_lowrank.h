@@ -58,6 +58,9 @@ struct KVSpec {
   std::string text;              // as given (for messages)
 };
 KVSpec kv_spec_parse(const std::string& spec);
+// The fields of a spec text between the separators sep ("a,b,,c" -> "a", "b", "", "c"); shared with the prefill
+// spec parser (engine/kv_prefill_spec.cpp).
+std::vector<std::string> kv_spec_fields(const std::string& text, char sep);
 // {"kv": "full"|"svd", "k": 32 | "1/4", "v": [32, 64, 128] | "32/64/128", "policy": "...", "basis": "..."}
 KVSpec kv_spec_from_json_file(const std::string& path);
 

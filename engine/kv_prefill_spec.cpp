@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "engine/kv_lowrank.h"
 #include "engine/kv_prefill.h"
 #include "loader/error.h"
 
@@ -32,18 +33,6 @@ const char* kPrefillGrammar =
     "(BITS from 8/4/2/16, e.g. 8/4/2=0.2/0.5/0.3), keep:RATIO|R1/R2/...[,constant|linear|pyramid][,from=LAYER], "
     "evict:streaming|h2o|snapkv|pyramidkv|importance[,budget=RATIO], imp:a=X,b=X,c=X,w=N,pool=N,sinks=N,recent=N; "
     "see docs/prefill-compression.md";
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t b = 0;
-  for (;;) {
-    size_t e = s.find(sep, b);
-    out.push_back(s.substr(b, e == std::string::npos ? std::string::npos : e - b));
-    if (e == std::string::npos) break;
-    b = e + 1;
-  }
-  return out;
-}
 
 struct PartParser {
   std::string spec;  // the whole text, for messages
@@ -73,12 +62,12 @@ struct PartParser {
   void quant(KVQuantSpec& q, const std::string& body) const {
     const std::string part = "quant:" + body;
     q.on = true;
-    const auto fields = split(body, ',');
+    const auto fields = kv_spec_fields(body, ',');
     const std::string& head = fields[0];
     const size_t eq = head.find('=');
     q.bits.clear();
     q.frac.clear();
-    for (const auto& b : split(head.substr(0, eq), '/')) {
+    for (const auto& b : kv_spec_fields(head.substr(0, eq), '/')) {
       const int bits = integer(part, b, 1);
       if (bits != 2 && bits != 4 && bits != 8 && bits != 16) bad(part, "width " + b + " unsupported: use 2, 4, 8 or 16");
       q.bits.push_back(bits);
@@ -87,7 +76,7 @@ struct PartParser {
       if (q.bits.size() != 1) bad(part, "several widths need their fractions: BITS=FRACS, e.g. 8/4/2=0.2/0.5/0.3");
       q.frac = {1.0f};
     } else {
-      for (const auto& f : split(head.substr(eq + 1), '/')) {
+      for (const auto& f : kv_spec_fields(head.substr(eq + 1), '/')) {
         const float x = number(part, f);
         if (x < 0.0f || x > 1.0f) bad(part, "fraction " + f + " is outside [0, 1]");
         q.frac.push_back(x);
@@ -114,8 +103,8 @@ struct PartParser {
   void keep(KVKeepSpec& k, const std::string& body) const {
     const std::string part = "keep:" + body;
     k.on = true;
-    const auto fields = split(body, ',');
-    const auto list = split(fields[0], '/');
+    const auto fields = kv_spec_fields(body, ',');
+    const auto list = kv_spec_fields(fields[0], '/');
     if (list.size() == 1) {
       k.ratio = ratio(part, list[0]);
     } else {
@@ -140,7 +129,7 @@ struct PartParser {
 
   void evict(KVEvictSpec& e, const std::string& body) const {
     const std::string part = "evict:" + body;
-    const auto fields = split(body, ',');
+    const auto fields = kv_spec_fields(body, ',');
     const std::string& m = fields[0];
     e.method = m == "streaming"    ? KVEvict::streaming
                : m == "h2o"        ? KVEvict::h2o
@@ -158,7 +147,7 @@ struct PartParser {
 
   void imp(KVImportanceParams& p, const std::string& body) const {
     const std::string part = "imp:" + body;
-    for (const auto& f : split(body, ',')) {
+    for (const auto& f : kv_spec_fields(body, ',')) {
       const size_t e = f.find('=');
       if (e == std::string::npos) bad(part, "'" + f + "' is not KEY=VALUE");
       const std::string key = f.substr(0, e), val = f.substr(e + 1);
@@ -196,7 +185,7 @@ struct PartParser {
 KVPrefillSpec kv_prefill_spec_parse(const std::string& spec, std::string& base) {
   KVPrefillSpec s;
   PartParser pp{spec};
-  auto parts = split(spec, '+');
+  auto parts = kv_spec_fields(spec, '+');
   base = "full";
   size_t first = 0;
   if (parts[0] == "full" || parts[0] == "svd" || parts[0].rfind("svd:", 0) == 0) {

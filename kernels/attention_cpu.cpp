@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/attention_softmax_cpu.h"
 #include "kernels/ops_cpu.h"
 #include "kernels/simd_cpu.h"
 #include "kernels/threadpool_cpu.h"
@@ -24,18 +25,9 @@ void attention_cpu(float* out, const float* q, const float* k, const float* v, i
       const float* qi = q + (static_cast<int64_t>(i) * n_heads + h) * head_dim;
       const float* kg = k + static_cast<int64_t>(g) * kv_stride * head_dim;
       const float* vg = v + static_cast<int64_t>(g) * kv_stride * head_dim;
-      float mx = -INFINITY;
-      for (int j = 0; j <= last; ++j) {
-        float s = simd::dot(qi, kg + static_cast<int64_t>(j) * head_dim, head_dim) * scale;
-        att[j] = s;
-        mx = s > mx ? s : mx;
-      }
-      float sum = 0.0f;
-      for (int j = 0; j <= last; ++j) {
-        att[j] = std::exp(att[j] - mx);
-        sum += att[j];
-      }
-      const float inv = 1.0f / sum;
+      const float inv = attention_softmax_cpu(att.data(), last + 1, [&](int j) {
+        return simd::dot(qi, kg + static_cast<int64_t>(j) * head_dim, head_dim) * scale;
+      });
       float* oi = out + (static_cast<int64_t>(i) * n_heads + h) * head_dim;
       for (int d = 0; d < head_dim; ++d) oi[d] = 0.0f;
       for (int j = 0; j <= last; ++j) {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/attention_softmax_cpu.h"
 #include "kernels/quant_cpu.h"
 #include "kernels/simd_cpu.h"
 #include "kernels/threadpool_cpu.h"
@@ -24,25 +25,15 @@ void attention_quant_cpu(float* out, const QuantAttentionArgs& a, ThreadPool* po
       const uint8_t* data = a.data[g];
       const uint64_t* off = a.off[g];
       const uint8_t* bits = a.bits[g];
-      float mx = -INFINITY;
-      for (int j = 0; j <= last; ++j) {
+      const float inv = attention_softmax_cpu(att.data(), last + 1, [&](int j) {
         const uint8_t* kj = data + off[j];
-        float s;
         if (bits[j] == 16) {
           std::memcpy(row.data(), kj, size_t(hd) * sizeof(float));
         } else {
           dequantize_row_cpu(row.data(), kj, hd, bits[j], a.group);
         }
-        s = simd::dot(qi, row.data(), hd) * scale;
-        att[j] = s;
-        mx = s > mx ? s : mx;
-      }
-      float sum = 0.0f;
-      for (int j = 0; j <= last; ++j) {
-        att[j] = std::exp(att[j] - mx);
-        sum += att[j];
-      }
-      const float inv = 1.0f / sum;
+        return simd::dot(qi, row.data(), hd) * scale;
+      });
       float* oi = out + (int64_t(i) * a.n_heads + h) * hd;
       for (int d = 0; d < hd; ++d) oi[d] = 0.0f;
       for (int j = 0; j <= last; ++j) {
@@ -74,18 +65,9 @@ void attention_importance_cpu(float* out, float* cum, float* win, float* scratch
       const float* vg = v ? v + int64_t(g) * m * head_dim : nullptr;
       for (int i = 0; i < m; ++i) {
         const float* qi = q + (int64_t(i) * n_heads + h) * head_dim;
-        float mx = -INFINITY;
-        for (int j = 0; j <= i; ++j) {
-          const float s = simd::dot(qi, kg + int64_t(j) * head_dim, head_dim) * scale;
-          att[j] = s;
-          mx = s > mx ? s : mx;
-        }
-        float sum = 0.0f;
-        for (int j = 0; j <= i; ++j) {
-          att[j] = std::exp(att[j] - mx);
-          sum += att[j];
-        }
-        const float inv = 1.0f / sum;
+        const float inv = attention_softmax_cpu(att.data(), i + 1, [&](int j) {
+          return simd::dot(qi, kg + int64_t(j) * head_dim, head_dim) * scale;
+        });
         const bool in_win = i >= win_from;
         if (!v) {  // accumulators only
           for (int j = 0; j <= i; ++j) {

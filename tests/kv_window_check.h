@@ -18,6 +18,20 @@
 
 namespace llm_test {
 
+// The quantisation error bound of one group of len values x -> y (quantize_row_cpu / quantize_rank_row_cpu at
+// `bits`, then dequantised): half a step, plus the fp16 rounding of min and scale (relative 2^-11 each, scale times
+// up to 2^bits-1). Checks every value and adds its |y - x| to err.
+inline void check_quant_group(const float* x, const float* y, int len, int bits, double& err) {
+  float lo = x[0], hi = x[0];
+  for (int i = 0; i < len; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+  const float scale = (hi - lo) / float((1 << bits) - 1);
+  const float bound = 0.5f * scale * (1 + 1e-3f) + 1e-3f * std::max(std::fabs(lo), std::fabs(hi)) + 1e-6f;
+  for (int i = 0; i < len; ++i) {
+    CHECK(std::fabs(y[i] - x[i]) <= bound);
+    err += std::fabs(y[i] - x[i]);
+  }
+}
+
 // The dequantised values of entry e of KV head g: key row then value row (svd: c_k then c_v).
 inline std::vector<float> kv_entry_values(const KVPrefill& p, const KVPrefillLayer& L, int g, int e) {
   const uint8_t* src = L.data[g].data() + L.off[g][e];

@@ -14,18 +14,12 @@
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
 #include "loader/ggml_quants.h"
+#include "test_util.h"
 
 using namespace llm;
+using llm_test::randn;
 
 namespace {
-
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
 
 void put16(uint8_t* p, float f) {
   uint16_t h = f32_to_fp16(f);

@@ -28,15 +28,10 @@ using namespace llm;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> x(n);
-  for (auto& v : x) v = d(g);
-  return x;
-}
-
+using llm_test::max_abs_diff;
+using llm_test::randn;
 using llm_test::TinyLlama2;
+using llm_test::tokens_of;
 
 // Prefill `prompt` then greedily decode `steps` tokens; returns every logits vector seen (prefill's last + one per
 // step). spec empty: the full cache.
@@ -69,19 +64,6 @@ RunOut run(const TinyLlama2& m, const std::vector<int>& prompt, int steps, const
   return out;
 }
 
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  float d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
-  return d;
-}
-
-std::vector<int> tokens_of(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::vector<int> t(n);
-  for (auto& x : t) x = int(g() % uint64_t(vocab));
-  return t;
-}
-
 }  // namespace
 
 TEST_CASE("KV quantisation: error bound per width, 16 bits exact, more bits = less error") {
@@ -98,17 +80,7 @@ TEST_CASE("KV quantisation: error bound per width, 16 bits exact, more bits = le
         const float* xr = x.data() + r * n;
         quantize_row_cpu(q.data(), xr, n, bits, group);
         dequantize_row_cpu(y.data(), q.data(), n, bits, group);
-        for (int g0 = 0; g0 < n; g0 += group) {
-          float lo = xr[g0], hi = xr[g0];
-          for (int i = 0; i < group; ++i) lo = std::min(lo, xr[g0 + i]), hi = std::max(hi, xr[g0 + i]);
-          const float scale = (hi - lo) / float((1 << bits) - 1);
-          // half a step, plus the fp16 rounding of min and scale (relative 2^-11 each, scale times up to 2^bits-1)
-          const float bound = 0.5f * scale * (1 + 1e-3f) + 1e-3f * std::max(std::fabs(lo), std::fabs(hi)) + 1e-6f;
-          for (int i = g0; i < g0 + group; ++i) {
-            CHECK(std::fabs(y[i] - xr[i]) <= bound);
-            err += std::fabs(y[i] - xr[i]);
-          }
-        }
+        for (int g0 = 0; g0 < n; g0 += group) llm_test::check_quant_group(xr + g0, y.data() + g0, group, bits, err);
       }
       CHECK(err < prev_err);
       prev_err = err;

@@ -29,36 +29,18 @@
 #include "tiny_llama2.h"
 
 using namespace llm;
+using llm_test::max_abs_diff;
+using llm_test::randn;
 using llm_test::TinyLlama2;
+using llm_test::tokens_of;
 
 namespace {
-
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> x(n);
-  for (auto& v : x) v = d(g);
-  return x;
-}
 
 float max_abs(const std::vector<float>& a) {
   float m = 0;
   for (float v : a) m = std::max(m, std::fabs(v));
   return m;
 }
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  float d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
-  return d;
-}
-
-std::vector<int> tokens_of(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::vector<int> t(n);
-  for (auto& x : t) x = int(g() % uint64_t(vocab));
-  return t;
-}
-
 // How a run caches: the full cache, the plain low-rank cache (issue 6), or the unified cache (svd + prefill parts).
 enum class Mode { full, svd, unified };
 struct RunOut {
@@ -125,17 +107,8 @@ TEST_CASE("rank-space rows: error bound per width, ragged last group, same bytes
         dequantize_rank_row_cpu(y.data(), q.data(), n, bits, group);
         const int gs = group <= 0 || group >= n ? n : group;
         double err = 0;
-        for (int g0 = 0; g0 < n; g0 += gs) {
-          const int len = std::min(gs, n - g0);
-          float lo = x[g0], hi = x[g0];
-          for (int i = 0; i < len; ++i) lo = std::min(lo, x[g0 + i]), hi = std::max(hi, x[g0 + i]);
-          const float scale = (hi - lo) / float((1 << bits) - 1);
-          const float bound = 0.5f * scale * (1 + 1e-3f) + 1e-3f * std::max(std::fabs(lo), std::fabs(hi)) + 1e-6f;
-          for (int i = g0; i < g0 + len; ++i) {
-            CHECK(std::fabs(y[i] - x[i]) <= bound);
-            err += std::fabs(y[i] - x[i]);
-          }
-        }
+        for (int g0 = 0; g0 < n; g0 += gs)
+          llm_test::check_quant_group(x.data() + g0, y.data() + g0, std::min(gs, n - g0), bits, err);
         CHECK(err <= prev);
         prev = err;
       }

@@ -1,8 +1,13 @@
 // Shared helpers for the tests: where the data lives and how to skip a test that needs a file.
 #pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace llm_test {
 
@@ -15,6 +20,27 @@ inline bool have_demo_model() {
   bool ok = std::filesystem::exists(demo_model_path());
   if (!ok) std::fprintf(stderr, "SKIPPED: demo model missing at %s (run tools/setup.sh)\n", demo_model_path().c_str());
   return ok;
+}
+
+// Seeded data: n normal floats (mean 0, standard deviation scale); n token ids in [0, vocab).
+inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> x(n);
+  for (auto& v : x) v = d(g);
+  return x;
+}
+inline std::vector<int> tokens_of(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<int> t(n);
+  for (auto& x : t) x = int(g() % uint64_t(vocab));
+  return t;
+}
+
+inline float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return d;
 }
 
 }  // namespace llm_test

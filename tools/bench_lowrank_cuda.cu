@@ -22,6 +22,7 @@
 #include "engine/kv_lowrank.h"
 #include "kernels/attention_cuda.h"
 #include "kernels/attention_lowrank_cuda.h"
+#include "kernels/cuda_events.cuh"
 #include "kernels/ops_cpu.h"
 
 using namespace llm;
@@ -31,33 +32,16 @@ namespace {
 constexpr int kHeads = 32, kKV = 8, kHD = 128, kRK = 32, kLayers = 32;
 const KVRanks kRanks{kRK, 32, 64, 128};
 
-struct Events {
-  cudaEvent_t a = nullptr, b = nullptr;
-  Events() {
-    CUDA_CHECK(cudaEventCreate(&a));
-    CUDA_CHECK(cudaEventCreate(&b));
-  }
-  ~Events() {
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-  }
-  Events(const Events&) = delete;
-  Events& operator=(const Events&) = delete;
-};
-
 // Mean milliseconds per call of fn over reps calls, after 3 warm-up calls.
 template <class F>
 double time_ms(F&& fn, int reps) {
   for (int i = 0; i < 3; ++i) fn();
   CUDA_CHECK(cudaDeviceSynchronize());
-  Events ev;
+  CudaEvents ev;
   CUDA_CHECK(cudaEventRecord(ev.a));
   for (int i = 0; i < reps; ++i) fn();
   CUDA_CHECK(cudaEventRecord(ev.b));
-  CUDA_CHECK(cudaEventSynchronize(ev.b));
-  float ms = 0.0f;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, ev.a, ev.b));
-  return double(ms) / reps;
+  return double(ev.ms()) / reps;
 }
 
 double copy_bandwidth() {

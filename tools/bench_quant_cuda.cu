@@ -26,6 +26,7 @@
 #include "kernels/attention_cuda.h"
 #include "kernels/attention_quant_cuda.h"
 #include "kernels/common.cuh"
+#include "kernels/cuda_events.cuh"
 #include "kernels/quant_cuda.h"
 
 using namespace llm;
@@ -55,38 +56,24 @@ double copy_bandwidth_gbs() {
   const size_t bytes = size_t(1) << 30;
   DeviceBuffer a(bytes), b(bytes);
   CUDA_CHECK(cudaMemset(a.ptr, 1, bytes));
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
+  CudaEvents ev;
   CUDA_CHECK(cudaMemcpy(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice));
-  CUDA_CHECK(cudaEventRecord(e0));
+  CUDA_CHECK(cudaEventRecord(ev.a));
   for (int i = 0; i < 10; ++i) CUDA_CHECK(cudaMemcpy(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice));
-  CUDA_CHECK(cudaEventRecord(e1));
-  CUDA_CHECK(cudaEventSynchronize(e1));
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return 2.0 * bytes * 10 / (ms * 1e-3) / 1e9;  // read + write
+  CUDA_CHECK(cudaEventRecord(ev.b));
+  return 2.0 * bytes * 10 / (ev.ms() * 1e-3) / 1e9;  // read + write
 }
 
 // Times fn(layer) over `layers` copies, iters times; returns microseconds per layer call.
 template <class F>
 double time_layers(int layers, int iters, F fn) {
   for (int l = 0; l < layers; ++l) fn(l);  // warm-up
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
-  CUDA_CHECK(cudaEventRecord(e0));
+  CudaEvents ev;
+  CUDA_CHECK(cudaEventRecord(ev.a));
   for (int it = 0; it < iters; ++it)
     for (int l = 0; l < layers; ++l) fn(l);
-  CUDA_CHECK(cudaEventRecord(e1));
-  CUDA_CHECK(cudaEventSynchronize(e1));
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return double(ms) * 1e3 / (double(iters) * layers);
+  CUDA_CHECK(cudaEventRecord(ev.b));
+  return double(ev.ms()) * 1e3 / (double(iters) * layers);
 }
 
 // Widths of n entries: the last `recent` at 16, the rest 8/4/2 at fractions f8/f4/(rest), spread by a hash.

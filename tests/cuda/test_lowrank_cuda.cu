@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "cuda_test_util.cuh"
+#include "lowrank_test_util.cuh"
 #include "kernels/attention_lowrank_cuda.h"
 #include "kernels/lowrank_cpu.h"
 #include "kernels/ops_cpu.h"
@@ -18,17 +19,9 @@
 
 using namespace llm;
 using namespace llm_cuda_test;
+using namespace llm_lowrank_test;
 
 namespace {
-
-struct Shape {
-  int n_heads, n_kv_heads, hd, r_k;
-  std::vector<int> ranks;  // value ranks drawn per token; the largest is r_vmax
-  bool llama3;
-  float theta;
-};
-const Shape kDemo{9, 3, 64, 16, {16, 32, 64}, false, 100000.0f};
-const Shape kLlama3{32, 8, 128, 32, {32, 64, 128}, true, 500000.0f};
 
 // A random compressed cache of n_kv tokens (capacity rows of c_k per KV head) and n_q queries, in host memory.
 struct Inputs {
@@ -41,7 +34,7 @@ struct Inputs {
 
 Inputs make_inputs(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int capacity, bool round_bf16) {
   Inputs in;
-  in.r_vmax = *std::max_element(s.ranks.begin(), s.ranks.end());
+  in.r_vmax = shape_r_vmax(s);
   in.ck_stride = capacity;
   std::uniform_int_distribution<int> pick(0, int(s.ranks.size()) - 1);
   in.vrank.resize(n_kv);
@@ -52,25 +45,13 @@ Inputs make_inputs(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int cap
     in.voff[t + 1] = in.voff[t] + in.vrank[t];
   }
   in.cv_stride = in.voff[n_kv] + 5;  // slack: blocks need not be packed back to back
-  // keys ~ unit scale: uk uniform in +-3/sqrt(r_k) makes var(key_d) = 1 for c_k uniform in +-1
-  in.q = random_f32(rng, size_t(n_q) * s.n_heads * s.hd, 2.0f);
-  in.uk = random_f32(rng, size_t(s.n_kv_heads) * s.r_k * s.hd, 3.0f / std::sqrt(float(s.r_k)));
+  make_queries_basis(rng, s, n_q, in.q, in.uk, in.inv_freq);
   in.ck = random_f32(rng, size_t(s.n_kv_heads) * capacity * s.r_k, 1.0f);
   in.cv = random_f32(rng, size_t(s.n_kv_heads) * in.cv_stride, 1.0f);
   if (round_bf16) {
     for (float& x : in.ck) x = bf16_to_f32(f32_to_bf16(x));
     for (float& x : in.cv) x = bf16_to_f32(f32_to_bf16(x));
   }
-  RopeScaling sc;
-  if (s.llama3) {
-    sc.type = RopeScaling::Type::llama3;
-    sc.factor = 8.0f;
-    sc.low_freq_factor = 1.0f;
-    sc.high_freq_factor = 4.0f;
-    sc.original_max_position = 8192;
-  }
-  in.inv_freq.resize(s.hd / 2);
-  rope_inv_freq_cpu(in.inv_freq.data(), s.hd, s.theta, sc);
   return in;
 }
 
@@ -139,13 +120,6 @@ void upload_inputs(DeviceInputs<T>& d, const Inputs& in, const Shape& s, RopeLay
   d.a.head_dim = s.hd;
   d.a.inv_freq = d.inv.template as<float>();
   d.a.rope_layout = layout;
-}
-
-int sm_count() {
-  int dev = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  return sms;
 }
 
 constexpr float kAtol = 1e-4f, kRtol = 1e-3f;  // fp32 on both sides: reordering and expf/sincosf only
@@ -264,7 +238,7 @@ void write_case(std::mt19937& rng, const Shape& s, int n, int pos0, RopeLayout l
   CAPTURE(n);
   CAPTURE(pos0);
   CAPTURE(sizeof(T));
-  const int cap = pos0 + n + 9, rv = *std::max_element(s.ranks.begin(), s.ranks.end()), nkv = s.n_kv_heads;
+  const int cap = pos0 + n + 9, rv = shape_r_vmax(s), nkv = s.n_kv_heads;
   std::uniform_int_distribution<int> pick(0, int(s.ranks.size()) - 1);
   std::vector<int32_t> vrank(cap);
   std::vector<int64_t> voff(cap + 1, 0);

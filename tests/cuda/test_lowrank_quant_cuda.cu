@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "cuda_test_util.cuh"
+#include "lowrank_test_util.cuh"
 #include "kernels/attention_lowrank_quant_cuda.h"
 #include "kernels/ops_cpu.h"
 #include "kernels/quant_cpu.h"
@@ -18,17 +19,9 @@
 
 using namespace llm;
 using namespace llm_cuda_test;
+using namespace llm_lowrank_test;
 
 namespace {
-
-struct Shape {
-  int n_heads, n_kv_heads, hd, r_k;
-  std::vector<int> ranks;  // value ranks drawn per entry and KV head; the largest is r_vmax
-  bool llama3;
-  float theta;
-};
-const Shape kDemo{9, 3, 64, 16, {16, 32, 64}, false, 100000.0f};
-const Shape kLlama3{32, 8, 128, 32, {32, 64, 128}, true, 500000.0f};
 
 // A layer of the unified cache in the CPU's layout (one byte vector per KV head, 16-bit rows as fp32).
 struct Cache {
@@ -46,7 +39,7 @@ float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 // round16: the source values are bf16-representable, so a bf16 16-bit class holds exactly what the CPU's fp32 does.
 Cache make_cache(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int group, bool round16) {
   Cache c;
-  c.r_vmax = *std::max_element(s.ranks.begin(), s.ranks.end());
+  c.r_vmax = shape_r_vmax(s);
   c.n_kv = n_kv;
   c.n_q = n_q;
   c.group = group;
@@ -76,19 +69,7 @@ Cache make_cache(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int group
       quantize_rank_row_cpu(d.data() + c.off[g][e], x.data(), s.r_k, w, group);
       quantize_rank_row_cpu(d.data() + c.off[g][e] + nk, x.data() + s.r_k, r, w, group);
     }
-  // keys ~ unit scale: uk uniform in +-3/sqrt(r_k) makes var(key_d) = 1 for c_k uniform in +-1
-  c.q = random_f32(rng, size_t(n_q) * s.n_heads * s.hd, 2.0f);
-  c.uk = random_f32(rng, size_t(s.n_kv_heads) * s.r_k * s.hd, 3.0f / std::sqrt(float(s.r_k)));
-  RopeScaling sc;
-  if (s.llama3) {
-    sc.type = RopeScaling::Type::llama3;
-    sc.factor = 8.0f;
-    sc.low_freq_factor = 1.0f;
-    sc.high_freq_factor = 4.0f;
-    sc.original_max_position = 8192;
-  }
-  c.inv_freq.resize(s.hd / 2);
-  rope_inv_freq_cpu(c.inv_freq.data(), s.hd, s.theta, sc);
+  make_queries_basis(rng, s, n_q, c.q, c.uk, c.inv_freq);
   return c;
 }
 
@@ -190,13 +171,6 @@ void upload_cache(DeviceCache& d, const Cache& c, const Shape& s, int row16, Rop
   d.a.group = c.group;
   d.a.row16 = row16;
   d.a.rope_layout = layout;
-}
-
-int sm_count() {
-  int dev = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  return sms;
 }
 
 constexpr float kAtol = 1e-4f, kRtol = 1e-3f;  // the same bytes on both sides: reordering and expf/sincosf only

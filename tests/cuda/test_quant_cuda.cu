@@ -53,6 +53,48 @@ Packed pack_layout(std::mt19937& rng, int rows, int n, int group, int row16) {
   return p;
 }
 
+// quantize_rows_cuda's arguments for n_rows rows of n values, read x_stride = n apart (src_row: none).
+QuantRowsArgs rows_args(uint8_t* dst, const uint64_t* dst_off, const uint8_t* bits, int n_rows, int n, int group,
+                        int row16) {
+  QuantRowsArgs a;
+  a.dst = dst;
+  a.dst_off = dst_off;
+  a.bits = bits;
+  a.x_stride = n;
+  a.n_rows = n_rows;
+  a.n = n;
+  a.group = group;
+  a.row16 = row16;
+  return a;
+}
+
+// Index of the first byte where got and ref differ; got.size() when none does.
+size_t first_differing_byte(const std::vector<uint8_t>& got, const std::vector<uint8_t>& ref) {
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != ref[i]) return i;
+  return got.size();
+}
+
+// attention_quant_decode_cuda's arguments over a flat device cache of stride entries a KV head.
+QuantDecodeArgs decode_args(const DeviceBuffer& q, const DeviceBuffer& data, const DeviceBuffer& off,
+                            const DeviceBuffer& bits, const DeviceBuffer& n_kv, int stride, int n_q, int n_heads,
+                            int n_kv_heads, int hd, int group, int row16) {
+  QuantDecodeArgs a;
+  a.q = q.as<bf16>();
+  a.data = data.as<uint8_t>();
+  a.off = off.as<uint64_t>();
+  a.bits = bits.as<uint8_t>();
+  a.n_kv = n_kv.as<int>();
+  a.stride = stride;
+  a.n_q = n_q;
+  a.n_heads = n_heads;
+  a.n_kv_heads = n_kv_heads;
+  a.head_dim = hd;
+  a.group = group;
+  a.row16 = row16;
+  return a;
+}
+
 }  // namespace
 
 TEST_CASE("cuda quantize_rows packs rows byte for byte as quantize_row_cpu (fp32 and bf16 inputs, all widths)") {
@@ -69,20 +111,10 @@ TEST_CASE("cuda quantize_rows packs rows byte for byte as quantize_row_cpu (fp32
     for (int r = 0; r < rows; ++r) quantize_row_cpu(ref.data() + p.off[r], x.data() + size_t(r) * n, n, p.bits[r], group);
     DeviceBuffer dx = upload(x), doff = upload(p.off), dbits = upload(p.bits), ddst(p.bytes);
     CUDA_CHECK(cudaMemset(ddst.ptr, 0xAB, p.bytes));  // every byte must be written
-    QuantRowsArgs a;
-    a.dst = ddst.as<uint8_t>();
-    a.dst_off = doff.as<uint64_t>();
-    a.bits = dbits.as<uint8_t>();
-    a.x_stride = n;
-    a.n_rows = rows;
-    a.n = n;
-    a.group = group;
-    a.row16 = 4;
+    QuantRowsArgs a = rows_args(ddst.as<uint8_t>(), doff.as<uint64_t>(), dbits.as<uint8_t>(), rows, n, group, 4);
     quantize_rows_cuda(a, dx.as<float>(), nullptr);
     std::vector<uint8_t> got = download<uint8_t>(ddst, p.bytes);
-    size_t first_bad = got.size();
-    for (size_t i = 0; i < got.size() && first_bad == got.size(); ++i)
-      if (got[i] != ref[i]) first_bad = i;
+    size_t first_bad = first_differing_byte(got, ref);
     INFO("first differing byte " << first_bad << " of " << got.size());
     CHECK(first_bad == got.size());
 
@@ -119,9 +151,7 @@ TEST_CASE("cuda quantize_rows packs rows byte for byte as quantize_row_cpu (fp32
     a.row16 = 2;
     quantize_rows_cuda(a, dxb.as<bf16>(), nullptr);
     std::vector<uint8_t> got2 = download<uint8_t>(ddst2, p2.bytes);
-    first_bad = got2.size();
-    for (size_t i = 0; i < got2.size() && first_bad == got2.size(); ++i)
-      if (got2[i] != ref2[i]) first_bad = i;
+    first_bad = first_differing_byte(got2, ref2);
     INFO("bf16 input: first differing byte " << first_bad << " of " << got2.size());
     CHECK(first_bad == got2.size());
   }
@@ -132,14 +162,7 @@ TEST_CASE("cuda quantize_rows packs rows byte for byte as quantize_row_cpu (fp32
     std::vector<uint64_t> off = {0};
     std::vector<uint8_t> bits = {2};
     DeviceBuffer dx = upload(x), doff = upload(off), dbits = upload(bits), ddst(size_t(n / 4) * 5), dout(n * 4);
-    QuantRowsArgs a;
-    a.dst = ddst.as<uint8_t>();
-    a.dst_off = doff.as<uint64_t>();
-    a.bits = dbits.as<uint8_t>();
-    a.x_stride = n;
-    a.n_rows = 1;
-    a.n = n;
-    a.group = 4;
+    const QuantRowsArgs a = rows_args(ddst.as<uint8_t>(), doff.as<uint64_t>(), dbits.as<uint8_t>(), 1, n, 4, 2);
     quantize_rows_cuda(a, dx.as<float>(), nullptr);
     std::vector<uint8_t> got = download<uint8_t>(ddst, size_t(n / 4) * 5);
     for (int g = 0; g < n / 4; ++g) {
@@ -215,15 +238,7 @@ MixedCache make_cache(std::mt19937& rng, const std::vector<float>& k, const std:
   }
   DeviceBuffer dk = upload(k), dv = upload(v), dko = upload(koff), dvo = upload(voff), db = upload(c.flat_bits),
                dst(bytes);
-  QuantRowsArgs a;
-  a.dst = dst.as<uint8_t>();
-  a.bits = db.as<uint8_t>();
-  a.x_stride = hd;
-  a.n_rows = rows;
-  a.n = hd;
-  a.group = group;
-  a.row16 = 2;
-  a.dst_off = dko.as<uint64_t>();
+  QuantRowsArgs a = rows_args(dst.as<uint8_t>(), dko.as<uint64_t>(), db.as<uint8_t>(), rows, hd, group, 2);
   quantize_rows_cuda(a, dk.as<float>(), nullptr);
   a.dst_off = dvo.as<uint64_t>();
   quantize_rows_cuda(a, dv.as<float>(), nullptr);
@@ -271,19 +286,8 @@ void decode_case(std::mt19937& rng, int n_heads, int n_kv_heads, int hd, int n_k
                dn = upload(std::vector<int>{n_kv}), dout(q.size() * 2),
                ws(attention_quant_workspace_floats(n_q, n_heads, hd, splits) * 4);
   CUDA_CHECK(cudaMemset(dout.ptr, 0xff, q.size() * 2));  // NaN: every element must be written
-  QuantDecodeArgs a;
-  a.q = dq.as<bf16>();
-  a.data = ddata.as<uint8_t>();
-  a.off = doff.as<uint64_t>();
-  a.bits = dbits.as<uint8_t>();
-  a.n_kv = dn.as<int>();
-  a.stride = n_kv;
-  a.n_q = n_q;
-  a.n_heads = n_heads;
-  a.n_kv_heads = n_kv_heads;
-  a.head_dim = hd;
-  a.group = group;
-  a.row16 = row16;
+  const QuantDecodeArgs a =
+      decode_args(dq, ddata, doff, dbits, dn, n_kv, n_q, n_heads, n_kv_heads, hd, group, row16);
   attention_quant_decode_cuda(dout.as<bf16>(), a, splits, ws.as<float>(), nullptr);
   check_close("quant decode attention", download_bf16(dout, ref.size()), ref, 4e-3f, 8e-3f);
 }
@@ -325,18 +329,7 @@ TEST_CASE("cuda decode attention over the mixed 2/4/8/16-bit cache matches atten
     std::vector<uint16_t> qb(hd, f32_to_bf16(0.0f));
     DeviceBuffer dq = upload(qb), ddata = upload(flat), doff = upload(offs), dbits = upload(bits),
                  dn = upload(std::vector<int>{n}), dout(hd * 2), ws(attention_quant_workspace_floats(1, 1, hd, 3) * 4);
-    QuantDecodeArgs a;
-    a.q = dq.as<bf16>();
-    a.data = ddata.as<uint8_t>();
-    a.off = doff.as<uint64_t>();
-    a.bits = dbits.as<uint8_t>();
-    a.n_kv = dn.as<int>();
-    a.stride = n;
-    a.n_heads = 1;
-    a.n_kv_heads = 1;
-    a.head_dim = hd;
-    a.group = group;
-    a.row16 = 4;
+    const QuantDecodeArgs a = decode_args(dq, ddata, doff, dbits, dn, n, 1, 1, 1, hd, group, 4);
     attention_quant_decode_cuda(dout.as<bf16>(), a, 3, ws.as<float>(), nullptr);
     check_close("quant decode hand", download_bf16(dout, hd), std::vector<float>(hd, 2.5f), 0.0f, 0.0f);
   }

@@ -1,0 +1,90 @@
+// The task loop of the two CPU low-rank attentions: attention_lowrank_cpu (fp32 rows, key t at position t,
+// optional full-key sinks) and attention_lowrank_quant_cpu (quantised rank rows, entry e at its own position).
+// One task = (KV head g, a chunk of kQChunk queries); it walks the keys in tiles of kTile: a Tile policy rebuilds
+// the tile's keys from c_k with U_K into a per-task buffer (the CUDA kernels' shared-memory tile: rebuilt keys never
+// go to the cache) and names their positions, rope_cpu rotates them, every (head of the group, query of the chunk)
+// scores them with lowrank_tile_softmax against the Tile's value rows, and z is normalised at the end. Rebuilding
+// once per (g, query chunk, key tile) and reusing the tile for all the group's heads and the chunk's queries keeps
+// the rebuild cost at r_k*head_dim per key per chunk instead of per query. Internal to those two files.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kernels/lowrank_cpu.h"
+#include "kernels/ops_cpu.h"
+#include "kernels/threadpool_cpu.h"
+
+namespace llm::lowrank_tasks {
+
+constexpr int kTile = 32;    // keys rebuilt at a time
+constexpr int kQChunk = 32;  // queries sharing one rebuild
+
+// key = U_K[:, :r_k] c: kt (hd) = sum_j c[j] * row j of ukg (r_k x hd).
+inline void rebuild_key(float* kt, const float* c, const float* ukg, int rk, int hd) {
+  std::fill_n(kt, hd, 0.0f);
+  for (int j = 0; j < rk; ++j) {
+    const float cj = c[j];
+    const float* u = ukg + size_t(j) * hd;
+    for (int d = 0; d < hd; ++d) kt[d] += cj * u[d];
+  }
+}
+
+// make_tile() is called once per worker and returns its Tile (with its own scratch buffers):
+//   void load(int g, int t0, int nt, float* keys, int* kpos): keys t0 .. t0+nt-1 of KV head g rebuilt (before
+//       RoPE) into keys (nt rows of head_dim), their positions into kpos
+//   const float* value_row(int t, int& rank): the value row of key t0 + t of the last load; sets its rank
+// Args: LowRankAttentionArgs or LowRankQuantAttentionArgs, of which run reads the shared fields q (n_q, n_heads,
+// head_dim; RoPE applied; the queries are the last n_q of the n_kv keys), n_q, n_kv, n_heads, n_kv_heads, head_dim,
+// r_vmax, inv_freq and rope_layout (shapes already checked); writes z (n_q, n_heads, r_vmax).
+template <class Args, class MakeTile>
+void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
+  const int hd = a.head_dim, rv = a.r_vmax;
+  const int gs = a.n_heads / a.n_kv_heads;
+  const int n_chunks = (a.n_q + kQChunk - 1) / kQChunk;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int first = a.n_kv - a.n_q;  // key (position or entry) of query 0
+  parallel_for(pool, int64_t(a.n_kv_heads) * n_chunks, [&](int64_t b, int64_t e) {
+    auto tile = make_tile();
+    std::vector<float> keys(size_t(kTile) * hd);  // rebuilt, RoPE'd keys of one tile
+    std::vector<int> kpos(kTile);
+    std::vector<float> m, l, sc(kTile);  // running max / sum per (head, query)
+    for (int64_t task = b; task < e; ++task) {
+      const int g = static_cast<int>(task / n_chunks), chunk = static_cast<int>(task % n_chunks);
+      const int i0 = chunk * kQChunk, i1 = std::min(a.n_q, i0 + kQChunk);
+      const int nq = i1 - i0;
+      m.assign(size_t(gs) * nq, -std::numeric_limits<float>::infinity());
+      l.assign(size_t(gs) * nq, 0.0f);
+      for (int hh = 0; hh < gs; ++hh)
+        for (int i = i0; i < i1; ++i) std::fill_n(z + (size_t(i) * a.n_heads + g * gs + hh) * rv, rv, 0.0f);
+      const int t_end = first + i1;  // keys [0, t_end) are seen by some query of the chunk
+      for (int t0 = 0; t0 < t_end; t0 += kTile) {
+        const int nt = std::min(kTile, t_end - t0);
+        tile.load(g, t0, nt, keys.data(), kpos.data());
+        rope_cpu(keys.data(), kpos.data(), nt, 1, hd, hd, a.inv_freq, a.rope_layout, nullptr);
+        for (int hh = 0; hh < gs; ++hh) {
+          const int h = g * gs + hh;
+          for (int i = i0; i < i1; ++i) {
+            const int nv = std::min(nt, first + i - t0 + 1);  // causal: keys t0 .. first + i
+            if (nv <= 0) continue;
+            const float* q = a.q + (size_t(i) * a.n_heads + h) * hd;
+            const size_t si = size_t(hh) * nq + (i - i0);
+            lowrank_tile_softmax(q, keys.data(), nv, hd, scale, sc.data(), m[si], l[si],
+                                 z + (size_t(i) * a.n_heads + h) * rv, rv,
+                                 [&](int t, int& rank) { return tile.value_row(t, rank); });
+          }
+        }
+      }
+      for (int hh = 0; hh < gs; ++hh)
+        for (int i = i0; i < i1; ++i) {
+          const float inv = 1.0f / l[size_t(hh) * nq + (i - i0)];
+          float* zi = z + (size_t(i) * a.n_heads + g * gs + hh) * rv;
+          for (int r = 0; r < rv; ++r) zi[r] *= inv;
+        }
+    }
+  });
+}
+
+}  // namespace llm::lowrank_tasks
