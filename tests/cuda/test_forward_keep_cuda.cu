@@ -10,14 +10,19 @@
 //    prompt, of decode steps (the decode graph) and of a later 5-token call within the CPU-GPU rounding bound, and
 //    greedy decoding after the prefill picks the CPU's tokens;
 //  - a prompt shorter than sinks + window drops nothing (every token is always kept);
-//  - what cuda does not run (svd with keep:, every prompt position's logits) is refused with the reason.
+//  - what cuda does not run (svd with keep:, every prompt position's logits) is refused with the reason;
+//  - `llm bench --kv ...+keep:...` runs to its report on a tiny synthetic model.
 // Short prompts and tiny models: this runs under the CPU emulation of CUDA.
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
+#include <random>
 
 #include "cuda_forward_test_util.cuh"
 #include "cuda_test_util.cuh"
+#include "engine/bench_cuda.h"
 #include "engine/forward_cuda.cuh"
 #include "engine/kv_lowrank.h"
 #include "engine/kv_prefill.h"
@@ -290,4 +295,32 @@ TEST_CASE("cuda keep: every prompt position's logits are refused, as on the CPU"
   std::vector<float> logits(size_t(12) * c.vocab_size);
   CHECK_THROWS_WITH_AS(forward_cuda(*s, prompt.data(), 12, LogitsMode::all, logits.data()),
                        doctest::Contains("keep:"), Error);
+}
+
+TEST_CASE("cuda keep: llm bench --kv keep:... runs to its report (tiny synthetic model)") {
+  if (!have_cuda()) return;
+  // the timings mean nothing here (and under the emulator); this checks the bench's keep path end to end: the
+  // repeated prefills from one set of positions, the per-layer token count, the decode over the packed cache
+  // tests/data/models/tiny has head_dim 16; the CUDA kernels need 64 or 128: 2 heads of 64, 3 layers
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("llm_keep_bench_" + std::to_string(std::random_device{}()));
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "config.json");
+    f << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 128, "intermediate_size": 256,
+            "num_attention_heads": 2, "num_hidden_layers": 3, "num_key_value_heads": 1, "rms_norm_eps": 1e-05,
+            "rope_theta": 10000.0, "tie_word_embeddings": false, "vocab_size": 256, "max_position_embeddings": 256})";
+  }
+  CudaBenchOptions o;
+  o.synthetic_config = (dir / "config.json").string();
+  o.n_prompt = 24;
+  o.n_gen = 4;
+  o.ctx = 32;
+  o.reps = 1;
+  o.json = true;
+  o.kv = "quant:8/4=0.5/0.5,recent=4+keep:0.5,from=1+imp:w=4,sinks=2";
+  CHECK_NOTHROW(bench_cuda(o));
+  o.kv = "svd:k=1/4,v=d/2,policy=uniform+keep:0.5";  // svd with keep:<1: refused, as when a model loads
+  CHECK_THROWS_WITH_AS(bench_cuda(o), doctest::Contains("--device cpu"), Error);
+  std::filesystem::remove_all(dir);
 }
