@@ -34,5 +34,9 @@ void gather_rows_cuda(bf16* dst, const bf16* src, const int* idx, int m, int wid
                       int64_t dst_block, cudaStream_t st) {
   launch(dst, src, idx, m, width, blocks, src_block, dst_block, st);
 }
+void gather_rows_cuda(__half* dst, const __half* src, const int* idx, int m, int width, int blocks,
+                      int64_t src_block, int64_t dst_block, cudaStream_t st) {
+  launch(dst, src, idx, m, width, blocks, src_block, dst_block, st);
+}
 
 }  // namespace llm

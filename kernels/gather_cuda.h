@@ -18,5 +18,7 @@ void gather_rows_cuda(float* dst, const float* src, const int* idx, int m, int w
                       int64_t dst_block, cudaStream_t st);
 void gather_rows_cuda(bf16* dst, const bf16* src, const int* idx, int m, int width, int blocks, int64_t src_block,
                       int64_t dst_block, cudaStream_t st);
+void gather_rows_cuda(__half* dst, const __half* src, const int* idx, int m, int width, int blocks,
+                      int64_t src_block, int64_t dst_block, cudaStream_t st);
 
 }  // namespace llm

@@ -123,6 +123,13 @@ TEST_CASE("cuda keep: gather_rows_cuda equals its CPU twin") {
   CUDA_CHECK(cudaMemcpy(got16.data(), d_out16.ptr, d_out16.bytes, cudaMemcpyDeviceToHost));
   CHECK(got == want);
   CHECK(got16 == want16);
+  // the fp16 overload: the same 16-bit patterns moved (a copy does not interpret them)
+  CUDA_CHECK(cudaMemcpy(d_out16.ptr, fill16.data(), d_out16.bytes, cudaMemcpyHostToDevice));
+  gather_rows_cuda(d_out16.as<__half>(), d_src16.as<__half>(), d_idx.as<int>(), m, width, blocks,
+                   int64_t(rows) * width, int64_t(slots) * width, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemcpy(got16.data(), d_out16.ptr, d_out16.bytes, cudaMemcpyDeviceToHost));
+  CHECK(got16 == want16);
   CHECK(want[size_t(slots) * width + 1 * width + 5] == src[size_t(rows) * width + 19 * width + 5]);  // the twin moves
   CHECK(want[size_t(m) * width] == -7.0f);  // a spare slot
 }
