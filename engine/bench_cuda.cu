@@ -188,6 +188,11 @@ void bench_cuda(const CudaBenchOptions& o) {
     cuda_kvq_prefill_finish(s, o.n_prompt);
     compress_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
+  double keep_tokens = o.n_prompt;  // issue 7 keep:<1: tokens a layer computed in the prefill, mean over the layers
+  if (s.kvq && s.kvq->drops()) {
+    keep_tokens = 0.0;
+    for (const auto& p : s.kvq->h_lpos) keep_tokens += double(p.size()) / c.n_layers;
+  }
 
   // ---- decode at context: cache filled with random keys/values up to start, then n_gen graph replays ----
   const int start = ctx - o.n_gen;
@@ -316,7 +321,7 @@ void bench_cuda(const CudaBenchOptions& o) {
     for (size_t i = 0; i < cmp.size(); ++i)
       std::printf("%s\"%s\": {\"gemv\": %.2f, \"cublaslt\": %.2f}", i ? ", " : "", cmp[i].name, cmp[i].gemv_us,
                   cmp[i].lt_us);
-    std::printf("}}\n");
+    std::printf("}, \"prefill_layer_tokens_mean\": %.1f}\n", keep_tokens);
     return;
   }
   std::printf("device     %s (%d SMs), copy bandwidth %.0f GB/s (device-to-device, read + write)\n", prop.name,
@@ -332,6 +337,9 @@ void bench_cuda(const CudaBenchOptions& o) {
     std::printf("compress   %.2f ms after the %d-token prefill (importance ranked on the host, rows quantised on the "
                 "device); decode reads the packed cache (rows + 9 B of offset and width per entry and KV head)\n",
                 compress_ms, o.n_prompt);
+  if (s.kvq && s.kvq->drops())
+    std::printf("keep       the prefill's layers computed %.1f of the %d prompt tokens on average (selective "
+                "propagation; the prefill time above includes its host-side selection)\n", keep_tokens, o.n_prompt);
   std::printf("per token  %.3f GB weights + %.3f GB KV (%.1f KB x %.0f tokens) = %.3f GB -> %.0f GB/s = %.1f%% of "
               "copy bandwidth\n", model->decode_weight_bytes / 1e9, kv_read / 1e9, kv_read / avg_kv / 1e3, avg_kv,
               bytes_per_tok / 1e9, gbs, pct);

@@ -32,6 +32,9 @@ struct CudaBenchOptions {
 // ctx - n_gen random tokens is built from random importance scores (selection and classes as for a real prompt),
 // decode appends at 16 bits and slides the window in the graph. Reported: bytes per cached token as stored, and
 // the bytes the attention reads per decoded token (rows + offsets + widths).
+// --kv ...+keep:<1 (selective propagation): the timed prefill drops tokens layer by layer (its host-side selection
+// included) and the report adds the mean tokens a layer computed; the decode part is as above (all ctx - n_gen
+// random tokens in every layer: the packed cache's size, not keep's, sets the decode cost there).
 void bench_cuda(const CudaBenchOptions& o);
 
 }  // namespace llm

@@ -23,6 +23,7 @@
 #include "kernels/attention_quant_cuda.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/embedding_cuda.h"
+#include "kernels/gather_cuda.h"
 #include "kernels/importance_cuda.h"
 #include "kernels/quant_cpu.h"
 #include "kernels/quant_cuda.h"
@@ -255,13 +256,14 @@ void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_laye
   if (base.lowrank && base.policy == KVRankPolicy::importance)
     fail("--kv ", spec_text, ": svd policy=importance (value ranks from the prefill's importance scores) runs on the "
          "CPU only so far; use --device cpu, or on cuda svd:...,policy=seed|uniform (alone or +quant/evict)");
-  if (pre.keep.on) {
+  if (pre.keep.on && base.lowrank) {  // keep:<1 runs on the full-precision cache (+quant/evict), not the unified one
     const std::vector<float> keep = kv_keep_schedule(pre.keep, n_layers);
     for (int l = 0; l < n_layers; ++l)
       if (keep[l] < 1.0f)
-        fail("--kv ", spec_text, ": keep:... (selective propagation: layer ", l, " computes on ", keep[l],
-             " of the prompt) runs on the CPU only so far; use --device cpu, or drop keep: (evict:...,budget= keeps "
-             "the same share of the prompt in the cache on cuda while every layer computes on all of it)");
+        fail("--kv ", spec_text, ": svd combined with keep:... (selective propagation: layer ", l, " computes on ",
+             keep[l], " of the prompt) runs on the CPU only so far; use --device cpu, or on cuda drop svd: "
+             "(keep: with quant/evict runs there) or drop keep: (evict:...,budget= keeps the same share of the "
+             "prompt in the cache while every layer computes on all of it)");
   }
 }
 
@@ -432,7 +434,8 @@ size_t cuda_session_device_bytes(const CudaSession& s) {
   if (s.kvq) {
     const CudaKVQ& q = *s.kvq;
     for (const DeviceBuffer* d : {&q.imp, &q.imp_ws, &q.data, &q.off, &q.bits, &q.epos, &q.lbase, &q.n_kv, &q.wb,
-                                  &q.rq_koff, &q.rq_voff, &q.rq_src, &q.rq_bits, &q.ws, &q.lr_vrank, &q.lr_kt})
+                                  &q.rq_koff, &q.rq_voff, &q.rq_src, &q.rq_bits, &q.ws, &q.lr_vrank, &q.lr_kt,
+                                  &q.keep_pos, &q.keep_idx, &q.keep_x, &q.keep_kv})
       b += d->bytes;
   }
   return b;
@@ -490,7 +493,9 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
   if (m.lowrank && m.lowrank->policy == KVRankPolicy::importance)
     fail("--kv ", spec.text, ": svd policy=importance runs on the CPU only so far; use --device cpu, or on cuda "
          "policy=seed|uniform");
-  cuda_kv_spec_check(KVSpec{}, spec, c.n_layers, spec.text);
+  KVSpec base;
+  base.lowrank = m.lowrank != nullptr;  // svd + keep:<1 is refused (the gathered rows are full-precision rows)
+  cuda_kv_spec_check(base, spec, c.n_layers, spec.text);
   kv_prefill_spec_check(spec, c, m.lowrank != nullptr);
   if (s.n != 0) fail("cuda_session_enable_prefill: the session already holds ", s.n, " tokens; enable it first");
   auto q = std::make_unique<CudaKVQ>();
@@ -505,6 +510,7 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
     quant_check_cuda("--kv quant", c.head_dim, q->group, 2);
   }
   q->requant = kv_requant_bits(spec.quant);
+  q->keep = kv_keep_schedule(spec.keep, c.n_layers);
   const size_t L = c.n_layers, Hkv = c.n_kv_heads, cap = s.capacity, R = L * Hkv * CudaKVQ::kMaxSlide;
   q->off = DeviceBuffer(L * Hkv * cap * 8);
   q->bits = DeviceBuffer(L * Hkv * cap);
@@ -544,8 +550,17 @@ void cuda_kvq_prefill_begin(CudaSession& s, int m) {
     q.imp = DeviceBuffer(size_t(c.n_layers) * 2 * c.n_kv_heads * m * 4);
     q.imp_ws = DeviceBuffer(attention_importance_workspace_floats(m, c.n_heads) * 4);
     if (q.lowrank) q.lr_kt = DeviceBuffer(size_t(c.n_kv_heads) * m * c.head_dim * 2);
+    if (q.drops()) {  // selective propagation's scratch (CudaKVQ)
+      q.keep_pos = DeviceBuffer(size_t(m) * 4);
+      q.keep_idx = DeviceBuffer(size_t(m) * 4);
+      q.keep_x = DeviceBuffer(size_t(m) * c.dim * 4);
+      q.keep_kv = DeviceBuffer(size_t(2) * c.n_kv_heads * m * c.head_dim * 2);
+    }
     q.imp_m = m;
   }
+  std::vector<int32_t> all(m);  // every layer computes every token until forward_block_cuda drops some
+  std::iota(all.begin(), all.end(), 0);
+  q.h_lpos.assign(c.n_layers, all);
   q.active = false;
 }
 
@@ -557,14 +572,13 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
   std::vector<float> acc(size_t(L) * 2 * Hkv * n);
   CUDA_CHECK(cudaMemcpyAsync(acc.data(), q.imp.ptr, acc.size() * 4, cudaMemcpyDeviceToHost, s.stream));
   CUDA_CHECK(cudaStreamSynchronize(s.stream));
-  // From here on kv_prefill_forward's selection and classes, line for line (m = n: no selective propagation,
-  // positions 0..n-1), on the accumulators the device computed.
+  // From here on kv_prefill_forward's selection and classes, line for line, on the accumulators the device
+  // computed: layer l's m_l tokens at positions h_lpos[l] (all n, 0..n-1, without selective propagation).
   const KVImportanceParams& imp = q.spec.imp;
   const KVQuantSpec& qs = q.spec.quant;
   const int w_rows = std::min(imp.w, n), win_start = n - w_rows;
   const std::vector<float> budget = kv_evict_budgets(q.spec.evict, L);
-  std::vector<int> pos(n);
-  std::iota(pos.begin(), pos.end(), 0);
+  if (q.h_lpos.size() != size_t(L)) fail("internal: cuda_kvq_prefill_finish without the layers' positions");
   std::vector<uint64_t> off(size_t(L) * Hkv * cap, 0), lbase(L, 0);
   std::vector<uint8_t> bits(size_t(L) * Hkv * cap, 16);
   std::vector<int32_t> epos(size_t(L) * cap, 0);
@@ -591,32 +605,36 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
   }
   uint64_t total = 0;
   for (int l = 0; l < L; ++l) {
+    const std::vector<int32_t>& pos = q.h_lpos[l];  // the layer's computed tokens (selective propagation)
+    const int ml = static_cast<int>(pos.size());
     const float* cum = acc.data() + size_t(l) * 2 * Hkv * n;
-    const KVImportance I = kv_importance_compute(cum, cum + size_t(Hkv) * n, Hkv, n, c.n_heads / Hkv, w_rows,
+    const KVImportance I = kv_importance_compute(cum, cum + size_t(Hkv) * ml, Hkv, ml, c.n_heads / Hkv, w_rows,
                                                  pos.data(), n, imp);
-    std::vector<float> ms(n, 0.0f);  // eviction: the method's own score
-    for (int t = 0; t < n; ++t) {
+    std::vector<float> ms(ml, 0.0f);  // eviction: the method's own score
+    for (int t = 0; t < ml; ++t) {
       float v = 0.0f;
-      for (int g = 0; g < Hkv; ++g) v += I.score[size_t(g) * n + t];
+      for (int g = 0; g < Hkv; ++g) v += I.score[size_t(g) * ml + t];
       switch (q.spec.evict.method) {
         case KVEvict::streaming: v = static_cast<float>(pos[t]); break;
         case KVEvict::h2o:
           v = 0;
-          for (int g = 0; g < Hkv; ++g) v += I.cum[size_t(g) * n + t];
+          for (int g = 0; g < Hkv; ++g) v += I.cum[size_t(g) * ml + t];
           break;
         case KVEvict::snapkv:
         case KVEvict::pyramidkv:
           v = 0;
-          for (int g = 0; g < Hkv; ++g) v += I.win[size_t(g) * n + t];
+          for (int g = 0; g < Hkv; ++g) v += I.win[size_t(g) * ml + t];
           break;
         default: break;
       }
       ms[t] = v;
     }
-    const int count = std::min(n, std::max(1, static_cast<int>(std::ceil(budget[l] * n))));
-    std::vector<int> entries(n);
-    std::iota(entries.begin(), entries.end(), 0);
-    if (count < n) entries = kv_select(ms.data(), pos.data(), n, count, imp.sinks, win_start);
+    const int count = std::min(ml, std::max(1, static_cast<int>(std::ceil(budget[l] * n))));
+    std::vector<int> sel(ml);  // indices into the layer's tokens
+    std::iota(sel.begin(), sel.end(), 0);
+    if (count < ml) sel = kv_select(ms.data(), pos.data(), ml, count, imp.sinks, win_start);
+    std::vector<int> entries(sel.size());  // their positions
+    for (size_t a = 0; a < sel.size(); ++a) entries[a] = pos[sel[a]];
     const int E = static_cast<int>(entries.size());
     int w0 = E;  // the first entry of the prompt's 16-bit window
     for (int a = 0; a < E; ++a)
@@ -634,8 +652,8 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
         std::vector<int> order;
         for (int a = 0; a < E; ++a)
           if (entries[a] < n - qs.recent) order.push_back(a);
-        const float* sc = I.score.data() + size_t(g) * n;
-        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return sc[entries[a]] > sc[entries[b]]; });
+        const float* sc = I.score.data() + size_t(g) * ml;
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return sc[sel[a]] > sc[sel[b]]; });
         const size_t R = order.size();
         size_t r = 0;
         float fa = 0;
@@ -1165,6 +1183,51 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
   mark(OpFamily::wo);
   matmul(s, s.y.as<float>(), s.att.as<bf16>(), R.wfused, n, dim, c.n_heads * rv);
 }
+
+// Issue 7, selective propagation (CudaKVQ): before layer l of the compressed prefill of n_call tokens, whose layer
+// l-1 computed m tokens (residual x + y in rows 0..m-1), keep the tokens kv_prefill_forward keeps: layer l-1's
+// scores summed over the KV heads, kv_select to the schedule's count (sinks and the question window always kept,
+// ties to the earlier token). Returns the new count (m when nothing drops); when it drops, x holds the kept rows'
+// residual (y added in) and keep_pos their positions. A host synchronisation (the selection runs the CPU's code).
+int kvq_keep_select(CudaSession& s, int l, int n_call, int m) {
+  CudaKVQ& q = *s.kvq;
+  const Config& c = s.m->c;
+  const int Hkv = c.n_kv_heads, dim = c.dim;
+  q.h_lpos[l] = q.h_lpos[l - 1];
+  const int target = std::max(1, static_cast<int>(std::ceil(q.keep[l] * n_call)));
+  if (target >= m) return m;
+  if (s.m->lowrank) fail("internal: selective propagation on the unified (svd) cache");
+  std::vector<float> acc(size_t(2) * Hkv * m);
+  CUDA_CHECK(cudaMemcpyAsync(acc.data(), q.imp.as<float>() + size_t(l - 1) * 2 * Hkv * n_call, acc.size() * 4,
+                             cudaMemcpyDeviceToHost, s.stream));
+  CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  const KVImportanceParams& imp = q.spec.imp;
+  const int w_rows = std::min(imp.w, n_call), win_start = n_call - w_rows;
+  const std::vector<int32_t>& pos = q.h_lpos[l - 1];
+  const KVImportance I =
+      kv_importance_compute(acc.data(), acc.data() + size_t(Hkv) * m, Hkv, m, c.n_heads / Hkv, w_rows, pos.data(),
+                            n_call, imp);
+  std::vector<float> score(m);
+  for (int t = 0; t < m; ++t) {  // kv_prefill_forward's layer_score, in its order
+    score[t] = 0.0f;
+    for (int g = 0; g < Hkv; ++g) score[t] += I.score[size_t(g) * m + t];
+  }
+  const std::vector<int> sel = kv_select(score.data(), pos.data(), m, target, imp.sinks, win_start);
+  const int k = static_cast<int>(sel.size());
+  if (k >= m) return m;  // the always-kept tokens are all of them
+  std::vector<int32_t> kept(k);
+  for (int a = 0; a < k; ++a) kept[a] = pos[sel[a]];
+  q.h_keep_idx.assign(sel.begin(), sel.end());
+  q.h_lpos[l] = kept;
+  // pageable sources: staged before the calls return (the stream is idle here)
+  CUDA_CHECK(cudaMemcpyAsync(q.keep_idx.ptr, q.h_keep_idx.data(), size_t(k) * 4, cudaMemcpyHostToDevice, s.stream));
+  CUDA_CHECK(cudaMemcpyAsync(q.keep_pos.ptr, q.h_lpos[l].data(), size_t(k) * 4, cudaMemcpyHostToDevice, s.stream));
+  float* x = s.x.as<float>();
+  add_cuda(x, s.y.as<float>(), int64_t(m) * dim, s.stream);  // the residual of layer l-1's W_down
+  gather_rows_cuda(q.keep_x.as<float>(), x, q.keep_idx.as<int>(), k, dim, 1, 0, 0, s.stream);
+  CUDA_CHECK(cudaMemcpyAsync(x, q.keep_x.ptr, size_t(k) * dim * 4, cudaMemcpyDeviceToDevice, s.stream));
+  return k;
+}
 }  // namespace
 
 void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) {
@@ -1178,6 +1241,14 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
   CudaKVQ* kvq = s.kvq.get();  // issue 7
   if (kvq && !kvq->active && (s.n != 0 || n > kvq->imp_m))
     fail("internal: the compressed prefill runs from an empty cache after cuda_kvq_prefill_begin(", n, ")");
+  // issue 7, selective propagation: from the first layer that drops tokens, n counts the rows still computed and
+  // pos points at their positions (kvq_keep_select); n_call stays the call's token count
+  const int n_call = n;
+  const int* pos = s.pos.as<int>();
+  const bool keep_prefill = kvq && !kvq->active && kvq->drops();
+  if (keep_prefill && logits_rows > 1)
+    fail("--kv keep: selective propagation drops prompt tokens from the upper layers, so it has no logits for "
+         "every prompt position; drop keep:... or score a continuation");
   float* x = s.x.as<float>();
   float* y = s.y.as<float>();
   bf16* xb = s.xb.as<bf16>();
@@ -1186,7 +1257,9 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
   for (int l = 0; l < c.n_layers; ++l) {
     const CudaLayer& L = m.layers[l];
     mark(OpFamily::norm);
-    if (l == 0)
+    const int m_prev = n;
+    if (keep_prefill && l > 0 && (n = kvq_keep_select(s, l, n_call, n)) < m_prev) pos = kvq->keep_pos.as<int>();
+    if (l == 0 || n < m_prev)  // (kvq_keep_select added the residual in as it gathered the rows)
       rmsnorm_cuda(xb, x, L.attn_norm, n, dim, c.rms_eps, st);
     else
       add_rmsnorm_cuda(xb, x, y, L.attn_norm, n, dim, c.rms_eps, st);  // residual of the previous W_down
@@ -1196,9 +1269,22 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
       mark(OpFamily::qkv);
       matmul(s, s.qkv.as<float>(), xb, L.wqkv, n, qd + 2 * kvd, dim);
       mark(OpFamily::rope_kv);
-      rope_kv_write_cuda(s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.qkv.as<float>(), s.pos.as<int>(), n, c.n_heads,
+      rope_kv_write_cuda(s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.qkv.as<float>(), pos, n, c.n_heads,
                          c.n_kv_heads, hd, s.capacity, m.inv_freq, c.rope_layout, st);
       mark(OpFamily::attention);
+      const bf16* ka = s.k_layer(l);  // the keys and values the prefill attends to, slot = row
+      const bf16* va = s.v_layer(l);
+      int kstride = s.capacity;
+      if (n < n_call) {  // issue 7, selective propagation: the kept tokens' rows, gathered in position order
+        bf16* kc = kvq->keep_kv.as<bf16>();
+        kstride = kvq->imp_m;
+        gather_rows_cuda(kc, s.k_layer(l), pos, n, hd, c.n_kv_heads, int64_t(s.capacity) * hd, int64_t(kstride) * hd,
+                         st);
+        gather_rows_cuda(kc + size_t(c.n_kv_heads) * kstride * hd, s.v_layer(l), pos, n, hd, c.n_kv_heads,
+                         int64_t(s.capacity) * hd, int64_t(kstride) * hd, st);
+        ka = kc;
+        va = kc + size_t(c.n_kv_heads) * kstride * hd;
+      }
       if (kvq && kvq->active) {  // issue 7: the call's tokens join the packed cache at 16 bits, then attend to it
         const size_t lhc = size_t(l) * c.n_kv_heads * s.capacity;
         uint8_t* data = kvq->data.as<uint8_t>() + kvq->h_lbase[l];
@@ -1222,16 +1308,16 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
         a.row16 = 2;
         attention_quant_decode_cuda(s.att.as<bf16>(), a, n == 1 ? kvq->splits : std::max(1, kvq->splits / n),
                                     kvq->ws.as<float>(), st);
-      } else if (n == 1)
+      } else if (n_call == 1)
         attention_decode_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.pos.as<int>(), c.n_heads,
                               c.n_kv_heads, hd, s.capacity, s.splits, s.attn_ws.as<float>(), st);
       else
-        attention_prefill_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), n, s.n + n, c.n_heads,
-                               c.n_kv_heads, hd, s.capacity, st);
+        attention_prefill_cuda(s.att.as<bf16>(), s.q.as<bf16>(), ka, va, n, s.n + n, c.n_heads,
+                               c.n_kv_heads, hd, kstride, st);
       if (kvq && !kvq->active) {  // issue 7, the compressed prefill: the importance accumulators of this layer
-        float* cum = kvq->imp.as<float>() + size_t(l) * 2 * c.n_kv_heads * n;
-        attention_importance_cuda(cum, cum + size_t(c.n_kv_heads) * n, s.q.as<bf16>(), s.k_layer(l), n, c.n_heads,
-                                  c.n_kv_heads, hd, s.capacity, kvq->spec.imp.w, kvq->imp_ws.as<float>(), st);
+        float* cum = kvq->imp.as<float>() + size_t(l) * 2 * c.n_kv_heads * n_call;
+        attention_importance_cuda(cum, cum + size_t(c.n_kv_heads) * n, s.q.as<bf16>(), ka, n, c.n_heads,
+                                  c.n_kv_heads, hd, kstride, kvq->spec.imp.w, kvq->imp_ws.as<float>(), st);
       }
       mark(OpFamily::wo);
       matmul(s, y, s.att.as<bf16>(), L.wo, n, dim, qd);
@@ -1306,6 +1392,9 @@ void forward_cuda(CudaSession& s, const int* tokens, int n, LogitsMode mode, flo
       fail("--kv ", s.kvq->spec.text, " on cuda: the compressed prefill runs the prompt as one block, but the prompt "
            "has ", n, " tokens and the session's block is ", s.max_block, " (create it with max_block >= the prompt; "
            "llm::Session uses the context size)");
+    if (mode == LogitsMode::all && s.kvq->drops())
+      fail("--kv keep: selective propagation drops prompt tokens from the upper layers, so it has no logits for "
+           "every prompt position (perplexity over the prompt itself); drop keep:... or score a continuation");
     cuda_kvq_prefill_begin(s, n);
   }
   for (int b = 0; b < n; b += s.max_block) {

@@ -125,6 +125,24 @@ struct CudaKVQ {
   DeviceBuffer lr_kt;               // (n_kv_heads, imp_m, head_dim) bf16: the prompt's rebuilt RoPE'd keys (scores)
   int lr_splits = 1;                // attention_lowrank_quant_splits for one query
   std::vector<int32_t> h_epos;      // (n_layers, capacity) host copy of epos (byte counts)
+  // Selective propagation (keep:<1, kv_prefill.cpp's semantics): before layer l, when the schedule keeps fewer
+  // tokens than layer l-1 computed, forward_block_cuda synchronises, ranks layer l-1's tokens on the host
+  // (kv_importance_compute + kv_select on its accumulators), uploads the kept rows and positions, gathers the
+  // residual rows, and runs the later layers on them: RoPE at the original positions, the cache written at those
+  // positions, the prefill attention and importance over the layer's K/V rows gathered into keep_kv (slot a =
+  // kept token a, positions ascending: causal by slot is causal by position). The imp accumulators of layer l
+  // then hold its m_l tokens: cum at l * 2 * n_kv_heads * n, win right after it (n_kv_heads * m_l values).
+  std::vector<float> keep;                   // (n_layers) kv_keep_schedule: fraction of the prompt layer l computes
+  std::vector<std::vector<int32_t>> h_lpos;  // (n_layers) positions layer l computed in the last prefill
+  std::vector<int32_t> h_keep_idx;           // the last selection (rows of the previous layer kept)
+  DeviceBuffer keep_pos, keep_idx;           // (imp_m) int each: the kept positions, their previous rows
+  DeviceBuffer keep_x;                       // (imp_m, dim) fp32: the residual rows being gathered
+  DeviceBuffer keep_kv;                      // (2, n_kv_heads, imp_m, head_dim) bf16: a layer's kept K, then V rows
+  bool drops() const {                       // does the schedule drop tokens at some layer
+    for (float k : keep)
+      if (k < 1.0f) return true;
+    return false;
+  }
 };
 
 struct CudaSession {

@@ -256,6 +256,14 @@ stage_bench_extra() {
     bench "l3_8b_quant_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv quant:8/4/2=0.2/0.5/0.3
   done
   grep -h "^kv cache" "$LOGS"/bench_l3_8b_quant_*.log 2> /dev/null | head -1 | sed "s/^/l3_8b_quant: /" >> "$SUMMARY"
+  # issue 7, selective propagation (keep:<1): the prefill speed-up; compare prefill tok/s with the full cache at
+  # the same -p (l3_8b_p8k_full: the prefill's attention grows with the prompt, the GEMMs with the tokens kept)
+  cuda_cases forward_keep_cuda test_forward_keep_cuda.cu
+  bench "l3_8b_keep_8192" --synthetic $CONFIG -p 2048 -n 128 -c 8192 -r 3 --kv keep:0.5
+  for kv in full keep:0.5 keep:0.25,pyramid quant:8/4/2=0.2/0.5/0.3+keep:0.5; do
+    bench "l3_8b_p8k_$(echo "$kv" | tr -c 'a-z0-9\n' '_')" --synthetic $CONFIG -p 8192 -n 64 -c 8320 -r 2 --kv "$kv"
+  done
+  grep -h "^keep" "$LOGS"/bench_l3_8b_*keep*.log 2> /dev/null | head -2 | sed "s/^/l3_8b_keep: /" >> "$SUMMARY"
 }
 # The compressed-cache kernels (issues 6 and 7): tests, sanitizers, kernel benchmarks; one call of their own.
 stage_kv() {

@@ -1,13 +1,19 @@
-// Helpers shared by the CUDA forward tests (test_forward_cuda.cu, test_forward_kvq_cuda.cu): the device model's
-// bf16 weights copied back and viewed as a CPU Weights struct, so forward_cpu runs on exactly the device's weights,
-// and the small synthetic configs those tests build.
+// Helpers shared by the CUDA forward tests (test_forward_cuda.cu, test_forward_kvq_cuda.cu,
+// test_forward_keep_cuda.cu): the device model's bf16 weights copied back and viewed as a CPU Weights struct, so
+// forward_cpu runs on exactly the device's weights, the small synthetic configs those tests build, and the issue 7
+// comparisons (a sequence of calls run on the CPU's and the device's compressed cache, logits compared).
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 #include "cuda_test_util.cuh"
 #include "engine/forward_cuda.cuh"
+#include "engine/kv_prefill.h"
 #include "engine/model.h"
+#include "kernels/threadpool_cpu.h"
 
 namespace llm_cuda_test {
 
@@ -83,6 +89,81 @@ inline llm::Config small_config(int dim, int heads, int kv_heads, int ffn, int l
     c.rope_scaling.factor = 8.0f;
   }
   return c;
+}
+
+
+// ---- the issue 7 comparisons (test_forward_kvq_cuda.cu, test_forward_keep_cuda.cu) ----
+
+// The calls of the synthetic comparison: the prompt, `steps` single tokens, one call of 5 tokens, 3 single tokens.
+// Each call's last logits appended; calls() lists the token runs.
+inline std::vector<std::vector<int>> calls(const std::vector<int>& prompt, std::mt19937& rng, int vocab, int steps) {
+  std::vector<std::vector<int>> r = {prompt};
+  for (int i = 0; i < steps; ++i) r.push_back({int(rng() % vocab)});
+  std::vector<int> five(5);
+  for (int& t : five) t = int(rng() % vocab);
+  r.push_back(five);
+  for (int i = 0; i < 3; ++i) r.push_back({int(rng() % vocab)});
+  return r;
+}
+// prefill_entries: each layer's cached positions right after the prefill (the first run); layer_tokens: the tokens
+// each layer computed in it (KVPrefill::layer_tokens).
+inline std::vector<float> run_cpu(const llm::Config& c, const llm::Weights& w, const llm::KVPrefillSpec& spec,
+                                  int ctx, const std::vector<std::vector<int>>& runs, llm::ThreadPool* pool,
+                                  size_t* bytes, const llm::KVLowRankModel* lowrank = nullptr,
+                                  std::vector<std::vector<int32_t>>* prefill_entries = nullptr,
+                                  std::vector<int>* layer_tokens = nullptr) {
+  llm::KVPrefill p = llm::kv_prefill_create(spec, c, lowrank);
+  llm::KVCache kv = llm::kvcache_create(c, ctx, /*allocate=*/false);
+  kv.prefill = &p;
+  llm::RunState rs = llm::runstate_create(c, ctx);
+  std::vector<float> out;
+  for (const auto& r : runs) {
+    llm::forward_cpu(c, w, kv, rs, r.data(), int(r.size()), llm::LogitsMode::last, pool);
+    out.insert(out.end(), rs.logits.begin(), rs.logits.begin() + c.vocab_size);
+    if (&r == &runs[0] && prefill_entries) {  // after the prefill: each layer's cached positions
+      prefill_entries->clear();
+      for (const llm::KVPrefillLayer& L : p.layers) prefill_entries->push_back(L.pos);
+    }
+  }
+  if (layer_tokens) *layer_tokens = p.layer_tokens;
+  *bytes = p.bytes_used();
+  return out;
+}
+inline std::vector<float> run_gpu(llm::CudaSession& s, const std::vector<std::vector<int>>& runs) {
+  const int V = s.m->c.vocab_size;
+  std::vector<float> out(runs.size() * V);
+  llm::cuda_session_reset(s);
+  for (size_t i = 0; i < runs.size(); ++i)  // single tokens: a replay of the decode graph
+    llm::forward_cuda(s, runs[i].data(), int(runs[i].size()), llm::LogitsMode::last, out.data() + i * V);
+  return out;
+}
+
+struct Diff {
+  double max_abs = 0, max_ref = 0;
+  int rows = 0, decided = 0, decided_agree = 0;
+  std::vector<float> lead;  // per row: the reference's top-1 lead over its runner-up
+};
+inline Diff diff(const std::vector<float>& got, const std::vector<float>& ref, int V, float margin) {
+  Diff d;
+  d.rows = int(ref.size() / V);
+  for (int i = 0; i < d.rows; ++i) {
+    const float* g = got.data() + size_t(i) * V;
+    const float* f = ref.data() + size_t(i) * V;
+    for (int j = 0; j < V; ++j) {
+      d.max_abs = std::max(d.max_abs, double(std::fabs(g[j] - f[j])));
+      d.max_ref = std::max(d.max_ref, double(std::fabs(f[j])));
+    }
+    const int af = int(std::max_element(f, f + V) - f), ag = int(std::max_element(g, g + V) - g);
+    float second = -1e30f;
+    for (int j = 0; j < V; ++j)
+      if (j != af) second = std::max(second, f[j]);
+    d.lead.push_back(f[af] - second);
+    if (f[af] - second > margin) {
+      ++d.decided;
+      d.decided_agree += ag == af;
+    }
+  }
+  return d;
 }
 
 }  // namespace llm_cuda_test
