@@ -173,6 +173,14 @@ KVSpec kv_spec_parse(const std::string& spec) {
   return s;
 }
 
+bool kv_config_key_known(const std::string& key) {
+  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "sinks", "quant", "keep", "evict", "imp"})
+    if (key == k) return true;
+  return false;
+}
+
+const char* kv_config_keys_text() { return "kv, k, v, policy, basis, metric, sinks, quant, keep, evict, imp"; }
+
 KVSpec kv_spec_from_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("--kv-config '", path, "': cannot read the file");
@@ -195,11 +203,8 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
     fail("--kv-config '", path, "': \"", key, "\" must be a number, a string such as \"1/4\", or a list of those");
   };
   for (auto it = j.begin(); it != j.end(); ++it)
-    if (it.key() != "kv" && it.key() != "k" && it.key() != "v" && it.key() != "policy" && it.key() != "basis" &&
-        it.key() != "metric" && it.key() != "sinks" && it.key() != "quant" && it.key() != "keep" &&
-        it.key() != "evict" && it.key() != "imp")  // issue 7's keys
-      fail("--kv-config '", path, "': unknown key \"", it.key(),
-           "\" (known: kv, k, v, policy, basis, metric, sinks, quant, keep, evict, imp)");
+    if (!kv_config_key_known(it.key()))
+      fail("--kv-config '", path, "': unknown key \"", it.key(), "\" (known: ", kv_config_keys_text(), ")");
   // "kv" absent: svd when a low-rank key is there or no prefill key is (so {} and {"k": 32} are svd), full when
   // the file holds prefill keys only ({"quant": "4"} is full+quant, not svd+quant)
   const bool lowrank_keys = j.contains("k") || j.contains("v") || j.contains("policy") || j.contains("basis") ||

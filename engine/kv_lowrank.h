@@ -63,6 +63,10 @@ KVSpec kv_spec_parse(const std::string& spec);
 std::vector<std::string> kv_spec_fields(const std::string& text, char sep);
 // {"kv": "full"|"svd", "k": 32 | "1/4", "v": [32, 64, 128] | "32/64/128", "policy": "...", "basis": "..."}
 KVSpec kv_spec_from_json_file(const std::string& path);
+// One --kv-config file holds both readers' keys (this one's and kv_prefill_spec_from_json_file's): each reader
+// refuses a key outside the union, with kv_config_keys_text() listing it.
+bool kv_config_key_known(const std::string& key);
+const char* kv_config_keys_text();
 
 // The spec resolved against a model's head_dim: every rank checked.
 struct KVRanks {

@@ -212,9 +212,8 @@ KVPrefillSpec kv_prefill_spec_from_json_file(const std::string& path) {
   if (!j.is_object()) fail("--kv-config '", path, "': expected a JSON object such as {\"kv\": \"svd\", \"quant\": \"4\"}");
   // one file holds both parts: the low-rank keys (read by kv_spec_from_json_file) and the prefill keys here
   for (auto it = j.begin(); it != j.end(); ++it)
-    if (it.key() != "kv" && it.key() != "k" && it.key() != "v" && it.key() != "policy" && it.key() != "basis" &&
-        it.key() != "quant" && it.key() != "keep" && it.key() != "evict" && it.key() != "imp")
-      fail("--kv-config '", path, "': unknown key \"", it.key(), "\" (known: kv, k, v, policy, basis, quant, keep, evict, imp)");
+    if (!kv_config_key_known(it.key()))
+      fail("--kv-config '", path, "': unknown key \"", it.key(), "\" (known: ", kv_config_keys_text(), ")");
   KVPrefillSpec s;
   PartParser pp{path};
   std::vector<std::string> seen;

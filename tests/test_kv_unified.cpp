@@ -394,6 +394,10 @@ TEST_CASE("unified: bytes, one JSON config for both parts, and bad combinations"
     CHECK_THROWS_WITH_AS(forward_cpu(m.c, m.w, kv, s, prompt.data(), 40, LogitsMode::all, &pool),
                          doctest::Contains("selective propagation"), Error);
   }
+  // the low-rank reader's metric and sinks are known to the prefill reader too (one file, both readers)
+  write(R"({"kv": "svd", "k": "1/2", "metric": "energy", "sinks": 2, "quant": "4"})");
+  CHECK(kv_spec_from_json_file(path).sinks == 2);
+  CHECK(kv_prefill_spec_from_json_file(path).quant.on);
   write(R"({"quant": "4"})");  // prefill keys alone: full + quant, not svd + quant
   CHECK_FALSE(kv_spec_from_json_file(path).lowrank);
   write(R"({"kv": "full", "k": 16, "quant": "4"})");
