@@ -1,8 +1,12 @@
-// Helpers shared by the CUDA forward tests (test_forward_cuda.cu, test_forward_kvq_cuda.cu): the device model's
-// bf16 weights copied back and viewed as a CPU Weights struct, so forward_cpu runs on exactly the device's weights,
-// and the small synthetic configs those tests build.
+// Helpers shared by the CUDA forward tests (test_forward_cuda.cu, test_forward_kvq_cuda.cu,
+// test_forward_svdimp_cuda.cu): the device model's bf16 weights copied back and viewed as a CPU Weights struct, so
+// forward_cpu runs on exactly the device's weights, the small synthetic configs those tests build, and the
+// compressed-cache tests' call lists and logit comparisons.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 #include "cuda_test_util.cuh"
@@ -83,6 +87,56 @@ inline llm::Config small_config(int dim, int heads, int kv_heads, int ffn, int l
     c.rope_scaling.factor = 8.0f;
   }
   return c;
+}
+
+// ---- the compressed-cache comparisons (test_forward_kvq_cuda.cu, test_forward_svdimp_cuda.cu) ----
+
+// The calls of the synthetic comparison: the prompt, `steps` single tokens, one call of 5 tokens, 3 single tokens.
+// Each call's last logits appended; calls() lists the token runs.
+inline std::vector<std::vector<int>> calls(const std::vector<int>& prompt, std::mt19937& rng, int vocab, int steps) {
+  std::vector<std::vector<int>> r = {prompt};
+  for (int i = 0; i < steps; ++i) r.push_back({int(rng() % vocab)});
+  std::vector<int> five(5);
+  for (int& t : five) t = int(rng() % vocab);
+  r.push_back(five);
+  for (int i = 0; i < 3; ++i) r.push_back({int(rng() % vocab)});
+  return r;
+}
+inline std::vector<float> run_gpu(llm::CudaSession& s, const std::vector<std::vector<int>>& runs) {
+  const int V = s.m->c.vocab_size;
+  std::vector<float> out(runs.size() * V);
+  llm::cuda_session_reset(s);
+  for (size_t i = 0; i < runs.size(); ++i)  // single tokens: a replay of the decode graph
+    llm::forward_cuda(s, runs[i].data(), int(runs[i].size()), llm::LogitsMode::last, out.data() + i * V);
+  return out;
+}
+
+struct Diff {
+  double max_abs = 0, max_ref = 0;
+  int rows = 0, decided = 0, decided_agree = 0;
+  std::vector<float> lead;  // per row: the reference's top-1 lead over its runner-up
+};
+inline Diff diff(const std::vector<float>& got, const std::vector<float>& ref, int V, float margin) {
+  Diff d;
+  d.rows = int(ref.size() / V);
+  for (int i = 0; i < d.rows; ++i) {
+    const float* g = got.data() + size_t(i) * V;
+    const float* f = ref.data() + size_t(i) * V;
+    for (int j = 0; j < V; ++j) {
+      d.max_abs = std::max(d.max_abs, double(std::fabs(g[j] - f[j])));
+      d.max_ref = std::max(d.max_ref, double(std::fabs(f[j])));
+    }
+    const int af = int(std::max_element(f, f + V) - f), ag = int(std::max_element(g, g + V) - g);
+    float second = -1e30f;
+    for (int j = 0; j < V; ++j)
+      if (j != af) second = std::max(second, f[j]);
+    d.lead.push_back(f[af] - second);
+    if (f[af] - second > margin) {
+      ++d.decided;
+      d.decided_agree += ag == af;
+    }
+  }
+  return d;
 }
 
 }  // namespace llm_cuda_test
