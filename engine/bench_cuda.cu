@@ -106,6 +106,10 @@ void bench_cuda(const CudaBenchOptions& o) {
     fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
   if (!o.kv_profile.empty() && o.model_path.empty())
     fail("--kv-profile needs -m MODEL (a --synthetic model gets random orthonormal bases)");
+  if (kv_spec.lowrank && kv_spec.policy == KVRankPolicy::importance)
+    fail("llm bench --device cuda --kv ", o.kv, ": svd policy=importance is not benchmarked (its value ranks come from "
+         "a real prompt's scores, layer by layer, which the bench's random cache has not); bench policy=seed|uniform, "
+         "or time it with llm run/perplexity --device cuda");
   if (cuda_devices() == 0) fail("llm bench --device cuda: no CUDA device found; use --device cpu");
 
   cudaDeviceProp prop{};

@@ -165,9 +165,6 @@ CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
   if (spec.sinks > 0)
     fail("--kv '", spec.text, "': sinks=", spec.sinks, " is not supported by the CUDA low-rank kernels yet (they "
          "rebuild every key from c_k); drop sinks= or use --device cpu");
-  if (spec.policy == KVRankPolicy::importance)
-    fail("--kv '", spec.text, "': policy=importance is not wired to the CUDA backend yet (its token scores come "
-         "from issue 7 on the host); use policy=seed or policy=uniform, or --device cpu");
   const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd, kvd = nkv * hd;
   const int64_t kcd = nkv * r.k, fused_cols = int64_t(c.n_heads) * r.v_max();
   if (fused_cols % 8 != 0)
@@ -246,16 +243,13 @@ void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lrm) {
 bool cuda_model_has_lowrank(const CudaModel& m) { return m.lowrank != nullptr; }
 
 void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text) {
-  (void)lowrank;  // svd runs on cuda (policy=importance is refused by cuda_model_add_lowrank, with its reason)
+  (void)lowrank;  // svd runs on cuda (policy=importance through the unified cache: cuda_session_enable_prefill)
   if (prefill_parts)
     fail("--kv ", spec_text, ": the prefill-time compression (quant/keep/evict, issue 7) runs on the CPU only so "
          "far; use --device cpu, or on cuda --kv full or --kv svd:...");
 }
 
 void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text) {
-  if (base.lowrank && base.policy == KVRankPolicy::importance)
-    fail("--kv ", spec_text, ": svd policy=importance (value ranks from the prefill's importance scores) runs on the "
-         "CPU only so far; use --device cpu, or on cuda svd:...,policy=seed|uniform (alone or +quant/evict)");
   if (pre.keep.on && base.lowrank) {  // keep:<1 runs on the full-precision cache (+quant/evict), not the unified one
     const std::vector<float> keep = kv_keep_schedule(pre.keep, n_layers);
     for (int l = 0; l < n_layers; ++l)
@@ -455,8 +449,25 @@ void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
   const Config& c = s.m->c;
   if (pos0 < 0 || n < 1 || pos0 + n > s.capacity)
     fail("low-rank cache: positions ", pos0, " .. ", pos0 + n - 1, " outside the capacity ", s.capacity);
-  const std::vector<float> no_scores;  // importance is refused at cuda_model_add_lowrank
-  kv_policy_ranks(s.h_vrank.data() + pos0, M.policy, M.ranks, pos0, n, s.decode_step, no_scores);
+  // svd policy=importance (kv_prefill_forward's rule): scores set for this call rank it (every layer and KV head);
+  // else the unified cache's prefill ranks per layer and KV head from the layer's own scores (c_v written at r_vmax
+  // here, truncated by lr_layer_ranks_apply), and later tokens take v_high
+  std::vector<float> given;
+  given.swap(s.next_scores);
+  if (!given.empty() && given.size() != size_t(n))
+    fail("set_token_scores: ", given.size(), " scores given for a forward call of ", n, " tokens");
+  if (s.kvq && pos0 == 0) s.kvq->lr_layer_ranks = false;
+  if (M.policy == KVRankPolicy::importance && given.empty()) {
+    if (!s.kvq)
+      fail("--kv svd:...,policy=importance on cuda: the low-rank cache alone has no importance scores for positions ",
+           pos0, " .. ", pos0 + n - 1, "; enable the unified cache (cuda_session_enable_prefill, as llm::Session "
+           "does) or give scores (cuda_session_set_token_scores)");
+    const bool by_layer = pos0 == 0;  // the prefill (the flag stays set for its packing, cuda_kvq_prefill_finish)
+    std::fill_n(s.h_vrank.data() + pos0, n, by_layer ? M.ranks.v_max() : M.ranks.v_high);
+    if (by_layer) s.kvq->lr_layer_ranks = true;
+  } else {
+    kv_policy_ranks(s.h_vrank.data() + pos0, M.policy, M.ranks, pos0, n, s.decode_step, given);
+  }
   for (int t = pos0; t < pos0 + n; ++t) s.h_voff[t + 1] = s.h_voff[t] + s.h_vrank[t];
   const int64_t need = s.h_voff[pos0 + n];
   if (need > s.v_cap) {
@@ -490,9 +501,6 @@ void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
 void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
   const CudaModel& m = *s.m;
   const Config& c = m.c;
-  if (m.lowrank && m.lowrank->policy == KVRankPolicy::importance)
-    fail("--kv ", spec.text, ": svd policy=importance runs on the CPU only so far; use --device cpu, or on cuda "
-         "policy=seed|uniform");
   KVSpec base;
   base.lowrank = m.lowrank != nullptr;  // svd + keep:<1 is refused (the gathered rows are full-precision rows)
   cuda_kv_spec_check(base, spec, c.n_layers, spec.text);
@@ -556,11 +564,13 @@ void cuda_kvq_prefill_begin(CudaSession& s, int m) {
       q.keep_x = DeviceBuffer(size_t(m) * c.dim * 4);
       q.keep_kv = DeviceBuffer(size_t(2) * c.n_kv_heads * m * c.head_dim * 2);
     }
+    if (q.lowrank) q.lr_rank = DeviceBuffer(size_t(c.n_kv_heads) * m * 4);
     q.imp_m = m;
   }
   std::vector<int32_t> all(m);  // every layer computes every token until forward_block_cuda drops some
   std::iota(all.begin(), all.end(), 0);
   q.h_lpos.assign(c.n_layers, all);
+  if (q.lr_layer_ranks) q.h_lr_rank.assign(size_t(c.n_layers) * c.n_kv_heads * m, 0);
   q.active = false;
 }
 
@@ -595,7 +605,7 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
   auto rank_bytes = [&](int len, int w) { return quant_rank_row_bytes_16(len, w, q.group); };
   struct LrRow {
     uint64_t at;
-    int l, g, p, w;
+    int l, g, p, w, r;
   };
   std::vector<LrRow> lr_rows;
   std::vector<uint16_t> vr16;
@@ -664,12 +674,13 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
         }
       }
       for (int a = 0; a < E && q.lowrank; ++a) {
-        const int p = entries[a], r = s.h_vrank[p];
+        const int p = entries[a];
+        const int r = q.lr_layer_ranks ? q.h_lr_rank[(size_t(l) * Hkv + g) * n + p] : s.h_vrank[p];
         const size_t idx = (size_t(l) * Hkv + g) * cap + a, rb = rank_bytes(rk, width[a]) + rank_bytes(r, width[a]);
         off[idx] = at;
         bits[idx] = static_cast<uint8_t>(width[a]);
         vr16[idx] = static_cast<uint16_t>(r);
-        lr_rows.push_back({total + at, l, g, p, width[a]});
+        lr_rows.push_back({total + at, l, g, p, width[a], r});
         if (a < w0) q.h_fixed[l] += rb;
         at += rb;
       }
@@ -720,6 +731,7 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
     // kv_prefill_forward's rows from what the cache holds: c_k and c_v as bf16 (exact in fp32), packed with the
     // CPU's quantize_rank_row_cpu; 16-bit rows stay bf16 (row16 2)
     q.h_epos = epos;
+    q.h_vr = vr16;
     CUDA_CHECK(cudaMemcpyAsync(q.lr_vrank.ptr, vr16.data(), vr16.size() * 2, cudaMemcpyHostToDevice, st));
     std::vector<uint16_t> ck(s.ck.bytes / 2), cv(s.cv.bytes / 2);
     CUDA_CHECK(cudaMemcpyAsync(ck.data(), s.ck.ptr, ck.size() * 2, cudaMemcpyDeviceToHost, st));
@@ -729,7 +741,7 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
     std::vector<float> f(std::max(rk, rvm));
     for (const LrRow& R : lr_rows) {
       const size_t blk = size_t(R.l) * Hkv + R.g;
-      const int r = s.h_vrank[R.p];
+      const int r = R.r;
       const uint16_t* src[2] = {ck.data() + (blk * cap + R.p) * rk, cv.data() + blk * s.v_cap + s.h_voff[R.p]};
       const int len[2] = {rk, r};
       uint8_t* dst = packed.data() + R.at;
@@ -784,10 +796,13 @@ size_t cuda_kvq_bytes(const CudaSession& s, int n_total, bool read) {
       const int E = q.h_entries[l] + later, w0 = q.h_wb0[l];
       const int wbe = slides ? std::max(w0, E - q.spec.quant.recent) : w0;
       b += q.h_fixed[l];
-      for (int e = w0; e < E; ++e) {
-        const int w = e < wbe ? q.requant : 16, r = s.h_vrank[q.h_epos[size_t(l) * s.capacity + e]];
-        b += size_t(Hkv) * (quant_rank_row_bytes_16(rk, w, q.group) + quant_rank_row_bytes_16(r, w, q.group));
-      }
+      for (int e = w0; e < E; ++e)
+        for (int g = 0; g < Hkv; ++g) {  // a prompt entry's rank per KV head (policy=importance), a later one's per call
+          const int w = e < wbe ? q.requant : 16;
+          const int r = e < q.h_entries[l] ? q.h_vr[(size_t(l) * Hkv + g) * s.capacity + e]
+                                           : s.h_vrank[q.h_epos[size_t(l) * s.capacity + e]];
+          b += quant_rank_row_bytes_16(rk, w, q.group) + quant_rank_row_bytes_16(r, w, q.group);
+        }
       b += read ? size_t(Hkv) * E * (8 + 1 + 2) : size_t(E) * 4 + size_t(Hkv) * E * 3;
     }
     return b;
@@ -800,6 +815,11 @@ size_t cuda_kvq_bytes(const CudaSession& s, int n_total, bool read) {
     b += read ? size_t(Hkv) * E * (8 + 1) : size_t(E) * 4 + size_t(Hkv) * E;
   }
   return b;
+}
+
+void cuda_session_set_token_scores(CudaSession& s, std::vector<float> scores) {
+  if (!s.m->lowrank) fail("set_token_scores: the session's KV cache is not low-rank (--kv svd:...)");
+  s.next_scores = std::move(scores);
 }
 
 void cuda_session_reset(CudaSession& s) {
@@ -1080,6 +1100,46 @@ void kvq_slide(CudaSession& s, int n) {
   }
 }
 
+// svd policy=importance, the unified prefill (CudaKVQ::lr_layer_ranks): layer l's value ranks from the layer's own
+// scores as kv_prefill_forward ranks them (kv_importance_compute on the accumulators attention_importance_cuda has
+// just written, then kv_policy_ranks' 20/40/40 split per KV head over the prompt), kept in h_lr_rank for the
+// packing; the c_v coefficients past each token's rank (written at r_vmax) are zeroed, so the layer's prefill
+// attention, which then reads r_vmax per token, sums exactly the truncated rows. Block (token i, KV head g).
+__global__ void lr_truncate_kernel(bf16* cv, const int32_t* rank, const int64_t* voff, int64_t v_cap, int rv, int n) {
+  const int i = blockIdx.x, g = blockIdx.y, r = rank[size_t(g) * n + i];
+  bf16* row = cv + size_t(g) * v_cap + voff[i];
+  for (int j = r + threadIdx.x; j < rv; j += blockDim.x) row[j] = __float2bfloat16_rn(0.0f);
+}
+// One host round trip per layer (the ranking is a sort per KV head): the prefill's cost, not the decode's.
+void lr_layer_ranks_apply(CudaSession& s, int l, int n, bf16* cv) {
+  CudaKVQ& q = *s.kvq;
+  const Config& c = s.m->c;
+  const KVRanks& ranks = s.m->lowrank->ranks;
+  const int Hkv = c.n_kv_heads;
+  std::vector<float> acc(size_t(2) * Hkv * n);
+  CUDA_CHECK(cudaMemcpyAsync(acc.data(), q.imp.as<float>() + size_t(l) * 2 * Hkv * n, acc.size() * 4,
+                             cudaMemcpyDeviceToHost, s.stream));
+  CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  const KVImportanceParams& imp = q.spec.imp;
+  std::vector<int> pos(n);
+  std::iota(pos.begin(), pos.end(), 0);
+  const KVImportance I = kv_importance_compute(acc.data(), acc.data() + size_t(Hkv) * n, Hkv, n, c.n_heads / Hkv,
+                                               std::min(imp.w, n), pos.data(), n, imp);
+  std::vector<int32_t> rank(size_t(Hkv) * n);
+  int step = 0;
+  for (int g = 0; g < Hkv; ++g) {
+    const std::vector<float> sc(I.score.begin() + size_t(g) * n, I.score.begin() + size_t(g + 1) * n);
+    kv_policy_ranks(rank.data() + size_t(g) * n, KVRankPolicy::importance, ranks, 0, n, step, sc);
+    for (int t = 0; t < n; ++t)
+      q.h_lr_rank[(size_t(l) * Hkv + g) * n + t] = static_cast<uint16_t>(rank[size_t(g) * n + t]);
+  }
+  // pageable source: staged before the call returns (the next layer's copy waits on this kernel in stream order)
+  CUDA_CHECK(cudaMemcpyAsync(q.lr_rank.ptr, rank.data(), rank.size() * 4, cudaMemcpyHostToDevice, s.stream));
+  lr_truncate_kernel<<<dim3(n, Hkv), 64, 0, s.stream>>>(cv, q.lr_rank.as<int32_t>(), s.voff.as<int64_t>(), s.v_cap,
+                                                        ranks.v_max(), n);
+  CUDA_CHECK_LAUNCH();
+}
+
 // Issue 6: the attention sub-layer of layer l over the compressed cache (xb in, W_fused output in s.y), the
 // order docs/kv-compression.md "The CUDA kernels" gives: W_QKV' -> kv_lowrank_write_cuda (q RoPE'd, c_k and c_v
 // stored at the tokens' positions) -> attention_lowrank_{decode,prefill}_cuda (z in rank space) -> W_fused.
@@ -1116,6 +1176,21 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
   mark(OpFamily::attention);
   float* z = s.z.as<float>();
   CudaKVQ* kvq = s.kvq.get();
+  auto scores = [&] {  // issue 7, the unified prefill: scores on the keys rebuilt from c_k, as the CPU
+    bf16* kt = kvq->lr_kt.as<bf16>();
+    lr_rebuild_keys_kernel<<<dim3(n, nkv), 64, 0, st>>>(kt, ck, R.uk, s.pos.as<int>(), m.inv_freq, s.capacity, rk, hd,
+                                                        n, c.rope_layout == RopeLayout::interleaved);
+    CUDA_CHECK_LAUNCH();
+    f32_to_bf16_cuda(s.q.as<bf16>(), q, int64_t(n) * qd, st);  // q as RoPE'd by kv_lowrank_write_cuda
+    float* cum = kvq->imp.as<float>() + size_t(l) * 2 * nkv * n;
+    attention_importance_cuda(cum, cum + size_t(nkv) * n, s.q.as<bf16>(), kt, n, c.n_heads, nkv, hd, n,
+                              kvq->spec.imp.w, kvq->imp_ws.as<float>(), st);
+  };
+  const bool layer_ranks = kvq && !kvq->active && kvq->lr_layer_ranks;  // svd policy=importance: scores first
+  if (layer_ranks) {
+    scores();
+    lr_layer_ranks_apply(s, l, n, cv);
+  }
   if (kvq && kvq->active) {  // issue 7, the unified cache: the call's tokens join it at 16 bits, then attend to it
     const size_t lhc = size_t(l) * nkv * s.capacity;
     uint8_t* data = kvq->data.as<uint8_t>() + kvq->h_lbase[l];
@@ -1169,16 +1244,7 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
     else
       attention_lowrank_prefill_cuda(z, a, n, s.n + n, s.attn_ws.as<float>(), st);
   }
-  if (kvq && !kvq->active) {  // issue 7, the unified prefill: scores on the keys rebuilt from c_k, as the CPU
-    bf16* kt = kvq->lr_kt.as<bf16>();
-    lr_rebuild_keys_kernel<<<dim3(n, nkv), 64, 0, st>>>(kt, ck, R.uk, s.pos.as<int>(), m.inv_freq, s.capacity, rk, hd,
-                                                        n, c.rope_layout == RopeLayout::interleaved);
-    CUDA_CHECK_LAUNCH();
-    f32_to_bf16_cuda(s.q.as<bf16>(), q, int64_t(n) * qd, st);  // q as RoPE'd by kv_lowrank_write_cuda
-    float* cum = kvq->imp.as<float>() + size_t(l) * 2 * nkv * n;
-    attention_importance_cuda(cum, cum + size_t(nkv) * n, s.q.as<bf16>(), kt, n, c.n_heads, nkv, hd, n,
-                              kvq->spec.imp.w, kvq->imp_ws.as<float>(), st);
-  }
+  if (kvq && !kvq->active && !layer_ranks) scores();
   f32_to_bf16_cuda(s.att.as<bf16>(), z, int64_t(n) * c.n_heads * rv, st);  // (n, n_heads*rv) <= (n, qd)
   mark(OpFamily::wo);
   matmul(s, s.y.as<float>(), s.att.as<bf16>(), R.wfused, n, dim, c.n_heads * rv);

@@ -143,6 +143,13 @@ struct CudaKVQ {
       if (k < 1.0f) return true;
     return false;
   }
+  // svd policy=importance without Session::set_token_scores (kv_prefill.h): the prompt's c_v are written at r_vmax,
+  // and per layer the host ranks them by that layer's scores (20/40/40 per KV head), then the coefficients past
+  // each token's rank are zeroed in cv before the layer's attention (lr_layer_ranks_apply)
+  bool lr_layer_ranks = false;      // this prefill ranks per layer and KV head (set by cuda_lowrank_begin)
+  DeviceBuffer lr_rank;             // (n_kv_heads, imp_m) int32: one layer's ranks (lr_truncate_kernel)
+  std::vector<uint16_t> h_lr_rank;  // (n_layers, n_kv_heads, imp_m) every layer's ranks of the prompt's tokens
+  std::vector<uint16_t> h_vr;       // (n_layers, n_kv_heads, capacity) host copy of lr_vrank's prompt entries
 };
 
 struct CudaSession {
@@ -173,6 +180,7 @@ struct CudaSession {
   std::vector<int32_t> h_vrank; // host copies (the policy runs on the host)
   std::vector<int64_t> h_voff;
   int decode_step = 0;          // kv_policy_ranks' decode counter
+  std::vector<float> next_scores;  // svd policy=importance: cuda_session_set_token_scores (consumed by the next call)
   int lr_splits = 1;            // attention_lowrank_decode_splits
   DeviceBuffer z;               // (max_block, n_heads, r_vmax) fp32 attention output in rank space
   DeviceBuffer lr_qkv;          // (max_block, qd + n_kv_heads*r_k + kvd) fp32: a block's W_QKV' GEMM output

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/model.h"
 
@@ -43,7 +44,8 @@ size_t cuda_model_device_bytes(const CudaModel& m);
 // kernels read) and W_fused (bf16, dim x n_heads*r_vmax, in place of W_O); the model's W_QKV and W_O are freed.
 // Net device memory per layer: 2 dim (n_kv_heads (r_k - head_dim) + n_heads (r_vmax - head_dim)) bytes
 // (<= 0: smaller) + 4 n_kv_heads (r_k + r_vmax) head_dim bytes for the bases. Sessions created afterwards keep the
-// compressed cache (bf16). policy=importance is refused (its scores, issue 7, are not wired to the GPU).
+// compressed cache (bf16). policy=importance needs scores: the unified cache's prefill computes them
+// (cuda_session_enable_prefill, as engine/session.cpp does), or cuda_session_set_token_scores gives them.
 // For engine/session.cpp: call it right after kv_lowrank_model_create when the model is on cuda.
 void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lr);
 bool cuda_model_has_lowrank(const CudaModel& m);
@@ -51,9 +53,10 @@ bool cuda_model_has_lowrank(const CudaModel& m);
 // prefill part of issue 7 throws saying to use --device cpu. spec_text: as given, for the message.
 void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text);
 // Which --kv specs the CUDA backend runs: full; svd (policy seed|uniform); quant/evict/imp on the full-precision
-// cache or on svd (policy seed|uniform: the unified cache) (issue 7, cuda_session_enable_prefill). Refused with an
+// cache or on svd (the unified cache; policy=importance always runs there) (issue 7, cuda_session_enable_prefill).
+// Refused with an
 // llm::Error naming the part and saying to use --device cpu: keep:... with any layer below 1 (selective
-// propagation), svd policy=importance (value ranks from the prefill's scores).
+// propagation). svd policy=importance runs (as the unified cache, alone or with quant/evict).
 void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text);
 
 // A sequence on the device: bf16 KV cache of `capacity` tokens ((n_layers, n_kv_heads, capacity, head_dim) for
@@ -62,7 +65,7 @@ void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_laye
 CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_block);
 size_t cuda_session_device_bytes(const CudaSession& s);
 // Issue 7: switch a new session to the mixed-precision cache of `spec` (checked with cuda_kv_spec_check); on a model
-// with a low-rank cache (svd, policy seed|uniform) it is the unified cache: rank-space rows quantised group-wise,
+// with a low-rank cache (svd, any policy) it is the unified cache: rank-space rows quantised group-wise,
 // scored on the keys rebuilt from c_k, attended by attention_lowrank_quant_cuda (docs/prefill-compression.md "The
 // unified cache on the GPU"). A call on an empty cache is then the compressed prefill: it must fit one block (create
 // the session with max_block >= the prompt; engine/session.cpp uses the context size), and runs as the full-cache
@@ -74,6 +77,11 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec);
 // cache (the figure Session::kv_cache_bytes reports on the CPU, at the device's element size); issue 7: the
 // packed mixed-precision cache, counted as KVPrefill::bytes_used counts it (equal to the CPU's for the same spec).
 size_t cuda_session_kv_bytes(const CudaSession& s);
+// Session::set_token_scores on cuda: one score per token of the next forward call; on a low-rank model with
+// policy=importance they pick the call's value ranks (every layer and KV head, as kv_prefill_forward does), other
+// policies ignore them as on the CPU. Throws when the model's cache is not low-rank. A count that differs from the
+// next call's tokens throws in that call.
+void cuda_session_set_token_scores(CudaSession& s, std::vector<float> scores);
 void cuda_session_reset(CudaSession& s);  // empty the cache (keeps the allocation)
 int cuda_session_n(const CudaSession& s);  // tokens in the cache
 

@@ -28,6 +28,7 @@ void cuda_session_enable_prefill(CudaSession&, const KVPrefillSpec&) { no_cuda()
 CudaSessionPtr cuda_session_create(const CudaModel&, int, int) { no_cuda(); }
 size_t cuda_session_device_bytes(const CudaSession&) { no_cuda(); }
 size_t cuda_session_kv_bytes(const CudaSession&) { no_cuda(); }
+void cuda_session_set_token_scores(CudaSession&, std::vector<float>) { no_cuda(); }
 void cuda_session_reset(CudaSession&) { no_cuda(); }
 int cuda_session_n(const CudaSession&) { no_cuda(); }
 void forward_cuda(CudaSession&, const int*, int, LogitsMode, float*) { no_cuda(); }

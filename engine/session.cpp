@@ -249,6 +249,10 @@ size_t Session::kv_cache_bytes() const {
   return size_t(2) * s.cache.n * s.cache.n_layers * s.cache.n_kv_heads * s.cache.head_dim * sizeof(float);
 }
 void Session::set_token_scores(std::vector<float> scores) {
+  if (impl_->cuda) {  // the device session ranks the next call by them (policy=importance), as below on the CPU
+    cuda_session_set_token_scores(*impl_->cuda, std::move(scores));
+    return;
+  }
   if (impl_->prefill && impl_->prefill->lowrank) {  // the unified cache: the scores replace the prefill's own
     impl_->prefill->next_scores = std::move(scores);
     return;

@@ -252,6 +252,7 @@ stage_bench_extra() {
   # issue 7 end to end: the mixed-precision cache through the CUDA forward (importance on the device at prefill,
   # attention_quant in the decode graph); compare with the full-cache l3_8b_CTX lines
   cuda_cases forward_kvq_cuda test_forward_kvq_cuda.cu
+  cuda_cases forward_svdimp_cuda test_forward_svdimp_cuda.cu  # svd policy=importance: per-layer ranks on cuda
   for ctx in 1024 8192 32768; do
     bench "l3_8b_quant_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv quant:8/4/2=0.2/0.5/0.3
   done

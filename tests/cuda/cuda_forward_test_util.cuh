@@ -1,7 +1,8 @@
 // Helpers shared by the CUDA forward tests (test_forward_cuda.cu, test_forward_kvq_cuda.cu,
-// test_forward_keep_cuda.cu): the device model's bf16 weights copied back and viewed as a CPU Weights struct, so
-// forward_cpu runs on exactly the device's weights, the small synthetic configs those tests build, and the issue 7
-// comparisons (a sequence of calls run on the CPU's and the device's compressed cache, logits compared).
+// test_forward_keep_cuda.cu, test_forward_svdimp_cuda.cu): the device model's bf16 weights copied back and viewed
+// as a CPU Weights struct, so forward_cpu runs on exactly the device's weights, the small synthetic configs those
+// tests build, and the compressed-cache comparisons (a sequence of calls run on the CPU's and the device's
+// compressed cache, logits compared).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -92,7 +93,8 @@ inline llm::Config small_config(int dim, int heads, int kv_heads, int ffn, int l
 }
 
 
-// ---- the issue 7 comparisons (test_forward_kvq_cuda.cu, test_forward_keep_cuda.cu) ----
+// ---- the compressed-cache comparisons (test_forward_kvq_cuda.cu, test_forward_keep_cuda.cu,
+// test_forward_svdimp_cuda.cu) ----
 
 // The calls of the synthetic comparison: the prompt, `steps` single tokens, one call of 5 tokens, 3 single tokens.
 // Each call's last logits appended; calls() lists the token runs.

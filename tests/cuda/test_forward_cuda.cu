@@ -382,17 +382,23 @@ TEST_CASE("cuda low-rank KV forward matches the CPU low-rank forward, and the fu
   }
 }
 
-TEST_CASE("cuda low-rank KV: importance policy and a GEMV-unfriendly W_fused are refused with a reason") {
+TEST_CASE("cuda low-rank KV: a GEMV-unfriendly W_fused is refused, importance without scores has a reason") {
   if (!have_cuda()) return;
   ThreadPool pool(2);
   const Config c = small_config(256, 4, 2, 512, 1, 256, RopeLayout::half_split, false);
   CudaModel m = synthetic_model(c);
   HostWeights h;
   host_weights(m, h);
-  const auto imp = kv_lowrank_model_create(kv_spec_parse("svd:k=16,v=16/32/64,policy=importance"), "", c, h.w, &pool);
-  CHECK_THROWS_WITH_AS(cuda_model_add_lowrank(m, *imp), doctest::Contains("policy=seed"), Error);
   // 4 heads x r_vmax 3 = 12 columns: not a multiple of 8
   const auto odd = kv_lowrank_model_create(kv_spec_parse("svd:k=16,v=3,policy=uniform"), "", c, h.w, &pool);
   CHECK_THROWS_WITH_AS(cuda_model_add_lowrank(m, *odd), doctest::Contains("multiple of 8"), Error);
   CHECK_FALSE(cuda_model_has_lowrank(m));  // a refused spec leaves the model as it was
+  // policy=importance loads (test_forward_svdimp_cuda.cu runs it); the low-rank cache alone has no scores
+  const auto imp = kv_lowrank_model_create(kv_spec_parse("svd:k=16,v=16/32/64,policy=importance"), "", c, h.w, &pool);
+  cuda_model_add_lowrank(m, *imp);
+  CudaSessionPtr s = cuda_session_create(m, 16, 16);
+  const int tok[2] = {1, 2};
+  std::vector<float> logits(c.vocab_size);
+  CHECK_THROWS_WITH_AS(forward_cuda(*s, tok, 2, LogitsMode::last, logits.data()),
+                       doctest::Contains("cuda_session_enable_prefill"), Error);
 }
