@@ -89,6 +89,15 @@ struct MatmulCompare {
   int rows, cols;
   double gemv_us, lt_us;
 };
+
+// One token through W: the hand-written GEMV (variant 0) or cuBLASLt (variant 1), in the model's dtype T.
+template <class T>
+void matmul_1token(CudaSession& s, int variant, float* y, const T* w, const T* x, int rows, int cols) {
+  if (variant == 0)
+    gemv_cuda(y, w, x, rows, cols, s.stream);
+  else
+    gemm_cuda(s.lt, y, x, w, 1, rows, cols, s.stream);
+}
 }  // namespace
 
 void bench_cuda(const CudaBenchOptions& o) {
@@ -110,6 +119,7 @@ void bench_cuda(const CudaBenchOptions& o) {
     fail("llm bench --device cuda --kv ", o.kv, ": svd policy=importance is not benchmarked (its value ranks come from "
          "a real prompt's scores, layer by layer, which the bench's random cache has not); bench policy=seed|uniform, "
          "or time it with llm run/perplexity --device cuda");
+  cuda_dtype_kv_check(o.dtype, kv_spec.lowrank, pre.any(), o.kv);
   if (cuda_devices() == 0) fail("llm bench --device cuda: no CUDA device found; use --device cpu");
 
   cudaDeviceProp prop{};
@@ -122,14 +132,14 @@ void bench_cuda(const CudaBenchOptions& o) {
   std::string source;
   if (!o.synthetic_config.empty()) {
     Config c = config_from_hf_json(read_file(o.synthetic_config), o.synthetic_config);
-    model.reset(new CudaModel(cuda_model_alloc(c, c.tie_embeddings)));
+    model.reset(new CudaModel(cuda_model_alloc(c, c.tie_embeddings, o.dtype)));
     cuda_model_randomize(*model, o.seed);
     if (kv_spec.lowrank) cuda_model_lowrank_randomize(*model, kv_spec, o.seed + 303);
     source = "synthetic " + o.synthetic_config;
   } else {
     ModelFile f = model_file_open(o.model_path);
     Weights w = weights_from_file(f);
-    model = cuda_model_upload(f.config, w);
+    model = cuda_model_upload(f.config, w, o.dtype);
     if (kv_spec.lowrank) {
       ThreadPool pool;
       const auto lrm = kv_lowrank_model_create(kv_spec, o.kv_profile, f.config, w, &pool);
@@ -141,6 +151,7 @@ void bench_cuda(const CudaBenchOptions& o) {
       pre.any() ? (model->lowrank ? model->lowrank->desc : std::string("full")) + "+" + kv_prefill_spec_describe(pre)
       : model->lowrank ? model->lowrank->desc : "full";
   const Config& c = model->c;
+  const size_t es = dtype_bytes(model->dtype);  // bytes per weight / activation / cache element (2: bf16, f16)
   cuda_kv_spec_check(kv_spec, pre, c.n_layers, o.kv);
   const int capacity = std::max(ctx, o.n_prompt);
   CudaSessionPtr sp = cuda_session_create(*model, capacity, o.n_prompt);
@@ -208,9 +219,14 @@ void bench_cuda(const CudaBenchOptions& o) {
     fill_random_bf16_cuda(s.ck.as<bf16>(), int64_t(s.ck.bytes / 2), o.seed + 101, 1.0f, s.stream);
     fill_random_bf16_cuda(s.cv.as<bf16>(), int64_t(s.cv.bytes / 2), o.seed + 202, 1.0f, s.stream);
   } else {
-    const size_t cache_elems = s.kcache.bytes / 2;
-    fill_random_bf16_cuda(s.kcache.as<bf16>(), int64_t(cache_elems), o.seed + 101, 1.0f, s.stream);
-    fill_random_bf16_cuda(s.vcache.as<bf16>(), int64_t(cache_elems), o.seed + 202, 1.0f, s.stream);
+    const size_t cache_elems = s.kcache.bytes / es;
+    if (model->dtype == DType::f16) {
+      fill_random_cuda(s.kcache.as<f16>(), int64_t(cache_elems), o.seed + 101, 1.0f, s.stream);
+      fill_random_cuda(s.vcache.as<f16>(), int64_t(cache_elems), o.seed + 202, 1.0f, s.stream);
+    } else {
+      fill_random_cuda(s.kcache.as<bf16>(), int64_t(cache_elems), o.seed + 101, 1.0f, s.stream);
+      fill_random_cuda(s.vcache.as<bf16>(), int64_t(cache_elems), o.seed + 202, 1.0f, s.stream);
+    }
   }
   CUDA_CHECK(cudaStreamSynchronize(s.stream));
   std::vector<float> scores;  // issue 7: random importance accumulators for the `start` random tokens
@@ -261,10 +277,10 @@ void bench_cuda(const CudaBenchOptions& o) {
       for (int r = 0; r < 3; ++r) {
         CUDA_CHECK(cudaEventRecord(ev.a, s.stream));
         for (int i = 0; i < reps; ++i) {
-          if (variant == 0)
-            gemv_bf16_cuda(y, w, s.h.as<bf16>(), mc.rows, mc.cols, s.stream);
+          if (model->dtype == DType::f16)
+            matmul_1token(s, variant, y, elem_ptr<f16>(w), s.h.as<f16>(), mc.rows, mc.cols);
           else
-            gemm_bf16_cuda(s.lt, y, s.h.as<bf16>(), w, 1, mc.rows, mc.cols, s.stream);
+            matmul_1token(s, variant, y, w, s.h.as<bf16>(), mc.rows, mc.cols);
         }
         CUDA_CHECK(cudaEventRecord(ev.b, s.stream));
         best = std::min(best, double(ev.ms()) * 1e3 / reps);
@@ -277,7 +293,7 @@ void bench_cuda(const CudaBenchOptions& o) {
   // ---- report ----
   const double prefill_tps = o.n_prompt / (prefill_ms * 1e-3);
   const double decode_tps = o.n_gen / (decode_ms * 1e-3);
-  const double full_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // bf16 K and V
+  const double full_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * es;  // K and V of the dtype
   // step i (0-based) runs at position start + i and reads start + i + 1 cached tokens: on average start + (n+1)/2
   const double avg_kv = start + (o.n_gen + 1) / 2.0;
   double kv_read = full_token_bytes * avg_kv;  // KV bytes one decode step reads, averaged over the steps
@@ -311,11 +327,11 @@ void bench_cuda(const CudaBenchOptions& o) {
                 "\"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.1f, \"copy_gb_s\": %.1f, "
                 "\"pct_of_copy_bw\": %.1f, \"peak_device_mib\": %.1f, \"session_device_mib\": %.1f, "
                 "\"last_token\": %d, \"kv\": %s, \"kv_full_bytes_per_token\": %.0f, \"kv_compress_ms\": %.3f, "
-                "\"decode_ms_per_op\": {",
+                "\"dtype\": \"%s\", \"decode_ms_per_op\": {",
                 json_str(prop.name).c_str(), prop.multiProcessorCount, json_str(source).c_str(), o.n_prompt, o.n_gen,
                 ctx, start, prefill_tps, decode_tps, model->bytes, model->decode_weight_bytes, kv_token_bytes,
                 bytes_per_tok, gbs, copy_bw / 1e9, pct, peak_mib, cuda_session_device_bytes(s) / 1048576.0,
-                last_token, json_str(kv_desc).c_str(), full_token_bytes, compress_ms);
+                last_token, json_str(kv_desc).c_str(), full_token_bytes, compress_ms, dtype_name(model->dtype));
     for (int f = 0; f < F; ++f)
       std::printf("%s\"%s\": %.4f", f ? ", " : "", op_family_name(OpFamily(f)), decode_prof.ms[f]);
     std::printf("}, \"prefill_ms_per_op\": {");
@@ -330,13 +346,15 @@ void bench_cuda(const CudaBenchOptions& o) {
   }
   std::printf("device     %s (%d SMs), copy bandwidth %.0f GB/s (device-to-device, read + write)\n", prop.name,
               prop.multiProcessorCount, copy_bw / 1e9);
-  std::printf("model      %s: %d layers, dim %d, %d/%d heads, ffn %d, vocab %d; %.2f GB bf16 on the device\n",
-              source.c_str(), c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size, model->bytes / 1e9);
+  std::printf("model      %s: %d layers, dim %d, %d/%d heads, ffn %d, vocab %d; %.2f GB %s on the device\n",
+              source.c_str(), c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size, model->bytes / 1e9,
+              dtype_name(model->dtype));
   std::printf("prefill    %d tokens: %.1f ms, %.0f tok/s\n", o.n_prompt, prefill_ms, prefill_tps);
   std::printf("decode     %d tokens from context %d to %d (cache pre-filled with random values): %.3f ms/token, "
               "%.1f tok/s\n", o.n_gen, start, ctx, decode_ms / o.n_gen, decode_tps);
-  std::printf("kv cache   %s: %.1f KB per cached token (as stored; full bf16 cache %.1f KB, %.2fx)\n",
-              kv_desc.c_str(), kv_token_bytes / 1e3, full_token_bytes / 1e3, full_token_bytes / kv_token_bytes);
+  std::printf("kv cache   %s: %.1f KB per cached token (as stored; full %s cache %.1f KB, %.2fx)\n",
+              kv_desc.c_str(), kv_token_bytes / 1e3, dtype_name(model->dtype), full_token_bytes / 1e3,
+              full_token_bytes / kv_token_bytes);
   if (s.kvq)
     std::printf("compress   %.2f ms after the %d-token prefill (importance ranked on the host, rows quantised on the "
                 "device); decode reads the packed cache (rows + 9 B of offset and width per entry and KV head)\n",

@@ -5,11 +5,14 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/llm.h"
+
 namespace llm {
 
 struct CudaBenchOptions {
   std::string model_path;        // a model file/directory (-m), or
-  std::string synthetic_config;  // an HF config.json (--synthetic): random bf16 weights made on the device
+  std::string synthetic_config;  // an HF config.json (--synthetic): random weights made on the device
+  DType dtype = DType::bf16;     // --dtype: weights, activations and KV cache in bf16 or f16 (2 bytes either way)
   int n_prompt = 512;            // -p: prefill tokens (one block, from an empty cache)
   int n_gen = 128;               // -n: decoded tokens
   int ctx = 0;                   // -c: context reached at the end of decoding (0: n_prompt + n_gen)
@@ -22,8 +25,8 @@ struct CudaBenchOptions {
 };
 
 // Runs the benchmark on device 0 and prints the report to stdout. Throws llm::Error on bad options or no device.
-// Decode runs with the cache already holding ctx - n_gen tokens of random bf16 keys/values (a 32K prefill would
-// only take time; attention cost depends on the number of cached tokens, not their values), the greedy decode
+// Decode runs with the cache already holding ctx - n_gen tokens of random keys/values of the dtype (a 32K prefill
+// would only take time; attention cost depends on the number of cached tokens, not their values), the greedy decode
 // step replayed as a CUDA graph n_gen times back to back with no host synchronisation in between.
 // --kv svd:...: the same with the compressed cache (random c_k/c_v under the policy's value ranks for the first
 // ctx - n_gen tokens, every decode position's rank placed on the device before the replays); --synthetic models

@@ -41,7 +41,7 @@ void CudaSessionDeleter::operator()(CudaSession* s) const { delete s; }
 
 // ---- weights ---------------------------------------------------------------------------------------------
 
-CudaModel cuda_model_alloc(const Config& c, bool tied) {
+CudaModel cuda_model_alloc(const Config& c, bool tied, DType dtype) {
   if (cuda_devices() == 0) fail("device cuda: no CUDA device found (nvidia-smi shows none); use --device cpu");
   if (c.dim % 8 != 0 || c.ffn_dim % 8 != 0 || (c.n_heads * c.head_dim) % 8 != 0)
     fail("CUDA backend: dim ", c.dim, ", ffn ", c.ffn_dim, " and n_heads*head_dim must be multiples of 8");
@@ -51,29 +51,30 @@ CudaModel cuda_model_alloc(const Config& c, bool tied) {
     fail("CUDA backend: ", c.n_heads, " heads over ", c.n_kv_heads, " KV heads unsupported (group of at most 8)");
   CudaModel m;
   m.c = c;
+  m.dtype = dtype;
   CUDA_CHECK(cudaGetDevice(&m.device));
   CUDA_CHECK(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, m.device));
   const size_t dim = c.dim, qd = size_t(c.n_heads) * c.head_dim, kvd = size_t(c.n_kv_heads) * c.head_dim;
-  const size_t ffn = c.ffn_dim, V = c.vocab_size;
+  const size_t ffn = c.ffn_dim, V = c.vocab_size, es = dtype_bytes(dtype);
   auto alloc = [&](size_t bytes) {
     m.bufs.emplace_back(bytes);
     m.bytes += bytes;
     return m.bufs.back().ptr;
   };
-  m.embd = static_cast<bf16*>(alloc(V * dim * 2));
-  m.output = tied ? m.embd : static_cast<bf16*>(alloc(V * dim * 2));
+  m.embd = static_cast<bf16*>(alloc(V * dim * es));
+  m.output = tied ? m.embd : static_cast<bf16*>(alloc(V * dim * es));
   m.output_norm = static_cast<float*>(alloc(dim * 4));
   m.inv_freq = static_cast<float*>(alloc(c.head_dim / 2 * 4));
   m.layers.resize(c.n_layers);
   for (auto& L : m.layers) {
-    L.wqkv = static_cast<bf16*>(alloc((qd + 2 * kvd) * dim * 2));
-    L.wo = static_cast<bf16*>(alloc(dim * qd * 2));
-    L.wgu = static_cast<bf16*>(alloc(2 * ffn * dim * 2));
-    L.wdown = static_cast<bf16*>(alloc(dim * ffn * 2));
+    L.wqkv = static_cast<bf16*>(alloc((qd + 2 * kvd) * dim * es));
+    L.wo = static_cast<bf16*>(alloc(dim * qd * es));
+    L.wgu = static_cast<bf16*>(alloc(2 * ffn * dim * es));
+    L.wdown = static_cast<bf16*>(alloc(dim * ffn * es));
     L.attn_norm = static_cast<float*>(alloc(dim * 4));
     L.ffn_norm = static_cast<float*>(alloc(dim * 4));
   }
-  m.decode_weight_bytes = c.n_layers * ((qd + 2 * kvd) * dim + dim * qd + 3 * ffn * dim) * 2 + V * dim * 2 + dim * 2;
+  m.decode_weight_bytes = (c.n_layers * ((qd + 2 * kvd) * dim + dim * qd + 3 * ffn * dim) + V * dim + dim) * es;
   std::vector<float> inv(c.head_dim / 2);
   rope_inv_freq_cpu(inv.data(), c.head_dim, c.rope_theta, c.rope_scaling);
   CUDA_CHECK(cudaMemcpy(m.inv_freq, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
@@ -86,14 +87,20 @@ void cuda_model_randomize(CudaModel& m, uint64_t seed) {
   const int64_t dim = c.dim, qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
   const int64_t ffn = c.ffn_dim, V = c.vocab_size;
   const float sd = 1.0f / std::sqrt(float(dim)), sf = 1.0f / std::sqrt(float(ffn)), sq = 1.0f / std::sqrt(float(qd));
-  fill_random_bf16_cuda(m.embd, V * dim, seed++, 1.0f, nullptr);
-  if (m.output != m.embd) fill_random_bf16_cuda(m.output, V * dim, seed++, sd, nullptr);
+  auto fill_random = [&](bf16* p, int64_t count, uint64_t sd_, float scale, cudaStream_t st) {  // in m.dtype
+    if (m.dtype == DType::f16)
+      fill_random_cuda(elem_ptr<f16>(p), count, sd_, scale, st);
+    else
+      fill_random_cuda(p, count, sd_, scale, st);
+  };
+  fill_random(m.embd, V * dim, seed++, 1.0f, nullptr);
+  if (m.output != m.embd) fill_random(m.output, V * dim, seed++, sd, nullptr);
   fill_const_f32_cuda(m.output_norm, dim, 1.0f, nullptr);
   for (auto& L : m.layers) {
-    fill_random_bf16_cuda(L.wqkv, (qd + 2 * kvd) * dim, seed++, sd, nullptr);
-    fill_random_bf16_cuda(L.wo, dim * qd, seed++, sq, nullptr);
-    fill_random_bf16_cuda(L.wgu, 2 * ffn * dim, seed++, sd, nullptr);
-    fill_random_bf16_cuda(L.wdown, dim * ffn, seed++, sf, nullptr);
+    fill_random(L.wqkv, (qd + 2 * kvd) * dim, seed++, sd, nullptr);
+    fill_random(L.wo, dim * qd, seed++, sq, nullptr);
+    fill_random(L.wgu, 2 * ffn * dim, seed++, sd, nullptr);
+    fill_random(L.wdown, dim * ffn, seed++, sf, nullptr);
     fill_const_f32_cuda(L.attn_norm, dim, 1.0f, nullptr);
     fill_const_f32_cuda(L.ffn_norm, dim, 1.0f, nullptr);
   }
@@ -101,11 +108,25 @@ void cuda_model_randomize(CudaModel& m, uint64_t seed) {
 }
 
 namespace {
-// Dequantise rows of a QMatrix to bf16 on the host and copy them to dst (row-major, cols per row).
-void upload_matrix(bf16* dst, const QMatrix& w, std::vector<uint16_t>& staging) {
+// Dequantise rows of a QMatrix to bf16 (or f16: through f32, round to nearest even) on the host and copy them to
+// dst (row-major, cols per row).
+void upload_matrix(bf16* dst, const QMatrix& w, std::vector<uint16_t>& staging, DType dtype = DType::bf16) {
   staging.resize(size_t(w.rows) * w.cols);
-  for (int64_t r = 0; r < w.rows; ++r)
-    dequantize_row_bf16(w.type, w.data + size_t(r) * w.row_bytes, staging.data() + size_t(r) * w.cols, w.cols);
+  std::vector<float> row(dtype == DType::f16 ? w.cols : 0);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    uint16_t* out = staging.data() + size_t(r) * w.cols;
+    if (dtype == DType::bf16) {
+      dequantize_row_bf16(w.type, w.data + size_t(r) * w.row_bytes, out, w.cols);
+      continue;
+    }
+    dequantize_row(w.type, w.data + size_t(r) * w.row_bytes, row.data(), w.cols);
+    for (int64_t j = 0; j < w.cols; ++j) {
+      out[j] = f32_to_fp16(row[j]);
+      if ((out[j] & 0x7c00u) == 0x7c00u && std::isfinite(row[j]))
+        fail("--dtype f16: a weight of ", row[j], " (row ", r, " of a ", w.rows, " x ", w.cols, " matrix) is beyond "
+             "fp16's range (65504); use --dtype bf16");
+    }
+  }
   CUDA_CHECK(cudaMemcpy(dst, staging.data(), staging.size() * 2, cudaMemcpyHostToDevice));
 }
 void upload_f32(float* dst, const float* src, size_t n) {
@@ -113,24 +134,24 @@ void upload_f32(float* dst, const float* src, size_t n) {
 }
 }  // namespace
 
-CudaModelPtr cuda_model_upload(const Config& c, const Weights& w) {
+CudaModelPtr cuda_model_upload(const Config& c, const Weights& w, DType dtype) {
   const bool tied = w.output.data == w.token_embd.data;
-  CudaModelPtr m(new CudaModel(cuda_model_alloc(c, tied)));
+  CudaModelPtr m(new CudaModel(cuda_model_alloc(c, tied, dtype)));
   const size_t dim = c.dim, qd = size_t(c.n_heads) * c.head_dim, kvd = size_t(c.n_kv_heads) * c.head_dim;
   std::vector<uint16_t> staging;
-  upload_matrix(m->embd, w.token_embd, staging);
-  if (!tied) upload_matrix(m->output, w.output, staging);
+  upload_matrix(m->embd, w.token_embd, staging, dtype);
+  if (!tied) upload_matrix(m->output, w.output, staging, dtype);
   upload_f32(m->output_norm, w.output_norm, dim);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
     CudaLayer& D = m->layers[l];
-    upload_matrix(D.wqkv, L.wq, staging);
-    upload_matrix(D.wqkv + qd * dim, L.wk, staging);
-    upload_matrix(D.wqkv + (qd + kvd) * dim, L.wv, staging);
-    upload_matrix(D.wo, L.wo, staging);
-    upload_matrix(D.wgu, L.w_gate, staging);
-    upload_matrix(D.wgu + size_t(c.ffn_dim) * dim, L.w_up, staging);
-    upload_matrix(D.wdown, L.w_down, staging);
+    upload_matrix(D.wqkv, L.wq, staging, dtype);
+    upload_matrix(D.wqkv + qd * dim, L.wk, staging, dtype);
+    upload_matrix(D.wqkv + (qd + kvd) * dim, L.wv, staging, dtype);
+    upload_matrix(D.wo, L.wo, staging, dtype);
+    upload_matrix(D.wgu, L.w_gate, staging, dtype);
+    upload_matrix(D.wgu + size_t(c.ffn_dim) * dim, L.w_up, staging, dtype);
+    upload_matrix(D.wdown, L.w_down, staging, dtype);
     upload_f32(D.attn_norm, L.attn_norm, dim);
     upload_f32(D.ffn_norm, L.ffn_norm, dim);
   }
@@ -138,6 +159,7 @@ CudaModelPtr cuda_model_upload(const Config& c, const Weights& w) {
   CUDA_CHECK(cudaDeviceSynchronize());
   return m;
 }
+DType cuda_model_dtype(const CudaModel& m) { return m.dtype; }
 
 // ---- issue 6: low-rank weights ------------------------------------------------------------------------------
 
@@ -215,6 +237,7 @@ void lowrank_finish(CudaModel& m) {
 }  // namespace
 
 void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lrm) {
+  cuda_dtype_kv_check(m.dtype, true, false, lrm.spec.text);
   const Config& c = m.c;
   const KVRanks& r = lrm.ranks;
   const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd;
@@ -263,6 +286,7 @@ void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_laye
 
 void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t seed) {
   if (!spec.lowrank) fail("cuda_model_lowrank_randomize: the spec '", spec.text, "' is not low-rank");
+  cuda_dtype_kv_check(m.dtype, true, false, spec.text);
   const Config& c = m.c;
   const KVRanks r = kv_spec_ranks(spec, c.head_dim);
   CudaLowRank& lr = lowrank_alloc(m, spec, r);
@@ -355,15 +379,6 @@ CudaSession::~CudaSession() {
   if (stream) cudaStreamDestroy(stream);
 }
 
-bf16* CudaSession::k_layer(int l) const {
-  const Config& c = m->c;
-  return kcache.as<bf16>() + size_t(l) * c.n_kv_heads * capacity * c.head_dim;
-}
-bf16* CudaSession::v_layer(int l) const {
-  const Config& c = m->c;
-  return vcache.as<bf16>() + size_t(l) * c.n_kv_heads * capacity * c.head_dim;
-}
-
 CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_block) {
   if (capacity <= 0) fail("context size must be positive, got ", capacity);
   if (max_block <= 0) fail("prefill block size must be positive, got ", max_block);
@@ -439,7 +454,7 @@ size_t cuda_session_kv_bytes(const CudaSession& s) {
   const Config& c = s.m->c;
   const size_t blocks = size_t(c.n_layers) * c.n_kv_heads;
   if (s.kvq) return s.kvq->active ? cuda_kvq_bytes(s, s.n, false) : 0;
-  if (!s.m->lowrank) return 2 * blocks * s.n * c.head_dim * 2;
+  if (!s.m->lowrank) return 2 * blocks * s.n * c.head_dim * dtype_bytes(s.m->dtype);
   return blocks * (size_t(s.n) * s.m->lowrank->ranks.k + size_t(s.h_voff[s.n])) * 2;
 }
 
@@ -504,6 +519,7 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
   KVSpec base;
   base.lowrank = m.lowrank != nullptr;  // svd + keep:<1 is refused (the gathered rows are full-precision rows)
   cuda_kv_spec_check(base, spec, c.n_layers, spec.text);
+  cuda_dtype_kv_check(m.dtype, false, true, spec.text);
   kv_prefill_spec_check(spec, c, m.lowrank != nullptr);
   if (s.n != 0) fail("cuda_session_enable_prefill: the session already holds ", s.n, " tokens; enable it first");
   auto q = std::make_unique<CudaKVQ>();
@@ -832,11 +848,12 @@ namespace {
 __global__ void advance_kernel(int* pos) { pos[0] += 1; }
 
 // y (n, rows) = x (n, cols) W^T: the GEMV for one token, cuBLASLt otherwise.
-void matmul(CudaSession& s, float* y, const bf16* x, const bf16* w, int n, int rows, int cols) {
+template <class T>
+void matmul(CudaSession& s, float* y, const T* x, const T* w, int n, int rows, int cols) {
   if (n == 1)
-    gemv_bf16_cuda(y, w, x, rows, cols, s.stream);
+    gemv_cuda(y, w, x, rows, cols, s.stream);
   else
-    gemm_bf16_cuda(s.lt, y, x, w, n, rows, cols, s.stream);
+    gemm_cuda(s.lt, y, x, w, n, rows, cols, s.stream);
 }
 // Block = token i: row i of src (n, qd + kcd + kvd) into q (n, qd), kc (n, kcd), v (n, kvd).
 __global__ void split_qkv_kernel(float* q, float* kc, float* v, const float* src, int qd, int kcd, int kvd) {
@@ -1296,7 +1313,8 @@ int kvq_keep_select(CudaSession& s, int l, int n_call, int m) {
 }
 }  // namespace
 
-void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) {
+template <class T>  // the model's dtype (forward_block_cuda below dispatches)
+void forward_block_t(CudaSession& s, int n, int logits_rows, OpTimer* timer) {
   const CudaModel& m = *s.m;
   const Config& c = m.c;
   const int dim = c.dim, hd = c.head_dim, qd = c.n_heads * hd, kvd = c.n_kv_heads * hd, ffn = c.ffn_dim;
@@ -1317,9 +1335,9 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
          "every prompt position; drop keep:... or score a continuation");
   float* x = s.x.as<float>();
   float* y = s.y.as<float>();
-  bf16* xb = s.xb.as<bf16>();
+  T* xb = s.xb.as<T>();
   mark(OpFamily::embed);
-  embedding_cuda(x, s.tokens.as<int>(), n, m.embd, c.vocab_size, dim, st);
+  embedding_cuda(x, s.tokens.as<int>(), n, elem_ptr<T>(m.embd), c.vocab_size, dim, st);
   for (int l = 0; l < c.n_layers; ++l) {
     const CudaLayer& L = m.layers[l];
     mark(OpFamily::norm);
@@ -1333,20 +1351,20 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
       lowrank_attention(s, l, n, mark);
     } else {
       mark(OpFamily::qkv);
-      matmul(s, s.qkv.as<float>(), xb, L.wqkv, n, qd + 2 * kvd, dim);
+      matmul(s, s.qkv.as<float>(), xb, elem_ptr<T>(L.wqkv), n, qd + 2 * kvd, dim);
       mark(OpFamily::rope_kv);
-      rope_kv_write_cuda(s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.qkv.as<float>(), pos, n, c.n_heads,
+      rope_kv_write_cuda(s.q.as<T>(), s.k_layer<T>(l), s.v_layer<T>(l), s.qkv.as<float>(), pos, n, c.n_heads,
                          c.n_kv_heads, hd, s.capacity, m.inv_freq, c.rope_layout, st);
       mark(OpFamily::attention);
-      const bf16* ka = s.k_layer(l);  // the keys and values the prefill attends to, slot = row
-      const bf16* va = s.v_layer(l);
+      const T* ka = s.k_layer<T>(l);  // the keys and values the prefill attends to, slot = row
+      const T* va = s.v_layer<T>(l);
       int kstride = s.capacity;
       if (n < n_call) {  // issue 7, selective propagation: the kept tokens' rows, gathered in position order
-        bf16* kc = kvq->keep_kv.as<bf16>();
+        T* kc = kvq->keep_kv.as<T>();
         kstride = kvq->imp_m;
-        gather_rows_cuda(kc, s.k_layer(l), pos, n, hd, c.n_kv_heads, int64_t(s.capacity) * hd, int64_t(kstride) * hd,
+        gather_rows_cuda(kc, s.k_layer<T>(l), pos, n, hd, c.n_kv_heads, int64_t(s.capacity) * hd, int64_t(kstride) * hd,
                          st);
-        gather_rows_cuda(kc + size_t(c.n_kv_heads) * kstride * hd, s.v_layer(l), pos, n, hd, c.n_kv_heads,
+        gather_rows_cuda(kc + size_t(c.n_kv_heads) * kstride * hd, s.v_layer<T>(l), pos, n, hd, c.n_kv_heads,
                          int64_t(s.capacity) * hd, int64_t(kstride) * hd, st);
         ka = kc;
         va = kc + size_t(c.n_kv_heads) * kstride * hd;
@@ -1375,27 +1393,29 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
         attention_quant_decode_cuda(s.att.as<bf16>(), a, n == 1 ? kvq->splits : std::max(1, kvq->splits / n),
                                     kvq->ws.as<float>(), st);
       } else if (n_call == 1)
-        attention_decode_cuda(s.att.as<bf16>(), s.q.as<bf16>(), s.k_layer(l), s.v_layer(l), s.pos.as<int>(), c.n_heads,
+        attention_decode_cuda(s.att.as<T>(), s.q.as<T>(), s.k_layer<T>(l), s.v_layer<T>(l), s.pos.as<int>(), c.n_heads,
                               c.n_kv_heads, hd, s.capacity, s.splits, s.attn_ws.as<float>(), st);
       else
-        attention_prefill_cuda(s.att.as<bf16>(), s.q.as<bf16>(), ka, va, n, s.n + n, c.n_heads,
-                               c.n_kv_heads, hd, kstride, st);
+        attention_prefill_cuda(s.att.as<T>(), s.q.as<T>(), ka, va, n, s.n + n, c.n_heads, c.n_kv_heads, hd, kstride,
+                               st);
       if (kvq && !kvq->active) {  // issue 7, the compressed prefill: the importance accumulators of this layer
         float* cum = kvq->imp.as<float>() + size_t(l) * 2 * c.n_kv_heads * n_call;
-        attention_importance_cuda(cum, cum + size_t(c.n_kv_heads) * n, s.q.as<bf16>(), ka, n, c.n_heads,
+        // (the compressed caches run on bf16 models only: cuda_dtype_kv_check refuses them for f16 at load)
+        attention_importance_cuda(cum, cum + size_t(c.n_kv_heads) * n, s.q.as<bf16>(),
+                                  reinterpret_cast<const bf16*>(ka), n, c.n_heads,
                                   c.n_kv_heads, hd, kstride, kvq->spec.imp.w, kvq->imp_ws.as<float>(), st);
       }
       mark(OpFamily::wo);
-      matmul(s, y, s.att.as<bf16>(), L.wo, n, dim, qd);
+      matmul(s, y, s.att.as<T>(), elem_ptr<T>(L.wo), n, dim, qd);
     }
     mark(OpFamily::norm);
     add_rmsnorm_cuda(xb, x, y, L.ffn_norm, n, dim, c.rms_eps, st);
     mark(OpFamily::gate_up);
-    matmul(s, s.gu.as<float>(), xb, L.wgu, n, 2 * ffn, dim);
+    matmul(s, s.gu.as<float>(), xb, elem_ptr<T>(L.wgu), n, 2 * ffn, dim);
     mark(OpFamily::swiglu);
-    swiglu_cuda(s.h.as<bf16>(), s.gu.as<float>(), n, ffn, st);
+    swiglu_cuda(s.h.as<T>(), s.gu.as<float>(), n, ffn, st);
     mark(OpFamily::down);
-    matmul(s, y, s.h.as<bf16>(), L.wdown, n, dim, ffn);
+    matmul(s, y, s.h.as<T>(), elem_ptr<T>(L.wdown), n, dim, ffn);
   }
   if (kvq && kvq->active && kvq->spec.quant.on) {  // issue 7: after the call's attention, as on the CPU
     mark(OpFamily::attention);
@@ -1406,11 +1426,18 @@ void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) 
   if (logits_rows > 0) {
     mark(OpFamily::lm_head);
     if (logits_rows == 1)
-      gemv_bf16_cuda(s.logits.as<float>(), m.output, xb + size_t(n - 1) * dim, c.vocab_size, dim, st);
+      gemv_cuda(s.logits.as<float>(), elem_ptr<T>(m.output), xb + size_t(n - 1) * dim, c.vocab_size, dim, st);
     else
-      gemm_bf16_cuda(s.lt, s.logits.as<float>(), xb, m.output, n, c.vocab_size, dim, st);
+      gemm_cuda(s.lt, s.logits.as<float>(), xb, elem_ptr<T>(m.output), n, c.vocab_size, dim, st);
   }
   if (timer) timer->mark(-1, st);
+}
+
+void forward_block_cuda(CudaSession& s, int n, int logits_rows, OpTimer* timer) {
+  if (s.m->dtype == DType::f16)
+    forward_block_t<f16>(s, n, logits_rows, timer);
+  else
+    forward_block_t<bf16>(s, n, logits_rows, timer);
 }
 
 void cuda_decode_graph_launch(CudaSession& s) {

@@ -1,4 +1,4 @@
-// Device-side structs of the CUDA backend (included by engine/*.cu and tests/cuda/*.cu only): the bf16 weights,
+// Device-side structs of the CUDA backend (included by engine/*.cu and tests/cuda/*.cu only): the 16-bit weights,
 // the session (cache, scratch, stream, graph), per-op-family timing, and the block forward that bench_cuda and
 // the tests drive directly.
 #pragma once
@@ -15,6 +15,8 @@
 
 namespace llm {
 
+// The full-cache weights are declared bf16* but hold the model's dtype (CudaModel::dtype): with f16 they hold __half
+// values, read through elem_ptr<T> by the code templated on T (forward_block_cuda's full-cache path, the bench).
 struct CudaLayer {
   bf16* wqkv = nullptr;   // (n_heads*hd + 2*n_kv_heads*hd, dim): rows of W_Q, then W_K, then W_V
   bf16* wo = nullptr;     // (dim, n_heads*hd)
@@ -42,6 +44,8 @@ struct CudaLowRank {
 
 struct CudaModel {
   Config c;
+  DType dtype = DType::bf16;       // element type of embd, output and every CudaLayer matrix, and of the sessions'
+                                   // activations and full KV cache (issue 5); the low-rank weights are bf16 only
   int device = 0, sm_count = 0;
   std::vector<DeviceBuffer> bufs;  // owns every allocation below
   bf16* embd = nullptr;            // (vocab, dim)
@@ -54,9 +58,21 @@ struct CudaModel {
   size_t decode_weight_bytes = 0;  // bytes one decode step streams: every matrix once + one embedding row
 };
 
+// A 16-bit pointer of the model's storage seen as the dtype T it holds (bf16 or f16; see CudaLayer).
+template <class T>
+inline T* elem_ptr(bf16* p) {
+  return reinterpret_cast<T*>(p);
+}
+template <class T>
+inline const T* elem_ptr(const bf16* p) {
+  return reinterpret_cast<const T*>(p);
+}
+// Bytes of one element of a model of dtype t (2 for both bf16 and f16).
+inline size_t dtype_bytes(DType t) { return t == DType::f16 ? sizeof(f16) : sizeof(bf16); }
+
 // Allocate (uninitialised) weights of config c on the current device; tied: the output head is the embedding.
-CudaModel cuda_model_alloc(const Config& c, bool tied);
-// Fill every matrix with seeded uniform noise (scale 1/sqrt(in_features)) and the norms with 1, on the device:
+CudaModel cuda_model_alloc(const Config& c, bool tied, DType dtype = DType::bf16);
+// Fill every matrix with seeded uniform noise (scale 1/sqrt(in_features)), rounded to m.dtype, and the norms with 1:
 // the synthetic model of `llm bench --synthetic`.
 void cuda_model_randomize(CudaModel& m, uint64_t seed);
 // Issue 6, the synthetic bench: switch a randomized model to the low-rank cache of `spec` with random weights of
@@ -157,10 +173,10 @@ struct CudaSession {
   int capacity = 0, max_block = 0, n = 0, splits = 1;
   cudaStream_t stream = nullptr;
   CublasLt lt;
-  DeviceBuffer kcache, vcache;  // (n_layers, n_kv_heads, capacity, head_dim) bf16 each
+  DeviceBuffer kcache, vcache;  // (n_layers, n_kv_heads, capacity, head_dim) bf16 each (f16: m->dtype f16)
   DeviceBuffer x;               // (max_block, dim) fp32 residual stream
   DeviceBuffer y;               // (max_block, dim) fp32 output of W_O / W_down
-  DeviceBuffer xb;              // (max_block, dim) bf16 normed input
+  DeviceBuffer xb;              // (max_block, dim) bf16 normed input (xb, q, att, h: m->dtype, bf16 or f16)
   DeviceBuffer qkv;             // (max_block, qd + 2 kvd) fp32
   DeviceBuffer q;               // (max_block, qd) bf16 rotated queries
   DeviceBuffer att;             // (max_block, qd) bf16 attention output
@@ -192,8 +208,14 @@ struct CudaSession {
   CudaSession(const CudaSession&) = delete;
   CudaSession& operator=(const CudaSession&) = delete;
 
-  bf16* k_layer(int l) const;
-  bf16* v_layer(int l) const;
+  template <class T = bf16>  // T: the model's dtype (bf16 or f16)
+  T* k_layer(int l) const {
+    return kcache.as<T>() + size_t(l) * m->c.n_kv_heads * capacity * m->c.head_dim;
+  }
+  template <class T = bf16>
+  T* v_layer(int l) const {
+    return vcache.as<T>() + size_t(l) * m->c.n_kv_heads * capacity * m->c.head_dim;
+  }
 };
 
 // Enqueue (no synchronisation) the forward pass of n tokens whose ids and positions are already in s.tokens /

@@ -3,7 +3,8 @@
 // engine/forward_cuda.cu (built only when LLM_HAVE_CUDA). Device-side structs: engine/forward_cuda.cuh.
 //
 //   CudaModelPtr m = cuda_model_upload(config, weights);        // every matrix dequantised to bf16 on the device
-//   CudaSessionPtr s = cuda_session_create(*m, n_ctx, 512);      // bf16 KV cache + scratch + stream + cuBLASLt
+//                                                                //   (or f16: cuda_model_upload(c, w, DType::f16))
+//   CudaSessionPtr s = cuda_session_create(*m, n_ctx, 512);      // KV cache of the model's dtype + scratch + ...
 //   forward_cuda(*s, tokens, n, LogitsMode::last, logits);        // logits: host (vocab) or (n, vocab)
 #pragma once
 #include <cstddef>
@@ -11,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/llm.h"
 #include "engine/model.h"
+#include "loader/error.h"
 
 namespace llm {
 
@@ -32,11 +35,21 @@ using CudaSessionPtr = std::unique_ptr<CudaSession, CudaSessionDeleter>;
 // Number of CUDA devices (0 without a GPU or driver, or in a build without CUDA). Never throws.
 int cuda_device_count();
 
-// Copy the model to device 0: every matrix dequantised to bf16 (loader/ggml_quants.h dequantize_row_bf16),
+// Copy the model to device 0: every matrix dequantised to bf16 (loader/ggml_quants.h dequantize_row_bf16) or, with
+// dtype f16, to f32 and rounded to fp16 (a weight beyond fp16's range, |w| > 65504, throws saying to use bf16);
 // Q|K|V and gate|up concatenated row-wise so decode runs one GEMV for each; norms fp32. A tied output head shares
 // the embedding table. Memory: 2 bytes per weight (Llama-3-8B: 16.1 GB; the Q4_1 demo model: 270 MB instead of
 // its 98 MB file). Throws llm::Error without a device or when it does not fit.
-CudaModelPtr cuda_model_upload(const Config& c, const Weights& w);
+CudaModelPtr cuda_model_upload(const Config& c, const Weights& w, DType dtype = DType::bf16);
+DType cuda_model_dtype(const CudaModel& m);
+
+// Issue 5, --dtype f16: the compressed KV caches (svd:..., quant/keep/evict, issues 6 and 7) have bf16-only kernels
+// (kernels/attention_lowrank*.cu, attention_quant.cu, importance.cu, quant.cu); with f16 they are refused here.
+inline void cuda_dtype_kv_check(DType dtype, bool lowrank, bool prefill_parts, const std::string& spec_text) {
+  if (dtype == DType::f16 && (lowrank || prefill_parts))
+    fail("--kv ", spec_text, " with --dtype f16: the compressed KV caches (svd:..., quant/keep/evict) have bf16 "
+         "kernels only on cuda; use --dtype bf16 (the default) with them, or --kv full with f16");
+}
 size_t cuda_model_device_bytes(const CudaModel& m);
 
 // Issue 6: switch the model to the low-rank KV cache (engine/kv_lowrank.h). Uploads per layer W_QKV' = rows of

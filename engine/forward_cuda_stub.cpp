@@ -18,7 +18,8 @@ namespace {
 void CudaModelDeleter::operator()(CudaModel*) const {}  // never allocated in this build
 void CudaSessionDeleter::operator()(CudaSession*) const {}
 int cuda_device_count() { return 0; }
-CudaModelPtr cuda_model_upload(const Config&, const Weights&) { no_cuda(); }
+CudaModelPtr cuda_model_upload(const Config&, const Weights&, DType) { no_cuda(); }
+DType cuda_model_dtype(const CudaModel&) { no_cuda(); }
 size_t cuda_model_device_bytes(const CudaModel&) { no_cuda(); }
 void cuda_model_add_lowrank(CudaModel&, const KVLowRankModel&) { no_cuda(); }
 bool cuda_model_has_lowrank(const CudaModel&) { no_cuda(); }

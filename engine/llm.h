@@ -36,10 +36,18 @@ const char* device_name(Device d);
 // What `--device` defaults to (issue 5): cuda when this build has the CUDA backend and a GPU is present, else
 // cpu. `why` (optional) receives the reason in a few words, for verbose output.
 Device device_default(std::string* why = nullptr);
+// Element type of the CUDA backend's weights, activations between kernels and KV cache (issue 5; accumulation and
+// the residual stream stay fp32 either way). --device cpu computes in fp32 and takes only bf16 (the default, which
+// there means "not chosen"); f16 is refused there. Both are 2 bytes an element.
+enum class DType { bf16, f16 };
+// "bf16" or "f16"; throws llm::Error for anything else.
+DType dtype_from_name(const std::string& name);
+const char* dtype_name(DType t);
 
 struct LoadOptions {
   Device device = Device::cpu;  // the CLI passes device_default() when --device is not given
   int n_threads = 0;            // 0: every core
+  DType dtype = DType::bf16;    // --dtype: the CUDA backend's element type (f16 with --device cpu: llm::Error)
   // Called with the fraction loaded (0..1) while the weights are resolved and checked; may be empty.
   std::function<void(float)> on_progress = {};
   // ---- KV-cache compression (issue 6, docs/kv-compression.md) ----

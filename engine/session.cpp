@@ -37,6 +37,12 @@ Device device_from_name(const std::string& name) {
   fail("unknown device '", name, "': use cpu or cuda");
 }
 const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+DType dtype_from_name(const std::string& name) {
+  if (name == "bf16") return DType::bf16;
+  if (name == "f16") return DType::f16;
+  fail("unknown dtype '", name, "': use bf16 or f16");
+}
+const char* dtype_name(DType t) { return t == DType::bf16 ? "bf16" : "f16"; }
 Device device_default(std::string* why) {
   const bool built = kBuiltWithCuda, gpu = built && cuda_device_count() > 0;
   if (why)
@@ -83,6 +89,9 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
                          "--device cpu"
                        : "device cuda: this build has no CUDA backend (configure with -DLLM_CUDA=ON on a machine "
                          "with the CUDA Toolkit); use --device cpu");
+  if (opt.dtype == DType::f16 && opt.device != Device::cuda)
+    fail("--dtype f16 is a CUDA-backend option: --device cpu computes in fp32 (its weights stay as the file stores "
+         "them); drop --dtype, or use --device cuda");
   auto& m = *impl_;
   m.path = path;
   m.device = opt.device;
@@ -100,7 +109,8 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
                                                     : kv_prefill_spec_from_json_file(opt.kv_config);
     const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(base) : kv_spec_from_json_file(opt.kv_config);
     cuda_kv_spec_check(spec, pre, m.file.config.n_layers, opt.kv_config.empty() ? opt.kv : opt.kv_config);
-    m.cuda = cuda_model_upload(m.file.config, m.weights);
+    cuda_dtype_kv_check(opt.dtype, spec.lowrank, pre.any(), opt.kv_config.empty() ? opt.kv : opt.kv_config);
+    m.cuda = cuda_model_upload(m.file.config, m.weights, opt.dtype);
   }
   if (opt.on_progress) opt.on_progress(0.7f);
   if (m.file.format == ModelFile::Format::gguf) {

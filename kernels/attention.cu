@@ -1,6 +1,6 @@
 // Attention kernels: flash prefill (WMMA) and split-K flash decoding with its combine kernel.
 //
-// Napkin math, Llama-3-8B (32 layers, 8 KV heads, head_dim 128, bf16 cache):
+// Napkin math, Llama-3-8B (32 layers, 8 KV heads, head_dim 128, bf16 or f16 cache: 2 bytes either way):
 //  - Decode reads 2 * 32 * 8 * 128 * 2 B = 128 KB of cache per cached token: 1.07 GB at 8K, 4.3 GB at 32K
 //    (1.3 ms at 3.35 TB/s on top of the 4.5 ms of weights -> 173 tok/s ceiling at 32K; goal 150 = 87%).
 //    Each KV head is read once for its 4 query heads (GQA-aware), so the cache is streamed exactly once.
@@ -20,7 +20,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 // ================================ prefill ================================================================
 // Block = 4 warps = 64 query rows (16 per warp) of one query head. Per key tile of 64:
 //   S = Q K^T (WMMA, fp32 into shared memory) -> per-row online softmax in fp32 (one warp per row, 2 columns per
-//   lane) -> P (bf16, shared) -> O += P V with O kept in shared memory (fp32) and rescaled there.
+//   lane) -> P (T, shared) -> O += P V with O kept in shared memory (fp32) and rescaled there.
 // Keeping O in shared memory rather than in accumulator fragments costs shared-memory bandwidth but needs no
 // knowledge of the fragment layout: correct by construction.
 constexpr int kBr = 64, kBc = 64, kPW = 4;
@@ -36,19 +36,19 @@ struct PrefillSmem {
   static_assert(q % 32 == 0 && s % 32 == 0 && p % 32 == 0 && o % 32 == 0, "WMMA alignment");
 };
 
-template <int D>
-__global__ void __launch_bounds__(kPW * 32) attn_prefill_kernel(bf16* out, const bf16* q, const bf16* kc,
-                                                                const bf16* vc, int n_q, int n_kv, int n_heads,
+template <int D, class T>
+__global__ void __launch_bounds__(kPW * 32) attn_prefill_kernel(T* out, const T* q, const T* kc,
+                                                                const T* vc, int n_q, int n_kv, int n_heads,
                                                                 int group, int capacity, float scale_log2) {
   using namespace nvcuda;
   using L = PrefillSmem<D>;
   constexpr int QLD = L::QLD, SLD = L::SLD, PLD = L::PLD, OLD = L::OLD;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* sQ = reinterpret_cast<bf16*>(smem);
-  bf16* sK = reinterpret_cast<bf16*>(smem + L::q);
-  bf16* sV = reinterpret_cast<bf16*>(smem + L::q + L::k);
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sK = reinterpret_cast<T*>(smem + L::q);
+  T* sV = reinterpret_cast<T*>(smem + L::q + L::k);
   float* sS = reinterpret_cast<float*>(smem + L::q + L::k + L::v);
-  bf16* sP = reinterpret_cast<bf16*>(smem + L::q + L::k + L::v + L::s);
+  T* sP = reinterpret_cast<T*>(smem + L::q + L::k + L::v + L::s);
   float* sO = reinterpret_cast<float*>(smem + L::q + L::k + L::v + L::s + L::p);
   float* sM = reinterpret_cast<float*>(smem + L::q + L::k + L::v + L::s + L::p + L::o);
   float* sL = sM + kBr;
@@ -70,12 +70,12 @@ __global__ void __launch_bounds__(kPW * 32) attn_prefill_kernel(bf16* out, const
     sL[t] = 0.0f;
   }
 
-  bf16* wQ = sQ + warp * 16 * QLD;
+  T* wQ = sQ + warp * 16 * QLD;
   float* wS = sS + warp * 16 * SLD;
-  bf16* wP = sP + warp * 16 * PLD;
+  T* wP = sP + warp * 16 * PLD;
   float* wO = sO + warp * 16 * OLD;
-  const bf16* kb = kc + size_t(kvh) * capacity * D;
-  const bf16* vb = vc + size_t(kvh) * capacity * D;
+  const T* kb = kc + size_t(kvh) * capacity * D;
+  const T* vb = vc + size_t(kvh) * capacity * D;
   const int last_key = min(n_kv - 1, pos0 + q0 + kBr - 1);  // the last key any row of this tile sees
 
   for (int k0 = 0; k0 <= last_key; k0 += kBc) {
@@ -99,8 +99,8 @@ __global__ void __launch_bounds__(kPW * 32) attn_prefill_kernel(bf16* out, const
       wmma::fill_fragment(c, 0.0f);
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;  // K^T: element (d, j) at sK[j*QLD+d]
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;  // K^T: element (d, j) at sK[j*QLD+d]
         wmma::load_matrix_sync(a, wQ + kk * 16, QLD);
         wmma::load_matrix_sync(b, sK + nt * 16 * QLD + kk * 16, QLD);
         wmma::mma_sync(c, a, b, c);
@@ -123,8 +123,8 @@ __global__ void __launch_bounds__(kPW * 32) attn_prefill_kernel(bf16* out, const
       const float p0 = exp2f(s0 - m_use), p1 = exp2f(s1 - m_use);
       const float alpha = exp2f(m_old - m_use);
       const float rs = warp_sum(p0 + p1);
-      wP[r * PLD + lane] = __float2bfloat16_rn(p0);
-      wP[r * PLD + lane + 32] = __float2bfloat16_rn(p1);
+      wP[r * PLD + lane] = from_f32<T>(p0);
+      wP[r * PLD + lane + 32] = from_f32<T>(p1);
       for (int d = lane; d < D; d += 32) wO[r * OLD + d] *= alpha;
       __syncwarp();  // every lane has read sM[row] before lane 0 overwrites it
       if (lane == 0) {
@@ -141,8 +141,8 @@ __global__ void __launch_bounds__(kPW * 32) attn_prefill_kernel(bf16* out, const
       wmma::load_matrix_sync(c, wO + nt * 16, OLD, wmma::mem_row_major);
 #pragma unroll
       for (int kk = 0; kk < kBc / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;  // V: element (j, d) at sV[j*QLD+d]
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;  // V: element (j, d) at sV[j*QLD+d]
         wmma::load_matrix_sync(a, wP + kk * 16, PLD);
         wmma::load_matrix_sync(b, sV + kk * 16 * QLD + nt * 16, QLD);
         wmma::mma_sync(c, a, b, c);
@@ -156,19 +156,19 @@ __global__ void __launch_bounds__(kPW * 32) attn_prefill_kernel(bf16* out, const
     const int row = warp * 16 + r, qi = q0 + row;
     if (qi >= n_q) break;  // warp-uniform
     const float inv = 1.0f / sL[row];
-    bf16* o = out + (size_t(qi) * n_heads + h) * D;
-    for (int d = lane; d < D; d += 32) o[d] = __float2bfloat16_rn(wO[r * OLD + d] * inv);
+    T* o = out + (size_t(qi) * n_heads + h) * D;
+    for (int d = lane; d < D; d += 32) o[d] = from_f32<T>(wO[r * OLD + d] * inv);
   }
 }
 
-template <int D>
-void launch_prefill(bf16* out, const bf16* q, const bf16* k, const bf16* v, int n_q, int n_kv, int n_heads,
+template <int D, class T>
+void launch_prefill(T* out, const T* q, const T* k, const T* v, int n_q, int n_kv, int n_heads,
                     int n_kv_heads, int capacity, cudaStream_t st) {
   const size_t smem = PrefillSmem<D>::bytes;
-  CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const dim3 grid(ceil_div(n_q, kBr), n_heads);
   const float scale_log2 = kLog2e / sqrtf(float(D));
-  attn_prefill_kernel<D><<<grid, kPW * 32, smem, st>>>(out, q, k, v, n_q, n_kv, n_heads, n_heads / n_kv_heads,
+  attn_prefill_kernel<D, T><<<grid, kPW * 32, smem, st>>>(out, q, k, v, n_q, n_kv, n_heads, n_heads / n_kv_heads,
                                                        capacity, scale_log2);
   CUDA_CHECK_LAUNCH();
 }
@@ -182,9 +182,9 @@ void launch_prefill(bf16* out, const bf16* q, const bf16* k, const bf16* v, int 
 constexpr int kDW = 4;  // warps per decode block
 constexpr int kU = 4;   // keys per slot per iteration
 
-template <int D, int GM>
-__global__ void __launch_bounds__(kDW * 32) attn_decode_kernel(float* part_o, float* part_ml, const bf16* q,
-                                                               const bf16* kc, const bf16* vc, const int* pos,
+template <int D, int GM, class E>  // E: the element type (T is the slot width here)
+__global__ void __launch_bounds__(kDW * 32) attn_decode_kernel(float* part_o, float* part_ml, const E* q,
+                                                               const E* kc, const E* vc, const int* pos,
                                                                int group, int capacity, float scale_log2) {
   constexpr int T = D / 8, SW = 32 / T, SLOTS = kDW * SW;
   __shared__ float s_acc[SLOTS][GM][D];
@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(kDW * 32) attn_decode_kernel(float* part_o, fl
   for (int hh = 0; hh < GM; ++hh) {
     if (hh < group) {
       const uint4 u = *reinterpret_cast<const uint4*>(q + size_t(kvh * group + hh) * D + sub * 8);
-      bf16x8_to_f32(u, qf[hh]);
+      elem8_to_f32<E>(u, qf[hh]);
 #pragma unroll
       for (int i = 0; i < 8; ++i) qf[hh][i] *= scale_log2;
     } else {
@@ -218,8 +218,8 @@ __global__ void __launch_bounds__(kDW * 32) attn_decode_kernel(float* part_o, fl
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[hh][i] = 0.0f;
   }
-  const bf16* kb = kc + size_t(kvh) * capacity * D + sub * 8;
-  const bf16* vb = vc + size_t(kvh) * capacity * D + sub * 8;
+  const E* kb = kc + size_t(kvh) * capacity * D + sub * 8;
+  const E* vb = vc + size_t(kvh) * capacity * D + sub * 8;
 
   // warp-uniform loop (the shuffles below need every lane); key of (iteration, u) = it + j + u * SLOTS
   for (int it = start + warp * SW; it < end; it += SLOTS * kU) {
@@ -237,7 +237,7 @@ __global__ void __launch_bounds__(kDW * 32) attn_decode_kernel(float* part_o, fl
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       float kf[8];
-      bf16x8_to_f32(kr[u], kf);
+      elem8_to_f32<E>(kr[u], kf);
 #pragma unroll
       for (int hh = 0; hh < GM; ++hh) {
         float d = 0.0f;
@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(kDW * 32) attn_decode_kernel(float* part_o, fl
         const float p = exp2f(s[u][hh] - m_use);
         l[hh] += p;
         float vf[8];
-        bf16x8_to_f32(vr[u], vf);
+        elem8_to_f32<E>(vr[u], vf);
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[hh][i] = fmaf(p, vf[i], acc[hh][i]);
       }
@@ -303,7 +303,8 @@ __global__ void __launch_bounds__(kDW * 32) attn_decode_kernel(float* part_o, fl
 }
 
 // One block per query head, one thread per dimension: merge the splits' partials.
-__global__ void attn_combine_kernel(bf16* out, const float* part_o, const float* part_ml, int group, int splits,
+template <class T>
+__global__ void attn_combine_kernel(T* out, const float* part_o, const float* part_ml, int group, int splits,
                                     int D) {
   const int h = blockIdx.x, kvh = h / group, hh = h - kvh * group, d = threadIdx.x;
   float M = -INFINITY;
@@ -321,20 +322,20 @@ __global__ void attn_combine_kernel(bf16* out, const float* part_o, const float*
       Lsum += l * w;
     }
   }
-  out[size_t(h) * D + d] = __float2bfloat16_rn(Lsum > 0.0f ? O / Lsum : 0.0f);
+  out[size_t(h) * D + d] = from_f32<T>(Lsum > 0.0f ? O / Lsum : 0.0f);
 }
 
-template <int D, int GM>
-void launch_decode(float* part_o, float* part_ml, const bf16* q, const bf16* k, const bf16* v, const int* pos,
+template <int D, int GM, class T>
+void launch_decode(float* part_o, float* part_ml, const T* q, const T* k, const T* v, const int* pos,
                    int n_kv_heads, int group, int capacity, int splits, cudaStream_t st) {
   const float scale_log2 = kLog2e / sqrtf(float(D));
-  attn_decode_kernel<D, GM><<<dim3(n_kv_heads, splits), kDW * 32, 0, st>>>(part_o, part_ml, q, k, v, pos, group,
+  attn_decode_kernel<D, GM, T><<<dim3(n_kv_heads, splits), kDW * 32, 0, st>>>(part_o, part_ml, q, k, v, pos, group,
                                                                           capacity, scale_log2);
   CUDA_CHECK_LAUNCH();
 }
 
-template <int D>
-void dispatch_decode(float* part_o, float* part_ml, const bf16* q, const bf16* k, const bf16* v, const int* pos,
+template <int D, class T>
+void dispatch_decode(float* part_o, float* part_ml, const T* q, const T* k, const T* v, const int* pos,
                      int n_kv_heads, int group, int capacity, int splits, cudaStream_t st) {
   if (group <= 1)
     launch_decode<D, 1>(part_o, part_ml, q, k, v, pos, n_kv_heads, group, capacity, splits, st);
@@ -355,7 +356,8 @@ void check_heads(const char* who, int n_heads, int n_kv_heads, int head_dim) {
 }
 }  // namespace
 
-void attention_prefill_cuda(bf16* out, const bf16* q, const bf16* k, const bf16* v, int n_q, int n_kv, int n_heads,
+template <class T>
+void attention_prefill_cuda(T* out, const T* q, const T* k, const T* v, int n_q, int n_kv, int n_heads,
                             int n_kv_heads, int head_dim, int capacity, cudaStream_t st) {
   check_heads("attention_prefill_cuda", n_heads, n_kv_heads, head_dim);
   if (n_q <= 0) return;
@@ -377,7 +379,8 @@ size_t attention_decode_workspace_floats(int n_heads, int head_dim, int splits) 
   return size_t(n_heads) * splits * (head_dim + 2);
 }
 
-void attention_decode_cuda(bf16* out, const bf16* q, const bf16* k, const bf16* v, const int* pos, int n_heads,
+template <class T>
+void attention_decode_cuda(T* out, const T* q, const T* k, const T* v, const int* pos, int n_heads,
                            int n_kv_heads, int head_dim, int capacity, int splits, float* workspace, cudaStream_t st) {
   check_heads("attention_decode_cuda", n_heads, n_kv_heads, head_dim);
   const int group = n_heads / n_kv_heads;
@@ -387,8 +390,17 @@ void attention_decode_cuda(bf16* out, const bf16* q, const bf16* k, const bf16* 
     dispatch_decode<64>(part_o, part_ml, q, k, v, pos, n_kv_heads, group, capacity, splits, st);
   else
     dispatch_decode<128>(part_o, part_ml, q, k, v, pos, n_kv_heads, group, capacity, splits, st);
-  attn_combine_kernel<<<n_heads, head_dim, 0, st>>>(out, part_o, part_ml, group, splits, head_dim);
+  attn_combine_kernel<T><<<n_heads, head_dim, 0, st>>>(out, part_o, part_ml, group, splits, head_dim);
   CUDA_CHECK_LAUNCH();
 }
+
+#define LLM_ATTENTION_INST(T)                                                                                 \
+  template void attention_prefill_cuda<T>(T*, const T*, const T*, const T*, int, int, int, int, int, int,   \
+                                          cudaStream_t);                                                    \
+  template void attention_decode_cuda<T>(T*, const T*, const T*, const T*, const int*, int, int, int, int, int, \
+                                         float*, cudaStream_t);
+LLM_ATTENTION_INST(bf16)
+LLM_ATTENTION_INST(f16)
+#undef LLM_ATTENTION_INST
 
 }  // namespace llm

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "loader/error.h"
@@ -14,6 +15,7 @@
 namespace llm {
 
 using bf16 = __nv_bfloat16;
+using f16 = __half;  // the second element type of the full-cache path (--dtype f16); fp32 accumulation either way
 
 // CUDA_CHECK(cudaMalloc(...)): throws llm::Error naming the call, the file:line and the CUDA error.
 #define CUDA_CHECK(expr)                                                                                     \
@@ -65,6 +67,49 @@ __device__ __forceinline__ void bf16x8_to_f32(const uint4& u, float* f) {
     f[2 * i + 1] = t.y;
   }
 }
+
+// The full-cache kernels are templates on the 16-bit element type T (bf16 or f16), instantiated for both: every
+// load goes through to_f32 / elem8_to_f32, every store through from_f32<T> (round to nearest even).
+template <class T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+__device__ __forceinline__ f16 from_f32<f16>(float x) { return __float2half_rn(x); }
+// Two rounded elements as one 4-byte store (p 4-byte aligned).
+template <class T>
+__device__ __forceinline__ void store2(T* p, float a, float b) {
+  if constexpr (std::is_same_v<T, f16>)
+    *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+  else
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+// 8 fp16 packed in a uint4 -> 8 floats.
+__device__ __forceinline__ void f16x8_to_f32(const uint4& u, float* f) {
+  const __half2* p = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float2 t = __half22float2(p[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+// elem8_to_f32<T>(u, f): 8 elements of type T packed in a uint4 -> 8 floats.
+template <class T>
+__device__ __forceinline__ void elem8_to_f32(const uint4& u, float* f) {
+  if constexpr (std::is_same_v<T, f16>)
+    f16x8_to_f32(u, f);
+  else
+    bf16x8_to_f32(u, f);
+}
+
+// Host-side names of the element types (messages, bench output).
+template <class T>
+constexpr const char* elem_name();
+template <>
+constexpr const char* elem_name<bf16>() { return "bf16"; }
+template <>
+constexpr const char* elem_name<f16>() { return "f16"; }
 
 // ---- device memory ---------------------------------------------------------------------------------------
 // A move-only cudaMalloc'd block; freed in the destructor. Size 0 holds no memory.

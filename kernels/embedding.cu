@@ -1,11 +1,13 @@
-// Embedding gather: n rows of dim bf16 -> fp32. Napkin math (Llama-3-8B, dim 4096): 8 KB read + 16 KB written
-// per token; a 2048-token prompt moves 48 MB, ~20 us at 3 TB/s. Decode: one row, launch-bound (~3 us).
+// Embedding gather: n rows of dim bf16 or f16 (the template parameter T) -> fp32. Napkin math (Llama-3-8B, dim 4096): 8
+// KB read + 16 KB written per token; a 2048-token prompt moves 48 MB, ~20 us at 3 TB/s. Decode: one row, launch-bound
+// (~3 us).
 #include "kernels/embedding_cuda.h"
 
 namespace llm {
 
 namespace {
-__global__ void embedding_kernel(float* out, const int* tokens, const bf16* table, int vocab, int dim) {
+template <class T>
+__global__ void embedding_kernel(float* out, const int* tokens, const T* table, int vocab, int dim) {
   const int i = blockIdx.x;
   const int id = tokens[i];
   float* o = out + static_cast<size_t>(i) * dim;
@@ -14,7 +16,7 @@ __global__ void embedding_kernel(float* out, const int* tokens, const bf16* tabl
   for (int v = threadIdx.x; v < dim / 8; v += blockDim.x) {
     float f[8];
     if (ok) {
-      bf16x8_to_f32(__ldg(row + v), f);
+      elem8_to_f32<T>(__ldg(row + v), f);
     } else {
 #pragma unroll
       for (int j = 0; j < 8; ++j) f[j] = 0.0f;
@@ -26,11 +28,14 @@ __global__ void embedding_kernel(float* out, const int* tokens, const bf16* tabl
 }
 }  // namespace
 
-void embedding_cuda(float* out, const int* tokens, int n, const bf16* table, int vocab, int dim, cudaStream_t st) {
+template <class T>
+void embedding_cuda(float* out, const int* tokens, int n, const T* table, int vocab, int dim, cudaStream_t st) {
   if (dim % 8 != 0) fail("embedding_cuda: dim ", dim, " must be a multiple of 8");
   if (n <= 0) return;
-  embedding_kernel<<<n, 128, 0, st>>>(out, tokens, table, vocab, dim);
+  embedding_kernel<T><<<n, 128, 0, st>>>(out, tokens, table, vocab, dim);
   CUDA_CHECK_LAUNCH();
 }
+template void embedding_cuda<bf16>(float*, const int*, int, const bf16*, int, int, cudaStream_t);
+template void embedding_cuda<f16>(float*, const int*, int, const f16*, int, int, cudaStream_t);
 
 }  // namespace llm

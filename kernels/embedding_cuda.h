@@ -10,6 +10,7 @@ namespace llm {
 // out[i, :] = table[tokens[i], :] as fp32.   tokens: (n) device ids; table: (vocab, dim) bf16; out: (n, dim).
 // dim must be a multiple of 8 (16-byte loads). An id outside [0, vocab) gives a row of zeros: the host checks
 // ids before they reach the device (the kernel cannot throw).
-void embedding_cuda(float* out, const int* tokens, int n, const bf16* table, int vocab, int dim, cudaStream_t st);
+template <class T>  // bf16 or f16 (instantiated in embedding.cu)
+void embedding_cuda(float* out, const int* tokens, int n, const T* table, int vocab, int dim, cudaStream_t st);
 
 }  // namespace llm

@@ -14,18 +14,19 @@ namespace llm {
 namespace {
 constexpr int kGemvWarps = 8;  // rows per block
 
+template <class T>
 __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
   float fa[8], fb[8];
-  bf16x8_to_f32(a, fa);
-  bf16x8_to_f32(b, fb);
+  elem8_to_f32<T>(a, fa);
+  elem8_to_f32<T>(b, fb);
   float s = 0.0f;
 #pragma unroll
   for (int i = 0; i < 8; ++i) s = fmaf(fa[i], fb[i], s);
   return s;
 }
 
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_bf16_kernel(float* y, const bf16* w, const bf16* x,
-                                                                    int rows, int cols) {
+template <class T>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(float* y, const T* w, const T* x, int rows, int cols) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * kGemvWarps + (threadIdx.x >> 5);
   if (row >= rows) return;  // warp-uniform
@@ -38,10 +39,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_bf16_kernel(float* y, co
   for (; i + 96 < nv; i += 128) {
     const uint4 w0 = __ldcs(wr + i), w1 = __ldcs(wr + i + 32), w2 = __ldcs(wr + i + 64), w3 = __ldcs(wr + i + 96);
     const uint4 x0 = __ldg(xv + i), x1 = __ldg(xv + i + 32), x2 = __ldg(xv + i + 64), x3 = __ldg(xv + i + 96);
-    acc0 += dot8(w0, x0) + dot8(w2, x2);
-    acc1 += dot8(w1, x1) + dot8(w3, x3);
+    acc0 += dot8<T>(w0, x0) + dot8<T>(w2, x2);
+    acc1 += dot8<T>(w1, x1) + dot8<T>(w3, x3);
   }
-  for (; i < nv; i += 32) acc0 += dot8(__ldcs(wr + i), __ldg(xv + i));
+  for (; i < nv; i += 32) acc0 += dot8<T>(__ldcs(wr + i), __ldg(xv + i));
   const float s = warp_sum(acc0 + acc1);
   if (lane == 0) y[row] = s;
 }
@@ -52,10 +53,11 @@ void lt_check(cublasStatus_t s, const char* what) {
 }
 }  // namespace
 
-void gemv_bf16_cuda(float* y, const bf16* w, const bf16* x, int rows, int cols, cudaStream_t st) {
-  if (cols % 8 != 0) fail("gemv_bf16_cuda: cols ", cols, " must be a multiple of 8");
+template <class T>
+void gemv_cuda(float* y, const T* w, const T* x, int rows, int cols, cudaStream_t st) {
+  if (cols % 8 != 0) fail("gemv_cuda (", elem_name<T>(), "): cols ", cols, " must be a multiple of 8");
   if (rows <= 0) return;
-  gemv_bf16_kernel<<<ceil_div(rows, kGemvWarps), kGemvWarps * 32, 0, st>>>(y, w, x, rows, cols);
+  gemv_kernel<T><<<ceil_div(rows, kGemvWarps), kGemvWarps * 32, 0, st>>>(y, w, x, rows, cols);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -64,8 +66,9 @@ CublasLt::~CublasLt() {
   if (handle) cublasLtDestroy(handle);
 }
 
-void gemm_bf16_cuda(CublasLt& lt, float* out, const bf16* x, const bf16* w, int n, int rows, int cols,
-                    cudaStream_t st) {
+template <class T>
+void gemm_cuda(CublasLt& lt, float* out, const T* x, const T* w, int n, int rows, int cols, cudaStream_t st) {
+  constexpr cudaDataType_t type = std::is_same_v<T, f16> ? CUDA_R_16F : CUDA_R_16BF;
   if (n <= 0 || rows <= 0) return;
   // Column-major view: out^T (rows x n) = W^T^T ... i.e. C = op(A) * B with A = W seen column-major as
   // (cols x rows) and transposed, B = x seen column-major as (cols x n), C = out seen column-major (rows x n).
@@ -88,8 +91,8 @@ void gemm_bf16_cuda(CublasLt& lt, float* out, const bf16* x, const bf16* w, int 
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   lt_check(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
   lt_check(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
-  lt_check(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, cols, rows, cols), "layout A");
-  lt_check(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, cols, n, cols), "layout B");
+  lt_check(cublasLtMatrixLayoutCreate(&la, type, cols, rows, cols), "layout A");
+  lt_check(cublasLtMatrixLayoutCreate(&lb, type, cols, n, cols), "layout B");
   lt_check(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, rows, n, rows), "layout C");
   lt_check(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
   size_t ws = lt.workspace.bytes;
@@ -97,14 +100,15 @@ void gemm_bf16_cuda(CublasLt& lt, float* out, const bf16* x, const bf16* w, int 
            "set workspace");
   const cublasLtMatmulAlgo_t* algo = nullptr;
   for (const auto& a : lt.algos)
-    if (a.n == n && a.rows == rows && a.cols == cols) algo = &a.algo;
+    if (a.n == n && a.rows == rows && a.cols == cols && a.type == type) algo = &a.algo;
   if (!algo) {
     cublasLtMatmulHeuristicResult_t heur{};
     int found = 0;
     lt_check(cublasLtMatmulAlgoGetHeuristic(lt.handle, op, la, lb, lc, lc, pref, 1, &heur, &found), "heuristic");
     if (found == 0)
-      fail("cuBLASLt found no bf16 GEMM algorithm for (", n, " x ", cols, ") . (", cols, " x ", rows, ")^T");
-    lt.algos.push_back({n, rows, cols, heur.algo});
+      fail("cuBLASLt found no ", elem_name<T>(), " GEMM algorithm for (", n, " x ", cols, ") . (", cols, " x ", rows,
+           ")^T");
+    lt.algos.push_back({n, rows, cols, type, heur.algo});
     algo = &lt.algos.back().algo;
   }
   const float alpha = 1.0f, beta = 0.0f;
@@ -112,5 +116,10 @@ void gemm_bf16_cuda(CublasLt& lt, float* out, const bf16* x, const bf16* w, int 
                           lt.workspace.bytes, st),
            "Matmul");
 }
+
+template void gemv_cuda<bf16>(float*, const bf16*, const bf16*, int, int, cudaStream_t);
+template void gemv_cuda<f16>(float*, const f16*, const f16*, int, int, cudaStream_t);
+template void gemm_cuda<bf16>(CublasLt&, float*, const bf16*, const bf16*, int, int, int, cudaStream_t);
+template void gemm_cuda<f16>(CublasLt&, float*, const f16*, const f16*, int, int, int, cudaStream_t);
 
 }  // namespace llm

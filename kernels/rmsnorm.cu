@@ -8,8 +8,8 @@ namespace llm {
 namespace {
 constexpr int kThreads = 256;
 
-template <bool kAdd>
-__global__ void __launch_bounds__(kThreads) rmsnorm_kernel(bf16* out, float* x, const float* y, const float* w,
+template <bool kAdd, class T>
+__global__ void __launch_bounds__(kThreads) rmsnorm_kernel(T* out, float* x, const float* y, const float* w,
                                                            int dim, float eps) {
   __shared__ float scratch[32];
   const size_t row = blockIdx.x;
@@ -32,28 +32,37 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(bf16* out, float* x, 
   ss = block_sum(ss, scratch);
   const float scale = rsqrtf(ss / static_cast<float>(dim) + eps);
   const float4* w4 = reinterpret_cast<const float4*>(w);
-  __nv_bfloat162* o2 = reinterpret_cast<__nv_bfloat162*>(out + row * dim);
+  T* o = out + row * dim;
   for (int i = threadIdx.x; i < n4; i += kThreads) {
     const float4 a = x4[i], g = w4[i];
-    o2[2 * i] = __floats2bfloat162_rn(a.x * scale * g.x, a.y * scale * g.y);
-    o2[2 * i + 1] = __floats2bfloat162_rn(a.z * scale * g.z, a.w * scale * g.w);
+    store2<T>(o + 4 * i, a.x * scale * g.x, a.y * scale * g.y);
+    store2<T>(o + 4 * i + 2, a.z * scale * g.z, a.w * scale * g.w);
   }
 }
 }  // namespace
 
-void rmsnorm_cuda(bf16* out, const float* x, const float* w, int n, int dim, float eps, cudaStream_t st) {
+template <class T>
+void rmsnorm_cuda(T* out, const float* x, const float* w, int n, int dim, float eps, cudaStream_t st) {
   if (dim % 4 != 0) fail("rmsnorm_cuda: dim ", dim, " must be a multiple of 4");
   if (n <= 0) return;
-  rmsnorm_kernel<false><<<n, kThreads, 0, st>>>(out, const_cast<float*>(x), nullptr, w, dim, eps);
+  rmsnorm_kernel<false, T><<<n, kThreads, 0, st>>>(out, const_cast<float*>(x), nullptr, w, dim, eps);
   CUDA_CHECK_LAUNCH();
 }
 
-void add_rmsnorm_cuda(bf16* out, float* x, const float* y, const float* w, int n, int dim, float eps,
+template <class T>
+void add_rmsnorm_cuda(T* out, float* x, const float* y, const float* w, int n, int dim, float eps,
                       cudaStream_t st) {
   if (dim % 4 != 0) fail("add_rmsnorm_cuda: dim ", dim, " must be a multiple of 4");
   if (n <= 0) return;
-  rmsnorm_kernel<true><<<n, kThreads, 0, st>>>(out, x, y, w, dim, eps);
+  rmsnorm_kernel<true, T><<<n, kThreads, 0, st>>>(out, x, y, w, dim, eps);
   CUDA_CHECK_LAUNCH();
 }
+
+#define LLM_RMSNORM_INST(T)                                                                                \
+  template void rmsnorm_cuda<T>(T*, const float*, const float*, int, int, float, cudaStream_t);          \
+  template void add_rmsnorm_cuda<T>(T*, float*, const float*, const float*, int, int, float, cudaStream_t);
+LLM_RMSNORM_INST(bf16)
+LLM_RMSNORM_INST(f16)
+#undef LLM_RMSNORM_INST
 
 }  // namespace llm

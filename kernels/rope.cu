@@ -6,7 +6,8 @@
 namespace llm {
 
 namespace {
-__global__ void rope_kv_kernel(bf16* q_out, bf16* k_cache, bf16* v_cache, const float* qkv, const int* pos,
+template <class T>
+__global__ void rope_kv_kernel(T* q_out, T* k_cache, T* v_cache, const float* qkv, const int* pos,
                                int n_heads, int n_kv_heads, int head_dim, int capacity, const float* inv_freq,
                                bool interleaved) {
   const int i = blockIdx.x;
@@ -26,32 +27,37 @@ __global__ void rope_kv_kernel(bf16* q_out, bf16* k_cache, bf16* v_cache, const 
     const float* src = row + static_cast<size_t>(hh) * head_dim;  // q heads then k heads, contiguous
     const float a = src[a_idx], b = src[b_idx];
     const float ra = a * cs - b * sn, rb = a * sn + b * cs;
-    bf16* dst;
+    T* dst;
     if (hh < n_heads) {
       dst = q_out + (static_cast<size_t>(i) * n_heads + hh) * head_dim;
     } else {
       const int g = hh - n_heads;
       dst = k_cache + (static_cast<size_t>(g) * capacity + p) * head_dim;
     }
-    dst[a_idx] = __float2bfloat16_rn(ra);
-    dst[b_idx] = __float2bfloat16_rn(rb);
+    dst[a_idx] = from_f32<T>(ra);
+    dst[b_idx] = from_f32<T>(rb);
   }
   const float* v = row + qd + kvd;
   for (int t = threadIdx.x; t < kvd; t += blockDim.x) {
     const int g = t / head_dim, d = t - g * head_dim;
-    v_cache[(static_cast<size_t>(g) * capacity + p) * head_dim + d] = __float2bfloat16_rn(v[t]);
+    v_cache[(static_cast<size_t>(g) * capacity + p) * head_dim + d] = from_f32<T>(v[t]);
   }
 }
 }  // namespace
 
-void rope_kv_write_cuda(bf16* q_out, bf16* k_cache, bf16* v_cache, const float* qkv, const int* pos, int n,
+template <class T>
+void rope_kv_write_cuda(T* q_out, T* k_cache, T* v_cache, const float* qkv, const int* pos, int n,
                         int n_heads, int n_kv_heads, int head_dim, int capacity, const float* inv_freq,
                         RopeLayout layout, cudaStream_t st) {
   if (head_dim % 2 != 0) fail("rope_kv_write_cuda: head_dim ", head_dim, " must be even");
   if (n <= 0) return;
-  rope_kv_kernel<<<n, 256, 0, st>>>(q_out, k_cache, v_cache, qkv, pos, n_heads, n_kv_heads, head_dim, capacity,
+  rope_kv_kernel<T><<<n, 256, 0, st>>>(q_out, k_cache, v_cache, qkv, pos, n_heads, n_kv_heads, head_dim, capacity,
                                     inv_freq, layout == RopeLayout::interleaved);
   CUDA_CHECK_LAUNCH();
 }
+template void rope_kv_write_cuda<bf16>(bf16*, bf16*, bf16*, const float*, const int*, int, int, int, int, int,
+                                       const float*, RopeLayout, cudaStream_t);
+template void rope_kv_write_cuda<f16>(f16*, f16*, f16*, const float*, const int*, int, int, int, int, int,
+                                      const float*, RopeLayout, cudaStream_t);
 
 }  // namespace llm

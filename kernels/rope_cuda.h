@@ -12,10 +12,11 @@ namespace llm {
 
 // qkv:      (n, (n_heads + 2*n_kv_heads) * head_dim) fp32, each row [q | k | v]
 // pos:      (n) device positions; token i is rotated by pos[i] and written to cache slot pos[i] (< capacity)
-// q_out:    (n, n_heads, head_dim) bf16
-// k_cache, v_cache: ONE layer's (n_kv_heads, capacity, head_dim) bf16
+// q_out:    (n, n_heads, head_dim) T (bf16 or f16)
+// k_cache, v_cache: ONE layer's (n_kv_heads, capacity, head_dim) T
 // inv_freq: (head_dim/2) fp32 device
-void rope_kv_write_cuda(bf16* q_out, bf16* k_cache, bf16* v_cache, const float* qkv, const int* pos, int n,
+template <class T>  // T: bf16 or f16 (instantiated in rope.cu)
+void rope_kv_write_cuda(T* q_out, T* k_cache, T* v_cache, const float* qkv, const int* pos, int n,
                         int n_heads, int n_kv_heads, int head_dim, int capacity, const float* inv_freq,
                         RopeLayout layout, cudaStream_t st);
 

@@ -13,6 +13,7 @@
 #include "emu/cuda_emu.h"
 
 #include <cstddef>
+#include <cstring>
 #include <type_traits>
 
 namespace nvcuda {
@@ -27,7 +28,22 @@ enum layout_t { mem_row_major, mem_col_major };
 
 inline float emu_to_float(float v) { return v; }
 inline float emu_to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-inline float emu_to_float(__half v) { return __half2float(v); }
+// fp16 -> fp32 without the toolkit's host loop for subnormals (exact; fp16 fragments are converted per mma_sync)
+inline float emu_to_float(__half v) {
+  const unsigned h = static_cast<__half_raw>(v).x, sign = (h & 0x8000u) << 16, em = h & 0x7fffu;
+  unsigned bits;
+  if (em >= 0x7c00u)
+    bits = sign | 0x7f800000u | ((em & 0x3ffu) << 13);  // inf / NaN
+  else if (em >= 0x0400u)
+    bits = sign | ((em << 13) + (112u << 23));  // normal: rebias the exponent 15 -> 127
+  else {
+    float f = static_cast<float>(em) * 5.9604644775390625e-8f;  // subnormal / zero: em * 2^-24, exact
+    return sign ? -f : f;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
 
 template <class Use, int M, int N, int K, class T, class Layout = void>
 struct fragment {
@@ -69,10 +85,13 @@ template <int M, int N, int K, class TA, class LA, class TB, class LB, class TC>
 inline void mma_sync(fragment<accumulator, M, N, K, TC, void>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
                      const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, TC, void>& c) {
   TC out[M * N];
+  float fa[M * K], fb[K * N];  // each element converted once, not once per product (fp16 conversion is not free)
+  for (int i = 0; i < M * K; ++i) fa[i] = emu_to_float(a.x[i]);
+  for (int i = 0; i < K * N; ++i) fb[i] = emu_to_float(b.x[i]);
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {
       float s = emu_to_float(c.x[i * N + j]);
-      for (int k = 0; k < K; ++k) s += emu_to_float(a.x[i * K + k]) * emu_to_float(b.x[k * N + j]);
+      for (int k = 0; k < K; ++k) s += fa[i * K + k] * fb[k * N + j];
       out[i * N + j] = TC(s);
     }
   for (int i = 0; i < M * N; ++i) d.x[i] = out[i];

@@ -1,8 +1,8 @@
 // Helpers shared by the CUDA forward tests (test_forward_cuda.cu, test_forward_kvq_cuda.cu,
-// test_forward_keep_cuda.cu, test_forward_svdimp_cuda.cu): the device model's bf16 weights copied back and viewed
-// as a CPU Weights struct, so forward_cpu runs on exactly the device's weights, the small synthetic configs those
-// tests build, and the compressed-cache comparisons (a sequence of calls run on the CPU's and the device's
-// compressed cache, logits compared).
+// test_forward_keep_cuda.cu, test_forward_svdimp_cuda.cu): the device model's 16-bit weights (bf16, or f16 for a
+// model of DType::f16) copied back and viewed as a CPU Weights struct, so forward_cpu runs on exactly the device's
+// weights, the small synthetic configs those tests build, and the compressed-cache comparisons (a sequence of calls
+// run on the CPU's and the device's compressed cache, logits compared).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -18,16 +18,17 @@
 
 namespace llm_cuda_test {
 
-// Host copies of a CudaModel's weights, viewed as a CPU Weights struct (BF16 QMatrix).
+// Host copies of a CudaModel's weights, viewed as a CPU Weights struct (BF16 or F16 QMatrix, as m.dtype).
 struct HostWeights {
   std::vector<std::vector<uint16_t>> mats;
   std::vector<float> norms;
   llm::Weights w;
 };
 
-inline llm::QMatrix view(const std::vector<uint16_t>& bits, size_t row0, int64_t rows, int64_t cols) {
+inline llm::QMatrix view(const std::vector<uint16_t>& bits, size_t row0, int64_t rows, int64_t cols,
+                         llm::GGMLType type = llm::GGMLType::BF16) {
   llm::QMatrix m;
-  m.type = llm::GGMLType::BF16;
+  m.type = type;
   m.data = reinterpret_cast<const uint8_t*>(bits.data() + row0 * cols);
   m.rows = rows;
   m.cols = cols;
@@ -40,6 +41,10 @@ inline void host_weights(const llm::CudaModel& m, HostWeights& h) {
   const size_t dim = c.dim, qd = size_t(c.n_heads) * c.head_dim, kvd = size_t(c.n_kv_heads) * c.head_dim;
   const size_t ffn = c.ffn_dim, V = c.vocab_size;
   h.mats.reserve(2 + 4 * c.n_layers);
+  const llm::GGMLType t = m.dtype == llm::DType::f16 ? llm::GGMLType::F16 : llm::GGMLType::BF16;
+  auto view = [t](const std::vector<uint16_t>& bits, size_t row0, int64_t rows, int64_t cols) {
+    return llm_cuda_test::view(bits, row0, rows, cols, t);
+  };
   auto get = [&](const bf16* p, size_t n) -> const std::vector<uint16_t>& {
     h.mats.emplace_back(n);
     CUDA_CHECK(cudaMemcpy(h.mats.back().data(), p, n * 2, cudaMemcpyDeviceToHost));

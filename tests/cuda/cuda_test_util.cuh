@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/common.cuh"
@@ -70,6 +71,47 @@ inline std::vector<float> random_f32(std::mt19937& rng, size_t n, float scale) {
   std::uniform_real_distribution<float> u(-scale, scale);
   std::vector<float> f(n);
   for (auto& x : f) x = u(rng);
+  return f;
+}
+
+// ---- the 16-bit element types of the full-cache kernels (bf16 and f16: TEST_CASE_TEMPLATE over both) ----------
+using llm::f16;
+template <class T>
+uint16_t elem_bits(float x) {
+  return std::is_same_v<T, f16> ? llm::f32_to_fp16(x) : llm::f32_to_bf16(x);
+}
+template <class T>
+float elem_float(uint16_t b) {
+  return std::is_same_v<T, f16> ? llm::fp16_to_f32(b) : llm::bf16_to_f32(b);
+}
+// The GGML type of a matrix stored in T (what the CPU twins read).
+template <class T>
+llm::GGMLType elem_ggml_type() {
+  return std::is_same_v<T, f16> ? llm::GGMLType::F16 : llm::GGMLType::BF16;
+}
+// Tolerances sized for bf16 rounding (unit roundoff 2^-9) times this: f16 keeps 3 more mantissa bits (2^-12), so
+// the parts of a tolerance that come from rounding 16-bit values shrink 8x.
+template <class T>
+constexpr float elem_tol() {
+  return std::is_same_v<T, f16> ? 0.125f : 1.0f;
+}
+template <class T>
+std::vector<float> download_elem(const DeviceBuffer& d, size_t n) {
+  std::vector<uint16_t> raw = download<uint16_t>(d, n);
+  std::vector<float> f(n);
+  for (size_t i = 0; i < n; ++i) f[i] = elem_float<T>(raw[i]);
+  return f;
+}
+// n values uniform in [-scale, scale), rounded to T (bits in `bits`, the same values as floats returned).
+template <class T>
+std::vector<float> random_elem(std::mt19937& rng, size_t n, float scale, std::vector<uint16_t>& bits) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> f(n);
+  bits.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    bits[i] = elem_bits<T>(u(rng));
+    f[i] = elem_float<T>(bits[i]);
+  }
   return f;
 }
 

@@ -1,7 +1,9 @@
 // Every CUDA kernel against its CPU twin (kernels/ops_cpu.h) on seeded random inputs, at Llama-3-8B shapes
 // (dim 4096, 32/8 heads, head_dim 128, ffn 14336) and the demo model's (576, 9/3, 64, 1536), odd lengths and
 // contexts that cross the 64-key tiles; plus one hand-computable case per kernel family.
-// Tolerances: bf16 outputs carry 2^-9 relative rounding; fp32 outputs only differ by summation order.
+// Every full-cache kernel runs for both element types (TEST_CASE_TEMPLATE over bf16 and f16, issue 5 --dtype):
+// tolerances are sized for bf16 (2^-9 relative rounding of a 16-bit output) and their rounding parts scaled by
+// elem_tol<T>() (1/8 for f16, 3 more mantissa bits); fp32 outputs only differ by summation order.
 // Without a GPU every case prints "SKIPPED: no CUDA device" and passes.
 #include <algorithm>
 #include <numeric>
@@ -21,9 +23,10 @@ using namespace llm;
 using namespace llm_cuda_test;
 
 namespace {
-QMatrix bf16_matrix(const std::vector<uint16_t>& bits, int64_t rows, int64_t cols) {
+template <class T>  // bf16 or f16 bits
+QMatrix elem_matrix(const std::vector<uint16_t>& bits, int64_t rows, int64_t cols) {
   QMatrix m;
-  m.type = GGMLType::BF16;
+  m.type = elem_ggml_type<T>();
   m.data = reinterpret_cast<const uint8_t*>(bits.data());
   m.rows = rows;
   m.cols = cols;
@@ -32,52 +35,54 @@ QMatrix bf16_matrix(const std::vector<uint16_t>& bits, int64_t rows, int64_t col
 }
 }  // namespace
 
-TEST_CASE("cuda rmsnorm and add+rmsnorm match rmsnorm_cpu") {
+TEST_CASE_TEMPLATE("cuda rmsnorm and add+rmsnorm match rmsnorm_cpu", T, bf16, f16) {
   if (!have_cuda()) return;
   std::mt19937 rng(1);
+  const float et = elem_tol<T>();
   for (auto [n, dim] : {std::pair{1, 4096}, {7, 576}, {3, 4096}, {33, 576}}) {
     CAPTURE(n);
     CAPTURE(dim);
     std::vector<float> x = random_f32(rng, size_t(n) * dim, 2.0f), y = random_f32(rng, size_t(n) * dim, 1.0f);
     std::vector<float> w = random_f32(rng, dim, 1.5f);
     DeviceBuffer dx = upload(x), dy = upload(y), dw = upload(w), dout(size_t(n) * dim * 2);
-    rmsnorm_cuda(dout.as<bf16>(), dx.as<float>(), dw.as<float>(), n, dim, 1e-5f, nullptr);
+    rmsnorm_cuda(dout.as<T>(), dx.as<float>(), dw.as<float>(), n, dim, 1e-5f, nullptr);
     std::vector<float> ref(x.size());
     rmsnorm_cpu(ref.data(), x.data(), w.data(), n, dim, 1e-5f);
-    check_close("rmsnorm", download_bf16(dout, ref.size()), ref, 1e-4f, 8e-3f);
+    check_close("rmsnorm", download_elem<T>(dout, ref.size()), ref, 1e-4f * et, 8e-3f * et);
 
-    add_rmsnorm_cuda(dout.as<bf16>(), dx.as<float>(), dy.as<float>(), dw.as<float>(), n, dim, 1e-5f, nullptr);
+    add_rmsnorm_cuda(dout.as<T>(), dx.as<float>(), dy.as<float>(), dw.as<float>(), n, dim, 1e-5f, nullptr);
     std::vector<float> xs = x;
     add_cpu(xs.data(), y.data(), int64_t(xs.size()));
     rmsnorm_cpu(ref.data(), xs.data(), w.data(), n, dim, 1e-5f);
     check_close("add_rmsnorm residual", download<float>(dx, xs.size()), xs, 0.0f, 0.0f);  // fp32 add: exact
-    check_close("add_rmsnorm out", download_bf16(dout, ref.size()), ref, 1e-4f, 8e-3f);
+    check_close("add_rmsnorm out", download_elem<T>(dout, ref.size()), ref, 1e-4f * et, 8e-3f * et);
   }
   // hand case: x = 1 everywhere has rms 1, so out = w exactly (eps 0)
   std::vector<float> x(8, 1.0f), w = {1, 2, 3, 4, 5, 6, 7, 8};
   DeviceBuffer dx = upload(x), dw = upload(w), dout(16);
-  rmsnorm_cuda(dout.as<bf16>(), dx.as<float>(), dw.as<float>(), 1, 8, 0.0f, nullptr);
-  check_close("rmsnorm hand", download_bf16(dout, 8), w, 0.0f, 0.0f);
+  rmsnorm_cuda(dout.as<T>(), dx.as<float>(), dw.as<float>(), 1, 8, 0.0f, nullptr);
+  check_close("rmsnorm hand", download_elem<T>(dout, 8), w, 0.0f, 0.0f);
 }
 
-TEST_CASE("cuda embedding gather matches embedding_cpu") {
+TEST_CASE_TEMPLATE("cuda embedding gather matches embedding_cpu", T, bf16, f16) {
   if (!have_cuda()) return;
   std::mt19937 rng(2);
   for (auto [vocab, dim] : {std::pair{1000, 576}, {300, 4096}}) {
     std::vector<uint16_t> bits;
-    random_bf16(rng, size_t(vocab) * dim, 1.0f, bits);
+    random_elem<T>(rng, size_t(vocab) * dim, 1.0f, bits);
     std::vector<int> tok = {0, vocab - 1, 17, 17, 5};
     DeviceBuffer dt = upload(bits), dtok = upload(tok), dout(tok.size() * dim * 4);
-    embedding_cuda(dout.as<float>(), dtok.as<int>(), int(tok.size()), dt.as<bf16>(), vocab, dim, nullptr);
+    embedding_cuda(dout.as<float>(), dtok.as<int>(), int(tok.size()), dt.as<T>(), vocab, dim, nullptr);
     std::vector<float> ref(tok.size() * dim);
-    embedding_cpu(ref.data(), tok.data(), int(tok.size()), bf16_matrix(bits, vocab, dim));
+    embedding_cpu(ref.data(), tok.data(), int(tok.size()), elem_matrix<T>(bits, vocab, dim));
     check_close("embedding", download<float>(dout, ref.size()), ref, 0.0f, 0.0f);
   }
 }
 
-TEST_CASE("cuda rope + KV write matches rope_cpu in both layouts, with llama3 scaling") {
+TEST_CASE_TEMPLATE("cuda rope + KV write matches rope_cpu in both layouts, with llama3 scaling", T, bf16, f16) {
   if (!have_cuda()) return;
   std::mt19937 rng(3);
+  const float et = elem_tol<T>();
   struct Case {
     int n_heads, n_kv, hd, n, capacity;
     RopeLayout layout;
@@ -114,15 +119,15 @@ TEST_CASE("cuda rope + KV write matches rope_cpu in both layouts, with llama3 sc
                  dk(cache * 2), dv(cache * 2);
     CUDA_CHECK(cudaMemset(dk.ptr, 0, cache * 2));
     CUDA_CHECK(cudaMemset(dv.ptr, 0, cache * 2));
-    rope_kv_write_cuda(dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), dqkv.as<float>(), dpos.as<int>(), n, k.n_heads,
+    rope_kv_write_cuda(dq.as<T>(), dk.as<T>(), dv.as<T>(), dqkv.as<float>(), dpos.as<int>(), n, k.n_heads,
                        k.n_kv, k.hd, k.capacity, dinv.as<float>(), k.layout, nullptr);
     std::vector<float> ref = qkv;
     rope_cpu(ref.data(), pos.data(), n, k.n_heads, k.hd, row, inv.data(), k.layout);
     rope_cpu(ref.data() + qd, pos.data(), n, k.n_kv, k.hd, row, inv.data(), k.layout);
     std::vector<float> rq(size_t(n) * qd);
     for (int i = 0; i < n; ++i) std::copy_n(ref.data() + size_t(i) * row, qd, rq.data() + size_t(i) * qd);
-    check_close("rope q", download_bf16(dq, rq.size()), rq, 2e-3f, 8e-3f);
-    std::vector<float> gk = download_bf16(dk, cache), gv = download_bf16(dv, cache);
+    check_close("rope q", download_elem<T>(dq, rq.size()), rq, 2e-3f * et, 8e-3f * et);
+    std::vector<float> gk = download_elem<T>(dk, cache), gv = download_elem<T>(dv, cache);
     std::vector<float> got_k, ref_k, got_v, ref_v;
     for (int i = 0; i < n; ++i)
       for (int g = 0; g < k.n_kv; ++g)
@@ -133,8 +138,8 @@ TEST_CASE("cuda rope + KV write matches rope_cpu in both layouts, with llama3 sc
           got_v.push_back(gv[slot]);
           ref_v.push_back(qkv[size_t(i) * row + qd + kvd + g * k.hd + d]);
         }
-    check_close("rope k in cache", got_k, ref_k, 2e-3f, 8e-3f);
-    check_close("v in cache", got_v, ref_v, 0.0f, 4e-3f);
+    check_close("rope k in cache", got_k, ref_k, 2e-3f * et, 8e-3f * et);
+    check_close("v in cache", got_v, ref_v, 0.0f, 4e-3f * et);
   }
   // hand case: head_dim 4, pair 0 turned by pos * pi/2 = pi/2 (a -> -b, b -> a), pair 1 by 0; token at slot 1.
   // half-split pairs (0,2),(1,3): [1,2,3,4] -> [-3,2,1,4]; interleaved pairs (0,1),(2,3): -> [-2,1,3,4].
@@ -144,20 +149,20 @@ TEST_CASE("cuda rope + KV write matches rope_cpu in both layouts, with llama3 sc
     DeviceBuffer dqkv = upload(qkv), dinv = upload(inv), dpos = upload(std::vector<int>{1}), dq(8), dk(16), dv(16);
     CUDA_CHECK(cudaMemset(dk.ptr, 0, 16));
     CUDA_CHECK(cudaMemset(dv.ptr, 0, 16));
-    rope_kv_write_cuda(dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), dqkv.as<float>(), dpos.as<int>(), 1, 1, 1, 4, 2,
+    rope_kv_write_cuda(dq.as<T>(), dk.as<T>(), dv.as<T>(), dqkv.as<float>(), dpos.as<int>(), 1, 1, 1, 4, 2,
                        dinv.as<float>(), layout, nullptr);
     const std::vector<float> want = layout == RopeLayout::half_split ? std::vector<float>{-3, 2, 1, 4}
                                                                       : std::vector<float>{-2, 1, 3, 4};
-    check_close("rope hand q", download_bf16(dq, 4), want, 1e-6f, 0.0f);
+    check_close("rope hand q", download_elem<T>(dq, 4), want, 1e-6f, 0.0f);
     std::vector<float> want_k(4, 0.0f), want_v(4, 0.0f);  // slot 0 untouched, slot 1 written
     want_k.insert(want_k.end(), want.begin(), want.end());
     want_v.insert(want_v.end(), {5, 6, 7, 8});
-    check_close("rope hand k cache", download_bf16(dk, 8), want_k, 1e-6f, 0.0f);
-    check_close("rope hand v cache", download_bf16(dv, 8), want_v, 0.0f, 0.0f);
+    check_close("rope hand k cache", download_elem<T>(dk, 8), want_k, 1e-6f, 0.0f);
+    check_close("rope hand v cache", download_elem<T>(dv, 8), want_v, 0.0f, 0.0f);
   }
 }
 
-TEST_CASE("cuda GEMV and cuBLASLt GEMM match matmul_cpu") {
+TEST_CASE_TEMPLATE("cuda GEMV and cuBLASLt GEMM match matmul_cpu", T, bf16, f16) {
   if (!have_cuda()) return;
   std::mt19937 rng(4);
   ThreadPool pool(2);
@@ -171,10 +176,10 @@ TEST_CASE("cuda GEMV and cuBLASLt GEMM match matmul_cpu") {
     CAPTURE(k.rows);
     CAPTURE(k.cols);
     std::vector<uint16_t> wb, xb;
-    std::vector<float> w = random_bf16(rng, size_t(k.rows) * k.cols, 0.05f, wb);
-    std::vector<float> x = random_bf16(rng, size_t(k.n) * k.cols, 1.0f, xb);
+    std::vector<float> w = random_elem<T>(rng, size_t(k.rows) * k.cols, 0.05f, wb);
+    std::vector<float> x = random_elem<T>(rng, size_t(k.n) * k.cols, 1.0f, xb);
     std::vector<float> ref(size_t(k.n) * k.rows);
-    matmul_cpu(ref.data(), x.data(), bf16_matrix(wb, k.rows, k.cols), k.n, &pool);
+    matmul_cpu(ref.data(), x.data(), elem_matrix<T>(wb, k.rows, k.cols), k.n, &pool);
     // tolerance from the magnitude of the terms: fp32 sums in a different order
     std::vector<float> mag(ref.size());
     for (int i = 0; i < k.n; ++i)
@@ -186,30 +191,33 @@ TEST_CASE("cuda GEMV and cuBLASLt GEMM match matmul_cpu") {
     const float atol = 1e-5f * *std::max_element(mag.begin(), mag.end()) + 1e-6f;
     DeviceBuffer dw = upload(wb), dx = upload(xb), dy(ref.size() * 4);
     if (k.n == 1) {
-      gemv_bf16_cuda(dy.as<float>(), dw.as<bf16>(), dx.as<bf16>(), k.rows, k.cols, nullptr);
+      gemv_cuda(dy.as<float>(), dw.as<T>(), dx.as<T>(), k.rows, k.cols, nullptr);
       check_close("gemv", download<float>(dy, ref.size()), ref, atol, 1e-5f);
     }
     CUDA_CHECK(cudaMemset(dy.ptr, 0xff, ref.size() * 4));  // NaN: every element must be written
-    gemm_bf16_cuda(lt, dy.as<float>(), dx.as<bf16>(), dw.as<bf16>(), k.n, k.rows, k.cols, nullptr);
-    // cuBLASLt: bf16 products are exact in fp32, but the tensor cores' fp32 accumulation may align/truncate
+    gemm_cuda(lt, dy.as<float>(), dx.as<T>(), dw.as<T>(), k.n, k.rows, k.cols, nullptr);
+    // cuBLASLt: bf16 (and f16) products are exact in fp32, but the tensor cores' fp32 accumulation may align/truncate
     // differently and split-K changes the order: 1.6e-4 of the term magnitudes (a transposed or mis-strided
     // layout is off by O(magnitude), three orders more)
     check_close("cublaslt gemm", download<float>(dy, ref.size()), ref, atol * 16, 1e-5f);
   }
   // hand case: W = [[1, 2, ..., 8], [-1, ..., -1]], x = 1 -> y = [36, -8]
-  std::vector<uint16_t> wb(16), xb(8, f32_to_bf16(1.0f));
+  std::vector<uint16_t> wb(16), xb(8, elem_bits<T>(1.0f));
   for (int c = 0; c < 8; ++c) {
-    wb[c] = f32_to_bf16(float(c + 1));
-    wb[8 + c] = f32_to_bf16(-1.0f);
+    wb[c] = elem_bits<T>(float(c + 1));
+    wb[8 + c] = elem_bits<T>(-1.0f);
   }
   DeviceBuffer dw = upload(wb), dx = upload(xb), dy(8);
-  gemv_bf16_cuda(dy.as<float>(), dw.as<bf16>(), dx.as<bf16>(), 2, 8, nullptr);
+  gemv_cuda(dy.as<float>(), dw.as<T>(), dx.as<T>(), 2, 8, nullptr);
   check_close("gemv hand", download<float>(dy, 2), {36.0f, -8.0f}, 0.0f, 0.0f);
+  gemm_cuda(lt, dy.as<float>(), dx.as<T>(), dw.as<T>(), 1, 2, 8, nullptr);
+  check_close("gemm hand", download<float>(dy, 2), {36.0f, -8.0f}, 0.0f, 0.0f);
 }
 
-TEST_CASE("cuda swiglu and residual add match the CPU") {
+TEST_CASE_TEMPLATE("cuda swiglu and residual add match the CPU", T, bf16, f16) {
   if (!have_cuda()) return;
   std::mt19937 rng(5);
+  const float et = elem_tol<T>();
   for (auto [n, ffn] : {std::pair{1, 14336}, {3, 1536}, {5, 7}}) {
     std::vector<float> gu = random_f32(rng, size_t(n) * 2 * ffn, 6.0f);
     std::vector<float> g(size_t(n) * ffn), u(size_t(n) * ffn), ref(size_t(n) * ffn);
@@ -220,8 +228,8 @@ TEST_CASE("cuda swiglu and residual add match the CPU") {
       }
     swiglu_cpu(ref.data(), g.data(), u.data(), int64_t(ref.size()));
     DeviceBuffer dgu = upload(gu), dout(ref.size() * 2);
-    swiglu_cuda(dout.as<bf16>(), dgu.as<float>(), n, ffn, nullptr);
-    check_close("swiglu", download_bf16(dout, ref.size()), ref, 1e-5f, 8e-3f);
+    swiglu_cuda(dout.as<T>(), dgu.as<float>(), n, ffn, nullptr);
+    check_close("swiglu", download_elem<T>(dout, ref.size()), ref, 1e-5f * et, 8e-3f * et);
   }
   std::vector<float> x = random_f32(rng, 1001, 3.0f), y = random_f32(rng, 1001, 3.0f), ref = x;
   add_cpu(ref.data(), y.data(), 1001);
@@ -231,8 +239,8 @@ TEST_CASE("cuda swiglu and residual add match the CPU") {
   // hand case: silu(0) * u = 0, silu(g) for large g ~ g
   std::vector<float> h = {0.0f, 20.0f, 5.0f, 0.5f};  // gate [0, 20], up [5, 0.5]
   DeviceBuffer dh = upload(h), dout(4);
-  swiglu_cuda(dout.as<bf16>(), dh.as<float>(), 1, 2, nullptr);
-  check_close("swiglu hand", download_bf16(dout, 2), {0.0f, 10.0f}, 0.0f, 4e-3f);
+  swiglu_cuda(dout.as<T>(), dh.as<float>(), 1, 2, nullptr);
+  check_close("swiglu hand", download_elem<T>(dout, 2), {0.0f, 10.0f}, 0.0f, 4e-3f * et);
 }
 
 TEST_CASE("cuda argmax and top-k/top-p sampling match the CPU") {
@@ -319,7 +327,8 @@ TEST_CASE("cuda argmax and top-k/top-p sampling match the CPU") {
 }
 
 namespace {
-// One attention comparison: random q (n_q, n_heads, hd) and cache; prefill or decode kernel vs attention_cpu.
+// One attention comparison: random q (n_q, n_heads, hd) and cache in T; prefill or decode kernel vs attention_cpu.
+template <class T>
 void attention_case(std::mt19937& rng, int n_heads, int n_kv_heads, int hd, int n_q, int n_kv, int capacity,
                     bool decode, int splits_override = 0) {
   CAPTURE(n_heads);
@@ -329,9 +338,10 @@ void attention_case(std::mt19937& rng, int n_heads, int n_kv_heads, int hd, int 
   CAPTURE(n_kv);
   CAPTURE(decode);
   std::vector<uint16_t> qb, kb, vb;
-  std::vector<float> q = random_bf16(rng, size_t(n_q) * n_heads * hd, 2.0f, qb);  // scores ~ N(0, 0.7): peaked enough that a wrongly masked key shows
-  std::vector<float> k = random_bf16(rng, size_t(n_kv_heads) * capacity * hd, 1.0f, kb);
-  std::vector<float> v = random_bf16(rng, size_t(n_kv_heads) * capacity * hd, 1.0f, vb);
+  const float et = elem_tol<T>();
+  std::vector<float> q = random_elem<T>(rng, size_t(n_q) * n_heads * hd, 2.0f, qb);  // scores ~ N(0, 0.7): peaked enough that a wrongly masked key shows
+  std::vector<float> k = random_elem<T>(rng, size_t(n_kv_heads) * capacity * hd, 1.0f, kb);
+  std::vector<float> v = random_elem<T>(rng, size_t(n_kv_heads) * capacity * hd, 1.0f, vb);
   std::vector<float> ref(q.size());
   attention_cpu(ref.data(), q.data(), k.data(), v.data(), n_q, n_kv, n_heads, n_kv_heads, hd, capacity);
   DeviceBuffer dq = upload(qb), dk = upload(kb), dv = upload(vb), dout(q.size() * 2);
@@ -344,91 +354,96 @@ void attention_case(std::mt19937& rng, int n_heads, int n_kv_heads, int hd, int 
     CAPTURE(splits);
     DeviceBuffer ws(attention_decode_workspace_floats(n_heads, hd, splits) * 4);
     DeviceBuffer dpos = upload(std::vector<int>{n_kv - 1});
-    attention_decode_cuda(dout.as<bf16>(), dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), dpos.as<int>(), n_heads,
+    attention_decode_cuda(dout.as<T>(), dq.as<T>(), dk.as<T>(), dv.as<T>(), dpos.as<int>(), n_heads,
                           n_kv_heads, hd, capacity, splits, ws.as<float>(), nullptr);
-    check_close("attention decode", download_bf16(dout, ref.size()), ref, 4e-3f, 8e-3f);
+    check_close("attention decode", download_elem<T>(dout, ref.size()), ref, 4e-3f * et, 8e-3f * et);
   } else {
-    attention_prefill_cuda(dout.as<bf16>(), dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), n_q, n_kv, n_heads,
+    attention_prefill_cuda(dout.as<T>(), dq.as<T>(), dk.as<T>(), dv.as<T>(), n_q, n_kv, n_heads,
                            n_kv_heads, hd, capacity, nullptr);
-    // P is rounded to bf16 before P.V (as in flash attention): a little looser than decode
-    check_close("attention prefill", download_bf16(dout, ref.size()), ref, 8e-3f, 1.6e-2f);
+    // P is rounded to T before P.V (as in flash attention): a little looser than decode
+    check_close("attention prefill", download_elem<T>(dout, ref.size()), ref, 8e-3f * et, 1.6e-2f * et);
   }
 }
 }  // namespace
 
-TEST_CASE("cuda flash prefill attention matches attention_cpu (causal, GQA, tile edges)") {
+TEST_CASE_TEMPLATE("cuda flash prefill attention matches attention_cpu (causal, GQA, tile edges)", T, bf16, f16) {
   if (!have_cuda()) return;
   std::mt19937 rng(7);
-  attention_case(rng, 32, 8, 128, 70, 70, 80, false);     // Llama-3-8B heads, crosses the 64-query/64-key tiles
-  attention_case(rng, 32, 8, 128, 33, 133, 200, false);   // a second prompt block after 100 cached tokens
-  attention_case(rng, 9, 3, 64, 130, 130, 130, false);    // demo model heads, 3 query tiles
-  attention_case(rng, 9, 3, 64, 5, 200, 256, false);      // a short block late in the context
-  attention_case(rng, 32, 32, 128, 64, 64, 64, false);    // MHA (Llama-2), exactly one tile
-  attention_case(rng, 8, 1, 64, 1, 1, 16, false);         // a single key
+  attention_case<T>(rng, 32, 8, 128, 70, 70, 80, false);     // Llama-3-8B heads, crosses the 64-query/64-key tiles
+  attention_case<T>(rng, 32, 8, 128, 33, 133, 200, false);   // a second prompt block after 100 cached tokens
+  attention_case<T>(rng, 9, 3, 64, 130, 130, 130, false);    // demo model heads, 3 query tiles
+  attention_case<T>(rng, 9, 3, 64, 5, 200, 256, false);      // a short block late in the context
+  attention_case<T>(rng, 32, 32, 128, 64, 64, 64, false);    // MHA (Llama-2), exactly one tile
+  attention_case<T>(rng, 8, 1, 64, 1, 1, 16, false);         // a single key
   {  // hand case: q = 0 gives uniform weights: row 0 = v0, row 1 = (v0 + v1) / 2
     const int hd = 64;
-    std::vector<uint16_t> qb(2 * hd, f32_to_bf16(0.0f)), kb(2 * hd, f32_to_bf16(0.5f)), vb(2 * hd);
+    std::vector<uint16_t> qb(2 * hd, elem_bits<T>(0.0f)), kb(2 * hd, elem_bits<T>(0.5f)), vb(2 * hd);
     for (int d = 0; d < hd; ++d) {
-      vb[d] = f32_to_bf16(1.0f);
-      vb[hd + d] = f32_to_bf16(3.0f);
+      vb[d] = elem_bits<T>(1.0f);
+      vb[hd + d] = elem_bits<T>(3.0f);
     }
     DeviceBuffer dq = upload(qb), dk = upload(kb), dv = upload(vb), dout(2 * hd * 2);
-    attention_prefill_cuda(dout.as<bf16>(), dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), 2, 2, 1, 1, hd, 2, nullptr);
+    attention_prefill_cuda(dout.as<T>(), dq.as<T>(), dk.as<T>(), dv.as<T>(), 2, 2, 1, 1, hd, 2, nullptr);
     std::vector<float> want(2 * hd);
     for (int d = 0; d < hd; ++d) {
       want[d] = 1.0f;
       want[hd + d] = 2.0f;
     }
-    check_close("prefill hand", download_bf16(dout, 2 * hd), want, 0.0f, 0.0f);
+    check_close("prefill hand", download_elem<T>(dout, 2 * hd), want, 0.0f, 0.0f);
   }
 }
 
-TEST_CASE("cuda split-K decode attention matches attention_cpu (GQA groups 1..8, long contexts)") {
+TEST_CASE_TEMPLATE("cuda split-K decode attention matches attention_cpu (GQA groups 1..8, long contexts)", T, bf16,
+                   f16) {
   if (!have_cuda()) return;
   std::mt19937 rng(8);
-  for (int n_kv : {1, 63, 64, 65, 1000, 4097}) attention_case(rng, 32, 8, 128, 1, n_kv, 4200, true);
-  for (int n_kv : {1, 130, 2049}) attention_case(rng, 9, 3, 64, 1, n_kv, 2100, true);
-  attention_case(rng, 32, 32, 128, 1, 777, 800, true);   // group 1 (Llama-2)
-  attention_case(rng, 16, 8, 64, 1, 300, 300, true);     // group 2
-  attention_case(rng, 64, 8, 128, 1, 500, 512, true);    // group 8
-  attention_case(rng, 32, 8, 128, 1, 32768, 32768, true);  // Llama-3 at 32K
-  attention_case(rng, 32, 8, 128, 1, 1000, 4200, true, 1);    // one split does everything
-  attention_case(rng, 32, 8, 128, 1, 100, 4200, true, 200);   // most splits empty
+  for (int n_kv : {1, 63, 64, 65, 1000, 4097}) attention_case<T>(rng, 32, 8, 128, 1, n_kv, 4200, true);
+  for (int n_kv : {1, 130, 2049}) attention_case<T>(rng, 9, 3, 64, 1, n_kv, 2100, true);
+  attention_case<T>(rng, 32, 32, 128, 1, 777, 800, true);   // group 1 (Llama-2)
+  attention_case<T>(rng, 16, 8, 64, 1, 300, 300, true);     // group 2
+  attention_case<T>(rng, 64, 8, 128, 1, 500, 512, true);    // group 8
+  attention_case<T>(rng, 32, 8, 128, 1, 32768, 32768, true);  // Llama-3 at 32K
+  attention_case<T>(rng, 32, 8, 128, 1, 1000, 4200, true, 1);    // one split does everything
+  attention_case<T>(rng, 32, 8, 128, 1, 100, 4200, true, 200);   // most splits empty
   {  // hand case: q = 0 -> the mean of the values 1, 2, 3, 4, 5, 6 = 3.5
     const int hd = 128, n = 6;
-    std::vector<uint16_t> qb(hd, f32_to_bf16(0.0f)), kb(n * hd, f32_to_bf16(0.25f)), vb(n * hd);
+    std::vector<uint16_t> qb(hd, elem_bits<T>(0.0f)), kb(n * hd, elem_bits<T>(0.25f)), vb(n * hd);
     for (int t = 0; t < n; ++t)
-      for (int d = 0; d < hd; ++d) vb[t * hd + d] = f32_to_bf16(float(t + 1));
+      for (int d = 0; d < hd; ++d) vb[t * hd + d] = elem_bits<T>(float(t + 1));
     DeviceBuffer dq = upload(qb), dk = upload(kb), dv = upload(vb), dout(hd * 2), dpos = upload(std::vector<int>{n - 1});
     DeviceBuffer ws(attention_decode_workspace_floats(1, hd, 3) * 4);
-    attention_decode_cuda(dout.as<bf16>(), dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), dpos.as<int>(), 1, 1, hd, n, 3,
+    attention_decode_cuda(dout.as<T>(), dq.as<T>(), dk.as<T>(), dv.as<T>(), dpos.as<int>(), 1, 1, hd, n, 3,
                           ws.as<float>(), nullptr);
-    check_close("decode hand", download_bf16(dout, hd), std::vector<float>(hd, 3.5f), 0.0f, 0.0f);
+    check_close("decode hand", download_elem<T>(dout, hd), std::vector<float>(hd, 3.5f), 0.0f, 0.0f);
   }
 }
 
-TEST_CASE("cuda conversions and seeded fills (the bench's synthetic weights)") {
+TEST_CASE_TEMPLATE("cuda conversions and seeded fills (the bench's synthetic weights)", T, bf16, f16) {
   if (!have_cuda()) return;
   std::mt19937 rng(10);
-  // fp32 -> bf16 rounds to nearest even like the loader's f32_to_bf16 (bit for bit), bf16 -> fp32 is exact
+  // fp32 -> T rounds to nearest even like the loader's f32_to_bf16 / f32_to_fp16 (bit for bit, f16 overflowing to
+  // inf and underflowing through its subnormals), T -> fp32 is exact
   std::vector<float> x = random_f32(rng, 4099, 100.0f);
   x.insert(x.end(), {0.0f, -0.0f, 1.0f, 1.00390625f, 1.01171875f, 3.0e38f, 1.0e-40f});  // ties, huge, denormal
+  x.insert(x.end(), {1.00048828125f, 65504.0f, 65520.0f, -70000.0f, 1.0e-6f, 3.0e-8f});  // f16: tie, max, overflow,
+                                                                                      // subnormals
   const int64_t n = int64_t(x.size());
   DeviceBuffer dx = upload(x), db(size_t(n) * 2), dy(size_t(n) * 4);
-  f32_to_bf16_cuda(db.as<bf16>(), dx.as<float>(), n, nullptr);
-  bf16_to_f32_cuda(dy.as<float>(), db.as<bf16>(), n, nullptr);
+  f32_to_elem_cuda(db.as<T>(), dx.as<float>(), n, nullptr);
+  elem_to_f32_cuda(dy.as<float>(), db.as<T>(), n, nullptr);
   const std::vector<uint16_t> bits = download<uint16_t>(db, size_t(n));
   const std::vector<float> back = download<float>(dy, size_t(n));
   int bad = 0;
-  for (int64_t i = 0; i < n; ++i) bad += bits[i] != f32_to_bf16(x[i]) || back[i] != bf16_to_f32(bits[i]);
+  for (int64_t i = 0; i < n; ++i) bad += bits[i] != elem_bits<T>(x[i]) || back[i] != elem_float<T>(bits[i]);
   CHECK(bad == 0);
   // seeded fill: reproducible, seed-dependent, inside [-scale, scale], centred
   const int64_t m = 100003;
   DeviceBuffer a(size_t(m) * 2), b(size_t(m) * 2), c(size_t(m) * 2);
-  fill_random_bf16_cuda(a.as<bf16>(), m, 7, 0.5f, nullptr);
-  fill_random_bf16_cuda(b.as<bf16>(), m, 7, 0.5f, nullptr);
-  fill_random_bf16_cuda(c.as<bf16>(), m, 8, 0.5f, nullptr);
-  const std::vector<float> fa = download_bf16(a, size_t(m)), fb = download_bf16(b, size_t(m)), fc = download_bf16(c, size_t(m));
+  fill_random_cuda(a.as<T>(), m, 7, 0.5f, nullptr);
+  fill_random_cuda(b.as<T>(), m, 7, 0.5f, nullptr);
+  fill_random_cuda(c.as<T>(), m, 8, 0.5f, nullptr);
+  const std::vector<float> fa = download_elem<T>(a, size_t(m)), fb = download_elem<T>(b, size_t(m)),
+                           fc = download_elem<T>(c, size_t(m));
   CHECK(fa == fb);
   CHECK(fa != fc);
   double mean = 0;

@@ -47,12 +47,14 @@ int cmd_bench(int argc, char** argv) {
   if (reps < 1) llm::fail("llm bench: -r must be >= 1, got ", reps);
   if (a.has("synthetic") || chosen_device(a, false) == llm::Device::cuda) {
     chosen_device(a);  // -v: say which device and why
+    const llm::DType dtype = chosen_dtype(a, llm::Device::cuda);
     // the CUDA bench (engine/bench_cuda.h): -c is the context reached at the end of decoding
     llm::CudaBenchOptions o;
     if (a.has("synthetic"))
       o.synthetic_config = a.get("synthetic", "");
     else
       o.model_path = a.get("model", default_model_path());
+    o.dtype = dtype;
     o.n_prompt = static_cast<int>(p);
     o.n_gen = static_cast<int>(n);
     o.ctx = a.has("ctx-size") ? context_size(a, 0) : 0;

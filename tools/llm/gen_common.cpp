@@ -15,7 +15,8 @@ std::vector<FlagSpec> model_flags() {
   return {
       {"-m,--model", "PATH", "GGUF file, .safetensors file or Hugging Face directory (default: the demo model)"},
       {"--device", "NAME", "cpu or cuda (default: cuda when the build has CUDA and a GPU is present, else cpu)"},
-      {"-v,--verbose", nullptr, "say what was chosen (device and why)"},
+      {"--dtype", "TYPE", "cuda only: bf16 (default) or f16 weights, activations and KV cache (fp32 accumulation)"},
+      {"-v,--verbose", nullptr, "say what was chosen (device, dtype and why)"},
       {"-t,--threads", "N", "CPU threads (default: every core)"},
       // issue 6: KV-cache compression (docs/kv-compression.md)
       {"--kv", "SPEC", "KV cache: full (default) or svd:k=R,v=R[/R/R],policy=seed|uniform|importance,basis=weights|calib"
@@ -65,9 +66,26 @@ llm::Device chosen_device(const Args& a, bool say) {
   return d;
 }
 
+llm::DType chosen_dtype(const Args& a, llm::Device d) {
+  const llm::DType t = llm::dtype_from_name(a.get("dtype", "bf16"));
+  if (t == llm::DType::f16 && d != llm::Device::cuda)
+    llm::fail("llm ", a.command, ": --dtype f16 is for --device cuda; --device cpu computes in fp32 (weights as the "
+              "file stores them, dequantised to fp32 on the fly), so there is no 16-bit type to choose: drop --dtype "
+              "or use --device cuda");
+  if (a.has("verbose")) {
+    if (d == llm::Device::cuda)
+      std::fprintf(stderr, "llm %s: dtype %s (%s; fp32 accumulation and residual stream)\n", a.command.c_str(),
+                   llm::dtype_name(t), a.has("dtype") ? "--dtype" : "the default");
+    else
+      std::fprintf(stderr, "llm %s: dtype fp32 (the CPU backend computes in fp32)\n", a.command.c_str());
+  }
+  return t;
+}
+
 llm::LoadOptions load_options(const Args& a) {
   llm::LoadOptions o;
   o.device = chosen_device(a);
+  o.dtype = chosen_dtype(a, o.device);
   long long t = a.get_int("threads", 0);
   if (t < 0 || t > 1024) llm::fail("llm ", a.command, ": --threads must be in [1, 1024], got ", t);
   o.n_threads = static_cast<int>(t);

@@ -19,6 +19,8 @@ std::vector<FlagSpec> concat(std::vector<FlagSpec> a, const std::vector<FlagSpec
 // --device, or device_default() when absent (cpu when the KV spec is compressed: no CUDA path yet); with -v it
 // prints the choice and why on stderr.
 llm::Device chosen_device(const Args& a, bool say = true);
+// --dtype (bf16 | f16) for device d; f16 with a device other than cuda throws saying why; -v prints the choice.
+llm::DType chosen_dtype(const Args& a, llm::Device d);
 llm::LoadOptions load_options(const Args& a);  // device, threads, progress bar when stderr is a terminal
 llm::SamplerParams sampling_params(const Args& a);  // checked
 int context_size(const Args& a, int def);       // -c, checked (> 0)
