@@ -12,6 +12,7 @@
 #include "engine/forward_cuda.cuh"
 #include "engine/kv_lowrank.h"
 #include "engine/kv_prefill.h"
+#include "kernels/cuda_events.cuh"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/model_file.h"
@@ -19,24 +20,6 @@
 namespace llm {
 
 namespace {
-struct Events {
-  cudaEvent_t a = nullptr, b = nullptr;
-  Events() {
-    CUDA_CHECK(cudaEventCreate(&a));
-    CUDA_CHECK(cudaEventCreate(&b));
-  }
-  ~Events() {
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-  }
-  float ms() {
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0.0f;
-    CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    return t;
-  }
-};
-
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open the synthetic model config (an HF config.json)");
@@ -52,7 +35,7 @@ double copy_bandwidth(cudaStream_t st) {
   const size_t bytes = std::min<size_t>(size_t(1) << 30, free_b / 4);
   DeviceBuffer a(bytes), b(bytes);
   CUDA_CHECK(cudaMemsetAsync(a.ptr, 1, bytes, st));
-  Events ev;
+  CudaEvents ev;
   double best = 1e30;
   for (int r = 0; r < 10; ++r) {
     CUDA_CHECK(cudaEventRecord(ev.a, st));
@@ -170,7 +153,7 @@ void bench_cuda(const CudaBenchOptions& o) {
 
   std::mt19937 rng(static_cast<uint32_t>(o.seed));
   std::uniform_int_distribution<int> tok(0, c.vocab_size - 1);
-  Events ev;
+  CudaEvents ev;
 
   // ---- prefill: n_prompt tokens in one block from an empty cache ----
   std::vector<int> prompt(o.n_prompt), pos(o.n_prompt);

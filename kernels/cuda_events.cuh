@@ -1,6 +1,6 @@
 // A pair of CUDA events for timing a stretch of device work: record `a`, enqueue the work, record `b`, then ms()
-// waits for `b` and returns the milliseconds between the two. Used by the benchmarks (tools/bench_*_cuda.cu; the
-// same shape as engine/bench_cuda.cu's local Events, which can switch to this one).
+// waits for `b` and returns the milliseconds between the two. Used by the benchmarks (engine/bench_cuda.cu,
+// tools/bench_*_cuda.cu).
 #pragma once
 #include <cuda_runtime.h>
 

@@ -8,10 +8,12 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cuda_test_util.cuh"
 #include "engine/forward_cuda.cuh"
+#include "engine/kv_lowrank.h"
 #include "engine/kv_prefill.h"
 #include "engine/model.h"
 #include "kernels/threadpool_cpu.h"
@@ -97,6 +99,21 @@ inline llm::Config small_config(int dim, int heads, int kv_heads, int ffn, int l
   return c;
 }
 
+
+// cuda_kv_spec_check on a --kv text, split into its low-rank and prefill parts as llm::Session splits it (no device
+// needed): throws llm::Error for what the GPU path does not run.
+inline void cuda_spec_check(const std::string& text, int n_layers = 30) {
+  std::string base;
+  const llm::KVPrefillSpec pre = llm::kv_prefill_spec_parse(text, base);
+  llm::cuda_kv_spec_check(llm::kv_spec_parse(base), pre, n_layers, text);
+}
+
+// n token ids drawn from rng, uniform over the vocabulary
+inline std::vector<int> random_tokens(std::mt19937& rng, int n, int vocab) {
+  std::vector<int> t(n);
+  for (int& x : t) x = int(rng() % vocab);
+  return t;
+}
 
 // ---- the compressed-cache comparisons (test_forward_kvq_cuda.cu, test_forward_keep_cuda.cu,
 // test_forward_svdimp_cuda.cu) ----

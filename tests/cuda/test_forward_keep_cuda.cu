@@ -135,11 +135,7 @@ TEST_CASE("cuda keep: gather_rows_cuda equals its CPU twin") {
 }
 
 TEST_CASE("cuda keep: which specs run on cuda, checked without a device") {
-  auto check = [](const std::string& text) {
-    std::string base;
-    const KVPrefillSpec pre = kv_prefill_spec_parse(text, base);
-    cuda_kv_spec_check(kv_spec_parse(base), pre, 30, text);
-  };
+  auto check = [](const std::string& text) { cuda_spec_check(text); };
   CHECK_NOTHROW(check("keep:0.5"));
   CHECK_NOTHROW(check("keep:0.3,pyramid,from=4+quant:8/4/2=0.2/0.5/0.3+evict:snapkv,budget=0.3"));
   CHECK_NOTHROW(check("svd:k=16,v=16/32/64+quant:4+keep:1"));  // keep:1 drops nothing
@@ -153,8 +149,7 @@ TEST_CASE("cuda keep:1 equals the forward without keep:") {
   CudaModel m = cuda_model_alloc(c, false);
   cuda_model_randomize(m, 42);
   std::mt19937 rng(5);
-  std::vector<int> prompt(40);
-  for (int& t : prompt) t = int(rng() % c.vocab_size);
+  const std::vector<int> prompt = random_tokens(rng, 40, c.vocab_size);
   const std::vector<std::vector<int>> runs = calls(prompt, rng, c.vocab_size, 4);
   const int ctx = 80;
   // the same compressed cache with and without a keep: part that keeps everything: the same kernels on the same
@@ -190,8 +185,7 @@ TEST_CASE("cuda keep: the kept positions, KV bytes, logits and greedy tokens mat
     HostWeights h;
     host_weights(m, h);
     std::mt19937 rng(11);
-    std::vector<int> prompt(40);
-    for (int& t : prompt) t = int(rng() % c.vocab_size);
+    const std::vector<int> prompt = random_tokens(rng, 40, c.vocab_size);
     const std::vector<std::vector<int>> runs = calls(prompt, rng, c.vocab_size, 6);
     const int ctx = 80, V = c.vocab_size;
     // question window 4 and 2 sinks: up to 34 of the 40 prompt tokens are the scores' to drop. The last spec also
@@ -268,8 +262,7 @@ TEST_CASE("cuda keep: a prompt shorter than sinks + window drops nothing") {
   HostWeights h;
   host_weights(m, h);
   std::mt19937 rng(2);
-  std::vector<int> prompt(5);  // sinks 2 + window 4 > 5: every token is always kept
-  for (int& t : prompt) t = int(rng() % c.vocab_size);
+  const std::vector<int> prompt = random_tokens(rng, 5, c.vocab_size);  // sinks 2 + window 4 > 5: every token is always kept
   const std::vector<std::vector<int>> runs = calls(prompt, rng, c.vocab_size, 3);
   const int ctx = 32, V = c.vocab_size;
   const KVPrefillSpec spec = parse("keep:0.2,from=1+imp:w=4,sinks=2");

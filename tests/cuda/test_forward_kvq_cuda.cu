@@ -76,11 +76,7 @@ Run run(Model& m, const std::vector<int>& prompt, const std::vector<int>& feed, 
 }  // namespace
 
 TEST_CASE("cuda KV quant: which specs run on cuda, checked without a device") {
-  auto check = [](const std::string& text) {
-    std::string base;
-    const KVPrefillSpec pre = kv_prefill_spec_parse(text, base);
-    cuda_kv_spec_check(kv_spec_parse(base), pre, 30, text);
-  };
+  auto check = [](const std::string& text) { cuda_spec_check(text); };
   CHECK_NOTHROW(check("full"));
   CHECK_NOTHROW(check("svd:k=16,v=16/32/64"));
   CHECK_NOTHROW(check("quant:8/4/2=0.2/0.5/0.3,recent=32"));
@@ -108,8 +104,7 @@ TEST_CASE("cuda KV quant on synthetic models: the packed cache, decode graph and
     HostWeights h;
     host_weights(m, h);
     std::mt19937 rng(5);
-    std::vector<int> prompt(40);
-    for (int& t : prompt) t = int(rng() % c.vocab_size);
+    const std::vector<int> prompt = random_tokens(rng, 40, c.vocab_size);
     const std::vector<std::vector<int>> runs = calls(prompt, rng, c.vocab_size, 10);
     const int ctx = 96, V = c.vocab_size;
     CudaSessionPtr full = cuda_session_create(m, ctx, ctx);  // the full bf16 cache, for reference
@@ -260,8 +255,7 @@ TEST_CASE("cuda unified KV (svd + quant/evict) on synthetic models: the rank-spa
                           small_config(512, 4, 1, 768, 3, 1000, RopeLayout::interleaved)}) {
     CAPTURE(c.head_dim);
     std::mt19937 rng(7);
-    std::vector<int> prompt(40);
-    for (int& t : prompt) t = int(rng() % c.vocab_size);
+    const std::vector<int> prompt = random_tokens(rng, 40, c.vocab_size);
     const std::vector<std::vector<int>> runs = calls(prompt, rng, c.vocab_size, 10);
     const int ctx = 96, V = c.vocab_size;
     // one width each and streaming eviction, as above: the same entries and classes on both sides whatever the

@@ -125,11 +125,7 @@ Ranks compare_ranks(const CudaSession& s, const KVPrefill& p, int n_prompt) {
 }  // namespace
 
 TEST_CASE("cuda svd policy=importance: the specs run on cuda, checked without a device") {
-  auto check = [](const std::string& text) {
-    std::string base;
-    const KVPrefillSpec pre = kv_prefill_spec_parse(text, base);
-    cuda_kv_spec_check(kv_spec_parse(base), pre, 30, text);
-  };
+  auto check = [](const std::string& text) { cuda_spec_check(text); };
   CHECK_NOTHROW(check("svd:k=16,v=16/32/64,policy=importance"));
   CHECK_NOTHROW(check("svd:k=1/4,policy=importance+imp:w=8"));
   CHECK_NOTHROW(check("svd:k=16,v=16/32/64,policy=importance+quant:8/4=0.5/0.5"));
@@ -143,8 +139,7 @@ TEST_CASE("cuda svd policy=importance on synthetic models: ranks, bytes and logi
                           small_config(512, 4, 1, 768, 3, 1000, RopeLayout::interleaved)}) {
     CAPTURE(c.head_dim);
     std::mt19937 rng(11);
-    std::vector<int> prompt(40);
-    for (int& t : prompt) t = int(rng() % c.vocab_size);
+    const std::vector<int> prompt = random_tokens(rng, 40, c.vocab_size);
     const std::vector<std::vector<int>> runs = calls(prompt, rng, c.vocab_size, 6);
     const int ctx = 96, V = c.vocab_size;
     // alone (every entry at 16 bits: only the ranks compress; the greedy test below runs it with a short question
@@ -214,8 +209,7 @@ TEST_CASE("cuda svd policy=importance: greedy decoding after the prefill follows
   const KVPrefillSpec spec = kv_prefill_spec_parse(text, base);
   const auto lrm = kv_lowrank_model_create(kv_spec_parse(base), "", c, h.w, &pool);
   std::mt19937 rng(3);
-  std::vector<int> prompt(32);
-  for (int& t : prompt) t = int(rng() % c.vocab_size);
+  const std::vector<int> prompt = random_tokens(rng, 32, c.vocab_size);
   const int ctx = 64, V = c.vocab_size, steps = 8;
   // the CPU's greedy path: each step feeds the previous step's argmax
   std::vector<std::vector<int>> runs = {prompt};
@@ -265,8 +259,7 @@ TEST_CASE("cuda svd policy=importance: set_token_scores ranks the call as on the
   ThreadPool pool(4);
   const Config c = small_config(256, 4, 2, 512, 2, 512, RopeLayout::half_split);
   std::mt19937 rng(9);
-  std::vector<int> prompt(30);
-  for (int& t : prompt) t = int(rng() % c.vocab_size);
+  const std::vector<int> prompt = random_tokens(rng, 30, c.vocab_size);
   const std::vector<std::vector<int>> runs = calls(prompt, rng, c.vocab_size, 3);  // prompt, 3 steps, 5, 3 steps
   // distinct scores (a random permutation) for the prompt and for the 5-token call; the single steps take v_high
   std::vector<std::vector<float>> scores(runs.size());
