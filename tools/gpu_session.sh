@@ -291,6 +291,9 @@ stage_bench() {
   for ctx in 1024 8192 32768; do
     bench "l3_8b_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3
   done
+  # issue 5's fp16 path: the same weight bytes as bf16, so decode should match l3_8b_1024 (cuBLASLt's f16 kernels
+  # may pick other algorithms for the prefill)
+  bench "l3_8b_f16_1024" --synthetic $CONFIG -p 2048 -n 128 -c 1024 -r 3 --dtype f16
 }
 
 [ $# -eq 0 ] && set -- build test sanitize bench kv
