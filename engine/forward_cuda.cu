@@ -1117,6 +1117,21 @@ void kvq_slide(CudaSession& s, int n) {
   }
 }
 
+// Layer l's importance (kv_importance_compute, kv_prefill_forward's terms) from the accumulators
+// attention_importance_cuda wrote in the compressed prefill of n_call tokens, for the layer's pos.size() tokens at
+// those positions: one device-to-host copy and a stream synchronisation.
+KVImportance kvq_layer_importance(CudaSession& s, int l, int n_call, const std::vector<int32_t>& pos) {
+  const CudaKVQ& q = *s.kvq;
+  const Config& c = s.m->c;
+  const int Hkv = c.n_kv_heads, m = static_cast<int>(pos.size());
+  std::vector<float> acc(size_t(2) * Hkv * m);  // cum (Hkv, m), then win (Hkv, m)
+  CUDA_CHECK(cudaMemcpyAsync(acc.data(), q.imp.as<float>() + size_t(l) * 2 * Hkv * n_call, acc.size() * 4,
+                             cudaMemcpyDeviceToHost, s.stream));
+  CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  return kv_importance_compute(acc.data(), acc.data() + size_t(Hkv) * m, Hkv, m, c.n_heads / Hkv,
+                               std::min(q.spec.imp.w, n_call), pos.data(), n_call, q.spec.imp);
+}
+
 // svd policy=importance, the unified prefill (CudaKVQ::lr_layer_ranks): layer l's value ranks from the layer's own
 // scores as kv_prefill_forward ranks them (kv_importance_compute on the accumulators attention_importance_cuda has
 // just written, then kv_policy_ranks' 20/40/40 split per KV head over the prompt), kept in h_lr_rank for the
@@ -1133,15 +1148,9 @@ void lr_layer_ranks_apply(CudaSession& s, int l, int n, bf16* cv) {
   const Config& c = s.m->c;
   const KVRanks& ranks = s.m->lowrank->ranks;
   const int Hkv = c.n_kv_heads;
-  std::vector<float> acc(size_t(2) * Hkv * n);
-  CUDA_CHECK(cudaMemcpyAsync(acc.data(), q.imp.as<float>() + size_t(l) * 2 * Hkv * n, acc.size() * 4,
-                             cudaMemcpyDeviceToHost, s.stream));
-  CUDA_CHECK(cudaStreamSynchronize(s.stream));
-  const KVImportanceParams& imp = q.spec.imp;
-  std::vector<int> pos(n);
+  std::vector<int32_t> pos(n);
   std::iota(pos.begin(), pos.end(), 0);
-  const KVImportance I = kv_importance_compute(acc.data(), acc.data() + size_t(Hkv) * n, Hkv, n, c.n_heads / Hkv,
-                                               std::min(imp.w, n), pos.data(), n, imp);
+  const KVImportance I = kvq_layer_importance(s, l, n, pos);
   std::vector<int32_t> rank(size_t(Hkv) * n);
   int step = 0;
   for (int g = 0; g < Hkv; ++g) {
@@ -1280,16 +1289,11 @@ int kvq_keep_select(CudaSession& s, int l, int n_call, int m) {
   const int target = std::max(1, static_cast<int>(std::ceil(q.keep[l] * n_call)));
   if (target >= m) return m;
   if (s.m->lowrank) fail("internal: selective propagation on the unified (svd) cache");
-  std::vector<float> acc(size_t(2) * Hkv * m);
-  CUDA_CHECK(cudaMemcpyAsync(acc.data(), q.imp.as<float>() + size_t(l - 1) * 2 * Hkv * n_call, acc.size() * 4,
-                             cudaMemcpyDeviceToHost, s.stream));
-  CUDA_CHECK(cudaStreamSynchronize(s.stream));
   const KVImportanceParams& imp = q.spec.imp;
-  const int w_rows = std::min(imp.w, n_call), win_start = n_call - w_rows;
+  const int win_start = n_call - std::min(imp.w, n_call);
   const std::vector<int32_t>& pos = q.h_lpos[l - 1];
-  const KVImportance I =
-      kv_importance_compute(acc.data(), acc.data() + size_t(Hkv) * m, Hkv, m, c.n_heads / Hkv, w_rows, pos.data(),
-                            n_call, imp);
+  if (static_cast<int>(pos.size()) != m) fail("internal: layer ", l - 1, " computed ", m, " tokens, not ", pos.size());
+  const KVImportance I = kvq_layer_importance(s, l - 1, n_call, pos);
   std::vector<float> score(m);
   for (int t = 0; t < m; ++t) {  // kv_prefill_forward's layer_score, in its order
     score[t] = 0.0f;
@@ -1330,9 +1334,8 @@ void forward_block_t(CudaSession& s, int n, int logits_rows, OpTimer* timer) {
   const int n_call = n;
   const int* pos = s.pos.as<int>();
   const bool keep_prefill = kvq && !kvq->active && kvq->drops();
-  if (keep_prefill && logits_rows > 1)
-    fail("--kv keep: selective propagation drops prompt tokens from the upper layers, so it has no logits for "
-         "every prompt position; drop keep:... or score a continuation");
+  if (keep_prefill && logits_rows > 1)  // forward_cuda refuses LogitsMode::all with keep: before this
+    fail("internal: logits of every prompt row requested from a selective-propagation prefill");
   float* x = s.x.as<float>();
   float* y = s.y.as<float>();
   T* xb = s.xb.as<T>();
