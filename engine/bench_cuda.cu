@@ -201,6 +201,13 @@ void bench_cuda(const CudaBenchOptions& o) {
     for (int i = 0; i < o.n_gen; ++i) cuda_lowrank_begin(s, start + i, 1);
     fill_random_bf16_cuda(s.ck.as<bf16>(), int64_t(s.ck.bytes / 2), o.seed + 101, 1.0f, s.stream);
     fill_random_bf16_cuda(s.cv.as<bf16>(), int64_t(s.cv.bytes / 2), o.seed + 202, 1.0f, s.stream);
+    if (s.n_sink > 0) {  // sinks=N: the first N tokens' full keys (fp32), random as the rest of the cache
+      std::vector<float> ks(s.ksink.bytes / 4);
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      for (float& x : ks) x = nd(rng);
+      CUDA_CHECK(cudaMemcpyAsync(s.ksink.ptr, ks.data(), s.ksink.bytes, cudaMemcpyHostToDevice, s.stream));
+      CUDA_CHECK(cudaStreamSynchronize(s.stream));  // ks is pageable and leaves scope
+    }
   } else {
     const size_t cache_elems = s.kcache.bytes / es;
     if (model->dtype == DType::f16) {
@@ -286,9 +293,13 @@ void bench_cuda(const CudaBenchOptions& o) {
     const double per_elem = 2.0 * c.n_layers * c.n_kv_heads;
     const int rk = model->lowrank->ranks.k;
     double sum = 0.0;
-    for (int i = 0; i < o.n_gen; ++i) sum += per_elem * (double(start + i + 1) * rk + double(s.h_voff[start + i + 1]));
+    // sinks=N: + min(n, N) full keys per layer and KV head, fp32 (cuda_session_kv_bytes, the CPU's count)
+    const double sink_row = 4.0 * c.n_layers * c.n_kv_heads * c.head_dim;
+    for (int i = 0; i < o.n_gen; ++i)
+      sum += per_elem * (double(start + i + 1) * rk + double(s.h_voff[start + i + 1])) +
+             sink_row * std::min(start + i + 1, s.n_sink);
     kv_read = sum / o.n_gen;
-    kv_token_bytes = per_elem * (rk + double(s.h_voff[ctx]) / ctx);
+    kv_token_bytes = per_elem * (rk + double(s.h_voff[ctx]) / ctx) + sink_row * std::min(ctx, s.n_sink) / ctx;
   }
   if (s.kvq) {  // issue 7: the packed cache as the attention reads it (rows, offsets, widths), step by step
     double sum = 0.0;

@@ -184,9 +184,6 @@ void release(CudaModel& m, const void* p) {
 CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
   const Config& c = m.c;
   if (m.lowrank) fail("cuda_model_add_lowrank: the model already has a low-rank KV cache");
-  if (spec.sinks > 0)
-    fail("--kv '", spec.text, "': sinks=", spec.sinks, " is not supported by the CUDA low-rank kernels yet (they "
-         "rebuild every key from c_k); drop sinks= or use --device cpu");
   const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd, kvd = nkv * hd;
   const int64_t kcd = nkv * r.k, fused_cols = int64_t(c.n_heads) * r.v_max();
   if (fused_cols % 8 != 0)
@@ -202,6 +199,7 @@ CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
   lr->ranks = r;
   lr->desc = kv_spec_describe(spec, r);
   lr->layers.resize(c.n_layers);
+  lr->sinks = spec.sinks;
   for (int l = 0; l < c.n_layers; ++l) {
     CudaLowRankLayer& R = lr->layers[l];
     const CudaLayer& L = m.layers[l];
@@ -212,6 +210,10 @@ CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
     CUDA_CHECK(cudaMemcpy(R.wqkv, L.wqkv, size_t(qd) * dim * 2, cudaMemcpyDeviceToDevice));
     CUDA_CHECK(cudaMemcpy(R.wqkv + size_t(qd + kcd) * dim, L.wqkv + size_t(qd + kvd) * dim, size_t(kvd) * dim * 2,
                           cudaMemcpyDeviceToDevice));
+    if (spec.sinks > 0) {  // sinks=N: W_K stays for the first N tokens' full keys (W_QKV is freed by lowrank_finish)
+      R.wk = static_cast<bf16*>(alloc(size_t(kvd) * dim * 2));
+      CUDA_CHECK(cudaMemcpy(R.wk, L.wqkv + size_t(qd) * dim, size_t(kvd) * dim * 2, cudaMemcpyDeviceToDevice));
+    }
   }
   m.lowrank = std::move(lr);
   return *m.lowrank;
@@ -410,6 +412,11 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
     s->z = DeviceBuffer(B * c.n_heads * r.v_max() * 4);
     s->lr_qkv = DeviceBuffer(B * (qd + size_t(c.n_kv_heads) * r.k + kvd) * 4);
     s->lr_splits = attention_lowrank_decode_splits(c.n_kv_heads, capacity, m.sm_count);
+    s->n_sink = std::min(m.lowrank->sinks, capacity);  // sinks=N (KVLowRank::n_sink)
+    if (s->n_sink > 0) {
+      s->ksink = DeviceBuffer(size_t(c.n_layers) * c.n_kv_heads * s->n_sink * c.head_dim * 4);
+      CUDA_CHECK(cudaMemset(s->ksink.ptr, 0, s->ksink.bytes));
+    }
   }
   s->x = DeviceBuffer(B * dim * 4);
   s->y = DeviceBuffer(B * dim * 4);
@@ -438,7 +445,8 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
 size_t cuda_session_device_bytes(const CudaSession& s) {
   size_t b = s.lt.workspace.bytes;
   for (const DeviceBuffer* d : {&s.kcache, &s.vcache, &s.x, &s.y, &s.xb, &s.qkv, &s.q, &s.att, &s.gu, &s.h, &s.logits,
-                                &s.tokens, &s.pos, &s.attn_ws, &s.ck, &s.cv, &s.vrank, &s.voff, &s.z, &s.lr_qkv})
+                                &s.tokens, &s.pos, &s.attn_ws, &s.ck, &s.cv, &s.vrank, &s.voff, &s.z, &s.lr_qkv,
+                                &s.ksink})
     b += d->bytes;
   if (s.kvq) {
     const CudaKVQ& q = *s.kvq;
@@ -455,7 +463,8 @@ size_t cuda_session_kv_bytes(const CudaSession& s) {
   const size_t blocks = size_t(c.n_layers) * c.n_kv_heads;
   if (s.kvq) return s.kvq->active ? cuda_kvq_bytes(s, s.n, false) : 0;
   if (!s.m->lowrank) return 2 * blocks * s.n * c.head_dim * dtype_bytes(s.m->dtype);
-  return blocks * (size_t(s.n) * s.m->lowrank->ranks.k + size_t(s.h_voff[s.n])) * 2;
+  return blocks * (size_t(s.n) * s.m->lowrank->ranks.k + size_t(s.h_voff[s.n])) * 2 +
+         blocks * size_t(std::min(s.n, s.n_sink)) * c.head_dim * 4;  // sinks' full keys, fp32 (as the CPU counts)
 }
 
 void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
@@ -521,6 +530,10 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
   cuda_kv_spec_check(base, spec, c.n_layers, spec.text);
   cuda_dtype_kv_check(m.dtype, false, true, spec.text);
   kv_prefill_spec_check(spec, c, m.lowrank != nullptr);
+  if (m.lowrank && m.lowrank->sinks > 0)  // engine/session.cpp refuses the same for the CPU
+    fail("--kv ", m.lowrank->desc, "+", spec.text, ": sinks=", m.lowrank->sinks, " is not supported by the unified "
+         "cache (svd with quant/keep/evict or policy=importance) yet; drop sinks= or use svd alone with "
+         "policy=seed|uniform");
   if (s.n != 0) fail("cuda_session_enable_prefill: the session already holds ", s.n, " tokens; enable it first");
   auto q = std::make_unique<CudaKVQ>();
   q->spec = spec;
@@ -1199,6 +1212,9 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
   bf16* cv = s.cv.as<bf16>() + size_t(l) * nkv * s.v_cap;
   kv_lowrank_write_cuda<bf16>(q, kc, v, R.uv, ck, cv, s.voff.as<int64_t>(), s.vrank.as<int32_t>(), s.capacity,
                               s.v_cap, n, c.n_heads, nkv, hd, rk, rv, m.inv_freq, c.rope_layout, s.pos.as<int>(), st);
+  float* ksink = s.n_sink > 0 ? s.ksink.as<float>() + size_t(l) * nkv * s.n_sink * hd : nullptr;
+  if (ksink)  // sinks=N: the full keys of the tokens at positions < N (a no-op kernel past them)
+    kv_lowrank_sink_write_cuda(ksink, R.wk, xb, n, dim, nkv, hd, s.n_sink, s.pos.as<int>(), st);
   mark(OpFamily::attention);
   float* z = s.z.as<float>();
   CudaKVQ* kvq = s.kvq.get();
@@ -1265,6 +1281,9 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
     a.head_dim = hd;
     a.inv_freq = m.inv_freq;
     a.rope_layout = c.rope_layout;
+    a.k_sink = ksink;
+    a.k_sink_stride = s.n_sink;
+    a.n_sink = s.n_sink;
     if (n == 1)
       attention_lowrank_decode_cuda(z, a, s.pos.as<int>(), s.lr_splits, s.attn_ws.as<float>(), st);
     else

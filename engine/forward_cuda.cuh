@@ -34,12 +34,15 @@ struct CudaLowRankLayer {
   float* uk = nullptr;     // (n_kv_heads, r_k, head_dim)    rows of U_K^T: REBUILD keys (attention kernels)
   float* uv = nullptr;     // (n_kv_heads, r_vmax, head_dim) rows of U_V^T: PROJECT values (write kernel)
   bf16* wfused = nullptr;  // (dim, n_heads*r_vmax) W_fused, in place of W_O
+  bf16* wk = nullptr;      // (n_kv_heads*hd, dim) rows of W_K, sinks=N only: the sinks' full keys (the decode graph
+                           // computes them while its position is < N: kv_lowrank_sink_write_cuda)
 };
 struct CudaLowRank {
   KVRankPolicy policy = KVRankPolicy::seed;
   KVRanks ranks;
   std::string desc;  // kv_spec_describe
   std::vector<CudaLowRankLayer> layers;
+  int sinks = 0;     // spec.sinks: the first `sinks` positions keep their full keys (a session caps it at capacity)
 };
 
 struct CudaModel {
@@ -200,6 +203,8 @@ struct CudaSession {
   int lr_splits = 1;            // attention_lowrank_decode_splits
   DeviceBuffer z;               // (max_block, n_heads, r_vmax) fp32 attention output in rank space
   DeviceBuffer lr_qkv;          // (max_block, qd + n_kv_heads*r_k + kvd) fp32: a block's W_QKV' GEMM output
+  int n_sink = 0;               // sinks=N: min(N, capacity), as KVLowRank::n_sink
+  DeviceBuffer ksink;           // (n_layers, n_kv_heads, n_sink, head_dim) fp32 full pre-RoPE keys of tokens < n_sink
   std::unique_ptr<CudaKVQ> kvq; // issue 7 (cuda_session_enable_prefill)
   int* host_io = nullptr;       // pinned (2 * max_block) ints: token ids then positions
   cudaGraphExec_t decode_graph = nullptr;

@@ -22,7 +22,8 @@ using lowrank_tile::kThreads;
 constexpr int kPrefillQ = 16;  // queries per prefill block (halved until the shared memory fits)
 
 // Tile of the fp32/bf16 cache: key t is token t (RoPE position t); its c_k row is contiguous with the next ones,
-// its c_v (vrank[t] values) starts at voff[t] inside the KV head's block.
+// its c_v (vrank[t] values) starts at voff[t] inside the KV head's block. Sinks (n_sink > 0): a token t < n_sink
+// takes its cached full key instead of the rebuilt one.
 template <class T>
 struct RowsTile {
   const T* ckg;  // KV head g's c_k block (ck_stride, r_k)
@@ -30,6 +31,8 @@ struct RowsTile {
   const int64_t* voff;
   const int32_t* vrank;
   int rk, rv;
+  const float* ksg = nullptr;  // KV head g's full keys (k_sink_stride, head_dim), sinks=N
+  int n_sink = 0, hd = 0;
   // c_k rows t0 .. t0+nt-1 are contiguous; c_v per token at voff (zero past its rank = pad(c_v))
   __device__ __forceinline__ void load(int t0, int nt, float* sCk, float* sCv) const {
     const T* ckt = ckg + size_t(t0) * rk;
@@ -40,6 +43,14 @@ struct RowsTile {
     }
   }
   __device__ __forceinline__ int key_pos(int t0, int t) const { return t0 + t; }
+  // the rebuild of a sink token is discarded for its cached key (fp32, before RoPE), as attention_lowrank_cpu
+  __device__ __forceinline__ void sink_key(int tok, int ia, int ib, float& ka, float& kb) const {
+    if (tok < n_sink) {
+      const float* k = ksg + size_t(tok) * hd;
+      ka = k[ia];
+      kb = k[ib];
+    }
+  }
 };
 
 // Block = (KV head g, query chunk, split): the block program of kernels/lowrank_tile.cuh over this file's tile.
@@ -50,7 +61,8 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ float smem[];
   const int g = blockIdx.x;
   const RowsTile<T> tile{a.ck + size_t(g) * a.ck_stride * a.r_k, a.cv + size_t(g) * a.cv_stride, a.voff, a.vrank,
-                         a.r_k, a.r_vmax};
+                         a.r_k, a.r_vmax, a.n_sink > 0 ? a.k_sink + size_t(g) * a.k_sink_stride * a.head_dim : nullptr,
+                         a.n_sink, a.head_dim};
   lowrank_tile::block_program(smem, part_z, part_ml, a, n_q, pos ? pos[0] + 1 : n_kv_host, qch, tile);
 }
 
@@ -103,11 +115,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Block = (token i of the first min(n, n_sink), KV head g); exits when pos[0] + i >= n_sink (every step of a decode
+// graph launches it). One warp per output dim d: k[d] = W_K row (g, d) . x_i, lanes strided over dim, fp32.
+__global__ void __launch_bounds__(kThreads)
+    kv_lowrank_sink_write_kernel(float* k_sink, const bf16* wk, const bf16* x, int dim, int D, int n_sink,
+                                 const int* pos) {
+  const int i = blockIdx.x, g = blockIdx.y, p = pos[0] + i;
+  if (p >= n_sink) return;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  const bf16* xi = x + size_t(i) * dim;
+  for (int d = warp; d < D; d += nw) {
+    const bf16* w = wk + (size_t(g) * D + d) * dim;
+    float acc = 0.0f;
+    for (int e = lane; e < dim; e += 32) acc = fmaf(to_f32(w[e]), to_f32(xi[e]), acc);
+    acc = warp_sum(acc);
+    if (lane == 0) k_sink[(size_t(g) * n_sink + p) * D + d] = acc;
+  }
+}
+
 template <class T>
 void check_args(const char* who, const LowRankAttentionCudaArgs<T>& a) {
   lowrank_tile::check_shape(who, a.head_dim, a.n_heads, a.n_kv_heads, a.r_k, a.r_vmax);
   if (!a.q || !a.ck || !a.uk || !a.cv || !a.voff || !a.vrank || !a.inv_freq)
     fail(who, ": a device pointer is null (q, ck, uk, cv, voff, vrank and inv_freq are all required)");
+  if (a.n_sink < 0 || (a.n_sink > 0 && (!a.k_sink || a.k_sink_stride < a.n_sink)))
+    fail(who, ": sinks ", a.n_sink, " need k_sink with k_sink_stride >= n_sink (got ", a.k_sink_stride, ")");
 }
 
 template <class T>
@@ -197,6 +229,20 @@ void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const floa
   kv_lowrank_write_kernel<T><<<n, kThreads, 0, st>>>(q, kc, v, uv, ck, cv, voff, vrank, ck_stride, cv_stride,
                                                      n_heads, n_kv_heads, head_dim, r_k, r_vmax, inv_freq,
                                                      layout == RopeLayout::interleaved, pos);
+  CUDA_CHECK_LAUNCH();
+}
+
+void kv_lowrank_sink_write_cuda(float* k_sink, const bf16* wk, const bf16* x, int n, int dim, int n_kv_heads,
+                                int head_dim, int n_sink, const int* pos, cudaStream_t st) {
+  if (n_sink < 0 || dim < 1 || n_kv_heads < 1 || head_dim < 1)
+    fail("kv_lowrank_sink_write_cuda: bad shapes (sinks ", n_sink, ", dim ", dim, ", n_kv_heads ", n_kv_heads,
+         ", head_dim ", head_dim, ")");
+  if (n <= 0 || n_sink == 0) return;
+  if (!k_sink || !wk || !x || !pos)
+    fail("kv_lowrank_sink_write_cuda: a device pointer is null (k_sink, wk, x and pos are all required)");
+  // tokens i >= n_sink are never sinks (pos[0] >= 0): no blocks for them
+  kv_lowrank_sink_write_kernel<<<dim3(std::min(n, n_sink), n_kv_heads), kThreads, 0, st>>>(k_sink, wk, x, dim,
+                                                                                        head_dim, n_sink, pos);
   CUDA_CHECK_LAUNCH();
 }
 

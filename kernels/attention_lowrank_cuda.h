@@ -30,6 +30,10 @@ namespace llm {
 //   cv:    (n_kv_heads, cv_stride)       T; token t's c_v (vrank[t] values) at voff[t] inside its head's block
 //   voff:  (>= n_kv) int64, vrank: (>= n_kv) int32 (1..r_vmax), shared by every KV head
 //   inv_freq: (head_dim/2) fp32 (rope_inv_freq_cpu's output, llama3 scaling included)
+//   k_sink: (n_kv_heads, k_sink_stride, head_dim) fp32, optional (sinks=N): full keys (before RoPE) of the tokens
+//           t < n_sink, used instead of the keys rebuilt from c_k and RoPE'd at t like them (the CPU twin's sinks).
+//           fp32 as the CPU cache holds them: N rows per (layer, KV head) cost nothing next to the cache, and the
+//           tokens most attended to keep the precision the CPU gives them.
 template <class T>
 struct LowRankAttentionCudaArgs {
   const float* q = nullptr;
@@ -43,6 +47,9 @@ struct LowRankAttentionCudaArgs {
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   const float* inv_freq = nullptr;
   RopeLayout rope_layout = RopeLayout::half_split;
+  const float* k_sink = nullptr;
+  int64_t k_sink_stride = 0;
+  int n_sink = 0;
 };
 
 // Prefill (n_q queries, causal, GQA): grid (n_kv_heads, ceil(n_q / queries-per-block)), one key range (no split).
@@ -74,6 +81,14 @@ void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const floa
                            const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride, int n,
                            int n_heads, int n_kv_heads, int head_dim, int r_k, int r_vmax, const float* inv_freq,
                            RopeLayout layout, const int* pos, cudaStream_t st);
+
+// Attention sinks (sinks=N): the full pre-RoPE keys k = W_K x of the tokens of a block of n at positions
+// pos[0] + i < n_sink (what kv_lowrank_attention computes on the CPU with the model's W_K), into one layer's
+// k_sink (n_kv_heads, n_sink, head_dim) fp32 at row pos[0] + i; tokens at later positions write nothing, so the
+// decode graph runs it at every step (pos is read on the device). wk: (n_kv_heads * head_dim, dim) bf16 rows of
+// W_K; x: (n, dim) bf16 (the normed input of the W_QKV' projection); fp32 accumulation.
+void kv_lowrank_sink_write_cuda(float* k_sink, const bf16* wk, const bf16* x, int n, int dim, int n_kv_heads,
+                                int head_dim, int n_sink, const int* pos, cudaStream_t st);
 
 // Dynamic shared memory one block needs (bytes), for the launch checks and the docs.
 size_t attention_lowrank_smem_bytes(int group, int q_per_block, int head_dim, int r_k, int r_vmax);

@@ -50,6 +50,8 @@ __host__ __device__ inline size_t smem_floats(int gs, int qch, int D, int rk, in
 //       sCk[t * r_k + j] = c_k value j, sCv[t * r_vmax + r] = c_v value r (0 past the key's rank); every thread of
 //       the block takes part (items strided by blockDim.x); block_program syncs before and after.
 //   __device__ int key_pos(int t0, int t) const: the RoPE position of key t0 + t (read after load's barrier).
+//   optional, __device__ void sink_key(int tok, int ia, int ib, float& ka, float& kb) const: may replace dims ia, ib
+//       of key tok's rebuilt (pre-RoPE) key with a cached full key (RowsTile's sinks=N); RoPE follows as usual.
 // Args: the kernel's argument struct (LowRankAttentionCudaArgs<T> or LowRankQuantDecodeArgs); block_program reads
 // its shared fields q (n_q, n_heads, head_dim; RoPE applied), uk (n_kv_heads, r_k, head_dim), inv_freq (head_dim/2),
 // n_heads, n_kv_heads, head_dim, r_k, r_vmax and rope_layout. n_q queries, the last n_q of n_kv keys; qch queries a
@@ -133,12 +135,14 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
         for (int m = 0; m < kT; ++m) {
           const int t = kg + m * KG;
           if (m < per && t < nt) {
+            float xa = ka[m], xb = kb[m];
+            if constexpr (requires { tile.sink_key(t0, ia, ib, xa, xb); }) tile.sink_key(t0 + t, ia, ib, xa, xb);
             // fp32 product, accurate sincosf: as rope_cpu
             const float ang = static_cast<float>(tile.key_pos(t0, t)) * sF[j];
             float sn, cs;
             sincosf(ang, &sn, &cs);
-            sK[t * LD + ia] = ka[m] * cs - kb[m] * sn;
-            sK[t * LD + ib] = ka[m] * sn + kb[m] * cs;
+            sK[t * LD + ia] = xa * cs - xb * sn;
+            sK[t * LD + ib] = xa * sn + xb * cs;
           }
         }
       }
