@@ -18,7 +18,7 @@ struct CudaBenchOptions {
   int ctx = 0;                   // -c: context reached at the end of decoding (0: n_prompt + n_gen)
   int reps = 3;                  // -r: timed repetitions, best kept
   bool json = false;             // one JSON object on stdout instead of the text report
-  std::string kv = "full";       // --kv: full, svd:... (issue 6: the low-rank cache, policy seed|uniform), or
+  std::string kv = "full";       // --kv: full, svd:... (issue 6: the low-rank cache, policy seed|uniform, sinks=N), or
                                  // quant:/evict:/imp: parts on the full cache (issue 7, the mixed-precision cache)
   std::string kv_profile;        // --kv-profile with -m (default: a weights profile built at load)
   uint64_t seed = 1234;

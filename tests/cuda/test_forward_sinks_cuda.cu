@@ -300,7 +300,8 @@ TEST_CASE("cuda svd sinks=N with quant/evict or policy=importance: the CPU's err
   if (!have_cuda()) return;
   if (!llm_test::have_demo_model()) return;
   const std::string path = llm_test::demo_model_path();
-  for (const char* kv : {"svd:k=16,v=16/32/64,sinks=4+quant:8/4=0.5/0.5", "svd:k=16,v=16/32/64,policy=importance,sinks=4"}) {
+  for (const char* kv :
+       {"svd:k=16,v=16/32/64,sinks=4+quant:8/4=0.5/0.5", "svd:k=16,v=16/32/64,policy=importance,sinks=4"}) {
     CAPTURE(kv);
     CHECK_THROWS_WITH_AS(Model(path, {.device = Device::cuda, .kv = kv}),
                          doctest::Contains("sinks=4 is not supported by the unified cache"), Error);
