@@ -10,6 +10,8 @@
 // accumulators per layer (attention_importance_cuda); after it the host selects and classes the entries and
 // quantize_rows_cuda packs them (cuda_kvq_prefill_finish); later calls append 16-bit entries, attend with
 // attention_quant_decode_cuda and slide the 16-bit window on the device (kvq_slide), inside the decode graph.
+// Selective propagation (keep:<1) gathers the kept rows before a dropping layer (kvq_keep_select); on the unified
+// (svd) cache the later layers attend over the kept rank rows as 16-bit entries (CudaKVQ keep_pack).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -1276,7 +1278,7 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     a.row16 = 2;
     a.rope_layout = c.rope_layout;
     attention_lowrank_quant_cuda(z, a, std::max(1, kvq->lr_splits / n), kvq->ws.as<float>(), st);
-  } else if (kvq && kvq->active) {  // issue 7, the unified cache: the call's tokens join it at 16 bits, then attend to it
+  } else if (kvq && kvq->active) {  // issue 7, the unified cache: the call's tokens join it at 16 bits, then attend
     const size_t lhc = size_t(l) * nkv * s.capacity;
     uint8_t* data = kvq->data.as<uint8_t>() + kvq->h_lbase[l];
     kvq_lr_append_kernel<<<dim3(n, nkv), 64, 0, st>>>(data, kvq->off.as<uint64_t>() + lhc,

@@ -63,7 +63,8 @@ __global__ void attn_lowrank_combine_kernel(float* z, const float* part_z, const
 __device__ __forceinline__ void store_f32(float* p, float x) { *p = x; }
 __device__ __forceinline__ void store_f32(bf16* p, float x) { *p = __float2bfloat16_rn(x); }
 
-// Block = one token i at position p = pos[0] + i (pos_each: pos[i]); three independent loops over its items (no shared memory).
+// Block = one token i at position p = pos[0] + i (pos_each: pos[i]); three independent loops over its items (no
+// shared memory).
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     kv_lowrank_write_kernel(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,

@@ -1,5 +1,5 @@
 // Helpers shared by the CUDA forward tests (test_forward_cuda.cu, test_forward_kvq_cuda.cu,
-// test_forward_keep_cuda.cu, test_forward_svdimp_cuda.cu, test_forward_svdkeep_cuda.cu): the device model's 16-bit weights (bf16, or f16 for a
+// test_forward_keep_cuda.cu, test_forward_svdimp_cuda.cu): the device model's 16-bit weights (bf16, or f16 for a
 // model of DType::f16) copied back and viewed as a CPU Weights struct, so forward_cpu runs on exactly the device's
 // weights, the small synthetic configs those tests build, and the compressed-cache comparisons (a sequence of calls
 // run on the CPU's and the device's compressed cache, logits compared).

@@ -240,8 +240,9 @@ TEST_CASE("cuda KV quant:16 equals the full-cache CUDA path on the demo model") 
 TEST_CASE("cuda KV quant: the parts cuda does not run are refused when the model loads") {
   if (!have_cuda()) return;
   if (!llm_test::have_demo_model()) return;
-  CHECK_THROWS_WITH_AS(Model(llm_test::demo_model_path(), {.device = Device::cuda, .dtype = DType::f16,
-                                                          .kv = "svd:k=16,v=16/32/64+quant:8/4=0.5/0.5+keep:0.5,linear"}),
+  CHECK_THROWS_WITH_AS(Model(llm_test::demo_model_path(),
+                             {.device = Device::cuda, .dtype = DType::f16,
+                              .kv = "svd:k=16,v=16/32/64+quant:8/4=0.5/0.5+keep:0.5,linear"}),
                        doctest::Contains("--dtype bf16"), Error);
   // a bad spec is refused before anything reaches the device, as on the CPU
   CHECK_THROWS_AS(Model(llm_test::demo_model_path(), {.device = Device::cuda, .kv = "quant:8/4/2=0.5/0.5/0.5"}),

@@ -71,8 +71,10 @@ TEST_CASE("cuda svd+keep: kv_lowrank_write_cuda at per-token positions equals th
   std::mt19937 rng(9);
   const int n = 5, H = 4, nkv = 2, D = 64, rk = 16, rv = 32, cap = 24;
   const std::vector<int> pos = {0, 3, 4, 11, 23};  // not consecutive (selective propagation keeps a subset)
-  const std::vector<float> q = random_f32(rng, size_t(n) * H * D, 1.0f), kc = random_f32(rng, size_t(n) * nkv * rk, 1.0f);
-  const std::vector<float> v = random_f32(rng, size_t(n) * nkv * D, 1.0f), uv = random_f32(rng, size_t(nkv) * rv * D, 0.2f);
+  const std::vector<float> q = random_f32(rng, size_t(n) * H * D, 1.0f);
+  const std::vector<float> kc = random_f32(rng, size_t(n) * nkv * rk, 1.0f);
+  const std::vector<float> v = random_f32(rng, size_t(n) * nkv * D, 1.0f);
+  const std::vector<float> uv = random_f32(rng, size_t(nkv) * rv * D, 0.2f);
   std::vector<int32_t> vrank(cap);
   std::vector<int64_t> voff(cap + 1, 0);
   for (int t = 0; t < cap; ++t) vrank[t] = 8 + 8 * (t % 4), voff[t + 1] = voff[t] + vrank[t];
@@ -376,9 +378,9 @@ TEST_CASE("cuda svd+keep on the demo model through llm::Session") {
     CHECK(s.kv_cache_bytes() > 0);
   }
   const Diff d = diff(got, want, V, 1.0f);
-  MESSAGE(std::string(spec) << " through llm::Session: cuda vs cpu over " << d.rows << " rows: max |logit diff| " << d.max_abs
-               << " (max |logit| " << d.max_ref << "); top-1 where the CPU leads by > 1: " << d.decided_agree << "/"
-               << d.decided);
+  MESSAGE(std::string(spec) << " through llm::Session: cuda vs cpu over " << d.rows << " rows: max |logit diff| "
+                            << d.max_abs << " (max |logit| " << d.max_ref << "); top-1 where the CPU leads by > 1: "
+                            << d.decided_agree << "/" << d.decided);
   // the unified cache's bound with Q4_1 weights on the CPU and their bf16 rounding on the device
   // (test_forward_kvq_cuda.cu: 4.5 for svd + quant at this k) times 1.5, the most keep: added to the CPU-GPU
   // difference of the same spec without it in the tests above (1.34 on the demo model's bf16 weights); measured
