@@ -10,6 +10,8 @@
 // accumulators per layer (attention_importance_cuda); after it the host selects and classes the entries and
 // quantize_rows_cuda packs them (cuda_kvq_prefill_finish); later calls append 16-bit entries, attend with
 // attention_quant_decode_cuda and slide the 16-bit window on the device (kvq_slide), inside the decode graph.
+// Selective propagation (keep:<1) gathers the kept rows before a dropping layer (kvq_keep_select); on the unified
+// (svd) cache the later layers attend over the kept rank rows as 16-bit entries (CudaKVQ keep_pack).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -275,15 +277,10 @@ void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spe
 }
 
 void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text) {
-  if (pre.keep.on && base.lowrank) {  // keep:<1 runs on the full-precision cache (+quant/evict), not the unified one
-    const std::vector<float> keep = kv_keep_schedule(pre.keep, n_layers);
-    for (int l = 0; l < n_layers; ++l)
-      if (keep[l] < 1.0f)
-        fail("--kv ", spec_text, ": svd combined with keep:... (selective propagation: layer ", l, " computes on ",
-             keep[l], " of the prompt) runs on the CPU only so far; use --device cpu, or on cuda drop svd: "
-             "(keep: with quant/evict runs there) or drop keep: (evict:...,budget= keeps the same share of the "
-             "prompt in the cache while every layer computes on all of it)");
-  }
+  // every combination of the parts runs on cuda now (svd + keep:<1 on the unified cache: CudaKVQ keep_pack); the
+  // refusals left are raised where they arise: sinks= (lowrank_alloc), f16 with a compressed cache
+  // (cuda_dtype_kv_check), every prompt position's logits with keep:<1 (forward_cuda)
+  (void)base, (void)pre, (void)n_layers, (void)spec_text;
 }
 
 void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t seed) {
@@ -452,7 +449,8 @@ size_t cuda_session_device_bytes(const CudaSession& s) {
     const CudaKVQ& q = *s.kvq;
     for (const DeviceBuffer* d : {&q.imp, &q.imp_ws, &q.data, &q.off, &q.bits, &q.epos, &q.lbase, &q.n_kv, &q.wb,
                                   &q.rq_koff, &q.rq_voff, &q.rq_src, &q.rq_bits, &q.ws, &q.lr_vrank, &q.lr_kt,
-                                  &q.keep_pos, &q.keep_idx, &q.keep_x, &q.keep_kv})
+                                  &q.keep_pos, &q.keep_idx, &q.keep_x, &q.keep_kv, &q.keep_pack, &q.keep_off,
+                                  &q.keep_bits, &q.keep_vr, &q.keep_n})
       b += d->bytes;
   }
   return b;
@@ -526,7 +524,7 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
   const CudaModel& m = *s.m;
   const Config& c = m.c;
   KVSpec base;
-  base.lowrank = m.lowrank != nullptr;  // svd + keep:<1 is refused (the gathered rows are full-precision rows)
+  base.lowrank = m.lowrank != nullptr;
   cuda_kv_spec_check(base, spec, c.n_layers, spec.text);
   cuda_dtype_kv_check(m.dtype, false, true, spec.text);
   kv_prefill_spec_check(spec, c, m.lowrank != nullptr);
@@ -591,7 +589,21 @@ void cuda_kvq_prefill_begin(CudaSession& s, int m) {
       q.keep_pos = DeviceBuffer(size_t(m) * 4);
       q.keep_idx = DeviceBuffer(size_t(m) * 4);
       q.keep_x = DeviceBuffer(size_t(m) * c.dim * 4);
-      q.keep_kv = DeviceBuffer(size_t(2) * c.n_kv_heads * m * c.head_dim * 2);
+      if (!q.lowrank) q.keep_kv = DeviceBuffer(size_t(2) * c.n_kv_heads * m * c.head_dim * 2);
+    }
+    if (q.drops() && q.lowrank) {  // svd + keep: the kept rows' 16-bit slots; offsets and widths fixed up front
+      const KVRanks& r = s.m->lowrank->ranks;
+      const size_t slots = size_t(c.n_kv_heads) * m, slot_bytes = size_t(r.k + r.v_max()) * 2;
+      q.keep_pack = DeviceBuffer(slots * slot_bytes);
+      q.keep_off = DeviceBuffer(slots * 8);
+      q.keep_bits = DeviceBuffer(slots);
+      q.keep_vr = DeviceBuffer(slots * 2);
+      q.keep_n = DeviceBuffer(4);
+      std::vector<uint64_t> off(slots);
+      for (size_t i = 0; i < slots; ++i) off[i] = i * slot_bytes;
+      CUDA_CHECK(cudaMemcpy(q.keep_off.ptr, off.data(), slots * 8, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemset(q.keep_bits.ptr, 16, slots));
+      CUDA_CHECK(cudaDeviceSynchronize());  // legacy-stream copies; the session's stream does not wait for them
     }
     if (q.lowrank) q.lr_rank = DeviceBuffer(size_t(c.n_kv_heads) * m * 4);
     q.imp_m = m;
@@ -1156,34 +1168,55 @@ __global__ void lr_truncate_kernel(bf16* cv, const int32_t* rank, const int64_t*
   for (int j = r + threadIdx.x; j < rv; j += blockDim.x) row[j] = __float2bfloat16_rn(0.0f);
 }
 // One host round trip per layer (the ranking is a sort per KV head): the prefill's cost, not the decode's.
-void lr_layer_ranks_apply(CudaSession& s, int l, int n, bf16* cv) {
+// svd + keep:<1: the layer computes the m = pos.size() tokens at positions pos (h_lpos[l]) of the n_call-token
+// prefill and ranks those (kv_prefill_forward ranks the layer's computed tokens); lr_rank then holds (n_kv_heads, m)
+// for lr_keep_pack_kernel, and cv is not truncated (the packed slots copy each row at its rank only).
+void lr_layer_ranks_apply(CudaSession& s, int l, int n_call, const std::vector<int32_t>& pos, bf16* cv) {
   CudaKVQ& q = *s.kvq;
   const Config& c = s.m->c;
   const KVRanks& ranks = s.m->lowrank->ranks;
-  const int Hkv = c.n_kv_heads;
-  std::vector<int32_t> pos(n);
-  std::iota(pos.begin(), pos.end(), 0);
-  const KVImportance I = kvq_layer_importance(s, l, n, pos);
+  const int Hkv = c.n_kv_heads, n = static_cast<int>(pos.size());
+  const KVImportance I = kvq_layer_importance(s, l, n_call, pos);
   std::vector<int32_t> rank(size_t(Hkv) * n);
   int step = 0;
   for (int g = 0; g < Hkv; ++g) {
     const std::vector<float> sc(I.score.begin() + size_t(g) * n, I.score.begin() + size_t(g + 1) * n);
     kv_policy_ranks(rank.data() + size_t(g) * n, KVRankPolicy::importance, ranks, 0, n, step, sc);
     for (int t = 0; t < n; ++t)
-      q.h_lr_rank[(size_t(l) * Hkv + g) * n + t] = static_cast<uint16_t>(rank[size_t(g) * n + t]);
+      q.h_lr_rank[(size_t(l) * Hkv + g) * n_call + pos[t]] = static_cast<uint16_t>(rank[size_t(g) * n + t]);
   }
   // pageable source: staged before the call returns (the next layer's copy waits on this kernel in stream order)
   CUDA_CHECK(cudaMemcpyAsync(q.lr_rank.ptr, rank.data(), rank.size() * 4, cudaMemcpyHostToDevice, s.stream));
+  if (n < n_call) return;  // (all n_call tokens: pos is 0 .. n_call-1, row i of the truncation is position i)
   lr_truncate_kernel<<<dim3(n, Hkv), 64, 0, s.stream>>>(cv, q.lr_rank.as<int32_t>(), s.voff.as<int64_t>(), s.v_cap,
                                                         ranks.v_max(), n);
   CUDA_CHECK_LAUNCH();
 }
 
+// svd + keep:<1 (CudaKVQ keep_pack): the m kept tokens' rank-space rows as 16-bit entries, slot (g, a) = the bf16
+// c_k row at position pos[a] then its c_v row at the token's rank: rank (n_kv_heads, m) from the host (policy=
+// importance, lr_layer_ranks_apply) or, when null, the call's rank by position (vrank). Rows copied, not rounded
+// again. Block (kept token a, KV head g).
+__global__ void lr_keep_pack_kernel(bf16* pack, uint16_t* vr, int* n_kv, const bf16* ck, const bf16* cv,
+                                    const int64_t* voff, const int32_t* vrank, const int32_t* rank, const int* pos,
+                                    int capacity, int64_t v_cap, int rk, int rv, int stride, int m) {
+  const int a = blockIdx.x, g = blockIdx.y, p = pos[a];
+  const int r = rank ? rank[size_t(g) * m + a] : vrank[p];
+  bf16* dst = pack + (size_t(g) * stride + a) * (rk + rv);
+  const bf16* ks = ck + (size_t(g) * capacity + p) * rk;
+  const bf16* vs = cv + size_t(g) * v_cap + voff[p];
+  for (int j = threadIdx.x; j < rk + r; j += blockDim.x) dst[j] = j < rk ? ks[j] : vs[j - rk];
+  if (threadIdx.x == 0) vr[size_t(g) * stride + a] = static_cast<uint16_t>(r);
+  if (a == 0 && g == 0 && threadIdx.x == 0) *n_kv = m;
+}
+
 // Issue 6: the attention sub-layer of layer l over the compressed cache (xb in, W_fused output in s.y), the
 // order docs/kv-compression.md "The CUDA kernels" gives: W_QKV' -> kv_lowrank_write_cuda (q RoPE'd, c_k and c_v
 // stored at the tokens' positions) -> attention_lowrank_{decode,prefill}_cuda (z in rank space) -> W_fused.
+// Selective propagation (svd + keep:<1): the layer computes n of the prefill's n_call tokens, at positions pos
+// (device; kvq->h_lpos[l] on the host); else pos is s.pos and n == n_call.
 template <class Mark>
-void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
+void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos, const Mark& mark) {
   const CudaModel& m = *s.m;
   const Config& c = m.c;
   const CudaLowRank& M = *m.lowrank;
@@ -1211,29 +1244,57 @@ void lowrank_attention(CudaSession& s, int l, int n, const Mark& mark) {
   bf16* ck = s.ck.as<bf16>() + size_t(l) * nkv * s.capacity * rk;
   bf16* cv = s.cv.as<bf16>() + size_t(l) * nkv * s.v_cap;
   kv_lowrank_write_cuda<bf16>(q, kc, v, R.uv, ck, cv, s.voff.as<int64_t>(), s.vrank.as<int32_t>(), s.capacity,
-                              s.v_cap, n, c.n_heads, nkv, hd, rk, rv, m.inv_freq, c.rope_layout, s.pos.as<int>(), st);
+                              s.v_cap, n, c.n_heads, nkv, hd, rk, rv, m.inv_freq, c.rope_layout, pos, st, n < n_call);
   float* ksink = s.n_sink > 0 ? s.ksink.as<float>() + size_t(l) * nkv * s.n_sink * hd : nullptr;
-  if (ksink)  // sinks=N: the full keys of the tokens at positions < N (a no-op kernel past them)
-    kv_lowrank_sink_write_cuda(ksink, R.wk, xb, n, dim, nkv, hd, s.n_sink, s.pos.as<int>(), st);
+  if (ksink)  // sinks=N: the full keys of the tokens at positions < N (a no-op kernel past them; refused with keep:)
+    kv_lowrank_sink_write_cuda(ksink, R.wk, xb, n, dim, nkv, hd, s.n_sink, pos, st);
   mark(OpFamily::attention);
   float* z = s.z.as<float>();
   CudaKVQ* kvq = s.kvq.get();
   auto scores = [&] {  // issue 7, the unified prefill: scores on the keys rebuilt from c_k, as the CPU
     bf16* kt = kvq->lr_kt.as<bf16>();
-    lr_rebuild_keys_kernel<<<dim3(n, nkv), 64, 0, st>>>(kt, ck, R.uk, s.pos.as<int>(), m.inv_freq, s.capacity, rk, hd,
-                                                        n, c.rope_layout == RopeLayout::interleaved);
+    lr_rebuild_keys_kernel<<<dim3(n, nkv), 64, 0, st>>>(kt, ck, R.uk, pos, m.inv_freq, s.capacity, rk, hd, n,
+                                                        c.rope_layout == RopeLayout::interleaved);
     CUDA_CHECK_LAUNCH();
     f32_to_bf16_cuda(s.q.as<bf16>(), q, int64_t(n) * qd, st);  // q as RoPE'd by kv_lowrank_write_cuda
-    float* cum = kvq->imp.as<float>() + size_t(l) * 2 * nkv * n;
+    float* cum = kvq->imp.as<float>() + size_t(l) * 2 * nkv * n_call;  // (the layer's n tokens: CudaKVQ keep)
     attention_importance_cuda(cum, cum + size_t(nkv) * n, s.q.as<bf16>(), kt, n, c.n_heads, nkv, hd, n,
                               kvq->spec.imp.w, kvq->imp_ws.as<float>(), st);
   };
   const bool layer_ranks = kvq && !kvq->active && kvq->lr_layer_ranks;  // svd policy=importance: scores first
   if (layer_ranks) {
     scores();
-    lr_layer_ranks_apply(s, l, n, cv);
+    lr_layer_ranks_apply(s, l, n_call, kvq->h_lpos[l], cv);
   }
-  if (kvq && kvq->active) {  // issue 7, the unified cache: the call's tokens join it at 16 bits, then attend to it
+  if (kvq && !kvq->active && n < n_call) {  // svd + keep:<1: the kept rows as 16-bit entries (CudaKVQ keep_pack)
+    lr_keep_pack_kernel<<<dim3(n, nkv), 64, 0, st>>>(kvq->keep_pack.as<bf16>(), kvq->keep_vr.as<uint16_t>(),
+                                                     kvq->keep_n.as<int>(), ck, cv, s.voff.as<int64_t>(),
+                                                     s.vrank.as<int32_t>(),
+                                                     layer_ranks ? kvq->lr_rank.as<int32_t>() : nullptr, pos,
+                                                     s.capacity, s.v_cap, rk, rv, kvq->imp_m, n);
+    CUDA_CHECK_LAUNCH();
+    LowRankQuantDecodeArgs a;
+    a.q = q;
+    a.data = kvq->keep_pack.as<uint8_t>();
+    a.off = kvq->keep_off.as<uint64_t>();
+    a.bits = kvq->keep_bits.as<uint8_t>();
+    a.vrank = kvq->keep_vr.as<uint16_t>();
+    a.pos = pos;
+    a.uk = R.uk;
+    a.inv_freq = m.inv_freq;
+    a.n_kv = kvq->keep_n.as<int>();
+    a.stride = kvq->imp_m;
+    a.n_q = n;
+    a.n_heads = c.n_heads;
+    a.n_kv_heads = nkv;
+    a.head_dim = hd;
+    a.r_k = rk;
+    a.r_vmax = rv;
+    a.group = kvq->group;
+    a.row16 = 2;
+    a.rope_layout = c.rope_layout;
+    attention_lowrank_quant_cuda(z, a, std::max(1, kvq->lr_splits / n), kvq->ws.as<float>(), st);
+  } else if (kvq && kvq->active) {  // issue 7, the unified cache: the call's tokens join it at 16 bits, then attend
     const size_t lhc = size_t(l) * nkv * s.capacity;
     uint8_t* data = kvq->data.as<uint8_t>() + kvq->h_lbase[l];
     kvq_lr_append_kernel<<<dim3(n, nkv), 64, 0, st>>>(data, kvq->off.as<uint64_t>() + lhc,
@@ -1307,7 +1368,6 @@ int kvq_keep_select(CudaSession& s, int l, int n_call, int m) {
   q.h_lpos[l] = q.h_lpos[l - 1];
   const int target = std::max(1, static_cast<int>(std::ceil(q.keep[l] * n_call)));
   if (target >= m) return m;
-  if (s.m->lowrank) fail("internal: selective propagation on the unified (svd) cache");
   const KVImportanceParams& imp = q.spec.imp;
   const int win_start = n_call - std::min(imp.w, n_call);
   const std::vector<int32_t>& pos = q.h_lpos[l - 1];
@@ -1370,7 +1430,7 @@ void forward_block_t(CudaSession& s, int n, int logits_rows, OpTimer* timer) {
     else
       add_rmsnorm_cuda(xb, x, y, L.attn_norm, n, dim, c.rms_eps, st);  // residual of the previous W_down
     if (m.lowrank) {
-      lowrank_attention(s, l, n, mark);
+      lowrank_attention(s, l, n, n_call, pos, mark);
     } else {
       mark(OpFamily::qkv);
       matmul(s, s.qkv.as<float>(), xb, elem_ptr<T>(L.wqkv), n, qd + 2 * kvd, dim);

@@ -157,6 +157,16 @@ struct CudaKVQ {
   DeviceBuffer keep_pos, keep_idx;           // (imp_m) int each: the kept positions, their previous rows
   DeviceBuffer keep_x;                       // (imp_m, dim) fp32: the residual rows being gathered
   DeviceBuffer keep_kv;                      // (2, n_kv_heads, imp_m, head_dim) bf16: a layer's kept K, then V rows
+  // svd + keep:<1 (the unified cache): the kept tokens' c_k/c_v are written at their positions in the session's
+  // ck/cv (kv_lowrank_write_cuda, pos_each); the layer's prefill attention reads them as 16-bit entries of a scratch
+  // packed cache (lr_keep_pack_kernel: bf16 c_k row then c_v row at the token's rank in a fixed slot of r_k + r_vmax
+  // values per (KV head, kept token)) through attention_lowrank_quant_cuda, rotated at their positions (keep_pos):
+  // kv_prefill_forward's attention_lowrank_quant_cpu over the kept rows. keep_kv is not allocated then.
+  DeviceBuffer keep_pack;  // (n_kv_heads, imp_m, r_k + r_vmax) bf16
+  DeviceBuffer keep_off;   // (n_kv_heads, imp_m) uint64: slot (g, a)'s byte offset in keep_pack
+  DeviceBuffer keep_bits;  // (n_kv_heads, imp_m) uint8: 16 everywhere
+  DeviceBuffer keep_vr;    // (n_kv_heads, imp_m) uint16: slot (g, a)'s value rank
+  DeviceBuffer keep_n;     // (1) int: the kept count (the kernel's n_kv, read on the device)
   bool drops() const {                       // does the schedule drop tokens at some layer
     for (float k : keep)
       if (k < 1.0f) return true;

@@ -65,11 +65,11 @@ bool cuda_model_has_lowrank(const CudaModel& m);
 // The coarse check of the first CUDA backend (kept for callers without the parsed spec): full and svd pass, any
 // prefill part of issue 7 throws saying to use --device cpu. spec_text: as given, for the message.
 void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text);
-// Which --kv specs the CUDA backend runs: full; svd (policy seed|uniform); quant/evict/imp on the full-precision
-// cache or on svd (the unified cache; policy=importance always runs there) (issue 7, cuda_session_enable_prefill).
-// Refused with an
-// llm::Error naming the part and saying to use --device cpu: keep:... with any layer below 1 (selective
-// propagation). svd policy=importance runs (as the unified cache, alone or with quant/evict).
+// Which --kv specs the CUDA backend runs: full; svd (policy seed|uniform); quant/keep/evict/imp on the
+// full-precision cache or on svd (the unified cache; policy=importance always runs there; keep:<1 there too)
+// (issue 7, cuda_session_enable_prefill). Nothing is refused here any more (kept for the callers and for future
+// parts): sinks= with svd, f16 with a compressed cache and every prompt position's logits with keep:<1 are refused
+// where they arise (cuda_model_add_lowrank, cuda_dtype_kv_check, forward_cuda).
 void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text);
 
 // A sequence on the device: bf16 KV cache of `capacity` tokens ((n_layers, n_kv_heads, capacity, head_dim) for

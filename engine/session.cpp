@@ -102,8 +102,8 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
   if (opt.on_progress) opt.on_progress(0.3f);
   m.weights = weights_from_file(m.file);
   if (opt.device == Device::cuda) {
-    // issue 7 on cuda: quant/keep/evict/imp on the full-precision cache, quant/evict with svd; svd with keep:<1
-    // is refused here, before the weights go to the device
+    // issue 7 on cuda: quant/keep/evict/imp on the full-precision cache and with svd (the unified cache); what cuda
+    // does not run is refused here, before the weights go to the device
     std::string base = opt.kv;
     const KVPrefillSpec pre = opt.kv_config.empty() ? kv_prefill_spec_parse(opt.kv, base)
                                                     : kv_prefill_spec_from_json_file(opt.kv_config);

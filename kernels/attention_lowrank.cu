@@ -75,14 +75,15 @@ __global__ void attn_lowrank_combine_kernel(float* z, const float* part_z, const
 __device__ __forceinline__ void store_f32(float* p, float x) { *p = x; }
 __device__ __forceinline__ void store_f32(bf16* p, float x) { *p = __float2bfloat16_rn(x); }
 
-// Block = one token i at position p = pos[0] + i; three independent loops over its items (no shared memory).
+// Block = one token i at position p = pos[0] + i (pos_each: pos[i]); three independent loops over its items (no
+// shared memory).
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     kv_lowrank_write_kernel(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
                             const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride,
                             int n_heads, int nkv, int D, int rk, int rv, const float* inv_freq, bool interleaved,
-                            const int* pos) {
-  const int i = blockIdx.x, p = pos[0] + i, half = D / 2;
+                            const int* pos, bool pos_each) {
+  const int i = blockIdx.x, p = pos_each ? pos[i] : pos[0] + i, half = D / 2;
   // q: item = (head hh, rotation pair j), as rope_cpu
   float* qi = q + size_t(i) * n_heads * D;
   for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
@@ -218,7 +219,7 @@ template <class T>
 void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
                            const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride, int n,
                            int n_heads, int n_kv_heads, int head_dim, int r_k, int r_vmax, const float* inv_freq,
-                           RopeLayout layout, const int* pos, cudaStream_t st) {
+                           RopeLayout layout, const int* pos, cudaStream_t st, bool pos_each) {
   if (head_dim < 2 || head_dim % 2 != 0) fail("kv_lowrank_write_cuda: head_dim ", head_dim, " must be even");
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
     fail("kv_lowrank_write_cuda: n_heads ", n_heads, " is not a multiple of n_kv_heads ", n_kv_heads);
@@ -228,7 +229,7 @@ void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const floa
   if (n <= 0) return;
   kv_lowrank_write_kernel<T><<<n, kThreads, 0, st>>>(q, kc, v, uv, ck, cv, voff, vrank, ck_stride, cv_stride,
                                                      n_heads, n_kv_heads, head_dim, r_k, r_vmax, inv_freq,
-                                                     layout == RopeLayout::interleaved, pos);
+                                                     layout == RopeLayout::interleaved, pos, pos_each);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -248,10 +249,10 @@ void kv_lowrank_sink_write_cuda(float* k_sink, const bf16* wk, const bf16* x, in
 
 template void kv_lowrank_write_cuda<float>(float*, const float*, const float*, const float*, float*, float*,
                                            const int64_t*, const int32_t*, int64_t, int64_t, int, int, int, int, int,
-                                           int, const float*, RopeLayout, const int*, cudaStream_t);
+                                           int, const float*, RopeLayout, const int*, cudaStream_t, bool);
 template void kv_lowrank_write_cuda<bf16>(float*, const float*, const float*, const float*, bf16*, bf16*,
                                           const int64_t*, const int32_t*, int64_t, int64_t, int, int, int, int, int,
-                                          int, const float*, RopeLayout, const int*, cudaStream_t);
+                                          int, const float*, RopeLayout, const int*, cudaStream_t, bool);
 template void attention_lowrank_prefill_cuda<float>(float*, const LowRankAttentionCudaArgs<float>&, int, int, float*,
                                                     cudaStream_t);
 template void attention_lowrank_prefill_cuda<bf16>(float*, const LowRankAttentionCudaArgs<bf16>&, int, int, float*,

@@ -68,7 +68,8 @@ template <class T>
 void attention_lowrank_decode_cuda(float* z, const LowRankAttentionCudaArgs<T>& a, const int* pos, int splits,
                                    float* workspace, cudaStream_t st);
 
-// The compressed-cache write of a block of n tokens at positions pos[0] + i (what kv_lowrank_attention does on
+// The compressed-cache write of a block of n tokens at positions pos[0] + i, or pos[i] with pos_each (selective
+// propagation's kept tokens, issue 7: not consecutive) (what kv_lowrank_attention does on
 // the CPU between the projections and the attention; the hook the CUDA forward pass needs):
 //   q:   (n, n_heads, head_dim) fp32, RoPE'd in place (rope_cpu's maths, both layouts)
 //   kc:  (n, n_kv_heads, r_k) fp32, W_K' x (keys already projected, before RoPE) -> ck row pos of each KV head
@@ -80,7 +81,7 @@ template <class T>
 void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
                            const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride, int n,
                            int n_heads, int n_kv_heads, int head_dim, int r_k, int r_vmax, const float* inv_freq,
-                           RopeLayout layout, const int* pos, cudaStream_t st);
+                           RopeLayout layout, const int* pos, cudaStream_t st, bool pos_each = false);
 
 // Attention sinks (sinks=N): the full pre-RoPE keys k = W_K x of the tokens of a block of n at positions
 // pos[0] + i < n_sink (what kv_lowrank_attention computes on the CPU with the model's W_K), into one layer's

@@ -261,6 +261,8 @@ stage_bench_extra() {
   # the same -p (l3_8b_p8k_full: the prefill's attention grows with the prompt, the GEMMs with the tokens kept)
   cuda_cases forward_keep_cuda test_forward_keep_cuda.cu
   bench "l3_8b_keep_8192" --synthetic $CONFIG -p 2048 -n 128 -c 8192 -r 3 --kv keep:0.5
+  cuda_cases forward_svdkeep_cuda test_forward_svdkeep_cuda.cu  # svd + keep:<1: the unified cache's prefill
+  bench "l3_8b_svdkeep_8192" --synthetic $CONFIG -p 2048 -n 128 -c 8192 -r 3 --kv svd:k=1/4,v=d/4/d/2/d+keep:0.5
   for kv in full keep:0.5 keep:0.25,pyramid quant:8/4/2=0.2/0.5/0.3+keep:0.5; do
     bench "l3_8b_p8k_$(echo "$kv" | tr -c 'a-z0-9\n' '_')" --synthetic $CONFIG -p 8192 -n 64 -c 8320 -r 2 --kv "$kv"
   done

@@ -162,6 +162,51 @@ inline std::vector<float> run_gpu(llm::CudaSession& s, const std::vector<std::ve
   return out;
 }
 
+// Greedy decoding of `steps` tokens after the prompt (test_forward_keep_cuda.cu, test_forward_svdkeep_cuda.cu): the
+// tokens and, per step, the top-1 lead over the runner-up. greedy_cpu runs the CPU's compressed cache of spec (on
+// the low-rank model lowrank when given: the unified cache), greedy_gpu the session's (its decode graph).
+struct Greedy {
+  std::vector<int> tokens;
+  std::vector<float> lead;
+};
+inline void pick(Greedy& g, const float* logits, int V) {
+  const int a = int(std::max_element(logits, logits + V) - logits);
+  float second = -1e30f;
+  for (int j = 0; j < V; ++j)
+    if (j != a) second = std::max(second, logits[j]);
+  g.tokens.push_back(a);
+  g.lead.push_back(logits[a] - second);
+}
+inline Greedy greedy_cpu(const llm::Config& c, const llm::Weights& w, const llm::KVPrefillSpec& spec, int ctx,
+                         const std::vector<int>& prompt, int steps, llm::ThreadPool* pool,
+                         const llm::KVLowRankModel* lowrank = nullptr) {
+  llm::KVPrefill p = llm::kv_prefill_create(spec, c, lowrank);
+  llm::KVCache kv = llm::kvcache_create(c, ctx, /*allocate=*/false);
+  kv.prefill = &p;
+  llm::RunState rs = llm::runstate_create(c, ctx);
+  Greedy g;
+  llm::forward_cpu(c, w, kv, rs, prompt.data(), int(prompt.size()), llm::LogitsMode::last, pool);
+  pick(g, rs.logits.data(), c.vocab_size);
+  for (int i = 1; i < steps; ++i) {
+    llm::forward_cpu(c, w, kv, rs, &g.tokens.back(), 1, llm::LogitsMode::last, pool);
+    pick(g, rs.logits.data(), c.vocab_size);
+  }
+  return g;
+}
+inline Greedy greedy_gpu(llm::CudaSession& s, const std::vector<int>& prompt, int steps) {
+  const int V = s.m->c.vocab_size;
+  std::vector<float> logits(V);
+  Greedy g;
+  llm::cuda_session_reset(s);
+  llm::forward_cuda(s, prompt.data(), int(prompt.size()), llm::LogitsMode::last, logits.data());
+  pick(g, logits.data(), V);
+  for (int i = 1; i < steps; ++i) {  // a replay of the decode graph each
+    llm::forward_cuda(s, &g.tokens.back(), 1, llm::LogitsMode::last, logits.data());
+    pick(g, logits.data(), V);
+  }
+  return g;
+}
+
 struct Diff {
   double max_abs = 0, max_ref = 0;
   int rows = 0, decided = 0, decided_agree = 0;

@@ -12,9 +12,10 @@
 //    text where the CPU's margins allow, and the same KV byte count (a deterministic function of the spec);
 //  - quant:16 (every token at 16 bits) equals the full-cache CUDA path: the prompt's logits bit for bit (the same
 //    prefill), the decode steps within the rounding of a different attention kernel over the same bf16 values;
-//  - specs the GPU path does not run (svd with keep:; svd policy=importance runs: test_forward_svdimp_cuda.cu;
+//  - specs the GPU path does not run (f16 with a compressed cache; svd policy=importance runs:
+//    test_forward_svdimp_cuda.cu, svd with keep:<1: test_forward_svdkeep_cuda.cu;
 //    keep: on the full-precision cache: test_forward_keep_cuda.cu) give an llm::Error that names the part and says
-//    to use --device cpu.
+//    what to use instead.
 // The unified cache (svd + quant/evict, policy seed|uniform) on synthetic models: the CPU's kv_prefill_forward on
 // the same bf16 weights and bases against the device's rank-space packed cache, as for the full-precision one.
 // Short prompt and few steps: these also run under the CPU emulation of CUDA.
@@ -85,9 +86,8 @@ TEST_CASE("cuda KV quant: which specs run on cuda, checked without a device") {
   CHECK_NOTHROW(check("evict:pyramidkv,budget=0.5"));
   CHECK_NOTHROW(check("keep:1"));  // keeps every token at every layer: nothing to propagate selectively
   CHECK_NOTHROW(check("quant:8/4/2=0.2/0.5/0.3+keep:0.5"));  // selective propagation (test_forward_keep_cuda.cu)
-  CHECK_THROWS_WITH_AS(check("svd:k=16,v=16/32/64+keep:0.5"), doctest::Contains("keep:"), Error);
-  CHECK_THROWS_WITH_AS(check("svd:k=16,v=16/32/64+quant:8/4=0.5/0.5+keep:0.5"), doctest::Contains("--device cpu"),
-                       Error);
+  CHECK_NOTHROW(check("svd:k=16,v=16/32/64+keep:0.5"));  // svd + keep:<1 (test_forward_svdkeep_cuda.cu)
+  CHECK_NOTHROW(check("svd:k=16,v=16/32/64+quant:8/4=0.5/0.5+keep:0.5"));
   CHECK_NOTHROW(check("svd:k=16,v=16/32/64+quant:8/4/2=0.2/0.5/0.3"));  // the unified cache
   CHECK_NOTHROW(check("svd:k=1/4,v=d/2,policy=uniform+quant:8/4=0.5/0.5"));
   CHECK_NOTHROW(check("svd:k=16,v=16/32/64,policy=seed+evict:h2o,budget=0.5+quant:4"));
@@ -241,8 +241,9 @@ TEST_CASE("cuda KV quant: the parts cuda does not run are refused when the model
   if (!have_cuda()) return;
   if (!llm_test::have_demo_model()) return;
   CHECK_THROWS_WITH_AS(Model(llm_test::demo_model_path(),
-                             {.device = Device::cuda, .kv = "svd:k=16,v=16/32/64+quant:8/4=0.5/0.5+keep:0.5,linear"}),
-                       doctest::Contains("--device cpu"), Error);
+                             {.device = Device::cuda, .dtype = DType::f16,
+                              .kv = "svd:k=16,v=16/32/64+quant:8/4=0.5/0.5+keep:0.5,linear"}),
+                       doctest::Contains("--dtype bf16"), Error);
   // a bad spec is refused before anything reaches the device, as on the CPU
   CHECK_THROWS_AS(Model(llm_test::demo_model_path(), {.device = Device::cuda, .kv = "quant:8/4/2=0.5/0.5/0.5"}),
                   Error);
