@@ -47,7 +47,7 @@ namespace {
 
 const char* kGrammar =
     "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib,"
-    "metric=score|energy,sinks=N "
+    "metric=score|energy,sinks=N,window=N "
     "(RANK: a number such as 32, a fraction of head_dim such as 1/4, or d, d/2, d/4 ...); see docs/kv-compression.md";
 
 bool parse_uint(const std::string& s, int& out) {
@@ -164,6 +164,9 @@ KVSpec kv_spec_parse(const std::string& spec) {
       } else if (key == "sinks") {
         if (!parse_uint(val, s.sinks) || s.sinks > 65536)
           fail("--kv '", spec, "': sinks=", val, ": expected a number of tokens in [0, 65536]");
+      } else if (key == "window") {
+        if (!parse_uint(val, s.window) || s.window > 65536)
+          fail("--kv '", spec, "': window=", val, ": expected a number of recent tokens in [0, 65536]");
       } else {
         fail("--kv '", spec, "': unknown key '", key, "'; ", kGrammar);
       }
@@ -174,12 +177,13 @@ KVSpec kv_spec_parse(const std::string& spec) {
 }
 
 bool kv_config_key_known(const std::string& key) {
-  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "sinks", "quant", "keep", "evict", "imp"})
+  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "sinks", "window", "quant", "keep", "evict",
+                        "imp"})
     if (key == k) return true;
   return false;
 }
 
-const char* kv_config_keys_text() { return "kv, k, v, policy, basis, metric, sinks, quant, keep, evict, imp"; }
+const char* kv_config_keys_text() { return "kv, k, v, policy, basis, metric, sinks, window, quant, keep, evict, imp"; }
 
 KVSpec kv_spec_from_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -208,12 +212,12 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
   // "kv" absent: svd when a low-rank key is there or no prefill key is (so {} and {"k": 32} are svd), full when
   // the file holds prefill keys only ({"quant": "4"} is full+quant, not svd+quant)
   const bool lowrank_keys = j.contains("k") || j.contains("v") || j.contains("policy") || j.contains("basis") ||
-                            j.contains("metric") || j.contains("sinks");
+                            j.contains("metric") || j.contains("sinks") || j.contains("window");
   const bool prefill_keys = j.contains("quant") || j.contains("keep") || j.contains("evict") || j.contains("imp");
   const std::string kind = j.contains("kv") ? str("kv") : lowrank_keys || !prefill_keys ? "svd" : "full";
   if (kind == "full" && lowrank_keys)
     fail("--kv-config '", path, "': \"kv\" is \"full\" but the file gives low-rank keys (k, v, policy, basis, "
-         "metric, sinks): write \"kv\": \"svd\" or drop them");
+         "metric, sinks, window): write \"kv\": \"svd\" or drop them");
   if (kind == "full") return s;
   if (kind != "svd") fail("--kv-config '", path, "': \"kv\" must be \"full\" or \"svd\", got \"", kind, "\"");
   s.lowrank = true;
@@ -250,6 +254,11 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
       fail("--kv-config '", path, "': \"sinks\" must be a number of tokens in [0, 65536]");
     s.sinks = static_cast<int>(j["sinks"].get<long long>());
   }
+  if (j.contains("window")) {
+    if (!j["window"].is_number_integer() || j["window"].get<long long>() < 0 || j["window"].get<long long>() > 65536)
+      fail("--kv-config '", path, "': \"window\" must be a number of recent tokens in [0, 65536]");
+    s.window = static_cast<int>(j["window"].get<long long>());
+  }
   finish_spec(s, v_given);
   return s;
 }
@@ -278,6 +287,7 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r) {
   o << ",policy=" << kv_rank_policy_name(s.policy) << ",basis=" << kv_basis_name(s.basis)
     << ",metric=" << kv_metric_name(s.metric);
   if (s.sinks > 0) o << ",sinks=" << s.sinks;
+  if (s.window > 0) o << ",window=" << s.window;
   return o.str();
 }
 
@@ -343,7 +353,10 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
            kv_metric_name(spec.metric), "`");
     m->spec.metric = m->profile.metric;
   }
-  const int hd = c.head_dim, rk = m->ranks.k, rv = m->ranks.v_max(), dim = c.dim;
+  // window > 0: the window's tokens are read at full value rank (all head_dim coefficients), so W_fused spans every
+  // UP row; the cache still stores each token at its policy rank
+  m->r_fused = spec.window > 0 ? c.head_dim : m->ranks.v_max();
+  const int hd = c.head_dim, rk = m->ranks.k, rv = m->r_fused, dim = c.dim;
   const int nkv = c.n_kv_heads, gs = c.n_heads / c.n_kv_heads, qd = c.n_heads * hd;
   m->layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -427,13 +440,17 @@ KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capaci
   lr.voff.assign(size_t(capacity) + 1, 0);
   lr.n_sink = std::min(m.spec.sinks, capacity);
   lr.ksink.assign(size_t(c.n_layers) * c.n_kv_heads * lr.n_sink * c.head_dim, 0.0f);
+  lr.window = std::min(m.spec.window, capacity);
+  lr.kwin.assign(size_t(c.n_layers) * c.n_kv_heads * lr.window * c.head_dim, 0.0f);
+  lr.vwin.assign(lr.kwin.size(), 0.0f);
   return lr;
 }
 
 size_t KVLowRank::bytes_used(int n_tokens) const {
   if (!model) return 0;
   const size_t per_block = size_t(n_tokens) * model->ranks.k + size_t(voff[n_tokens]) +
-                           size_t(std::min(n_tokens, n_sink)) * head_dim;
+                           size_t(std::min(n_tokens, n_sink)) * head_dim +
+                           size_t(std::min(n_tokens, window)) * 2 * head_dim;
   return per_block * n_layers * n_kv_heads * sizeof(float);
 }
 
@@ -519,7 +536,7 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   }
   const KVLowRankModel& M = *lr.model;
   const KVLowRankModel::Layer& Lr = M.layers[l];
-  const int rk = M.ranks.k, rv = M.ranks.v_max();
+  const int rk = M.ranks.k, rv = M.r_fused;
   // keys: c_k = W_K' x directly (n, nkv*rk); values: v = W_V x, then c_v = U_V[:, :r_t]^T v at each token's rank
   {
     float* outs[2] = {s.k.data(), s.v.data()};
@@ -554,6 +571,44 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
       }
     }
   });
+  // window: full keys and full-rank value coefficients of tokens [lo, pos0 + n), the older ones from the ring, this
+  // call's computed here (W_K x: one extra matmul of the full key width)
+  const int W = lr.window, lo = std::max(0, pos0 - W + 1), nw = W > 0 ? pos0 + n - lo : 0;
+  std::vector<float> kw, vw;
+  if (W > 0) {
+    kw.resize(size_t(nkv) * nw * hd);
+    vw.resize(size_t(nkv) * nw * hd);
+    std::vector<float> kfull(size_t(n) * kvd);
+    matmul_cpu(kfull.data(), s.xb.data(), L.wk, n, pool);
+    float* kring = lr.kwin.data() + size_t(l) * nkv * W * hd;
+    float* vring = lr.vwin.data() + size_t(l) * nkv * W * hd;
+    parallel_for(pool, nkv, [&](int64_t gb, int64_t ge) {
+      for (int64_t g = gb; g < ge; ++g) {
+        for (int t = lo; t < pos0; ++t) {
+          std::memcpy(kw.data() + (size_t(g) * nw + t - lo) * hd, kring + (size_t(g) * W + t % W) * hd, hd * sizeof(float));
+          std::memcpy(vw.data() + (size_t(g) * nw + t - lo) * hd, vring + (size_t(g) * W + t % W) * hd, hd * sizeof(float));
+        }
+        const float* u = Lr.uv.data() + size_t(g) * rv * hd;  // all head_dim DOWN rows (rv == hd)
+        for (int i = 0; i < n; ++i) {
+          const int t = pos0 + i;
+          float* kd = kw.data() + (size_t(g) * nw + t - lo) * hd;
+          float* vd = vw.data() + (size_t(g) * nw + t - lo) * hd;
+          std::memcpy(kd, kfull.data() + size_t(i) * kvd + size_t(g) * hd, hd * sizeof(float));
+          const float* v = s.v.data() + size_t(i) * kvd + size_t(g) * hd;
+          for (int j = 0; j < hd; ++j) {
+            float acc = 0.0f;
+            for (int d = 0; d < hd; ++d) acc += u[size_t(j) * hd + d] * v[d];
+            vd[j] = acc;
+          }
+        }
+        // the ring keeps the last W tokens for the next calls
+        for (int t = std::max(lo, pos0 + n - W); t < pos0 + n; ++t) {
+          std::memcpy(kring + (size_t(g) * W + t % W) * hd, kw.data() + (size_t(g) * nw + t - lo) * hd, hd * sizeof(float));
+          std::memcpy(vring + (size_t(g) * W + t % W) * hd, vw.data() + (size_t(g) * nw + t - lo) * hd, hd * sizeof(float));
+        }
+      }
+    });
+  }
   LowRankAttentionArgs a;
   a.q = s.q.data();
   a.ck = ck;
@@ -575,6 +630,11 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   a.k_sink = ksink;
   a.k_sink_stride = lr.n_sink;
   a.n_sink = lr.n_sink;
+  a.k_win = kw.data();
+  a.v_win = vw.data();
+  a.win_stride = nw;
+  a.win_lo = lo;
+  a.window = W;
   attention_lowrank_cpu(s.att.data(), a, pool);  // z: (n, n_heads, r_vmax) in s.att
   matmul_cpu(s.xb.data(), s.att.data(), Lr.wo, n, pool);
 }
