@@ -47,7 +47,7 @@ namespace {
 
 const char* kGrammar =
     "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib,"
-    "metric=score|energy,sinks=N,window=N "
+    "metric=score|energy,sinks=N,vsinks=N,window=N "
     "(RANK: a number such as 32, a fraction of head_dim such as 1/4, or d, d/2, d/4 ...); see docs/kv-compression.md";
 
 bool parse_uint(const std::string& s, int& out) {
@@ -164,6 +164,9 @@ KVSpec kv_spec_parse(const std::string& spec) {
       } else if (key == "sinks") {
         if (!parse_uint(val, s.sinks) || s.sinks > 65536)
           fail("--kv '", spec, "': sinks=", val, ": expected a number of tokens in [0, 65536]");
+      } else if (key == "vsinks") {
+        if (!parse_uint(val, s.vsinks) || s.vsinks > 65536)
+          fail("--kv '", spec, "': vsinks=", val, ": expected a number of tokens in [0, 65536]");
       } else if (key == "window") {
         if (!parse_uint(val, s.window) || s.window > 65536)
           fail("--kv '", spec, "': window=", val, ": expected a number of recent tokens in [0, 65536]");
@@ -177,13 +180,13 @@ KVSpec kv_spec_parse(const std::string& spec) {
 }
 
 bool kv_config_key_known(const std::string& key) {
-  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "sinks", "window", "quant", "keep", "evict",
-                        "imp"})
+  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "sinks", "vsinks", "window", "quant", "keep",
+                        "evict", "imp"})
     if (key == k) return true;
   return false;
 }
 
-const char* kv_config_keys_text() { return "kv, k, v, policy, basis, metric, sinks, window, quant, keep, evict, imp"; }
+const char* kv_config_keys_text() { return "kv, k, v, policy, basis, metric, sinks, vsinks, window, quant, keep, evict, imp"; }
 
 KVSpec kv_spec_from_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -212,12 +215,13 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
   // "kv" absent: svd when a low-rank key is there or no prefill key is (so {} and {"k": 32} are svd), full when
   // the file holds prefill keys only ({"quant": "4"} is full+quant, not svd+quant)
   const bool lowrank_keys = j.contains("k") || j.contains("v") || j.contains("policy") || j.contains("basis") ||
-                            j.contains("metric") || j.contains("sinks") || j.contains("window");
+                            j.contains("metric") || j.contains("sinks") || j.contains("vsinks") ||
+                            j.contains("window");
   const bool prefill_keys = j.contains("quant") || j.contains("keep") || j.contains("evict") || j.contains("imp");
   const std::string kind = j.contains("kv") ? str("kv") : lowrank_keys || !prefill_keys ? "svd" : "full";
   if (kind == "full" && lowrank_keys)
     fail("--kv-config '", path, "': \"kv\" is \"full\" but the file gives low-rank keys (k, v, policy, basis, "
-         "metric, sinks, window): write \"kv\": \"svd\" or drop them");
+         "metric, sinks, vsinks, window): write \"kv\": \"svd\" or drop them");
   if (kind == "full") return s;
   if (kind != "svd") fail("--kv-config '", path, "': \"kv\" must be \"full\" or \"svd\", got \"", kind, "\"");
   s.lowrank = true;
@@ -254,6 +258,11 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
       fail("--kv-config '", path, "': \"sinks\" must be a number of tokens in [0, 65536]");
     s.sinks = static_cast<int>(j["sinks"].get<long long>());
   }
+  if (j.contains("vsinks")) {
+    if (!j["vsinks"].is_number_integer() || j["vsinks"].get<long long>() < 0 || j["vsinks"].get<long long>() > 65536)
+      fail("--kv-config '", path, "': \"vsinks\" must be a number of tokens in [0, 65536]");
+    s.vsinks = static_cast<int>(j["vsinks"].get<long long>());
+  }
   if (j.contains("window")) {
     if (!j["window"].is_number_integer() || j["window"].get<long long>() < 0 || j["window"].get<long long>() > 65536)
       fail("--kv-config '", path, "': \"window\" must be a number of recent tokens in [0, 65536]");
@@ -287,6 +296,7 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r) {
   o << ",policy=" << kv_rank_policy_name(s.policy) << ",basis=" << kv_basis_name(s.basis)
     << ",metric=" << kv_metric_name(s.metric);
   if (s.sinks > 0) o << ",sinks=" << s.sinks;
+  if (s.vsinks > 0) o << ",vsinks=" << s.vsinks;
   if (s.window > 0) o << ",window=" << s.window;
   return o.str();
 }
@@ -353,9 +363,9 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
            kv_metric_name(spec.metric), "`");
     m->spec.metric = m->profile.metric;
   }
-  // window > 0: the window's tokens are read at full value rank (all head_dim coefficients), so W_fused spans every
+  // window > 0 or vsinks > 0: the window's / sinks' tokens are read at full value rank (all head_dim coefficients), so W_fused spans every
   // UP row; the cache still stores each token at its policy rank
-  m->r_fused = spec.window > 0 ? c.head_dim : m->ranks.v_max();
+  m->r_fused = spec.window > 0 || spec.vsinks > 0 ? c.head_dim : m->ranks.v_max();
   const int hd = c.head_dim, rk = m->ranks.k, rv = m->r_fused, dim = c.dim;
   const int nkv = c.n_kv_heads, gs = c.n_heads / c.n_kv_heads, qd = c.n_heads * hd;
   m->layers.resize(c.n_layers);
@@ -460,12 +470,13 @@ void kv_lowrank_begin(KVLowRank& lr, int pos0, int n) {
   std::vector<float> scores;
   scores.swap(lr.next_scores);
   kv_policy_ranks(lr.vrank.data() + pos0, lr.model->spec.policy, lr.model->ranks, pos0, n, lr.decode_step, scores);
+  for (int t = pos0; t < std::min(pos0 + n, lr.model->spec.vsinks); ++t) lr.vrank[t] = lr.head_dim;  // value sinks
   for (int t = pos0; t < pos0 + n; ++t) lr.voff[t + 1] = lr.voff[t] + lr.vrank[t];
   const int64_t need = lr.voff[pos0 + n];
   if (need > lr.v_cap) {
     // grow geometrically up to the worst case, re-laying every (layer, KV head) block
-    const int64_t worst = int64_t(lr.capacity) * lr.model->ranks.v_max();
-    const int64_t cap = std::max(need, std::min(worst, std::max<int64_t>(2 * lr.v_cap, 64 * lr.model->ranks.v_max())));
+    const int64_t worst = int64_t(lr.capacity) * lr.model->r_fused;
+    const int64_t cap = std::max(need, std::min(worst, std::max<int64_t>(2 * lr.v_cap, 64 * lr.model->r_fused)));
     std::vector<float> cv(size_t(lr.n_layers) * lr.n_kv_heads * cap, 0.0f);
     const int64_t keep = lr.voff[pos0];
     for (int64_t b = 0; b < int64_t(lr.n_layers) * lr.n_kv_heads && keep > 0; ++b)

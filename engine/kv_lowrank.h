@@ -7,6 +7,7 @@
 //   window=N: the last N tokens' full pre-RoPE keys and full-rank value coefficients (DOWN_V v, all head_dim rows)
 //           are kept in a ring beside the compressed cache; a query at p reads them for tokens p-N+1 .. p and the
 //           compressed forms for older ones (W_fused then spans all head_dim UP rows, so z is head_dim wide).
+//   vsinks=N: the first N tokens' values are stored at rank head_dim (exact) whatever the policy says.
 //   values: c_v = DOWN_V[:r_t] v at the rank r_t the policy gives token t (nested bases: rank 32 is a prefix
 //           of rank 128). Attention accumulates z_h in r_vmax dims; W_fused,h = W_O[:, head h] UP_V,g(h)[:r_vmax]^T
 //           (dim x r_vmax) replaces W_O. No value is ever rebuilt.
@@ -58,6 +59,7 @@ struct KVSpec {
   KVMetric metric = KVMetric::score;  // the error the bases minimise (engine/kv_profile.h)
   bool metric_given = false;
   int sinks = 0;                 // the first `sinks` tokens keep their full keys (attention sinks); 0 = off
+  int vsinks = 0;                // the first `vsinks` tokens keep their values at full rank (head_dim); 0 = off
   int window = 0;                // a query at position p reads full keys and values of tokens p-window+1 .. p (a
                                  // recent window kept beside the compressed cache); 0 = off (the default)
   std::string text;              // as given (for messages)
@@ -99,7 +101,7 @@ struct KVLowRankModel {
   KVSpec spec;
   KVRanks ranks;
   KVProfile profile;
-  int r_fused = 0;  // width of z and of W_fused's column blocks: ranks.v_max(), or head_dim with window > 0
+  int r_fused = 0;  // width of z and of W_fused's column blocks: ranks.v_max(), or head_dim with window or vsinks
   struct Layer {
     // DOWN rows project (c = down . x), UP rows rebuild (x_hat = sum_j c_j up_j); equal for the energy metric.
     std::vector<float> wk_data;  // (n_kv_heads*r_k, dim)        W_K' = DOWN_K[:r_k] W_K per KV head

@@ -1,5 +1,6 @@
 // Low-rank KV cache quality options (issue 6's 3% goal): the recent window `window=N` (the last N tokens' full keys
-// and full-rank value coefficients beside the compressed cache). The kernel against a per-query reference (each
+// and full-rank value coefficients beside the compressed cache) and value sinks `vsinks=N` (the first N tokens'
+// values at rank head_dim). The kernel against a per-query reference (each
 // query reads full keys/values inside its own window, rebuilt ones outside); the spec and its errors; and on the demo
 // model: a window covering every token equals the full cache at any rank, full ranks with a window equal it too,
 // decode through the ring equals one prefill, the window lowers the error, and its bytes are counted.
@@ -176,14 +177,18 @@ TEST_CASE("kv spec: window=N, its JSON key, and its errors") {
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:window=-3"), doctest::Contains("window=-3"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:window=99999999"), doctest::Contains("[0, 65536]"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:window=4,window=8"), doctest::Contains("window given twice"), Error);
+  CHECK(kv_spec_parse("svd:vsinks=2").vsinks == 2);
+  CHECK_THROWS_WITH_AS(kv_spec_parse("svd:vsinks=a"), doctest::Contains("vsinks=a: expected a number of tokens"), Error);
+  CHECK(kv_config_key_known("vsinks"));
   CHECK(kv_config_key_known("window"));
   CHECK(std::string(kv_config_keys_text()).find("window") != std::string::npos);
   const std::string path = (std::filesystem::temp_directory_path() / "llm_test_kvq_window.json").string();
   {
-    std::ofstream(path) << R"({"k": "1/4", "window": 32})";
+    std::ofstream(path) << R"({"k": "1/4", "window": 32, "vsinks": 1})";
     KVSpec j = kv_spec_from_json_file(path);
     CHECK(j.lowrank);
     CHECK(j.window == 32);
+    CHECK(j.vsinks == 1);
   }
   {
     std::ofstream(path) << R"({"kv": "svd", "window": "32"})";
@@ -256,7 +261,25 @@ TEST_CASE("window on the demo model: exact when it covers the context, exact at 
   CHECK(pa.kv_cache_bytes() == s0.kv_cache_bytes() + size_t(6) * 2 * 64 * 30 * 3 * sizeof(float));
   CHECK(s12.kv_cache_bytes() == s0.kv_cache_bytes() + size_t(12) * 2 * 64 * 30 * 3 * sizeof(float));
 
+  // vsinks=3: the first 3 tokens' values at rank head_dim (48 more floats each than v=16), counted
+  llm::Model vs(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=1/4,v=1/4,policy=uniform,vsinks=3"});
+  CHECK(vs.kv_description() == "svd:k=16,v=16,policy=uniform,basis=weights,metric=score,vsinks=3");
+  llm::Session svs(vs, {.n_ctx = 64});
+  svs.feed(toks);
+  CHECK(svs.kv_cache_bytes() == s0.kv_cache_bytes() + size_t(3) * (64 - 16) * 30 * 3 * sizeof(float));
+  // the sinks' values are exact: full keys with every token a value sink equal the full cache at v=1/4, and without
+  // them they do not
+  llm::Model vall(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=d,v=1/4,policy=uniform,vsinks=64"});
+  llm::Model vnone(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=d,v=1/4,policy=uniform"});
+  llm::Session sva(vall, {.n_ctx = 64}), svn(vnone, {.n_ctx = 64});
+  CHECK(max_abs_diff(lf, sva.feed_all_logits(toks)) < 2e-3 * scale);
+  CHECK(max_abs_diff(lf, svn.feed_all_logits(toks)) > 0.05 * scale);
+  // ... and at full ranks nothing changes (decode included: the sinks are prompt tokens, later ones keep the policy's)
+  llm::Model vsf(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=d,v=d,policy=seed,vsinks=2"});
+  llm::Session svf(vsf, {.n_ctx = 64});
+  CHECK(max_abs_diff(lf, svf.feed_all_logits(toks)) < 2e-3 * scale);
+
   // refused where it is not implemented: the unified cache (policy=importance, prefill parts)
   CHECK_THROWS_WITH_AS(llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:policy=importance,window=8"}),
-                       doctest::Contains("window=8 is not supported by the unified cache"), Error);
+                       doctest::Contains("window=8, vsinks=0: not supported by the unified cache"), Error);
 }
