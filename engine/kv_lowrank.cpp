@@ -458,9 +458,10 @@ KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capaci
 
 size_t KVLowRank::bytes_used(int n_tokens) const {
   if (!model) return 0;
-  const size_t per_block = size_t(n_tokens) * model->ranks.k + size_t(voff[n_tokens]) +
-                           size_t(std::min(n_tokens, n_sink)) * head_dim +
-                           size_t(std::min(n_tokens, window)) * 2 * head_dim;
+  // window: the last w tokens are held in full in the ring, the older ones compressed (each token once)
+  const int w = std::min(n_tokens, window);
+  const size_t per_block = size_t(n_tokens - w) * model->ranks.k + size_t(voff[n_tokens - w]) +
+                           size_t(std::min(n_tokens, n_sink)) * head_dim + size_t(w) * 2 * head_dim;
   return per_block * n_layers * n_kv_heads * sizeof(float);
 }
 
@@ -567,7 +568,9 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
         std::memcpy(ksink + (size_t(g) * lr.n_sink + pos0 + i) * hd, kfull.data() + size_t(i) * kvd + size_t(g) * hd,
                     hd * sizeof(float));
   }
-  parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {
+  const int W = lr.window;
+  // window > 0: a token's compressed forms are written when it leaves the ring (below), not here
+  if (W == 0) parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
       const int g = static_cast<int>(task / n), i = static_cast<int>(task % n), t = pos0 + i;
       std::memcpy(ck + (size_t(g) * lr.capacity + t) * rk, s.k.data() + size_t(i) * nkv * rk + size_t(g) * rk,
@@ -582,9 +585,11 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
       }
     }
   });
-  // window: full keys and full-rank value coefficients of tokens [lo, pos0 + n), the older ones from the ring, this
-  // call's computed here (W_K x: one extra matmul of the full key width)
-  const int W = lr.window, lo = std::max(0, pos0 - W + 1), nw = W > 0 ? pos0 + n - lo : 0;
+  // window: full keys and full-rank value coefficients of tokens [lo, pos0 + n), the older ones from the ring (which
+  // holds [lo, pos0)), this call's computed here (W_K x: one extra matmul of the full key width). Tokens leaving the
+  // ring in this call, [lo, pos0 + n - W), get their compressed forms now, from the full ones (c_k = DOWN_K[:r_k] k,
+  // c_v = the first vrank coefficients), before the attention reads them: the cache holds each token once.
+  const int lo = std::max(0, pos0 - W), nw = W > 0 ? pos0 + n - lo : 0;
   std::vector<float> kw, vw;
   if (W > 0) {
     kw.resize(size_t(nkv) * nw * hd);
@@ -611,6 +616,18 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
             for (int d = 0; d < hd; ++d) acc += u[size_t(j) * hd + d] * v[d];
             vd[j] = acc;
           }
+        }
+        const float* kd = Lr.uk_down.data() + size_t(g) * rk * hd;
+        for (int t = lo; t < pos0 + n - W; ++t) {
+          const float* k = kw.data() + (size_t(g) * nw + t - lo) * hd;
+          float* c = ck + (size_t(g) * lr.capacity + t) * rk;
+          for (int j = 0; j < rk; ++j) {
+            float acc = 0.0f;
+            for (int d = 0; d < hd; ++d) acc += kd[size_t(j) * hd + d] * k[d];
+            c[j] = acc;
+          }
+          std::memcpy(cv + size_t(g) * lr.v_cap + lr.voff[t], vw.data() + (size_t(g) * nw + t - lo) * hd,
+                      size_t(lr.vrank[t]) * sizeof(float));
         }
         // the ring keeps the last W tokens for the next calls
         for (int t = std::max(lo, pos0 + n - W); t < pos0 + n; ++t) {

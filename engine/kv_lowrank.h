@@ -5,8 +5,9 @@
 //           Attention rebuilds keys per tile with the UP rows (k_hat = sum_j c_j up_j), applies RoPE at each
 //           key's position, scores. sinks=N: the first N tokens' full keys are kept and used instead.
 //   window=N: the last N tokens' full pre-RoPE keys and full-rank value coefficients (DOWN_V v, all head_dim rows)
-//           are kept in a ring beside the compressed cache; a query at p reads them for tokens p-N+1 .. p and the
-//           compressed forms for older ones (W_fused then spans all head_dim UP rows, so z is head_dim wide).
+//           are kept in a ring; a query at p reads them for tokens p-N+1 .. p and the compressed forms for older
+//           ones (W_fused then spans all head_dim UP rows, so z is head_dim wide). A token's c_k (DOWN_K[:r_k] k)
+//           and c_v (the first vrank coefficients) are written when it leaves the ring, so each is held once.
 //   vsinks=N: the first N tokens' values are stored at rank head_dim (exact) whatever the policy says.
 //   values: c_v = DOWN_V[:r_t] v at the rank r_t the policy gives token t (nested bases: rank 32 is a prefix
 //           of rank 128). Attention accumulates z_h in r_vmax dims; W_fused,h = W_O[:, head h] UP_V,g(h)[:r_vmax]^T

@@ -257,9 +257,10 @@ TEST_CASE("window on the demo model: exact when it covers the context, exact at 
   CHECK(e6 < e0);
   CHECK(e12 < e6);
 
-  // bytes: the ring's full keys and values (2 x head_dim floats per token, up to the window) on top of the cache
-  CHECK(pa.kv_cache_bytes() == s0.kv_cache_bytes() + size_t(6) * 2 * 64 * 30 * 3 * sizeof(float));
-  CHECK(s12.kv_cache_bytes() == s0.kv_cache_bytes() + size_t(12) * 2 * 64 * 30 * 3 * sizeof(float));
+  // bytes: the window's tokens held in full in the ring (2 x head_dim floats) instead of compressed (16 + 16)
+  CHECK(pa.kv_cache_bytes() == s0.kv_cache_bytes() + size_t(6) * (2 * 64 - 32) * 30 * 3 * sizeof(float));
+  CHECK(s12.kv_cache_bytes() == s0.kv_cache_bytes() + size_t(12) * (2 * 64 - 32) * 30 * 3 * sizeof(float));
+  CHECK(pb.kv_cache_bytes() == pa.kv_cache_bytes() - size_t(1) * 32 * 30 * 3 * sizeof(float));  // one token fewer
 
   // vsinks=3: the first 3 tokens' values at rank head_dim (48 more floats each than v=16), counted
   llm::Model vs(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=1/4,v=1/4,policy=uniform,vsinks=3"});
