@@ -60,6 +60,7 @@ struct KVSpec {
   KVMetric metric = KVMetric::score;  // the error the bases minimise (engine/kv_profile.h)
   bool metric_given = false;
   int sinks = 0;                 // the first `sinks` tokens keep their full keys (attention sinks); 0 = off
+  bool k_alloc_spectrum = false; // alloc=spectrum: per-(layer, KV head) key ranks from the profile's spectrum
   int vsinks = 0;                // the first `vsinks` tokens keep their values at full rank (head_dim); 0 = off
   int window = 0;                // a query at position p reads full keys and values of tokens p-window+1 .. p (a
                                  // recent window kept beside the compressed cache); 0 = off (the default)
@@ -97,11 +98,20 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r);
 void kv_policy_ranks(int32_t* out, KVRankPolicy policy, const KVRanks& r, int pos0, int n, int& decode_step,
                      const std::vector<float>& scores);
 
+// alloc=spectrum: key ranks per (layer, KV head) (n_layers * n_kv_heads, l-major) at the memory of r_k everywhere:
+// every block gets rank 1, then the (r_k - 1) x n_layers x n_kv_heads largest of the remaining key eigenvalues of
+// the profile (k_eig: the error each basis vector removes, in the profile's metric; descending per block, so each
+// block gets a prefix) add one rank each, a block at most head_dim. The sum is exactly r_k x n_layers x n_kv_heads.
+std::vector<int> kv_key_rank_allocation(const KVProfile& p, int r_k);
+
 // Model-side state: the spec, the profile, and the weights folded with the bases (fp32).
 struct KVLowRankModel {
   KVSpec spec;
   KVRanks ranks;
   KVProfile profile;
+  std::vector<int> k_rank;  // (n_layers * n_kv_heads) key rank of each block: ranks.k, or the alloc=spectrum ranks
+  int r_kpad = 0;           // the cache's c_k row width: max of k_rank. Blocks of lower rank are zero-padded (zero
+                            // rows of W_K' and U_K), so the attention is unchanged; bytes count k_rank
   int r_fused = 0;  // width of z and of W_fused's column blocks: ranks.v_max(), or head_dim with window or vsinks
   struct Layer {
     // DOWN rows project (c = down . x), UP rows rebuild (x_hat = sum_j c_j up_j); equal for the energy metric.

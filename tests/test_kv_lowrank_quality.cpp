@@ -201,6 +201,43 @@ TEST_CASE("kv spec: window=N, its JSON key, and its errors") {
   std::filesystem::remove(path);
 }
 
+TEST_CASE("kv_key_rank_allocation: the largest eigenvalues, at least one per block, the same total, prefixes") {
+  KVProfile p;
+  p.n_layers = 2;
+  p.n_kv_heads = 2;
+  p.head_dim = 4;
+  // blocks (l, g) l-major: a steep spectrum, a flat one, a tiny one, a medium one
+  p.k_eig = {100, 50, 20, 10,  /**/ 9, 8, 7, 6,  /**/ 0.5f, 0.1f, 0.05f, 0.01f,  /**/ 30, 12, 5, 1};
+  std::vector<int> r = kv_key_rank_allocation(p, 2);  // 8 ranks: 1 each, then 4 more: 50, 20, 12, 10
+  CHECK(r == std::vector<int>{4, 1, 1, 2});
+  r = kv_key_rank_allocation(p, 3);  // 12 ranks: 1 each, then 8 more: 50 20 12 10 8 7 6 5
+  CHECK(r == std::vector<int>{4, 4, 1, 3});
+  r = kv_key_rank_allocation(p, 4);
+  CHECK(r == std::vector<int>{4, 4, 4, 4});
+  r = kv_key_rank_allocation(p, 1);
+  CHECK(r == std::vector<int>{1, 1, 1, 1});
+  CHECK_THROWS_WITH_AS(kv_key_rank_allocation(p, 5), doctest::Contains("outside [1, head_dim = 4]"), Error);
+  p.k_eig.clear();
+  CHECK_THROWS_WITH_AS(kv_key_rank_allocation(p, 2), doctest::Contains("no key eigenvalues"), Error);
+}
+
+TEST_CASE("kv spec: alloc=uniform|spectrum and its errors") {
+  CHECK_FALSE(kv_spec_parse("svd").k_alloc_spectrum);
+  CHECK_FALSE(kv_spec_parse("svd:alloc=uniform").k_alloc_spectrum);
+  KVSpec s = kv_spec_parse("svd:k=1/4,alloc=spectrum");
+  CHECK(s.k_alloc_spectrum);
+  CHECK(kv_spec_describe(s, kv_spec_ranks(s, 64)) ==
+        "svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score,alloc=spectrum");
+  CHECK_THROWS_WITH_AS(kv_spec_parse("svd:alloc=layers"), doctest::Contains("unknown alloc 'layers'"), Error);
+  CHECK(kv_config_key_known("alloc"));
+  const std::string path = (std::filesystem::temp_directory_path() / "llm_test_kvq_alloc.json").string();
+  std::ofstream(path) << R"({"alloc": "spectrum"})";
+  CHECK(kv_spec_from_json_file(path).k_alloc_spectrum);
+  std::ofstream(path) << R"({"alloc": "by-layer"})";
+  CHECK_THROWS_WITH_AS(kv_spec_from_json_file(path), doctest::Contains("\"alloc\" must be"), Error);
+  std::filesystem::remove(path);
+}
+
 // ---- the demo model -------------------------------------------------------------------------------------------
 
 TEST_CASE("window on the demo model: exact when it covers the context, exact at full rank, decode = prefill, helps") {
@@ -280,7 +317,37 @@ TEST_CASE("window on the demo model: exact when it covers the context, exact at 
   llm::Session svf(vsf, {.n_ctx = 64});
   CHECK(max_abs_diff(lf, svf.feed_all_logits(toks)) < 2e-3 * scale);
 
+  // alloc=spectrum: the same key memory as k=16 everywhere, ranks that differ by block, and more of the profile's
+  // eigenvalue mass kept (the error it removes, in its metric); full ranks stay exact
+  llm::Model al(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=1/4,v=1/4,policy=uniform,alloc=spectrum"});
+  const auto am = kv_lowrank_model_create(kv_spec_parse("svd:k=1/4,v=1/4,policy=uniform,alloc=spectrum"), "",
+                                          full.config(), full.weights(), full.thread_pool());
+  const KVLowRankModel& A = *am;
+  REQUIRE(A.k_rank.size() == size_t(30 * 3));
+  int sum = 0, mn = 64, mx = 0;
+  double kept_alloc = 0, kept_uniform = 0;
+  for (size_t b = 0; b < A.k_rank.size(); ++b) {
+    sum += A.k_rank[b];
+    mn = std::min(mn, A.k_rank[b]);
+    mx = std::max(mx, A.k_rank[b]);
+    for (int j = 0; j < 64; ++j) {
+      if (j < A.k_rank[b]) kept_alloc += A.profile.k_eig[b * 64 + j];
+      if (j < 16) kept_uniform += A.profile.k_eig[b * 64 + j];
+    }
+  }
+  CHECK(sum == 16 * 90);
+  CHECK(mn < 16);
+  CHECK(mx > 16);
+  CHECK(A.r_kpad == mx);
+  CHECK(kept_alloc > kept_uniform);
+  llm::Session sal(al, {.n_ctx = 64});
+  sal.feed(toks);
+  CHECK(sal.kv_cache_bytes() == s0.kv_cache_bytes());
+  llm::Model alf(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:k=d,v=d,policy=uniform,alloc=spectrum"});
+  llm::Session salf(alf, {.n_ctx = 64});
+  CHECK(max_abs_diff(lf, salf.feed_all_logits(toks)) < 2e-3 * scale);
+
   // refused where it is not implemented: the unified cache (policy=importance, prefill parts)
   CHECK_THROWS_WITH_AS(llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:policy=importance,window=8"}),
-                       doctest::Contains("window=8, vsinks=0: not supported by the unified cache"), Error);
+                       doctest::Contains("window=8, vsinks=0, alloc=uniform: not supported by the unified cache"), Error);
 }
