@@ -187,7 +187,7 @@ CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
   if (spec.sinks > 0)
     fail("--kv '", spec.text, "': sinks=", spec.sinks, " is not supported by the CUDA low-rank kernels yet (they "
          "rebuild every key from c_k); drop sinks= or use --device cpu");
-  if (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum) fail("--kv '", spec.text, "': window=, vsinks= and alloc=spectrum are not supported on cuda yet; use --device cpu");
+  if (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum) fail("--kv '", spec.text, "': window=, vsinks= and alloc=spectrum are not supported on cuda yet; use --device cpu");  // CPU-only quality options (engine/kv_lowrank.cpp)
   const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd, kvd = nkv * hd;
   const int64_t kcd = nkv * r.k, fused_cols = int64_t(c.n_heads) * r.v_max();
   if (fused_cols % 8 != 0)

@@ -191,7 +191,9 @@ bool kv_config_key_known(const std::string& key) {
   return false;
 }
 
-const char* kv_config_keys_text() { return "kv, k, v, policy, basis, metric, alloc, sinks, vsinks, window, quant, keep, evict, imp"; }
+const char* kv_config_keys_text() {
+  return "kv, k, v, policy, basis, metric, alloc, sinks, vsinks, window, quant, keep, evict, imp";
+}
 
 KVSpec kv_spec_from_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -391,8 +393,8 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
            kv_metric_name(spec.metric), "`");
     m->spec.metric = m->profile.metric;
   }
-  // window > 0 or vsinks > 0: the window's / sinks' tokens are read at full value rank (all head_dim coefficients), so W_fused spans every
-  // UP row; the cache still stores each token at its policy rank
+  // window > 0 or vsinks > 0: the window's / sinks' tokens are read at full value rank (all head_dim coefficients),
+  // so W_fused spans every UP row; the cache still stores each token at its policy rank
   m->r_fused = spec.window > 0 || spec.vsinks > 0 ? c.head_dim : m->ranks.v_max();
   m->k_rank.assign(size_t(c.n_layers) * c.n_kv_heads, m->ranks.k);
   if (spec.k_alloc_spectrum) m->k_rank = kv_key_rank_allocation(m->profile, m->ranks.k);
@@ -636,8 +638,9 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
     parallel_for(pool, nkv, [&](int64_t gb, int64_t ge) {
       for (int64_t g = gb; g < ge; ++g) {
         for (int t = lo; t < pos0; ++t) {
-          std::memcpy(kw.data() + (size_t(g) * nw + t - lo) * hd, kring + (size_t(g) * W + t % W) * hd, hd * sizeof(float));
-          std::memcpy(vw.data() + (size_t(g) * nw + t - lo) * hd, vring + (size_t(g) * W + t % W) * hd, hd * sizeof(float));
+          const size_t row = (size_t(g) * nw + t - lo) * hd, slot = (size_t(g) * W + t % W) * hd;
+          std::memcpy(kw.data() + row, kring + slot, hd * sizeof(float));
+          std::memcpy(vw.data() + row, vring + slot, hd * sizeof(float));
         }
         const float* u = Lr.uv.data() + size_t(g) * rv * hd;  // all head_dim DOWN rows (rv == hd)
         for (int i = 0; i < n; ++i) {
@@ -666,8 +669,9 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
         }
         // the ring keeps the last W tokens for the next calls
         for (int t = std::max(lo, pos0 + n - W); t < pos0 + n; ++t) {
-          std::memcpy(kring + (size_t(g) * W + t % W) * hd, kw.data() + (size_t(g) * nw + t - lo) * hd, hd * sizeof(float));
-          std::memcpy(vring + (size_t(g) * W + t % W) * hd, vw.data() + (size_t(g) * nw + t - lo) * hd, hd * sizeof(float));
+          const size_t row = (size_t(g) * nw + t - lo) * hd, slot = (size_t(g) * W + t % W) * hd;
+          std::memcpy(kring + slot, kw.data() + row, hd * sizeof(float));
+          std::memcpy(vring + slot, vw.data() + row, hd * sizeof(float));
         }
       }
     });

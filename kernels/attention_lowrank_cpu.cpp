@@ -65,7 +65,8 @@ void attention_lowrank_window(float* z, const LowRankAttentionArgs& a, ThreadPoo
         const bool any_window = w_first < t0 + nt;                                    // some query's window
         if (any_window) {
           for (int t = w_first; t < t0 + nt; ++t)
-            std::copy_n(a.k_win + (size_t(g) * a.win_stride + t - a.win_lo) * hd, hd, kfull.data() + size_t(t - t0) * hd);
+            std::copy_n(a.k_win + (size_t(g) * a.win_stride + t - a.win_lo) * hd, hd,
+                        kfull.data() + size_t(t - t0) * hd);
           rope_cpu(kfull.data() + size_t(w_first - t0) * hd, kpos.data() + (w_first - t0), t0 + nt - w_first, 1, hd, hd,
                    a.inv_freq, a.rope_layout, nullptr);
         }

@@ -106,7 +106,8 @@ TEST_CASE("attention_lowrank window: each query reads full keys/values inside it
                 std::copy_n(kw.data() + (size_t(g) * nw + t - lo) * hd, hd, k.data());
               } else {
                 for (int j = 0; j < rk; ++j)
-                  for (int d = 0; d < hd; ++d) k[d] += ck[(size_t(g) * n_kv + t) * rk + j] * ukr[(size_t(g) * rk + j) * hd + d];
+                  for (int d = 0; d < hd; ++d)
+                    k[d] += ck[(size_t(g) * n_kv + t) * rk + j] * ukr[(size_t(g) * rk + j) * hd + d];
               }
               const int pos = t;
               rope_cpu(k.data(), &pos, 1, 1, hd, hd, inv_freq.data(), layout);
@@ -178,7 +179,8 @@ TEST_CASE("kv spec: window=N, its JSON key, and its errors") {
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:window=99999999"), doctest::Contains("[0, 65536]"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:window=4,window=8"), doctest::Contains("window given twice"), Error);
   CHECK(kv_spec_parse("svd:vsinks=2").vsinks == 2);
-  CHECK_THROWS_WITH_AS(kv_spec_parse("svd:vsinks=a"), doctest::Contains("vsinks=a: expected a number of tokens"), Error);
+  CHECK_THROWS_WITH_AS(kv_spec_parse("svd:vsinks=a"), doctest::Contains("vsinks=a: expected a number of tokens"),
+                       Error);
   CHECK(kv_config_key_known("vsinks"));
   CHECK(kv_config_key_known("window"));
   CHECK(std::string(kv_config_keys_text()).find("window") != std::string::npos);
@@ -348,6 +350,7 @@ TEST_CASE("window on the demo model: exact when it covers the context, exact at 
   CHECK(max_abs_diff(lf, salf.feed_all_logits(toks)) < 2e-3 * scale);
 
   // refused where it is not implemented: the unified cache (policy=importance, prefill parts)
-  CHECK_THROWS_WITH_AS(llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:policy=importance,window=8"}),
-                       doctest::Contains("window=8, vsinks=0, alloc=uniform: not supported by the unified cache"), Error);
+  CHECK_THROWS_WITH_AS(
+      llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:policy=importance,window=8"}),
+      doctest::Contains("window=8, vsinks=0, alloc=uniform: not supported by the unified cache"), Error);
 }
