@@ -8,6 +8,7 @@
 //           are kept in a ring; a query at p reads them for tokens p-N+1 .. p and the compressed forms for older
 //           ones (W_fused then spans all head_dim UP rows, so z is head_dim wide). A token's c_k (DOWN_K[:r_k] k)
 //           and c_v (the first vrank coefficients) are written when it leaves the ring, so each is held once.
+//           The cache is append-only (Session::reset empties it), which the ring relies on.
 //   vsinks=N: the first N tokens' values are stored at rank head_dim (exact) whatever the policy says.
 //   values: c_v = DOWN_V[:r_t] v at the rank r_t the policy gives token t (nested bases: rank 32 is a prefix
 //           of rank 128). Attention accumulates z_h in r_vmax dims; W_fused,h = W_O[:, head h] UP_V,g(h)[:r_vmax]^T
