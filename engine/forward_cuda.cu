@@ -186,6 +186,8 @@ void release(CudaModel& m, const void* p) {
 CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
   const Config& c = m.c;
   if (m.lowrank) fail("cuda_model_add_lowrank: the model already has a low-rank KV cache");
+  if (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum)  // CPU-only quality options (engine/kv_lowrank.cpp)
+    fail("--kv '", spec.text, "': window=, vsinks= and alloc=spectrum are not supported on cuda yet; use --device cpu");
   const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd, kvd = nkv * hd;
   const int64_t kcd = nkv * r.k, fused_cols = int64_t(c.n_heads) * r.v_max();
   if (fused_cols % 8 != 0)

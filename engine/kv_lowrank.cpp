@@ -47,7 +47,7 @@ namespace {
 
 const char* kGrammar =
     "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib,"
-    "metric=score|energy,sinks=N "
+    "metric=score|energy,alloc=uniform|spectrum,sinks=N,vsinks=N,window=N "
     "(RANK: a number such as 32, a fraction of head_dim such as 1/4, or d, d/2, d/4 ...); see docs/kv-compression.md";
 
 bool parse_uint(const std::string& s, int& out) {
@@ -164,6 +164,17 @@ KVSpec kv_spec_parse(const std::string& spec) {
       } else if (key == "sinks") {
         if (!parse_uint(val, s.sinks) || s.sinks > 65536)
           fail("--kv '", spec, "': sinks=", val, ": expected a number of tokens in [0, 65536]");
+      } else if (key == "alloc") {
+        if (val != "uniform" && val != "spectrum")
+          fail("--kv '", spec, "': unknown alloc '", val, "': use uniform (every layer and KV head at k) or spectrum "
+               "(key ranks per layer and KV head from the profile's eigenvalues, the same total)");
+        s.k_alloc_spectrum = val == "spectrum";
+      } else if (key == "vsinks") {
+        if (!parse_uint(val, s.vsinks) || s.vsinks > 65536)
+          fail("--kv '", spec, "': vsinks=", val, ": expected a number of tokens in [0, 65536]");
+      } else if (key == "window") {
+        if (!parse_uint(val, s.window) || s.window > 65536)
+          fail("--kv '", spec, "': window=", val, ": expected a number of recent tokens in [0, 65536]");
       } else {
         fail("--kv '", spec, "': unknown key '", key, "'; ", kGrammar);
       }
@@ -174,12 +185,15 @@ KVSpec kv_spec_parse(const std::string& spec) {
 }
 
 bool kv_config_key_known(const std::string& key) {
-  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "sinks", "quant", "keep", "evict", "imp"})
+  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "alloc", "sinks", "vsinks", "window", "quant",
+                        "keep", "evict", "imp"})
     if (key == k) return true;
   return false;
 }
 
-const char* kv_config_keys_text() { return "kv, k, v, policy, basis, metric, sinks, quant, keep, evict, imp"; }
+const char* kv_config_keys_text() {
+  return "kv, k, v, policy, basis, metric, alloc, sinks, vsinks, window, quant, keep, evict, imp";
+}
 
 KVSpec kv_spec_from_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -208,12 +222,13 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
   // "kv" absent: svd when a low-rank key is there or no prefill key is (so {} and {"k": 32} are svd), full when
   // the file holds prefill keys only ({"quant": "4"} is full+quant, not svd+quant)
   const bool lowrank_keys = j.contains("k") || j.contains("v") || j.contains("policy") || j.contains("basis") ||
-                            j.contains("metric") || j.contains("sinks");
+                            j.contains("metric") || j.contains("sinks") || j.contains("vsinks") ||
+                            j.contains("window") || j.contains("alloc");
   const bool prefill_keys = j.contains("quant") || j.contains("keep") || j.contains("evict") || j.contains("imp");
   const std::string kind = j.contains("kv") ? str("kv") : lowrank_keys || !prefill_keys ? "svd" : "full";
   if (kind == "full" && lowrank_keys)
     fail("--kv-config '", path, "': \"kv\" is \"full\" but the file gives low-rank keys (k, v, policy, basis, "
-         "metric, sinks): write \"kv\": \"svd\" or drop them");
+         "metric, alloc, sinks, vsinks, window): write \"kv\": \"svd\" or drop them");
   if (kind == "full") return s;
   if (kind != "svd") fail("--kv-config '", path, "': \"kv\" must be \"full\" or \"svd\", got \"", kind, "\"");
   s.lowrank = true;
@@ -250,6 +265,22 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
       fail("--kv-config '", path, "': \"sinks\" must be a number of tokens in [0, 65536]");
     s.sinks = static_cast<int>(j["sinks"].get<long long>());
   }
+  if (j.contains("alloc")) {
+    const std::string a = str("alloc");
+    if (a != "uniform" && a != "spectrum")
+      fail("--kv-config '", path, "': \"alloc\" must be \"uniform\" or \"spectrum\", got \"", a, "\"");
+    s.k_alloc_spectrum = a == "spectrum";
+  }
+  if (j.contains("vsinks")) {
+    if (!j["vsinks"].is_number_integer() || j["vsinks"].get<long long>() < 0 || j["vsinks"].get<long long>() > 65536)
+      fail("--kv-config '", path, "': \"vsinks\" must be a number of tokens in [0, 65536]");
+    s.vsinks = static_cast<int>(j["vsinks"].get<long long>());
+  }
+  if (j.contains("window")) {
+    if (!j["window"].is_number_integer() || j["window"].get<long long>() < 0 || j["window"].get<long long>() > 65536)
+      fail("--kv-config '", path, "': \"window\" must be a number of recent tokens in [0, 65536]");
+    s.window = static_cast<int>(j["window"].get<long long>());
+  }
   finish_spec(s, v_given);
   return s;
 }
@@ -278,6 +309,9 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r) {
   o << ",policy=" << kv_rank_policy_name(s.policy) << ",basis=" << kv_basis_name(s.basis)
     << ",metric=" << kv_metric_name(s.metric);
   if (s.sinks > 0) o << ",sinks=" << s.sinks;
+  if (s.k_alloc_spectrum) o << ",alloc=spectrum";
+  if (s.vsinks > 0) o << ",vsinks=" << s.vsinks;
+  if (s.window > 0) o << ",window=" << s.window;
   return o.str();
 }
 
@@ -318,6 +352,22 @@ void kv_policy_ranks(int32_t* out, KVRankPolicy policy, const KVRanks& r, int po
 
 // ---- model: fold the bases into the weights ---------------------------------------------------------------------
 
+std::vector<int> kv_key_rank_allocation(const KVProfile& p, int r_k) {
+  const int nb = p.n_layers * p.n_kv_heads, hd = p.head_dim;
+  if (r_k < 1 || r_k > hd) fail("key rank allocation: rank ", r_k, " outside [1, head_dim = ", hd, "]");
+  if (p.k_eig.size() != size_t(nb) * hd) fail("key rank allocation: the profile has no key eigenvalues");
+  std::vector<int> rank(nb, 1);
+  std::vector<std::pair<float, int>> rest;  // (eigenvalue j >= 1, block); each block's are descending
+  rest.reserve(size_t(nb) * (hd - 1));
+  for (int b = 0; b < nb; ++b)
+    for (int j = 1; j < hd; ++j) rest.push_back({p.k_eig[size_t(b) * hd + j], b});
+  // largest first; ties by block, then (stable) by j, so the picks of a block stay a prefix
+  std::stable_sort(rest.begin(), rest.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+  const size_t extra = size_t(nb) * (r_k - 1);
+  for (size_t i = 0; i < extra; ++i) ++rank[rest[i].second];
+  return rank;
+}
+
 std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, const std::string& profile_path,
                                                         const Config& c, const Weights& w, ThreadPool* pool,
                                                         Device device) {
@@ -343,7 +393,13 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
            kv_metric_name(spec.metric), "`");
     m->spec.metric = m->profile.metric;
   }
-  const int hd = c.head_dim, rk = m->ranks.k, rv = m->ranks.v_max(), dim = c.dim;
+  // window > 0 or vsinks > 0: the window's / sinks' tokens are read at full value rank (all head_dim coefficients),
+  // so W_fused spans every UP row; the cache still stores each token at its policy rank
+  m->r_fused = spec.window > 0 || spec.vsinks > 0 ? c.head_dim : m->ranks.v_max();
+  m->k_rank.assign(size_t(c.n_layers) * c.n_kv_heads, m->ranks.k);
+  if (spec.k_alloc_spectrum) m->k_rank = kv_key_rank_allocation(m->profile, m->ranks.k);
+  m->r_kpad = *std::max_element(m->k_rank.begin(), m->k_rank.end());
+  const int hd = c.head_dim, rk = m->r_kpad, rv = m->r_fused, dim = c.dim;
   const int nkv = c.n_kv_heads, gs = c.n_heads / c.n_kv_heads, qd = c.n_heads * hd;
   m->layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -354,8 +410,9 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
     Lr.uv.resize(size_t(nkv) * rv * hd);
     Lr.uv_up.resize(size_t(nkv) * rv * hd);
     for (int g = 0; g < nkv; ++g) {
-      std::memcpy(Lr.uk.data() + size_t(g) * rk * hd, m->profile.k_up_rows(l, g), size_t(rk) * hd * sizeof(float));
-      std::memcpy(Lr.uk_down.data() + size_t(g) * rk * hd, m->profile.k_rows(l, g), size_t(rk) * hd * sizeof(float));
+      const int kr = m->k_rank[size_t(l) * nkv + g];  // rows kr .. rk-1 stay zero (padding)
+      std::memcpy(Lr.uk.data() + size_t(g) * rk * hd, m->profile.k_up_rows(l, g), size_t(kr) * hd * sizeof(float));
+      std::memcpy(Lr.uk_down.data() + size_t(g) * rk * hd, m->profile.k_rows(l, g), size_t(kr) * hd * sizeof(float));
       std::memcpy(Lr.uv.data() + size_t(g) * rv * hd, m->profile.v_rows(l, g), size_t(rv) * hd * sizeof(float));
       std::memcpy(Lr.uv_up.data() + size_t(g) * rv * hd, m->profile.v_up_rows(l, g), size_t(rv) * hd * sizeof(float));
     }
@@ -422,19 +479,27 @@ KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capaci
   lr.n_kv_heads = c.n_kv_heads;
   lr.head_dim = c.head_dim;
   lr.capacity = capacity;
-  lr.ck.assign(size_t(c.n_layers) * c.n_kv_heads * capacity * m.ranks.k, 0.0f);
+  lr.ck.assign(size_t(c.n_layers) * c.n_kv_heads * capacity * m.r_kpad, 0.0f);
   lr.vrank.assign(capacity, 0);
   lr.voff.assign(size_t(capacity) + 1, 0);
   lr.n_sink = std::min(m.spec.sinks, capacity);
   lr.ksink.assign(size_t(c.n_layers) * c.n_kv_heads * lr.n_sink * c.head_dim, 0.0f);
+  lr.window = std::min(m.spec.window, capacity);
+  lr.kwin.assign(size_t(c.n_layers) * c.n_kv_heads * lr.window * c.head_dim, 0.0f);
+  lr.vwin.assign(lr.kwin.size(), 0.0f);
   return lr;
 }
 
 size_t KVLowRank::bytes_used(int n_tokens) const {
   if (!model) return 0;
-  const size_t per_block = size_t(n_tokens) * model->ranks.k + size_t(voff[n_tokens]) +
-                           size_t(std::min(n_tokens, n_sink)) * head_dim;
-  return per_block * n_layers * n_kv_heads * sizeof(float);
+  // window: the last w tokens are held in full in the ring, the older ones compressed (each token once)
+  const int w = std::min(n_tokens, window);
+  // keys: each block's own rank (alloc=spectrum; the zero padding to r_kpad is not counted: a packed layout drops it)
+  size_t key_ranks = 0;
+  for (int r : model->k_rank) key_ranks += size_t(r);
+  const size_t per_block = size_t(voff[n_tokens - w]) + size_t(std::min(n_tokens, n_sink)) * head_dim +
+                           size_t(w) * 2 * head_dim;
+  return (per_block * n_layers * n_kv_heads + size_t(n_tokens - w) * key_ranks) * sizeof(float);
 }
 
 void kv_lowrank_begin(KVLowRank& lr, int pos0, int n) {
@@ -443,12 +508,13 @@ void kv_lowrank_begin(KVLowRank& lr, int pos0, int n) {
   std::vector<float> scores;
   scores.swap(lr.next_scores);
   kv_policy_ranks(lr.vrank.data() + pos0, lr.model->spec.policy, lr.model->ranks, pos0, n, lr.decode_step, scores);
+  for (int t = pos0; t < std::min(pos0 + n, lr.model->spec.vsinks); ++t) lr.vrank[t] = lr.head_dim;  // value sinks
   for (int t = pos0; t < pos0 + n; ++t) lr.voff[t + 1] = lr.voff[t] + lr.vrank[t];
   const int64_t need = lr.voff[pos0 + n];
   if (need > lr.v_cap) {
     // grow geometrically up to the worst case, re-laying every (layer, KV head) block
-    const int64_t worst = int64_t(lr.capacity) * lr.model->ranks.v_max();
-    const int64_t cap = std::max(need, std::min(worst, std::max<int64_t>(2 * lr.v_cap, 64 * lr.model->ranks.v_max())));
+    const int64_t worst = int64_t(lr.capacity) * lr.model->r_fused;
+    const int64_t cap = std::max(need, std::min(worst, std::max<int64_t>(2 * lr.v_cap, 64 * lr.model->r_fused)));
     std::vector<float> cv(size_t(lr.n_layers) * lr.n_kv_heads * cap, 0.0f);
     const int64_t keep = lr.voff[pos0];
     for (int64_t b = 0; b < int64_t(lr.n_layers) * lr.n_kv_heads && keep > 0; ++b)
@@ -519,7 +585,7 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   }
   const KVLowRankModel& M = *lr.model;
   const KVLowRankModel::Layer& Lr = M.layers[l];
-  const int rk = M.ranks.k, rv = M.ranks.v_max();
+  const int rk = M.r_kpad, rv = M.r_fused;
   // keys: c_k = W_K' x directly (n, nkv*rk); values: v = W_V x, then c_v = U_V[:, :r_t]^T v at each token's rank
   {
     float* outs[2] = {s.k.data(), s.v.data()};
@@ -539,7 +605,9 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
         std::memcpy(ksink + (size_t(g) * lr.n_sink + pos0 + i) * hd, kfull.data() + size_t(i) * kvd + size_t(g) * hd,
                     hd * sizeof(float));
   }
-  parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {
+  const int W = lr.window;
+  // window > 0: a token's compressed forms are written when it leaves the ring (below), not here
+  if (W == 0) parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
       const int g = static_cast<int>(task / n), i = static_cast<int>(task % n), t = pos0 + i;
       std::memcpy(ck + (size_t(g) * lr.capacity + t) * rk, s.k.data() + size_t(i) * nkv * rk + size_t(g) * rk,
@@ -554,6 +622,60 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
       }
     }
   });
+  // window: full keys and full-rank value coefficients of tokens [lo, pos0 + n), the older ones from the ring (which
+  // holds [lo, pos0)), this call's computed here (W_K x: one extra matmul of the full key width). Tokens leaving the
+  // ring in this call, [lo, pos0 + n - W), get their compressed forms now, from the full ones (c_k = DOWN_K[:r_k] k,
+  // c_v = the first vrank coefficients), before the attention reads them: the cache holds each token once.
+  const int lo = std::max(0, pos0 - W), nw = W > 0 ? pos0 + n - lo : 0;
+  std::vector<float> kw, vw;
+  if (W > 0) {
+    kw.resize(size_t(nkv) * nw * hd);
+    vw.resize(size_t(nkv) * nw * hd);
+    std::vector<float> kfull(size_t(n) * kvd);
+    matmul_cpu(kfull.data(), s.xb.data(), L.wk, n, pool);
+    float* kring = lr.kwin.data() + size_t(l) * nkv * W * hd;
+    float* vring = lr.vwin.data() + size_t(l) * nkv * W * hd;
+    parallel_for(pool, nkv, [&](int64_t gb, int64_t ge) {
+      for (int64_t g = gb; g < ge; ++g) {
+        for (int t = lo; t < pos0; ++t) {
+          const size_t row = (size_t(g) * nw + t - lo) * hd, slot = (size_t(g) * W + t % W) * hd;
+          std::memcpy(kw.data() + row, kring + slot, hd * sizeof(float));
+          std::memcpy(vw.data() + row, vring + slot, hd * sizeof(float));
+        }
+        const float* u = Lr.uv.data() + size_t(g) * rv * hd;  // all head_dim DOWN rows (rv == hd)
+        for (int i = 0; i < n; ++i) {
+          const int t = pos0 + i;
+          float* kd = kw.data() + (size_t(g) * nw + t - lo) * hd;
+          float* vd = vw.data() + (size_t(g) * nw + t - lo) * hd;
+          std::memcpy(kd, kfull.data() + size_t(i) * kvd + size_t(g) * hd, hd * sizeof(float));
+          const float* v = s.v.data() + size_t(i) * kvd + size_t(g) * hd;
+          for (int j = 0; j < hd; ++j) {
+            float acc = 0.0f;
+            for (int d = 0; d < hd; ++d) acc += u[size_t(j) * hd + d] * v[d];
+            vd[j] = acc;
+          }
+        }
+        const float* kd = Lr.uk_down.data() + size_t(g) * rk * hd;
+        for (int t = lo; t < pos0 + n - W; ++t) {
+          const float* k = kw.data() + (size_t(g) * nw + t - lo) * hd;
+          float* c = ck + (size_t(g) * lr.capacity + t) * rk;
+          for (int j = 0; j < rk; ++j) {
+            float acc = 0.0f;
+            for (int d = 0; d < hd; ++d) acc += kd[size_t(j) * hd + d] * k[d];
+            c[j] = acc;
+          }
+          std::memcpy(cv + size_t(g) * lr.v_cap + lr.voff[t], vw.data() + (size_t(g) * nw + t - lo) * hd,
+                      size_t(lr.vrank[t]) * sizeof(float));
+        }
+        // the ring keeps the last W tokens for the next calls
+        for (int t = std::max(lo, pos0 + n - W); t < pos0 + n; ++t) {
+          const size_t row = (size_t(g) * nw + t - lo) * hd, slot = (size_t(g) * W + t % W) * hd;
+          std::memcpy(kring + slot, kw.data() + row, hd * sizeof(float));
+          std::memcpy(vring + slot, vw.data() + row, hd * sizeof(float));
+        }
+      }
+    });
+  }
   LowRankAttentionArgs a;
   a.q = s.q.data();
   a.ck = ck;
@@ -575,6 +697,11 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   a.k_sink = ksink;
   a.k_sink_stride = lr.n_sink;
   a.n_sink = lr.n_sink;
+  a.k_win = kw.data();
+  a.v_win = vw.data();
+  a.win_stride = nw;
+  a.win_lo = lo;
+  a.window = W;
   attention_lowrank_cpu(s.att.data(), a, pool);  // z: (n, n_heads, r_vmax) in s.att
   matmul_cpu(s.xb.data(), s.att.data(), Lr.wo, n, pool);
 }

@@ -4,6 +4,12 @@
 //           W_K' = DOWN_K[:r_k] W_K (n_kv_heads*r_k x dim, fp32), so the engine never forms a full key.
 //           Attention rebuilds keys per tile with the UP rows (k_hat = sum_j c_j up_j), applies RoPE at each
 //           key's position, scores. sinks=N: the first N tokens' full keys are kept and used instead.
+//   window=N: the last N tokens' full pre-RoPE keys and full-rank value coefficients (DOWN_V v, all head_dim rows)
+//           are kept in a ring; a query at p reads them for tokens p-N+1 .. p and the compressed forms for older
+//           ones (W_fused then spans all head_dim UP rows, so z is head_dim wide). A token's c_k (DOWN_K[:r_k] k)
+//           and c_v (the first vrank coefficients) are written when it leaves the ring, so each is held once.
+//           The cache is append-only (Session::reset empties it), which the ring relies on.
+//   vsinks=N: the first N tokens' values are stored at rank head_dim (exact) whatever the policy says.
 //   values: c_v = DOWN_V[:r_t] v at the rank r_t the policy gives token t (nested bases: rank 32 is a prefix
 //           of rank 128). Attention accumulates z_h in r_vmax dims; W_fused,h = W_O[:, head h] UP_V,g(h)[:r_vmax]^T
 //           (dim x r_vmax) replaces W_O. No value is ever rebuilt.
@@ -55,6 +61,10 @@ struct KVSpec {
   KVMetric metric = KVMetric::score;  // the error the bases minimise (engine/kv_profile.h)
   bool metric_given = false;
   int sinks = 0;                 // the first `sinks` tokens keep their full keys (attention sinks); 0 = off
+  bool k_alloc_spectrum = false; // alloc=spectrum: per-(layer, KV head) key ranks from the profile's spectrum
+  int vsinks = 0;                // the first `vsinks` tokens keep their values at full rank (head_dim); 0 = off
+  int window = 0;                // a query at position p reads full keys and values of tokens p-window+1 .. p (a
+                                 // recent window kept beside the compressed cache); 0 = off (the default)
   std::string text;              // as given (for messages)
 };
 KVSpec kv_spec_parse(const std::string& spec);
@@ -89,21 +99,31 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r);
 void kv_policy_ranks(int32_t* out, KVRankPolicy policy, const KVRanks& r, int pos0, int n, int& decode_step,
                      const std::vector<float>& scores);
 
+// alloc=spectrum: key ranks per (layer, KV head) (n_layers * n_kv_heads, l-major) at the memory of r_k everywhere:
+// every block gets rank 1, then the (r_k - 1) x n_layers x n_kv_heads largest of the remaining key eigenvalues of
+// the profile (k_eig: the error each basis vector removes, in the profile's metric; descending per block, so each
+// block gets a prefix) add one rank each, a block at most head_dim. The sum is exactly r_k x n_layers x n_kv_heads.
+std::vector<int> kv_key_rank_allocation(const KVProfile& p, int r_k);
+
 // Model-side state: the spec, the profile, and the weights folded with the bases (fp32).
 struct KVLowRankModel {
   KVSpec spec;
   KVRanks ranks;
   KVProfile profile;
+  std::vector<int> k_rank;  // (n_layers * n_kv_heads) key rank of each block: ranks.k, or the alloc=spectrum ranks
+  int r_kpad = 0;           // the cache's c_k row width: max of k_rank. Blocks of lower rank are zero-padded (zero
+                            // rows of W_K' and U_K), so the attention is unchanged; bytes count k_rank
+  int r_fused = 0;  // width of z and of W_fused's column blocks: ranks.v_max(), or head_dim with window or vsinks
   struct Layer {
     // DOWN rows project (c = down . x), UP rows rebuild (x_hat = sum_j c_j up_j); equal for the energy metric.
     std::vector<float> wk_data;  // (n_kv_heads*r_k, dim)        W_K' = DOWN_K[:r_k] W_K per KV head
     QMatrix wk;                  // view of wk_data (F32)
     std::vector<float> uk;       // (n_kv_heads, r_k, head_dim)   UP rows of the keys (rebuild basis)
-    std::vector<float> uv;       // (n_kv_heads, r_vmax, head_dim) DOWN rows of the values (value projection)
-    std::vector<float> wo_data;  // (dim, n_heads*r_vmax)        W_fused, column block h = W_O[:, h] UP_V,g(h)^T
+    std::vector<float> uv;       // (n_kv_heads, r_fused, head_dim) DOWN rows of the values (value projection)
+    std::vector<float> wo_data;  // (dim, n_heads*r_fused)       W_fused, column block h = W_O[:, h] UP_V,g(h)^T
     QMatrix wo;                  // view of wo_data (F32)
     std::vector<float> uk_down;  // (n_kv_heads, r_k, head_dim)   DOWN rows of the keys (folded into wk)
-    std::vector<float> uv_up;    // (n_kv_heads, r_vmax, head_dim) UP rows of the values (folded into wo)
+    std::vector<float> uv_up;    // (n_kv_heads, r_fused, head_dim) UP rows of the values (folded into wo)
   };
   std::vector<Layer> layers;
 };
@@ -128,11 +148,14 @@ struct KVLowRank {
   std::vector<int64_t> voff;  // (capacity + 1)
   int n_sink = 0;             // min(spec.sinks, capacity)
   std::vector<float> ksink;   // (n_layers, n_kv_heads, n_sink, head_dim) full pre-RoPE keys of tokens < n_sink
+  int window = 0;             // spec.window: the recent window's ring (token t in slot t % window)
+  std::vector<float> kwin;    // (n_layers, n_kv_heads, window, head_dim) full pre-RoPE keys
+  std::vector<float> vwin;    // (n_layers, n_kv_heads, window, head_dim) full-rank value coefficients DOWN_V v
   int decode_step = 0;
   std::vector<float> next_scores;  // importance policy: scores of the next forward call's tokens (consumed)
 
   size_t bytes_used(int n_tokens) const;  // compressed bytes of the first n tokens (fp32 as stored; sinks' full
-                                          // keys included)
+                                          // keys and the window's full keys and values included)
 };
 KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capacity);
 

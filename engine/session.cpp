@@ -137,6 +137,10 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
       fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": sinks=", spec.sinks, " is not supported by the "
            "unified cache (svd with quant/keep/evict or policy=importance) yet; drop sinks= or use svd alone with "
            "policy=seed|uniform");
+    if (unified && (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum))  // the low-rank cache only
+      fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": window=", spec.window, ", vsinks=", spec.vsinks,
+           ", alloc=", spec.k_alloc_spectrum ? "spectrum" : "uniform", ": not supported by the unified cache (svd "
+           "with quant/keep/evict or policy=importance) yet; drop them or use svd alone with policy=seed|uniform");
     if (pre.any() || unified) {  // issue 7
       kv_prefill_spec_check(pre, m.file.config, spec.lowrank);
       m.prefill = std::make_unique<KVPrefillSpec>(std::move(pre));

@@ -33,6 +33,10 @@ void eigh_jacobi_cpu(double* a, int n, double* evals, double* evecs);
 //   vrank:  (n_kv)                         rank of token t's value, 1..r_vmax
 //   k_sink: (n_kv_heads, k_sink_stride, head_dim)  optional: full keys (before RoPE) of tokens t < n_sink, used
 //                                          instead of the rebuilt ones (attention sinks kept at full key rank)
+//   window: optional recent window (window > 0): a query at position p reads, for keys t with p - t < window,
+//           k_win (n_kv_heads, win_stride, head_dim; full keys before RoPE) and v_win (same; full-rank value
+//           coefficients, head_dim of them: needs r_vmax == head_dim) at row t - win_lo instead of the compressed
+//           forms; rows cover tokens win_lo .. n_kv-1 (win_lo <= n_kv - n_q - window + 1, or 0)
 //   out z:  (n_q, n_heads, r_vmax)         z_h = sum_t p_t pad(c_v,t), zero-padded to r_vmax
 // Head h reads KV head h / (n_heads / n_kv_heads). Scores scaled by 1/sqrt(head_dim); online softmax in fp32.
 struct LowRankAttentionArgs {
@@ -50,6 +54,10 @@ struct LowRankAttentionArgs {
   const float* k_sink = nullptr;
   int64_t k_sink_stride = 0;
   int n_sink = 0;
+  const float* k_win = nullptr;
+  const float* v_win = nullptr;
+  int64_t win_stride = 0;
+  int win_lo = 0, window = 0;
 };
 void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* pool = nullptr);
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# CLI behaviour of the low-rank cache's quality options (issue 6): window=N, vsinks=N, alloc=spectrum on --kv and
+# --kv-config; clear errors, non-zero exits. Usage: bash kv_quality.sh <llm binary> <source dir>
+set -u
+source "$(dirname "$0")/common.bash" "$@"
+
+if [ ! -f "$MODEL" ]; then
+  echo "SKIPPED: demo model missing at $MODEL (run tools/setup.sh)"
+  [ $fails -eq 0 ] || exit 1
+  exit 0
+fi
+
+printf 'The quick brown fox jumps over the lazy dog. A second sentence follows the first one here.\n' >"$TMP/t.txt"
+PPL=(perplexity -m "$MODEL" -f "$TMP/t.txt" -c 16 --stride 16 -t 2)
+expect_ok "kv: window, value sinks, key ranks by spectrum" "$LLM" "${PPL[@]}" --kv svd:k=1/4,sinks=1,vsinks=1,window=4,alloc=spectrum
+grep -q "kv svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score,sinks=1,alloc=spectrum,vsinks=1,window=4" "$TMP/out" ||
+  { echo "FAIL: kv description missing"; cat "$TMP/out"; fails=$((fails + 1)); }
+expect_fail "kv: bad window" "window=x" "$LLM" "${PPL[@]}" --kv svd:window=x
+expect_fail "kv: bad vsinks" "vsinks=-2" "$LLM" "${PPL[@]}" --kv svd:vsinks=-2
+expect_fail "kv: bad alloc" "unknown alloc 'layers'" "$LLM" "${PPL[@]}" --kv svd:alloc=layers
+expect_fail "kv: window with importance" "not supported by the unified cache" "$LLM" "${PPL[@]}" --kv svd:window=8,policy=importance
+expect_fail "kv: alloc with quant" "not supported by the unified cache" "$LLM" "${PPL[@]}" --kv svd:alloc=spectrum+quant:8
+echo '{"kv": "svd", "k": "1/4", "window": 4, "vsinks": 1, "alloc": "spectrum"}' >"$TMP/q.json"
+expect_ok "kv-config: the same as JSON" "$LLM" "${PPL[@]}" --kv-config "$TMP/q.json"
+echo '{"kv": "svd", "window": "4"}' >"$TMP/bad.json"
+expect_fail "kv-config: window as a string" "\"window\" must be a number" "$LLM" "${PPL[@]}" --kv-config "$TMP/bad.json"
+
+[ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
+echo "all kv quality CLI checks passed"
