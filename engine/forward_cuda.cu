@@ -1268,24 +1268,11 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     scores();
     lr_layer_ranks_apply(s, l, n_call, kvq->h_lpos[l], cv);
   }
-  if (kvq && !kvq->active && n < n_call) {  // svd + keep:<1: the kept rows as 16-bit entries (CudaKVQ keep_pack)
-    lr_keep_pack_kernel<<<dim3(n, nkv), 64, 0, st>>>(kvq->keep_pack.as<bf16>(), kvq->keep_vr.as<uint16_t>(),
-                                                     kvq->keep_n.as<int>(), ck, cv, s.voff.as<int64_t>(),
-                                                     s.vrank.as<int32_t>(),
-                                                     layer_ranks ? kvq->lr_rank.as<int32_t>() : nullptr, pos,
-                                                     s.capacity, s.v_cap, rk, rv, kvq->imp_m, n);
-    CUDA_CHECK_LAUNCH();
+  auto quant_args = [&] {  // the unified-cache kernel's arguments but for the entries it reads (kvq set)
     LowRankQuantDecodeArgs a;
     a.q = q;
-    a.data = kvq->keep_pack.as<uint8_t>();
-    a.off = kvq->keep_off.as<uint64_t>();
-    a.bits = kvq->keep_bits.as<uint8_t>();
-    a.vrank = kvq->keep_vr.as<uint16_t>();
-    a.pos = pos;
     a.uk = R.uk;
     a.inv_freq = m.inv_freq;
-    a.n_kv = kvq->keep_n.as<int>();
-    a.stride = kvq->imp_m;
     a.n_q = n;
     a.n_heads = c.n_heads;
     a.n_kv_heads = nkv;
@@ -1295,6 +1282,23 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     a.group = kvq->group;
     a.row16 = 2;
     a.rope_layout = c.rope_layout;
+    return a;
+  };
+  if (kvq && !kvq->active && n < n_call) {  // svd + keep:<1: the kept rows as 16-bit entries (CudaKVQ keep_pack)
+    lr_keep_pack_kernel<<<dim3(n, nkv), 64, 0, st>>>(kvq->keep_pack.as<bf16>(), kvq->keep_vr.as<uint16_t>(),
+                                                     kvq->keep_n.as<int>(), ck, cv, s.voff.as<int64_t>(),
+                                                     s.vrank.as<int32_t>(),
+                                                     layer_ranks ? kvq->lr_rank.as<int32_t>() : nullptr, pos,
+                                                     s.capacity, s.v_cap, rk, rv, kvq->imp_m, n);
+    CUDA_CHECK_LAUNCH();
+    LowRankQuantDecodeArgs a = quant_args();
+    a.data = kvq->keep_pack.as<uint8_t>();
+    a.off = kvq->keep_off.as<uint64_t>();
+    a.bits = kvq->keep_bits.as<uint8_t>();
+    a.vrank = kvq->keep_vr.as<uint16_t>();
+    a.pos = pos;
+    a.n_kv = kvq->keep_n.as<int>();
+    a.stride = kvq->imp_m;
     attention_lowrank_quant_cuda(z, a, std::max(1, kvq->lr_splits / n), kvq->ws.as<float>(), st);
   } else if (kvq && kvq->active) {  // issue 7, the unified cache: the call's tokens join it at 16 bits, then attend
     const size_t lhc = size_t(l) * nkv * s.capacity;
@@ -1305,26 +1309,14 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
                                                       kvq->n_kv.as<int>() + l, kvq->h_entries[l], kvq->n_prompt,
                                                       s.capacity, s.v_cap, rk, n);
     CUDA_CHECK_LAUNCH();
-    LowRankQuantDecodeArgs a;
-    a.q = q;
+    LowRankQuantDecodeArgs a = quant_args();
     a.data = data;
     a.off = kvq->off.as<uint64_t>() + lhc;
     a.bits = kvq->bits.as<uint8_t>() + lhc;
     a.vrank = kvq->lr_vrank.as<uint16_t>() + lhc;
     a.pos = kvq->epos.as<int32_t>() + size_t(l) * s.capacity;
-    a.uk = R.uk;
-    a.inv_freq = m.inv_freq;
     a.n_kv = kvq->n_kv.as<int>() + l;
     a.stride = s.capacity;
-    a.n_q = n;
-    a.n_heads = c.n_heads;
-    a.n_kv_heads = nkv;
-    a.head_dim = hd;
-    a.r_k = rk;
-    a.r_vmax = rv;
-    a.group = kvq->group;
-    a.row16 = 2;
-    a.rope_layout = c.rope_layout;
     attention_lowrank_quant_cuda(z, a, n == 1 ? kvq->lr_splits : std::max(1, kvq->lr_splits / n),
                                  kvq->ws.as<float>(), st);
   } else {

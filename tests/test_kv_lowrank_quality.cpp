@@ -59,6 +59,28 @@ TEST_CASE("attention_lowrank window: each query reads full keys/values inside it
   }
   std::vector<float> cv(size_t(n_kv_heads) * voff[n_kv]);
   for (float& x : cv) x = N(rng);
+  // the kernel's arguments over this cache for n_q queries q (the window's fields left to the caller)
+  auto args = [&](const std::vector<float>& q, int n_q, int r_vmax, RopeLayout layout) {
+    LowRankAttentionArgs a;
+    a.q = q.data();
+    a.ck = ck.data();
+    a.uk = ukr.data();
+    a.cv = cv.data();
+    a.voff = voff.data();
+    a.vrank = vrank.data();
+    a.ck_stride = n_kv;
+    a.cv_stride = voff[n_kv];
+    a.r_k = rk;
+    a.r_vmax = r_vmax;
+    a.n_q = n_q;
+    a.n_kv = n_kv;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv_heads;
+    a.head_dim = hd;
+    a.inv_freq = inv_freq.data();
+    a.rope_layout = layout;
+    return a;
+  };
   for (RopeLayout layout : {RopeLayout::half_split, RopeLayout::interleaved})
     for (int n_q : {n_kv, 1, 40})
       for (int W : {1, 7, 40, 100}) {
@@ -67,24 +89,7 @@ TEST_CASE("attention_lowrank window: each query reads full keys/values inside it
         for (float& x : kw) x = N(rng);
         for (float& x : vw) x = N(rng);
         for (float& x : q) x = N(rng);
-        LowRankAttentionArgs a;
-        a.q = q.data();
-        a.ck = ck.data();
-        a.uk = ukr.data();
-        a.cv = cv.data();
-        a.voff = voff.data();
-        a.vrank = vrank.data();
-        a.ck_stride = n_kv;
-        a.cv_stride = voff[n_kv];
-        a.r_k = rk;
-        a.r_vmax = hd;
-        a.n_q = n_q;
-        a.n_kv = n_kv;
-        a.n_heads = n_heads;
-        a.n_kv_heads = n_kv_heads;
-        a.head_dim = hd;
-        a.inv_freq = inv_freq.data();
-        a.rope_layout = layout;
+        LowRankAttentionArgs a = args(q, n_q, hd, layout);
         a.k_win = kw.data();
         a.v_win = vw.data();
         a.win_stride = nw;
@@ -134,24 +139,8 @@ TEST_CASE("attention_lowrank window: each query reads full keys/values inside it
         CHECK(max_err < 1e-4);
       }
   // bad windows: values must be full-rank wide (r_vmax == head_dim), rows must cover every query's window
-  LowRankAttentionArgs b;
   std::vector<float> q(size_t(n_heads) * hd), kw(size_t(n_kv_heads) * n_kv * hd), z(size_t(n_heads) * hd);
-  b.q = q.data();
-  b.ck = ck.data();
-  b.uk = ukr.data();
-  b.cv = cv.data();
-  b.voff = voff.data();
-  b.vrank = vrank.data();
-  b.ck_stride = n_kv;
-  b.cv_stride = voff[n_kv];
-  b.r_k = rk;
-  b.r_vmax = 9;
-  b.n_q = 1;
-  b.n_kv = n_kv;
-  b.n_heads = n_heads;
-  b.n_kv_heads = n_kv_heads;
-  b.head_dim = hd;
-  b.inv_freq = inv_freq.data();
+  LowRankAttentionArgs b = args(q, 1, 9, RopeLayout::half_split);
   b.k_win = kw.data();
   b.v_win = kw.data();
   b.win_stride = 8;

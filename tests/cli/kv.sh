@@ -9,14 +9,8 @@ expect_fail "compress: bad basis" "weights or calib" "$LLM" compress -m "$MODEL"
 expect_fail "compress: bad metric" "score or energy" "$LLM" compress -m "$MODEL" --basis weights --metric l2 -o "$TMP/p.safetensors"
 expect_fail "compress: calib without text" "--calib-file" "$LLM" compress -m "$MODEL" --basis calib -o "$TMP/p.safetensors"
 
-if [ ! -f "$MODEL" ]; then
-  echo "SKIPPED: demo model missing at $MODEL (run tools/setup.sh)"
-  [ $fails -eq 0 ] || exit 1
-  exit 0
-fi
-
-printf 'The quick brown fox jumps over the lazy dog. A second sentence follows the first one here.\n' >"$TMP/t.txt"
-PPL=(perplexity -m "$MODEL" -f "$TMP/t.txt" -c 16 --stride 16 -t 2)
+skip_without_model
+short_perplexity
 expect_fail "kv: rank > head_dim" "exceeds head_dim 64" "$LLM" "${PPL[@]}" --kv svd:k=65
 expect_fail "kv: rank 0" "rank 0" "$LLM" "${PPL[@]}" --kv svd:v=0
 expect_fail "kv: unknown policy" "unknown policy" "$LLM" "${PPL[@]}" --kv svd:policy=random

@@ -4,14 +4,8 @@
 set -u
 source "$(dirname "$0")/common.bash" "$@"
 
-if [ ! -f "$MODEL" ]; then
-  echo "SKIPPED: demo model missing at $MODEL (run tools/setup.sh)"
-  [ $fails -eq 0 ] || exit 1
-  exit 0
-fi
-
-printf 'The quick brown fox jumps over the lazy dog. A second sentence follows the first one here.\n' >"$TMP/t.txt"
-PPL=(perplexity -m "$MODEL" -f "$TMP/t.txt" -c 16 --stride 16 -t 2)
+skip_without_model
+short_perplexity
 expect_ok "kv: window, value sinks, key ranks by spectrum" "$LLM" "${PPL[@]}" --kv svd:k=1/4,sinks=1,vsinks=1,window=4,alloc=spectrum
 grep -q "kv svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score,sinks=1,alloc=spectrum,vsinks=1,window=4" "$TMP/out" ||
   { echo "FAIL: kv description missing"; cat "$TMP/out"; fails=$((fails + 1)); }

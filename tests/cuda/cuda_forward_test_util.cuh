@@ -1,22 +1,29 @@
 // Helpers shared by the CUDA forward tests (test_forward_cuda.cu, test_forward_kvq_cuda.cu,
-// test_forward_keep_cuda.cu, test_forward_svdimp_cuda.cu): the device model's 16-bit weights (bf16, or f16 for a
+// test_forward_keep_cuda.cu, test_forward_svdimp_cuda.cu, test_forward_svdkeep_cuda.cu,
+// test_forward_sinks_cuda.cu): the device model's 16-bit weights (bf16, or f16 for a
 // model of DType::f16) copied back and viewed as a CPU Weights struct, so forward_cpu runs on exactly the device's
 // weights, the small synthetic configs those tests build, and the compressed-cache comparisons (a sequence of calls
-// run on the CPU's and the device's compressed cache, logits compared).
+// run on the CPU's and the device's compressed cache, logits compared), and the bench run on a tiny synthetic model.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "cuda_test_util.cuh"
+#include "engine/bench_cuda.h"
 #include "engine/forward_cuda.cuh"
 #include "engine/kv_lowrank.h"
 #include "engine/kv_prefill.h"
 #include "engine/model.h"
+#include "kernels/ops_cpu.h"
 #include "kernels/threadpool_cpu.h"
+#include "loader/model_file.h"
+#include "tokenizer/tokenizer.h"
 
 namespace llm_cuda_test {
 
@@ -233,6 +240,117 @@ inline Diff diff(const std::vector<float>& got, const std::vector<float>& ref, i
     }
   }
   return d;
+}
+
+// A randomized synthetic model (the same weights for the same config and seed).
+inline llm::CudaModel synthetic_model(const llm::Config& c) {
+  llm::CudaModel m = llm::cuda_model_alloc(c, false);
+  llm::cuda_model_randomize(m, 42);
+  return m;
+}
+
+// Prompt logits (every position), then one decode step per token of feed (the session path: one graph replay per
+// step), each step's logits appended; the session is reset first.
+inline std::vector<float> run_prompt_feed(llm::CudaSession& s, const std::vector<int>& prompt,
+                                          const std::vector<int>& feed) {
+  const size_t V = s.m->c.vocab_size, n = prompt.size();
+  std::vector<float> out((n + feed.size()) * V);
+  llm::cuda_session_reset(s);
+  llm::forward_cuda(s, prompt.data(), int(n), llm::LogitsMode::all, out.data());
+  for (size_t i = 0; i < feed.size(); ++i)
+    llm::forward_cuda(s, &feed[i], 1, llm::LogitsMode::last, out.data() + (n + i) * V);
+  return out;
+}
+
+// Rows of V logits (the first `rows`) whose top-1 is the same in got and ref.
+inline int top1_agreements(const std::vector<float>& got, const std::vector<float>& ref, int V, int rows) {
+  int agree = 0;
+  for (int i = 0; i < rows; ++i)
+    agree += llm::argmax_cpu(got.data() + size_t(i) * V, V) == llm::argmax_cpu(ref.data() + size_t(i) * V, V);
+  return agree;
+}
+
+// The seeded synthetic model's full-cache forward and, on a second copy of it, the low-rank cache of spec (bases
+// from the host copy of the device's weights), sessions of ctx positions in blocks of max_block: run_prompt_feed's
+// logits and the sessions' KV bytes of each.
+struct FullVsLowRank {
+  std::vector<float> full, lowrank;
+  size_t full_bytes = 0, lowrank_bytes = 0;
+};
+inline FullVsLowRank full_vs_lowrank(const llm::Config& c, const std::string& spec, int ctx, int max_block,
+                                     const std::vector<int>& prompt, const std::vector<int>& feed,
+                                     llm::ThreadPool* pool) {
+  FullVsLowRank r;
+  llm::CudaModel full = synthetic_model(c);
+  llm::CudaSessionPtr sf = llm::cuda_session_create(full, ctx, max_block);
+  r.full = run_prompt_feed(*sf, prompt, feed);
+  r.full_bytes = llm::cuda_session_kv_bytes(*sf);
+  llm::CudaModel m = synthetic_model(c);
+  HostWeights h;
+  host_weights(m, h);
+  const auto lrm = llm::kv_lowrank_model_create(llm::kv_spec_parse(spec), "", c, h.w, pool);
+  llm::cuda_model_add_lowrank(m, *lrm);
+  llm::CudaSessionPtr s = llm::cuda_session_create(m, ctx, max_block);
+  r.lowrank = run_prompt_feed(*s, prompt, feed);
+  r.lowrank_bytes = llm::cuda_session_kv_bytes(*s);
+  return r;
+}
+
+// The prefill spec text and text + "+keep:1" on two sessions of m over the same calls: keep:1 keeps every token at
+// every layer, so the same kernels run on the same values and every logit and the byte count are equal bit for bit.
+inline void check_keep1_changes_nothing(llm::CudaModel& m, const std::string& text, int ctx,
+                                        const std::vector<std::vector<int>>& runs) {
+  CAPTURE(text);
+  llm::CudaSessionPtr a = llm::cuda_session_create(m, ctx, ctx), b = llm::cuda_session_create(m, ctx, ctx);
+  std::string ignored;
+  llm::cuda_session_enable_prefill(*a, llm::kv_prefill_spec_parse(text, ignored));
+  llm::cuda_session_enable_prefill(*b, llm::kv_prefill_spec_parse(text + "+keep:1", ignored));
+  const std::vector<float> la = run_gpu(*a, runs), lb = run_gpu(*b, runs);
+  CHECK(la == lb);
+  CHECK(llm::cuda_session_kv_bytes(*a) == llm::cuda_session_kv_bytes(*b));
+}
+
+// A model file's weights on the device (bf16, or f16 as the file) and in h the host copy of exactly those weights.
+inline llm::CudaModelPtr upload_with_host_copy(const llm::ModelFile& f, HostWeights& h) {
+  llm::CudaModelPtr m;
+  {
+    const llm::Weights w = llm::weights_from_file(f);
+    m = llm::cuda_model_upload(f.config, w);
+  }
+  host_weights(*m, h);
+  return m;
+}
+
+// text through a GGUF file's own tokenizer, BOS first.
+inline std::vector<int> gguf_tokens(const llm::ModelFile& f, const std::string& text) {
+  const llm::Tokenizer tok = llm::tokenizer_from_gguf(*f.gguf);
+  const std::vector<int32_t> ids = tok.encode(text, true, false);
+  return std::vector<int>(ids.begin(), ids.end());
+}
+
+// llm bench's path end to end on a tiny synthetic model (2 heads of 64: the CUDA kernels need head_dim 64 or 128;
+// 3 layers) with the cache spec kv: the timings mean nothing here (and under the emulator), the run must reach its
+// report. tag names the temporary folder the config is written to.
+inline void bench_tiny_synthetic(const std::string& kv, const std::string& tag) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("llm_" + tag + "_bench_" + std::to_string(std::random_device{}()));
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "config.json");
+    f << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 128, "intermediate_size": 256,
+            "num_attention_heads": 2, "num_hidden_layers": 3, "num_key_value_heads": 1, "rms_norm_eps": 1e-05,
+            "rope_theta": 10000.0, "tie_word_embeddings": false, "vocab_size": 256, "max_position_embeddings": 256})";
+  }
+  llm::CudaBenchOptions o;
+  o.synthetic_config = (dir / "config.json").string();
+  o.n_prompt = 24;
+  o.n_gen = 4;
+  o.ctx = 32;
+  o.reps = 1;
+  o.json = true;
+  o.kv = kv;
+  CHECK_NOTHROW(llm::bench_cuda(o));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace llm_cuda_test

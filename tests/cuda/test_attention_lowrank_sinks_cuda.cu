@@ -34,59 +34,23 @@ constexpr float kAtol = 1e-4f, kRtol = 1e-3f;
 
 // A seeded low-rank cache of n_kv tokens (capacity rows), its queries and n_sink full keys per KV head (rows
 // 0 .. n_sink-1 of k_sink; k_sink_stride = n_sink), host side.
-struct Cache {
-  int r_vmax = 0, n_sink = 0;
-  std::vector<float> q, ck, uk, cv, inv_freq, k_sink;
-  std::vector<int64_t> voff;
-  std::vector<int32_t> vrank;
-  int64_t ck_stride = 0, cv_stride = 0;
+struct Cache : Inputs {
+  int n_sink = 0;
+  std::vector<float> k_sink;
 };
 
 Cache make_cache(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int n_sink, bool round_bf16) {
   Cache in;
-  in.r_vmax = shape_r_vmax(s);
   in.n_sink = n_sink;
-  in.ck_stride = n_kv + 7;
-  std::uniform_int_distribution<int> pick(0, int(s.ranks.size()) - 1);
-  in.vrank.resize(n_kv);
-  in.voff.assign(n_kv + 1, 0);
-  for (int t = 0; t < n_kv; ++t) {
-    in.vrank[t] = s.ranks[pick(rng)];
-    in.voff[t + 1] = in.voff[t] + in.vrank[t];
-  }
-  in.cv_stride = in.voff[n_kv] + 3;
-  make_queries_basis(rng, s, n_q, in.q, in.uk, in.inv_freq);
-  in.ck = random_f32(rng, size_t(s.n_kv_heads) * in.ck_stride * s.r_k, 1.0f);
-  in.cv = random_f32(rng, size_t(s.n_kv_heads) * in.cv_stride, 1.0f);
+  fill_inputs(in, rng, s, n_q, n_kv, n_kv + 7, 3, round_bf16);
   // full keys of unit variance per dim, like the rebuilt ones, but unrelated to c_k
   in.k_sink = random_f32(rng, size_t(s.n_kv_heads) * n_sink * s.hd, 1.7f);
-  if (round_bf16) {
-    for (float& x : in.ck) x = bf16_to_f32(f32_to_bf16(x));
-    for (float& x : in.cv) x = bf16_to_f32(f32_to_bf16(x));
-  }
   return in;
 }
 
 // n_sink < 0: the cache's own sinks; 0: none (the same cache read without them)
 std::vector<float> cpu_twin(const Cache& in, const Shape& s, int n_q, int n_kv, RopeLayout layout, int n_sink = -1) {
-  LowRankAttentionArgs a;
-  a.q = in.q.data();
-  a.ck = in.ck.data();
-  a.uk = in.uk.data();
-  a.cv = in.cv.data();
-  a.voff = in.voff.data();
-  a.vrank = in.vrank.data();
-  a.ck_stride = in.ck_stride;
-  a.cv_stride = in.cv_stride;
-  a.r_k = s.r_k;
-  a.r_vmax = in.r_vmax;
-  a.n_q = n_q;
-  a.n_kv = n_kv;
-  a.n_heads = s.n_heads;
-  a.n_kv_heads = s.n_kv_heads;
-  a.head_dim = s.hd;
-  a.inv_freq = in.inv_freq.data();
-  a.rope_layout = layout;
+  LowRankAttentionArgs a = cpu_args(in, s, n_q, n_kv, layout);
   a.n_sink = n_sink < 0 ? in.n_sink : n_sink;
   a.k_sink = a.n_sink > 0 ? in.k_sink.data() : nullptr;
   a.k_sink_stride = in.n_sink;
@@ -97,48 +61,15 @@ std::vector<float> cpu_twin(const Cache& in, const Shape& s, int n_q, int n_kv, 
 }
 
 template <class T>
-std::vector<T> as_cache(const std::vector<float>& v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else {
-    std::vector<T> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);  // exact: v is bf16-representable
-    return out;
-  }
-}
-
-template <class T>
-struct Dev {
-  DeviceBuffer q, ck, uk, cv, voff, vrank, inv, ks;
-  LowRankAttentionCudaArgs<T> a;
+struct Dev : DeviceInputs<T> {
+  DeviceBuffer ks;
   Dev(const Cache& in, const Shape& s, RopeLayout layout) {
-    q = upload(in.q);
-    ck = upload(as_cache<T>(in.ck));
-    uk = upload(in.uk);
-    cv = upload(as_cache<T>(in.cv));
-    voff = upload(in.voff);
-    vrank = upload(in.vrank);
-    inv = upload(in.inv_freq);
-    a.q = q.as<float>();
-    a.ck = ck.as<T>();
-    a.uk = uk.as<float>();
-    a.cv = cv.as<T>();
-    a.voff = voff.as<int64_t>();
-    a.vrank = vrank.as<int32_t>();
-    a.ck_stride = in.ck_stride;
-    a.cv_stride = in.cv_stride;
-    a.r_k = s.r_k;
-    a.r_vmax = in.r_vmax;
-    a.n_heads = s.n_heads;
-    a.n_kv_heads = s.n_kv_heads;
-    a.head_dim = s.hd;
-    a.inv_freq = inv.as<float>();
-    a.rope_layout = layout;
+    upload_inputs(*this, in, s, layout);
     if (in.n_sink > 0) {
       ks = upload(in.k_sink);
-      a.k_sink = ks.as<float>();
-      a.k_sink_stride = in.n_sink;
-      a.n_sink = in.n_sink;
+      this->a.k_sink = ks.as<float>();
+      this->a.k_sink_stride = in.n_sink;
+      this->a.n_sink = in.n_sink;
     }
   }
 };
@@ -161,9 +92,7 @@ void prefill_case(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int n_si
   // the sinks matter here: without them the CPU twin's output moves by 10x the tolerance or more
   CHECK(max_abs_diff(ref, cpu_twin(in, s, n_q, n_kv, layout, 0)) > 0.01);
   Dev<T> d(in, s, layout);
-  DeviceBuffer z(ref.size() * 4), ws(attention_lowrank_prefill_workspace_floats(n_q, s.n_heads, in.r_vmax) * 4);
-  attention_lowrank_prefill_cuda<T>(z.as<float>(), d.a, n_q, n_kv, ws.as<float>(), nullptr);
-  check_close("sinks prefill z", download<float>(z, ref.size()), ref, kAtol, kRtol);
+  check_close("sinks prefill z", prefill_z(d.a, n_q, n_kv), ref, kAtol, kRtol);
 }
 
 // splits 0: attention_lowrank_decode_splits for this device
@@ -179,10 +108,7 @@ void decode_case(std::mt19937& rng, const Shape& s, int n_kv, int n_sink, RopeLa
   Dev<T> d(in, s, layout);
   if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, int(in.ck_stride), sm_count());
   CAPTURE(splits);
-  DeviceBuffer dpos = upload(std::vector<int>{n_kv - 1}), z(ref.size() * 4),
-               ws(attention_lowrank_decode_workspace_floats(s.n_heads, in.r_vmax, splits) * 4);
-  attention_lowrank_decode_cuda<T>(z.as<float>(), d.a, dpos.as<int>(), splits, ws.as<float>(), nullptr);
-  check_close("sinks decode z", download<float>(z, ref.size()), ref, kAtol, kRtol);
+  check_close("sinks decode z", decode_z(d.a, n_kv, splits), ref, kAtol, kRtol);
 }
 
 }  // namespace

@@ -334,24 +334,6 @@ LogitsDiff diff_logits(const std::vector<float>& got, const std::vector<float>& 
   return d;
 }
 
-// A randomized synthetic model (the same weights for the same config and seed).
-CudaModel synthetic_model(const Config& c) {
-  CudaModel m = cuda_model_alloc(c, false);
-  cuda_model_randomize(m, 42);
-  return m;
-}
-
-// Prompt logits (every position) and then `steps` decode steps fed with fixed tokens (the session path: one graph
-// replay per step), each step's logits appended. Two backends compared on the same inputs.
-std::vector<float> run_cuda(CudaSession& s, const std::vector<int>& prompt, const std::vector<int>& feed) {
-  const size_t V = s.m->c.vocab_size, n = prompt.size();
-  std::vector<float> out((n + feed.size()) * V);
-  cuda_session_reset(s);
-  forward_cuda(s, prompt.data(), int(n), LogitsMode::all, out.data());
-  for (size_t i = 0; i < feed.size(); ++i) forward_cuda(s, &feed[i], 1, LogitsMode::last, out.data() + (n + i) * V);
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("cuda low-rank KV: spec check runs without a device") {
@@ -398,7 +380,7 @@ TEST_CASE("cuda low-rank KV forward matches the CPU low-rank forward, and the fu
       CHECK(cuda_model_has_lowrank(m));
       CHECK(cuda_model_device_bytes(m) < full_bytes);  // r_k, r_vmax <= head_dim: W_QKV', W_fused no larger
       CudaSessionPtr s = cuda_session_create(m, ctx, 40);  // blocks of 40: the later ones attend to cached tokens
-      const std::vector<float> got = run_cuda(*s, prompt, feed);
+      const std::vector<float> got = run_prompt_feed(*s, prompt, feed);
       CHECK(cuda_session_n(*s) == n + int(feed.size()));
       // the same ranks and layout as the CPU cache, at 2 bytes per element instead of 4
       CHECK(2 * cuda_session_kv_bytes(*s) == lr.bytes_used(n + int(feed.size())));
@@ -417,17 +399,10 @@ TEST_CASE("cuda low-rank KV forward matches the CPU low-rank forward, and the fu
       CHECK(r.decided_agree == r.decided);
     }
     {  // (2) at full ranks the low-rank cache is exact: against the CUDA full-cache forward of the same weights
-      CudaModel full = synthetic_model(c);
-      CudaSessionPtr sf = cuda_session_create(full, ctx, 40);
-      const std::vector<float> ref = run_cuda(*sf, prompt, feed);
-      CudaModel m = synthetic_model(c);
-      HostWeights h;
-      host_weights(m, h);
-      const auto lrm = kv_lowrank_model_create(kv_spec_parse("svd:k=d,v=d,policy=uniform"), "", c, h.w, &pool);
-      cuda_model_add_lowrank(m, *lrm);
-      CudaSessionPtr s = cuda_session_create(m, ctx, 40);
-      const std::vector<float> got = run_cuda(*s, prompt, feed);
-      CHECK(cuda_session_kv_bytes(*s) == cuda_session_kv_bytes(*sf));  // k = v = head_dim: as many values
+      const FullVsLowRank fl = full_vs_lowrank(c, "svd:k=d,v=d,policy=uniform", ctx, 40, prompt, feed, &pool);
+      const std::vector<float>& ref = fl.full;
+      const std::vector<float>& got = fl.lowrank;
+      CHECK(fl.lowrank_bytes == fl.full_bytes);  // k = v = head_dim: as many values
       const LogitsDiff d = diff_logits(got, ref);
       const Compare r = compare_logits(got, ref, n + int(feed.size()), V, float(0.1 * d.max_ref));
       MESSAGE("low-rank at full ranks, head_dim " << c.head_dim << " vs CUDA full cache: max |diff| " << d.max_abs

@@ -113,16 +113,8 @@ TEST_CASE("cuda keep:1 equals the forward without keep:") {
   const int ctx = 80;
   // the same compressed cache with and without a keep: part that keeps everything: the same kernels on the same
   // values, so every logit and the byte count are equal bit for bit
-  for (const char* base : {"quant:8,recent=4", "evict:h2o,budget=0.5+imp:w=4,sinks=2"}) {
-    const std::string text = base;
-    CAPTURE(text);
-    CudaSessionPtr a = cuda_session_create(m, ctx, ctx), b = cuda_session_create(m, ctx, ctx);
-    cuda_session_enable_prefill(*a, parse(text));
-    cuda_session_enable_prefill(*b, parse(text + "+keep:1"));
-    const std::vector<float> la = run_gpu(*a, runs), lb = run_gpu(*b, runs);
-    CHECK(la == lb);
-    CHECK(cuda_session_kv_bytes(*a) == cuda_session_kv_bytes(*b));
-  }
+  for (const char* text : {"quant:8,recent=4", "evict:h2o,budget=0.5+imp:w=4,sinks=2"})
+    check_keep1_changes_nothing(m, text, ctx, runs);
   // keep:1 alone (every token at 16 bits): the prompt's logits are the full-cache path's, bit for bit
   CudaSessionPtr full = cuda_session_create(m, ctx, ctx), k1 = cuda_session_create(m, ctx, ctx);
   cuda_session_enable_prefill(*k1, parse("keep:1"));
@@ -197,10 +189,7 @@ TEST_CASE("cuda keep: the kept positions, KV bytes, logits and greedy tokens mat
       // fp32, codes quantised from bf16): the gathered rows are those same values moved, nothing is recomputed
       CHECK(d.max_abs <= 0.05 * d.max_ref + 0.01);
       CHECK(3 * d.max_abs < dk.max_abs);
-      int agree = 0;
-      for (int i = 0; i < d.rows; ++i)
-        agree += argmax_cpu(got.data() + size_t(i) * V, V) == argmax_cpu(ref.data() + size_t(i) * V, V);
-      CHECK(agree >= d.rows - 1);  // random logits: at most one near-tie may flip
+      CHECK(top1_agreements(got, ref, V, d.rows) >= d.rows - 1);  // random logits: at most one near-tie may flip
       const std::vector<float> again = run_gpu(*s, runs);  // reset: the same selection, every logit bit for bit
       CHECK(again == got);
       // greedy decoding after the prefill: the CPU's tokens while its choice is clear (lead > 5% of the logits'
@@ -261,23 +250,6 @@ TEST_CASE("cuda keep: llm bench --kv keep:... runs to its report (tiny synthetic
   // the timings mean nothing here (and under the emulator); this checks the bench's keep path end to end: the
   // repeated prefills from one set of positions, the per-layer token count, the decode over the packed cache
   // tests/data/models/tiny has head_dim 16; the CUDA kernels need 64 or 128: 2 heads of 64, 3 layers
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                    ("llm_keep_bench_" + std::to_string(std::random_device{}()));
-  std::filesystem::create_directories(dir);
-  {
-    std::ofstream f(dir / "config.json");
-    f << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 128, "intermediate_size": 256,
-            "num_attention_heads": 2, "num_hidden_layers": 3, "num_key_value_heads": 1, "rms_norm_eps": 1e-05,
-            "rope_theta": 10000.0, "tie_word_embeddings": false, "vocab_size": 256, "max_position_embeddings": 256})";
-  }
-  CudaBenchOptions o;
-  o.synthetic_config = (dir / "config.json").string();
-  o.n_prompt = 24;
-  o.n_gen = 4;
-  o.ctx = 32;
-  o.reps = 1;
-  o.json = true;
-  o.kv = "quant:8/4=0.5/0.5,recent=4+keep:0.5,from=1+imp:w=4,sinks=2";
-  CHECK_NOTHROW(bench_cuda(o));  // (svd with keep:<1: test_forward_svdkeep_cuda.cu)
-  std::filesystem::remove_all(dir);
+  // (svd with keep:<1: test_forward_svdkeep_cuda.cu)
+  bench_tiny_synthetic("quant:8/4=0.5/0.5,recent=4+keep:0.5,from=1+imp:w=4,sinks=2", "keep");
 }

@@ -41,12 +41,6 @@ using namespace llm_cuda_test;
 
 namespace {
 
-CudaModel synthetic(const Config& c) {
-  CudaModel m = cuda_model_alloc(c, false);
-  cuda_model_randomize(m, 42);
-  return m;
-}
-
 // The CPU engine's low-rank forward: the prompt (every position's logits), then `feed` one token at a time.
 std::vector<float> cpu_run(const Config& c, const Weights& w, const KVLowRankModel& lrm, int ctx,
                            const std::vector<int>& prompt, const std::vector<int>& feed, ThreadPool* pool,
@@ -64,16 +58,6 @@ std::vector<float> cpu_run(const Config& c, const Weights& w, const KVLowRankMod
     std::copy(rs.logits.begin(), rs.logits.begin() + V, out.begin() + (n + i) * V);
   }
   if (bytes) *bytes = lr.bytes_used(int(n + feed.size()));
-  return out;
-}
-
-// The same on the device: the prompt in blocks of the session's max_block, then one graph replay per fed token.
-std::vector<float> gpu_run(CudaSession& s, const std::vector<int>& prompt, const std::vector<int>& feed) {
-  const size_t V = s.m->c.vocab_size, n = prompt.size();
-  std::vector<float> out((n + feed.size()) * V);
-  cuda_session_reset(s);
-  forward_cuda(s, prompt.data(), int(n), LogitsMode::all, out.data());
-  for (size_t i = 0; i < feed.size(); ++i) forward_cuda(s, &feed[i], 1, LogitsMode::last, out.data() + (n + i) * V);
   return out;
 }
 
@@ -111,7 +95,7 @@ TEST_CASE("cuda svd sinks=N: prompt blocks and decode steps match the CPU engine
     const int V = c.vocab_size, ctx = 64;
     std::mt19937 rng(91);
     const std::vector<int> prompt = random_tokens(rng, 40, V), feed = random_tokens(rng, 8, V);
-    CudaModel m = synthetic(c);
+    CudaModel m = synthetic_model(c);
     HostWeights h;
     host_weights(m, h);
     const std::string base = "svd:k=1/4,v=d/4/d/2/d,policy=seed";
@@ -124,7 +108,7 @@ TEST_CASE("cuda svd sinks=N: prompt blocks and decode steps match the CPU engine
     cuda_model_add_lowrank(m, *lrm);
     CudaSessionPtr s = cuda_session_create(m, ctx, 16);  // blocks of 16: later blocks attend to cached sinks
     CHECK(s->n_sink == k.sinks);
-    const std::vector<float> got = gpu_run(*s, prompt, feed);
+    const std::vector<float> got = run_prompt_feed(*s, prompt, feed);
     const int n = int(prompt.size());
     check_logits("sinks prompt", {got.begin(), got.begin() + size_t(n) * V}, {ref.begin(), ref.begin() + size_t(n) * V},
                  V);
@@ -149,7 +133,7 @@ TEST_CASE("cuda svd sinks=N: sinks written by the decode graph, greedy tokens ma
   const int V = c.vocab_size, ctx = 32, steps = 8;
   std::mt19937 rng(92);
   const std::vector<int> prompt = random_tokens(rng, 2, V), feed = random_tokens(rng, 6, V);
-  CudaModel m = synthetic(c);
+  CudaModel m = synthetic_model(c);
   HostWeights h;
   host_weights(m, h);
   const auto lrm = kv_lowrank_model_create(kv_spec_parse("svd:k=1/4,v=d/2,policy=uniform,sinks=4"), "", c, h.w, &pool);
@@ -157,7 +141,7 @@ TEST_CASE("cuda svd sinks=N: sinks written by the decode graph, greedy tokens ma
   const std::vector<float> ref = cpu_run(c, h.w, *lrm, ctx, prompt, feed, &pool);
   cuda_model_add_lowrank(m, *lrm);
   CudaSessionPtr s = cuda_session_create(m, ctx, 16);
-  const std::vector<float> got = gpu_run(*s, prompt, feed);
+  const std::vector<float> got = run_prompt_feed(*s, prompt, feed);
   check_logits("sinks from the graph", got, ref, V);
   // greedy: the CPU's tokens and their leads, then the device-resident loop (argmax and position on the device)
   std::vector<int> cpu_tok;
@@ -215,17 +199,8 @@ TEST_CASE("cuda svd sinks=N at full ranks equals the CUDA full-cache forward") {
   const int V = c.vocab_size, ctx = 48;
   std::mt19937 rng(93);
   const std::vector<int> prompt = random_tokens(rng, 24, V), feed = random_tokens(rng, 5, V);
-  CudaModel full = synthetic(c);
-  CudaSessionPtr sf = cuda_session_create(full, ctx, 16);
-  const std::vector<float> ref = gpu_run(*sf, prompt, feed);
-  CudaModel m = synthetic(c);
-  HostWeights h;
-  host_weights(m, h);
-  const auto lrm = kv_lowrank_model_create(kv_spec_parse("svd:k=d,v=d,policy=uniform,sinks=20"), "", c, h.w, &pool);
-  cuda_model_add_lowrank(m, *lrm);
-  CudaSessionPtr s = cuda_session_create(m, ctx, 16);
-  const std::vector<float> got = gpu_run(*s, prompt, feed);
-  check_logits("full ranks + sinks vs full cache", got, ref, V);
+  const FullVsLowRank fl = full_vs_lowrank(c, "svd:k=d,v=d,policy=uniform,sinks=20", ctx, 16, prompt, feed, &pool);
+  check_logits("full ranks + sinks vs full cache", fl.lowrank, fl.full, V);
 }
 
 TEST_CASE("cuda svd sinks=0 is the plain low-rank path (same logits, no sink buffer, same bytes)") {
@@ -238,7 +213,7 @@ TEST_CASE("cuda svd sinks=0 is the plain low-rank path (same logits, no sink buf
   std::vector<float> out[2];
   size_t bytes[2] = {0, 0};
   for (int i = 0; i < 2; ++i) {
-    CudaModel m = synthetic(c);
+    CudaModel m = synthetic_model(c);
     HostWeights h;
     host_weights(m, h);
     const auto lrm = kv_lowrank_model_create(
@@ -249,7 +224,7 @@ TEST_CASE("cuda svd sinks=0 is the plain low-rank path (same logits, no sink buf
     CudaSessionPtr s = cuda_session_create(m, ctx, 16);
     CHECK(s->n_sink == 0);
     CHECK(s->ksink.bytes == 0);
-    out[i] = gpu_run(*s, prompt, feed);
+    out[i] = run_prompt_feed(*s, prompt, feed);
     bytes[i] = cuda_session_kv_bytes(*s);
     if (i == 1) {
       size_t cpu_bytes = 0;
@@ -265,7 +240,7 @@ TEST_CASE("cuda svd sinks=N: the unified cache refuses it as the CPU does; the b
   if (!have_cuda()) return;
   ThreadPool pool(2);
   const Config c = small_config(256, 4, 2, 512, 1, 256, RopeLayout::half_split, false);
-  CudaModel m = synthetic(c);
+  CudaModel m = synthetic_model(c);
   HostWeights h;
   host_weights(m, h);
   const auto lrm = kv_lowrank_model_create(kv_spec_parse("svd:k=16,v=16/32/64,sinks=4"), "", c, h.w, &pool);

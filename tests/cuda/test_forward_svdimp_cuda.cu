@@ -186,10 +186,7 @@ TEST_CASE("cuda svd policy=importance on synthetic models: ranks, bytes and logi
       // 0.03 max + 0.01) plus rows quantised from bf16 instead of fp32 inputs; the ranks themselves equal
       CHECK(d.max_abs <= 0.05 * d.max_ref + 0.01);
       CHECK(3 * d.max_abs < du.max_abs);  // the ranks move the logits far beyond the CPU-GPU difference
-      int agree = 0;
-      for (int i = 0; i < d.rows; ++i)
-        agree += argmax_cpu(got.data() + size_t(i) * V, V) == argmax_cpu(ref.data() + size_t(i) * V, V);
-      CHECK(agree >= d.rows - 1);  // random logits: at most one near-tie may flip
+      CHECK(top1_agreements(got, ref, V, d.rows) >= d.rows - 1);  // random logits: at most one near-tie may flip
       const std::vector<float> again = run_gpu(*s, runs);  // reset: the same ranks and layout, bit for bit
       CHECK(again == got);
     }
@@ -374,16 +371,9 @@ TEST_CASE("cuda svd policy=importance on the demo model's bf16 weights: ranks, b
   if (!llm_test::have_demo_model()) return;
   ModelFile f = model_file_open(llm_test::demo_model_path());
   const Config& c = f.config;
-  CudaModelPtr m;
-  {
-    const Weights w = weights_from_file(f);
-    m = cuda_model_upload(c, w);
-  }
   HostWeights h;
-  host_weights(*m, h);
-  const Tokenizer tok = tokenizer_from_gguf(*f.gguf);
-  const std::vector<int32_t> ids = tok.encode("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", true, false);
-  const std::vector<int> prompt(ids.begin(), ids.end());
+  const CudaModelPtr m = upload_with_host_copy(f, h);
+  const std::vector<int> prompt = gguf_tokens(f, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,");
   ThreadPool pool(0);
   const char* text = "svd:k=1/4,policy=importance";
   std::string base;

@@ -131,20 +131,11 @@ TEST_CASE("cuda svd+keep:1 equals svd alone") {
   const std::vector<int> prompt = random_tokens(rng, 32, c.vocab_size);
   const std::vector<std::vector<int>> runs = calls(prompt, rng, c.vocab_size, 2);
   const int ctx = 64;
-  // keep:1 keeps every token at every layer: the same kernels on the same values, every logit and the byte count
-  // equal bit for bit
+  // keep:1 keeps every token at every layer: every logit and the byte count equal bit for bit
   for (const char* text : {"svd:k=1/4,v=d/4/d/2/d+quant:4,recent=4", "svd:k=1/4,v=d/4/d/2/d,policy=importance"}) {
-    const std::string base = text;
-    CAPTURE(base);
     SvdModel s;
-    svd_model(s, c, base, &pool);
-    CudaSessionPtr a = cuda_session_create(s.m, ctx, ctx), b = cuda_session_create(s.m, ctx, ctx);
-    std::string ignored;
-    cuda_session_enable_prefill(*a, kv_prefill_spec_parse(base, ignored));
-    cuda_session_enable_prefill(*b, kv_prefill_spec_parse(base + "+keep:1", ignored));
-    const std::vector<float> la = run_gpu(*a, runs), lb = run_gpu(*b, runs);
-    CHECK(la == lb);
-    CHECK(cuda_session_kv_bytes(*a) == cuda_session_kv_bytes(*b));
+    svd_model(s, c, text, &pool);
+    check_keep1_changes_nothing(s.m, text, ctx, runs);
   }
 }
 
@@ -252,10 +243,7 @@ TEST_CASE("cuda svd+keep: kept positions, cache entries, KV bytes, logits and gr
     // instead of the kept ones) gives 0.011-0.021: caught here for four of the five specs, by none of the others
     CHECK(d.max_abs <= 2 * d0.max_abs + 0.001);
     CHECK(3 * d.max_abs < dk.max_abs);
-    int agree = 0;
-    for (int i = 0; i < d.rows; ++i)
-      agree += argmax_cpu(got.data() + size_t(i) * V, V) == argmax_cpu(ref.data() + size_t(i) * V, V);
-    CHECK(agree >= d.rows - 1);  // random logits: at most one near-tie may flip
+    CHECK(top1_agreements(got, ref, V, d.rows) >= d.rows - 1);  // random logits: at most one near-tie may flip
     const std::vector<float> again = run_gpu(*s, runs);  // reset: the same selection, every logit bit for bit
     CHECK(again == got);
     // greedy decoding after the prefill: the CPU's tokens while its choice is clear (lead > 5% of the logits'
@@ -271,16 +259,9 @@ TEST_CASE("cuda svd+keep on the demo model's bf16 weights: kept positions, bytes
   if (!llm_test::have_demo_model()) return;
   ModelFile f = model_file_open(llm_test::demo_model_path());
   const Config& c = f.config;
-  CudaModelPtr m;
-  {
-    const Weights w = weights_from_file(f);
-    m = cuda_model_upload(c, w);
-  }
   HostWeights h;
-  host_weights(*m, h);
-  const Tokenizer tok = tokenizer_from_gguf(*f.gguf);
-  const std::vector<int32_t> ids = tok.encode("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", true, false);
-  const std::vector<int> prompt(ids.begin(), ids.end());
+  const CudaModelPtr m = upload_with_host_copy(f, h);
+  const std::vector<int> prompt = gguf_tokens(f, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,");
   const int n = int(prompt.size());
   ThreadPool pool(0);
   // seed ranks (by position), two widths, half the prompt from layer 8 on (the CPU report's setting)
@@ -394,23 +375,6 @@ TEST_CASE("cuda svd+keep: llm bench --kv svd:...+keep:... runs to its report (ti
   // the timings mean nothing here (and under the emulator); this checks the bench's path end to end: the repeated
   // prefills on the unified cache with selective propagation, the per-layer token count, the decode over the packed
   // cache. A tiny config (2 heads of 64, 3 layers), as test_forward_keep_cuda.cu's bench test.
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                    ("llm_svdkeep_bench_" + std::to_string(std::random_device{}()));
-  std::filesystem::create_directories(dir);
-  {
-    std::ofstream f(dir / "config.json");
-    f << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 128, "intermediate_size": 256,
-            "num_attention_heads": 2, "num_hidden_layers": 3, "num_key_value_heads": 1, "rms_norm_eps": 1e-05,
-            "rope_theta": 10000.0, "tie_word_embeddings": false, "vocab_size": 256, "max_position_embeddings": 256})";
-  }
-  CudaBenchOptions o;
-  o.synthetic_config = (dir / "config.json").string();
-  o.n_prompt = 24;
-  o.n_gen = 4;
-  o.ctx = 32;
-  o.reps = 1;
-  o.json = true;
-  o.kv = "svd:k=1/4,v=d/2,policy=uniform+quant:8/4=0.5/0.5,recent=4+keep:0.5,from=1+imp:w=4,sinks=2";
-  CHECK_NOTHROW(bench_cuda(o));
-  std::filesystem::remove_all(dir);
+  bench_tiny_synthetic("svd:k=1/4,v=d/2,policy=uniform+quant:8/4=0.5/0.5,recent=4+keep:0.5,from=1+imp:w=4,sinks=2",
+                       "svdkeep");
 }

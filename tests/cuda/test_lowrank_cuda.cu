@@ -23,103 +23,18 @@ using namespace llm_lowrank_test;
 
 namespace {
 
-// A random compressed cache of n_kv tokens (capacity rows of c_k per KV head) and n_q queries, in host memory.
-struct Inputs {
-  int r_vmax = 0;
-  std::vector<float> q, ck, uk, cv, inv_freq;
-  std::vector<int64_t> voff;
-  std::vector<int32_t> vrank;
-  int64_t ck_stride = 0, cv_stride = 0;
-};
-
 Inputs make_inputs(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int capacity, bool round_bf16) {
   Inputs in;
-  in.r_vmax = shape_r_vmax(s);
-  in.ck_stride = capacity;
-  std::uniform_int_distribution<int> pick(0, int(s.ranks.size()) - 1);
-  in.vrank.resize(n_kv);
-  in.voff.resize(n_kv + 1);
-  in.voff[0] = 0;
-  for (int t = 0; t < n_kv; ++t) {
-    in.vrank[t] = s.ranks[pick(rng)];
-    in.voff[t + 1] = in.voff[t] + in.vrank[t];
-  }
-  in.cv_stride = in.voff[n_kv] + 5;  // slack: blocks need not be packed back to back
-  make_queries_basis(rng, s, n_q, in.q, in.uk, in.inv_freq);
-  in.ck = random_f32(rng, size_t(s.n_kv_heads) * capacity * s.r_k, 1.0f);
-  in.cv = random_f32(rng, size_t(s.n_kv_heads) * in.cv_stride, 1.0f);
-  if (round_bf16) {
-    for (float& x : in.ck) x = bf16_to_f32(f32_to_bf16(x));
-    for (float& x : in.cv) x = bf16_to_f32(f32_to_bf16(x));
-  }
+  fill_inputs(in, rng, s, n_q, n_kv, capacity, 5, round_bf16);
   return in;
 }
 
 std::vector<float> reference(const Inputs& in, const Shape& s, int n_q, int n_kv, RopeLayout layout) {
-  LowRankAttentionArgs a;
-  a.q = in.q.data();
-  a.ck = in.ck.data();
-  a.uk = in.uk.data();
-  a.cv = in.cv.data();
-  a.voff = in.voff.data();
-  a.vrank = in.vrank.data();
-  a.ck_stride = in.ck_stride;
-  a.cv_stride = in.cv_stride;
-  a.r_k = s.r_k;
-  a.r_vmax = in.r_vmax;
-  a.n_q = n_q;
-  a.n_kv = n_kv;
-  a.n_heads = s.n_heads;
-  a.n_kv_heads = s.n_kv_heads;
-  a.head_dim = s.hd;
-  a.inv_freq = in.inv_freq.data();
-  a.rope_layout = layout;
+  const LowRankAttentionArgs a = cpu_args(in, s, n_q, n_kv, layout);
   std::vector<float> z(size_t(n_q) * s.n_heads * in.r_vmax);
   ThreadPool pool;
   attention_lowrank_cpu(z.data(), a, &pool);
   return z;
-}
-
-// Device copies of the inputs in cache dtype T, and the kernel arguments pointing at them.
-template <class T>
-struct DeviceInputs {
-  DeviceBuffer q, ck, uk, cv, voff, vrank, inv;
-  LowRankAttentionCudaArgs<T> a;
-};
-template <class T>
-std::vector<T> to_cache_dtype(const std::vector<float>& v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else {
-    std::vector<T> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);  // exact: v is bf16-representable
-    return out;
-  }
-}
-template <class T>
-void upload_inputs(DeviceInputs<T>& d, const Inputs& in, const Shape& s, RopeLayout layout) {
-  d.q = upload(in.q);
-  d.ck = upload(to_cache_dtype<T>(in.ck));
-  d.uk = upload(in.uk);
-  d.cv = upload(to_cache_dtype<T>(in.cv));
-  d.voff = upload(in.voff);
-  d.vrank = upload(in.vrank);
-  d.inv = upload(in.inv_freq);
-  d.a.q = d.q.template as<float>();
-  d.a.ck = d.ck.template as<T>();
-  d.a.uk = d.uk.template as<float>();
-  d.a.cv = d.cv.template as<T>();
-  d.a.voff = d.voff.template as<int64_t>();
-  d.a.vrank = d.vrank.template as<int32_t>();
-  d.a.ck_stride = in.ck_stride;
-  d.a.cv_stride = in.cv_stride;
-  d.a.r_k = s.r_k;
-  d.a.r_vmax = in.r_vmax;
-  d.a.n_heads = s.n_heads;
-  d.a.n_kv_heads = s.n_kv_heads;
-  d.a.head_dim = s.hd;
-  d.a.inv_freq = d.inv.template as<float>();
-  d.a.rope_layout = layout;
 }
 
 constexpr float kAtol = 1e-4f, kRtol = 1e-3f;  // fp32 on both sides: reordering and expf/sincosf only
@@ -136,9 +51,7 @@ void prefill_case(std::mt19937& rng, const Shape& s, int n_q, int n_kv, RopeLayo
   const std::vector<float> ref = reference(in, s, n_q, n_kv, layout);
   DeviceInputs<T> d;
   upload_inputs(d, in, s, layout);
-  DeviceBuffer z(ref.size() * 4), ws(attention_lowrank_prefill_workspace_floats(n_q, s.n_heads, in.r_vmax) * 4);
-  attention_lowrank_prefill_cuda<T>(z.as<float>(), d.a, n_q, n_kv, ws.as<float>(), nullptr);
-  check_close("lowrank prefill z", download<float>(z, ref.size()), ref, kAtol, kRtol);
+  check_close("lowrank prefill z", prefill_z(d.a, n_q, n_kv), ref, kAtol, kRtol);
 }
 
 // splits 0: attention_lowrank_decode_splits for this device
@@ -155,11 +68,7 @@ void decode_case(std::mt19937& rng, const Shape& s, int n_kv, RopeLayout layout,
   upload_inputs(d, in, s, layout);
   if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, capacity, sm_count());
   CAPTURE(splits);
-  const std::vector<int> pos = {n_kv - 1};
-  DeviceBuffer dpos = upload(pos), z(ref.size() * 4),
-               ws(attention_lowrank_decode_workspace_floats(s.n_heads, in.r_vmax, splits) * 4);
-  attention_lowrank_decode_cuda<T>(z.as<float>(), d.a, dpos.as<int>(), splits, ws.as<float>(), nullptr);
-  check_close("lowrank decode z", download<float>(z, ref.size()), ref, kAtol, kRtol);
+  check_close("lowrank decode z", decode_z(d.a, n_kv, splits), ref, kAtol, kRtol);
 }
 
 }  // namespace
