@@ -243,6 +243,7 @@ stage_bench_extra() {
   for ctx in 1024 8192 32768; do
     bench "l3_8b_svd_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed
   done
+  bench "l3_8b_svd_sinks4_32768" --synthetic $CONFIG -p 2048 -n 128 -c 32768 -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed,sinks=4
   grep -h "^kv cache" "$LOGS"/bench_l3_8b_svd_*.log 2> /dev/null | head -1 | sed "s/^/l3_8b_svd: /" >> "$SUMMARY"
   # issue 7 (quantised / importance KV, kernels/attention_quant.cu): mixed 8/4/2-bit decode attention vs bf16
   run kbench_quant 150 "$B/bench_quant_cuda" &&
@@ -274,6 +275,8 @@ stage_kv() {
   cuda_cases lowrank_cuda test_lowrank_cuda.cu
   cuda_cases quant_cuda test_quant_cuda.cu
   cuda_cases lowrank_quant_cuda test_lowrank_quant_cuda.cu
+  cuda_cases lowrank_sinks_cuda test_attention_lowrank_sinks_cuda.cu  # svd sinks=N: full keys in the tile rebuild
+  cuda_cases forward_sinks_cuda test_forward_sinks_cuda.cu
   cuda_cases linalg_cuda test_linalg_cuda.cu  # cuSOLVER eigensolver for profiles (llm compress --device cuda)
   if command -v compute-sanitizer > /dev/null; then
     sanitize memcheck test_lowrank_cuda.cu 120
