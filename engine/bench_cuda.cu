@@ -135,7 +135,6 @@ void bench_cuda(const CudaBenchOptions& o) {
       : model->lowrank ? model->lowrank->desc : "full";
   const Config& c = model->c;
   const size_t es = dtype_bytes(model->dtype);  // bytes per weight / activation / cache element (2: bf16, f16)
-  cuda_kv_spec_check(kv_spec, pre, c.n_layers, o.kv);
   const int capacity = std::max(ctx, o.n_prompt);
   CudaSessionPtr sp = cuda_session_create(*model, capacity, o.n_prompt);
   CudaSession& s = *sp;

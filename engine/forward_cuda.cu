@@ -271,20 +271,6 @@ void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lrm) {
 
 bool cuda_model_has_lowrank(const CudaModel& m) { return m.lowrank != nullptr; }
 
-void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text) {
-  (void)lowrank;  // svd runs on cuda (policy=importance through the unified cache: cuda_session_enable_prefill)
-  if (prefill_parts)
-    fail("--kv ", spec_text, ": the prefill-time compression (quant/keep/evict, issue 7) runs on the CPU only so "
-         "far; use --device cpu, or on cuda --kv full or --kv svd:...");
-}
-
-void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text) {
-  // every combination of the parts runs on cuda now (svd + keep:<1 on the unified cache: CudaKVQ keep_pack); the
-  // refusals left are raised where they arise: sinks= (lowrank_alloc), f16 with a compressed cache
-  // (cuda_dtype_kv_check), every prompt position's logits with keep:<1 (forward_cuda)
-  (void)base, (void)pre, (void)n_layers, (void)spec_text;
-}
-
 void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t seed) {
   if (!spec.lowrank) fail("cuda_model_lowrank_randomize: the spec '", spec.text, "' is not low-rank");
   cuda_dtype_kv_check(m.dtype, true, false, spec.text);
@@ -525,9 +511,6 @@ void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
 void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
   const CudaModel& m = *s.m;
   const Config& c = m.c;
-  KVSpec base;
-  base.lowrank = m.lowrank != nullptr;
-  cuda_kv_spec_check(base, spec, c.n_layers, spec.text);
   cuda_dtype_kv_check(m.dtype, false, true, spec.text);
   kv_prefill_spec_check(spec, c, m.lowrank != nullptr);
   if (m.lowrank && m.lowrank->sinks > 0)  // engine/session.cpp refuses the same for the CPU

@@ -62,22 +62,17 @@ size_t cuda_model_device_bytes(const CudaModel& m);
 // For engine/session.cpp: call it right after kv_lowrank_model_create when the model is on cuda.
 void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lr);
 bool cuda_model_has_lowrank(const CudaModel& m);
-// The coarse check of the first CUDA backend (kept for callers without the parsed spec): full and svd pass, any
-// prefill part of issue 7 throws saying to use --device cpu. spec_text: as given, for the message.
-void cuda_kv_spec_check(bool lowrank, bool prefill_parts, const std::string& spec_text);
-// Which --kv specs the CUDA backend runs: full; svd (policy seed|uniform); quant/keep/evict/imp on the
-// full-precision cache or on svd (the unified cache; policy=importance always runs there; keep:<1 there too)
-// (issue 7, cuda_session_enable_prefill). Nothing is refused here any more (kept for the callers and for future
-// parts): sinks= with svd, f16 with a compressed cache and every prompt position's logits with keep:<1 are refused
-// where they arise (cuda_model_add_lowrank, cuda_dtype_kv_check, forward_cuda).
-void cuda_kv_spec_check(const KVSpec& base, const KVPrefillSpec& pre, int n_layers, const std::string& spec_text);
+// Every --kv spec the CPU runs also runs on cuda (full; svd, any policy; quant/keep/evict/imp on the full-precision
+// cache or on svd, the unified cache) except what is refused where it arises: svd window=/vsinks=/alloc=spectrum
+// (cuda_model_add_lowrank), sinks= with the unified cache (cuda_session_enable_prefill), f16 with a compressed cache
+// (cuda_dtype_kv_check), every prompt position's logits with keep:<1 (forward_cuda).
 
 // A sequence on the device: bf16 KV cache of `capacity` tokens ((n_layers, n_kv_heads, capacity, head_dim) for
 // K and V: Llama-3-8B 128 KB per token; a low-rank model: the compressed cache, see CudaSession), scratch for
 // blocks of up to max_block tokens, its own stream, cuBLASLt handle and decode graph. The model must outlive it.
 CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_block);
 size_t cuda_session_device_bytes(const CudaSession& s);
-// Issue 7: switch a new session to the mixed-precision cache of `spec` (checked with cuda_kv_spec_check); on a model
+// Issue 7: switch a new session to the mixed-precision cache of `spec` ; on a model
 // with a low-rank cache (svd, any policy) it is the unified cache: rank-space rows quantised group-wise,
 // scored on the keys rebuilt from c_k, attended by attention_lowrank_quant_cuda (docs/prefill-compression.md "The
 // unified cache on the GPU"). A call on an empty cache is then the compressed prefill: it must fit one block (create

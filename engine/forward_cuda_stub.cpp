@@ -23,8 +23,6 @@ DType cuda_model_dtype(const CudaModel&) { no_cuda(); }
 size_t cuda_model_device_bytes(const CudaModel&) { no_cuda(); }
 void cuda_model_add_lowrank(CudaModel&, const KVLowRankModel&) { no_cuda(); }
 bool cuda_model_has_lowrank(const CudaModel&) { no_cuda(); }
-void cuda_kv_spec_check(bool, bool, const std::string&) { no_cuda(); }
-void cuda_kv_spec_check(const KVSpec&, const KVPrefillSpec&, int, const std::string&) { no_cuda(); }
 void cuda_session_enable_prefill(CudaSession&, const KVPrefillSpec&) { no_cuda(); }
 CudaSessionPtr cuda_session_create(const CudaModel&, int, int) { no_cuda(); }
 size_t cuda_session_device_bytes(const CudaSession&) { no_cuda(); }

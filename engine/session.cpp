@@ -102,13 +102,12 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
   if (opt.on_progress) opt.on_progress(0.3f);
   m.weights = weights_from_file(m.file);
   if (opt.device == Device::cuda) {
-    // issue 7 on cuda: quant/keep/evict/imp on the full-precision cache and with svd (the unified cache); what cuda
-    // does not run is refused here, before the weights go to the device
+    // issue 7 on cuda: quant/keep/evict/imp on the full-precision cache and with svd (the unified cache); the dtype
+    // check refuses f16 with them here, before the weights go to the device
     std::string base = opt.kv;
     const KVPrefillSpec pre = opt.kv_config.empty() ? kv_prefill_spec_parse(opt.kv, base)
                                                     : kv_prefill_spec_from_json_file(opt.kv_config);
     const KVSpec spec = opt.kv_config.empty() ? kv_spec_parse(base) : kv_spec_from_json_file(opt.kv_config);
-    cuda_kv_spec_check(spec, pre, m.file.config.n_layers, opt.kv_config.empty() ? opt.kv : opt.kv_config);
     cuda_dtype_kv_check(opt.dtype, spec.lowrank, pre.any(), opt.kv_config.empty() ? opt.kv : opt.kv_config);
     m.cuda = cuda_model_upload(m.file.config, m.weights, opt.dtype);
   }

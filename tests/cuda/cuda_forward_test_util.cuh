@@ -107,14 +107,6 @@ inline llm::Config small_config(int dim, int heads, int kv_heads, int ffn, int l
 }
 
 
-// cuda_kv_spec_check on a --kv text, split into its low-rank and prefill parts as llm::Session splits it (no device
-// needed): throws llm::Error for what the GPU path does not run.
-inline void cuda_spec_check(const std::string& text, int n_layers = 30) {
-  std::string base;
-  const llm::KVPrefillSpec pre = llm::kv_prefill_spec_parse(text, base);
-  llm::cuda_kv_spec_check(llm::kv_spec_parse(base), pre, n_layers, text);
-}
-
 // n token ids drawn from rng, uniform over the vocabulary
 inline std::vector<int> random_tokens(std::mt19937& rng, int n, int vocab) {
   std::vector<int> t(n);

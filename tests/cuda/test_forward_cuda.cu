@@ -336,14 +336,6 @@ LogitsDiff diff_logits(const std::vector<float>& got, const std::vector<float>& 
 
 }  // namespace
 
-TEST_CASE("cuda low-rank KV: spec check runs without a device") {
-  // the prefill parts of issue 7 stay refused on cuda with a message that says what to do; svd and full pass
-  CHECK_NOTHROW(cuda_kv_spec_check(true, false, "svd:k=16,v=16/32/64"));
-  CHECK_NOTHROW(cuda_kv_spec_check(false, false, "full"));
-  CHECK_THROWS_WITH_AS(cuda_kv_spec_check(false, true, "full+quant:8/4/2=0.2/0.5/0.3"),
-                       doctest::Contains("--device cpu"), Error);
-}
-
 TEST_CASE("cuda low-rank KV forward matches the CPU low-rank forward, and the full-cache forward at full ranks") {
   if (!have_cuda()) return;
   ThreadPool pool(4);

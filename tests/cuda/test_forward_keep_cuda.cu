@@ -93,15 +93,6 @@ TEST_CASE("cuda keep: gather_rows_cuda equals its CPU twin") {
   CHECK(want[size_t(m) * width] == -7.0f);  // a spare slot
 }
 
-TEST_CASE("cuda keep: which specs run on cuda, checked without a device") {
-  auto check = [](const std::string& text) { cuda_spec_check(text); };
-  CHECK_NOTHROW(check("keep:0.5"));
-  CHECK_NOTHROW(check("keep:0.3,pyramid,from=4+quant:8/4/2=0.2/0.5/0.3+evict:snapkv,budget=0.3"));
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64+quant:4+keep:1"));  // keep:1 drops nothing
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64+keep:0.5"));  // svd + keep:<1: test_forward_svdkeep_cuda.cu
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64+quant:4+keep:1/1/0.5"));
-}
-
 TEST_CASE("cuda keep:1 equals the forward without keep:") {
   if (!have_cuda()) return;
   const Config c = small_config(256, 4, 2, 512, 4, 512, RopeLayout::half_split);

@@ -76,23 +76,6 @@ Run run(Model& m, const std::vector<int>& prompt, const std::vector<int>& feed, 
 
 }  // namespace
 
-TEST_CASE("cuda KV quant: which specs run on cuda, checked without a device") {
-  auto check = [](const std::string& text) { cuda_spec_check(text); };
-  CHECK_NOTHROW(check("full"));
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64"));
-  CHECK_NOTHROW(check("quant:8/4/2=0.2/0.5/0.3,recent=32"));
-  CHECK_NOTHROW(check("quant:16"));
-  CHECK_NOTHROW(check("evict:snapkv,budget=0.3+quant:8/4=0.5/0.5+imp:a=1,b=0,c=0.5"));
-  CHECK_NOTHROW(check("evict:pyramidkv,budget=0.5"));
-  CHECK_NOTHROW(check("keep:1"));  // keeps every token at every layer: nothing to propagate selectively
-  CHECK_NOTHROW(check("quant:8/4/2=0.2/0.5/0.3+keep:0.5"));  // selective propagation (test_forward_keep_cuda.cu)
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64+keep:0.5"));  // svd + keep:<1 (test_forward_svdkeep_cuda.cu)
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64+quant:8/4=0.5/0.5+keep:0.5"));
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64+quant:8/4/2=0.2/0.5/0.3"));  // the unified cache
-  CHECK_NOTHROW(check("svd:k=1/4,v=d/2,policy=uniform+quant:8/4=0.5/0.5"));
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64,policy=seed+evict:h2o,budget=0.5+quant:4"));
-}
-
 TEST_CASE("cuda KV quant on synthetic models: the packed cache, decode graph and sliding window match the CPU") {
   if (!have_cuda()) return;
   ThreadPool pool(4);

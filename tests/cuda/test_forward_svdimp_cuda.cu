@@ -124,14 +124,6 @@ Ranks compare_ranks(const CudaSession& s, const KVPrefill& p, int n_prompt) {
 
 }  // namespace
 
-TEST_CASE("cuda svd policy=importance: the specs run on cuda, checked without a device") {
-  auto check = [](const std::string& text) { cuda_spec_check(text); };
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64,policy=importance"));
-  CHECK_NOTHROW(check("svd:k=1/4,policy=importance+imp:w=8"));
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64,policy=importance+quant:8/4=0.5/0.5"));
-  CHECK_NOTHROW(check("svd:k=16,v=16/32/64,policy=importance+evict:snapkv,budget=0.5+quant:4"));
-}
-
 TEST_CASE("cuda svd policy=importance on synthetic models: ranks, bytes and logits match the CPU twin") {
   if (!have_cuda()) return;
   ThreadPool pool(4);
