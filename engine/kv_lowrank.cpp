@@ -585,12 +585,15 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   }
   const KVLowRankModel& M = *lr.model;
   const KVLowRankModel::Layer& Lr = M.layers[l];
-  const int rk = M.r_kpad, rv = M.r_fused;
-  // keys: c_k = W_K' x directly (n, nkv*rk); values: v = W_V x, then c_v = U_V[:, :r_t]^T v at each token's rank
-  {
+  const int rk = M.r_kpad, rv = M.r_fused, W = lr.window;
+  // keys: c_k = W_K' x directly (n, nkv*rk); values: v = W_V x, then c_v = U_V[:, :r_t]^T v at each token's rank.
+  // With a window the c_k rows come from the full keys when their tokens leave the ring (below): no W_K' x then.
+  if (W == 0) {
     float* outs[2] = {s.k.data(), s.v.data()};
     const QMatrix* ws[2] = {&Lr.wk, &L.wv};
     matmul_group_cpu(outs, ws, 2, s.xb.data(), n, pool);
+  } else {
+    matmul_cpu(s.v.data(), s.xb.data(), L.wv, n, pool);
   }
   float* ck = lr.ck.data() + size_t(l) * nkv * lr.capacity * rk;
   float* cv = lr.cv.data() + size_t(l) * nkv * lr.v_cap;
@@ -605,7 +608,6 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
         std::memcpy(ksink + (size_t(g) * lr.n_sink + pos0 + i) * hd, kfull.data() + size_t(i) * kvd + size_t(g) * hd,
                     hd * sizeof(float));
   }
-  const int W = lr.window;
   // window > 0: a token's compressed forms are written when it leaves the ring (below), not here
   if (W == 0) parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
