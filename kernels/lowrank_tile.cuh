@@ -44,6 +44,11 @@ __host__ __device__ inline size_t smem_floats(int gs, int qch, int D, int rk, in
          + rows * rv              // sAcc  z accumulators
          + 3 * rows;              // sM, sL, sCorr
 }
+// window=N (a Tile with win_first): the tile's full keys (RoPE'd) and full-rank value rows, right after smem_floats.
+__host__ __device__ inline size_t smem_window_floats(int D, int rv) {
+  return size_t(kT) * (D + 1)  // sKf   full RoPE'd keys of the tile rows some query reads in full
+         + size_t(kT) * rv;    // sCvf  their full-rank value coefficients
+}
 
 // Tile policy (one per kernel file):
 //   __device__ void load(int t0, int nt, float* sCk, float* sCv) const: keys t0 .. t0+nt-1 of KV head blockIdx.x;
@@ -52,6 +57,11 @@ __host__ __device__ inline size_t smem_floats(int gs, int qch, int D, int rk, in
 //   __device__ int key_pos(int t0, int t) const: the RoPE position of key t0 + t (read after load's barrier).
 //   optional, __device__ void sink_key(int tok, int ia, int ib, float& ka, float& kb) const: may replace dims ia, ib
 //       of key tok's rebuilt (pre-RoPE) key with a cached full key (RowsTile's sinks=N); RoPE follows as usual.
+//   optional, the recent window (window=N; RowsWindowTile): __device__ int win_first(int p) const: the first key a
+//       query at key p reads in full (p - N + 1); keys win_first(p) .. p are scored with full_key(tok, ia, ib, ka,
+//       kb) (dims ia, ib of the full pre-RoPE key, RoPE'd at key_pos like the rebuilt ones) and accumulated with
+//       full_value(tok, r) (r < r_vmax == head_dim), older ones with the compressed forms. The boundary is per query
+//       (inside a tile in the prefill); those rows live in smem_window_floats() more floats after smem_floats().
 // Args: the kernel's argument struct (LowRankAttentionCudaArgs<T> or LowRankQuantDecodeArgs); block_program reads
 // its shared fields q (n_q, n_heads, head_dim; RoPE applied), uk (n_kv_heads, r_k, head_dim), inv_freq (head_dim/2),
 // n_heads, n_kv_heads, head_dim, r_k, r_vmax and rope_layout. n_q queries, the last n_q of n_kv keys; qch queries a
@@ -72,6 +82,9 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
   float* sM = sAcc + size_t(rows) * rv;
   float* sL = sM + rows;
   float* sCorr = sL + rows;
+  constexpr bool kWin = requires { tile.win_first(0); };
+  float* sKf = sCorr + rows;            // window only (smem_window_floats)
+  float* sCvf = sKf + size_t(kT) * LD;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
   const int g = blockIdx.x, i0 = blockIdx.y * qch, split = blockIdx.z, S = gridDim.z;
@@ -146,6 +159,27 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
           }
         }
       }
+      if constexpr (kWin) {
+        // window: rows tf .. nt-1 of the tile are read in full by some query of the block (the block's first query
+        // has the lowest boundary); their full keys RoPE'd into sKf and full-rank values into sCvf (other regions
+        // than the rebuild's, so the same phase). Decode at long context: only the last tile has any.
+        const int tf = max(0, tile.win_first(first + i0) - t0), nf = max(0, nt - tf);
+        for (int idx = tid; idx < nf * half; idx += blockDim.x) {
+          const int t = tf + idx / half, j = idx % half;
+          const int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
+          float xa, xb;
+          tile.full_key(t0 + t, ia, ib, xa, xb);
+          const float ang = static_cast<float>(tile.key_pos(t0, t)) * sF[j];
+          float sn, cs;
+          sincosf(ang, &sn, &cs);
+          sKf[t * LD + ia] = xa * cs - xb * sn;
+          sKf[t * LD + ib] = xa * sn + xb * cs;
+        }
+        for (int idx = tid; idx < nf * rv; idx += blockDim.x) {
+          const int t = tf + idx / rv, r = idx % rv;
+          sCvf[t * rv + r] = tile.full_value(t0 + t, r);
+        }
+      }
     }
     __syncthreads();
 
@@ -157,6 +191,8 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
       if (t < nt && qi < nq && t0 + t <= first + i0 + qi) {
         const float* qr = sQ + size_t(R) * LD;
         const float* kr = sK + t * LD;
+        if constexpr (kWin)
+          if (t0 + t >= tile.win_first(first + i0 + qi)) kr = sKf + t * LD;  // inside this query's window
         float dot = 0.0f;
         for (int d = 0; d < D; ++d) dot = fmaf(qr[d], kr[d], dot);
         s = dot * scale;
@@ -189,7 +225,13 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
       const int R = idx / rv, r = idx - R * rv;
       const float* p = sS + R * kT;
       float acc = sAcc[idx] * sCorr[R];
-      for (int t = 0; t < nt; ++t) acc = fmaf(p[t], sCv[t * rv + r], acc);
+      if constexpr (kWin) {  // keys tw .. of the tile are in this query's window: their full-rank rows
+        const int tw = min(nt, max(0, tile.win_first(first + i0 + R % qch) - t0));
+        for (int t = 0; t < tw; ++t) acc = fmaf(p[t], sCv[t * rv + r], acc);
+        for (int t = tw; t < nt; ++t) acc = fmaf(p[t], sCvf[t * rv + r], acc);
+      } else {
+        for (int t = 0; t < nt; ++t) acc = fmaf(p[t], sCv[t * rv + r], acc);
+      }
       sAcc[idx] = acc;
     }
   }
