@@ -220,7 +220,7 @@ void launch_combine(float* z, const float* part_z, const float* part_ml, int n_q
 
 size_t attention_lowrank_smem_bytes(int group, int q_per_block, int head_dim, int r_k, int r_vmax, int window) {
   return (lowrank_tile::smem_floats(group, q_per_block, head_dim, r_k, r_vmax) +
-          (window > 0 ? lowrank_tile::smem_window_floats(head_dim, r_vmax) : 0)) *
+          (window > 0 && q_per_block > 1 ? lowrank_tile::smem_window_floats(head_dim, r_vmax) : 0)) *
          sizeof(float);
 }
 

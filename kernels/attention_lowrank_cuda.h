@@ -114,7 +114,8 @@ void kv_lowrank_sink_write_cuda(float* k_sink, const bf16* wk, const bf16* x, in
                                 int head_dim, int n_sink, const int* pos, cudaStream_t st);
 
 // Dynamic shared memory one block needs (bytes), for the launch checks and the docs.
-// window: window=N > 0 (the full rows of a tile, kernels/lowrank_tile.cuh smem_window_floats).
+// window: window=N > 0 (with q_per_block > 1, the prefill: the full rows of a tile beside the rebuilt ones,
+// kernels/lowrank_tile.cuh smem_window_floats; the decode's one query replaces the tile's rows in place).
 size_t attention_lowrank_smem_bytes(int group, int q_per_block, int head_dim, int r_k, int r_vmax, int window = 0);
 
 }  // namespace llm

@@ -61,7 +61,8 @@ __host__ __device__ inline size_t smem_window_floats(int D, int rv) {
 //       query at key p reads in full (p - N + 1); keys win_first(p) .. p are scored with full_key(tok, ia, ib, ka,
 //       kb) (dims ia, ib of the full pre-RoPE key, RoPE'd at key_pos like the rebuilt ones) and accumulated with
 //       full_value(tok, r) (r < r_vmax == head_dim), older ones with the compressed forms. The boundary is per query
-//       (inside a tile in the prefill); those rows live in smem_window_floats() more floats after smem_floats().
+//       (inside a tile in the prefill); with qch > 1 those rows live in smem_window_floats() more floats after
+//       smem_floats(), with qch == 1 (decode) they replace the tile's rows in place (no extra shared memory).
 // Args: the kernel's argument struct (LowRankAttentionCudaArgs<T> or LowRankQuantDecodeArgs); block_program reads
 // its shared fields q (n_q, n_heads, head_dim; RoPE applied), uk (n_kv_heads, r_k, head_dim), inv_freq (head_dim/2),
 // n_heads, n_kv_heads, head_dim, r_k, r_vmax and rope_layout. n_q queries, the last n_q of n_kv keys; qch queries a
@@ -83,7 +84,11 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
   float* sL = sM + rows;
   float* sCorr = sL + rows;
   constexpr bool kWin = requires { tile.win_first(0); };
-  float* sKf = sCorr + rows;            // window only (smem_window_floats)
+  // window: with one query per block (decode) every row has the same boundary, so the window's full keys and values
+  // replace the tile's own rows in sK / sCv (no more shared memory, the score and accumulate phases unchanged);
+  // with several (prefill) each query has its own boundary inside the tile: full rows in sKf / sCvf beside them
+  const bool win_sep = kWin && qch > 1;
+  float* sKf = sCorr + rows;            // win_sep only (smem_window_floats)
   float* sCvf = sKf + size_t(kT) * LD;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
@@ -150,6 +155,8 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
           if (m < per && t < nt) {
             float xa = ka[m], xb = kb[m];
             if constexpr (requires { tile.sink_key(t0, ia, ib, xa, xb); }) tile.sink_key(t0 + t, ia, ib, xa, xb);
+            if constexpr (kWin)  // decode: inside the query's window the full key replaces the rebuilt one
+              if (!win_sep && t0 + t >= tile.win_first(first + i0)) tile.full_key(t0 + t, ia, ib, xa, xb);
             // fp32 product, accurate sincosf: as rope_cpu
             const float ang = static_cast<float>(tile.key_pos(t0, t)) * sF[j];
             float sn, cs;
@@ -161,10 +168,11 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
       }
       if constexpr (kWin) {
         // window: rows tf .. nt-1 of the tile are read in full by some query of the block (the block's first query
-        // has the lowest boundary); their full keys RoPE'd into sKf and full-rank values into sCvf (other regions
-        // than the rebuild's, so the same phase). Decode at long context: only the last tile has any.
+        // has the lowest boundary); their full-rank values into sCv (decode: sCv is read only after this phase) or
+        // sCvf, and with several queries their full keys RoPE'd into sKf (other regions than the rebuild's, so the
+        // same phase). Decode at long context: only the last tile or two have any.
         const int tf = max(0, tile.win_first(first + i0) - t0), nf = max(0, nt - tf);
-        for (int idx = tid; idx < nf * half; idx += blockDim.x) {
+        for (int idx = tid; idx < (win_sep ? nf : 0) * half; idx += blockDim.x) {
           const int t = tf + idx / half, j = idx % half;
           const int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
           float xa, xb;
@@ -175,9 +183,10 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
           sKf[t * LD + ia] = xa * cs - xb * sn;
           sKf[t * LD + ib] = xa * sn + xb * cs;
         }
+        float* cvf = win_sep ? sCvf : sCv;
         for (int idx = tid; idx < nf * rv; idx += blockDim.x) {
           const int t = tf + idx / rv, r = idx % rv;
-          sCvf[t * rv + r] = tile.full_value(t0 + t, r);
+          cvf[t * rv + r] = tile.full_value(t0 + t, r);
         }
       }
     }
@@ -192,7 +201,7 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
         const float* qr = sQ + size_t(R) * LD;
         const float* kr = sK + t * LD;
         if constexpr (kWin)
-          if (t0 + t >= tile.win_first(first + i0 + qi)) kr = sKf + t * LD;  // inside this query's window
+          if (win_sep && t0 + t >= tile.win_first(first + i0 + qi)) kr = sKf + t * LD;  // in this query's window
         float dot = 0.0f;
         for (int d = 0; d < D; ++d) dot = fmaf(qr[d], kr[d], dot);
         s = dot * scale;
@@ -226,7 +235,7 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
       const float* p = sS + R * kT;
       float acc = sAcc[idx] * sCorr[R];
       if constexpr (kWin) {  // keys tw .. of the tile are in this query's window: their full-rank rows
-        const int tw = min(nt, max(0, tile.win_first(first + i0 + R % qch) - t0));
+        const int tw = win_sep ? min(nt, max(0, tile.win_first(first + i0 + R % qch) - t0)) : nt;
         for (int t = 0; t < tw; ++t) acc = fmaf(p[t], sCv[t * rv + r], acc);
         for (int t = tw; t < nt; ++t) acc = fmaf(p[t], sCvf[t * rv + r], acc);
       } else {
