@@ -297,13 +297,14 @@ void bench_cuda(const CudaBenchOptions& o) {
   double kv_read = full_token_bytes * avg_kv;  // KV bytes one decode step reads, averaged over the steps
   double kv_token_bytes = full_token_bytes;    // per cached token, as stored
   if (model->lowrank) {
-    // read: what the decode kernel streams, a bf16 c_k row of r_kpad (alloc=spectrum: the padded width) and vrank[t]
-    // c_v values per token, layer and KV head, as the policy ranked them (window=N: every token's, the window's
-    // included, whose tiles also load their full rows); sinks=N: + min(n, N) full keys fp32; window=N: + min(n, N)
-    // full keys and values fp32. Stored (kv_token_bytes): cuda_lowrank_kv_bytes, the CPU's count (each block's own
-    // key rank, the window's tokens once, in full).
+    // read: what the decode kernel streams, a bf16 c_k row (alloc=spectrum: the block's own rank, packed; the mean
+    // over blocks here) and vrank[t] c_v values per token, layer and KV head, as the policy ranked them (window=N:
+    // every token's, the window's included, whose tiles also load their full rows); sinks=N: + min(n, N) full keys
+    // fp32; window=N: + min(n, N) full keys and values fp32. Stored (kv_token_bytes): cuda_lowrank_kv_bytes, the
+    // CPU's count (each block's own key rank, the window's tokens once, in full).
     const double per_elem = 2.0 * c.n_layers * c.n_kv_heads;
-    const int rk = model->lowrank->r_k;
+    double rk = 0.0;
+    for (int r : model->lowrank->k_rank) rk += double(r) / double(model->lowrank->k_rank.size());
     double sum = 0.0;
     const double full_row = 4.0 * c.n_layers * c.n_kv_heads * c.head_dim;
     for (int i = 0; i < o.n_gen; ++i)

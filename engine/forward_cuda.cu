@@ -416,7 +416,21 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
     CUDA_CHECK(cudaMemset(s->vcache.ptr, 0, cache));
   } else {  // issue 6: c_k up front; cv grows in cuda_lowrank_begin
     const CudaLowRank& M = *m.lowrank;
-    const size_t ck = size_t(c.n_layers) * c.n_kv_heads * capacity * M.r_k * 2;
+    size_t key_ranks = 0;  // c_k values per token over all blocks (alloc=spectrum: the blocks' own ranks, packed)
+    for (int r : M.k_rank) key_ranks += size_t(M.alloc_spectrum ? r : M.r_k);
+    const size_t ck = key_ranks * capacity * 2;
+    if (M.alloc_spectrum) {
+      std::vector<int64_t> off(M.k_rank.size());
+      int64_t at = 0;
+      for (size_t b = 0; b < off.size(); ++b) {
+        off[b] = at;
+        at += int64_t(capacity) * M.k_rank[b];
+      }
+      s->lr_koff = DeviceBuffer(off.size() * sizeof(int64_t));
+      s->lr_krank = DeviceBuffer(M.k_rank.size() * sizeof(int));
+      CUDA_CHECK(cudaMemcpy(s->lr_koff.ptr, off.data(), s->lr_koff.bytes, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(s->lr_krank.ptr, M.k_rank.data(), s->lr_krank.bytes, cudaMemcpyHostToDevice));
+    }
     s->ck = DeviceBuffer(ck);
     CUDA_CHECK(cudaMemset(s->ck.ptr, 0, ck));
     s->vrank = DeviceBuffer(size_t(capacity) * sizeof(int32_t));
@@ -472,7 +486,7 @@ size_t cuda_session_device_bytes(const CudaSession& s) {
   size_t b = s.lt.workspace.bytes;
   for (const DeviceBuffer* d : {&s.kcache, &s.vcache, &s.x, &s.y, &s.xb, &s.qkv, &s.q, &s.att, &s.gu, &s.h, &s.logits,
                                 &s.tokens, &s.pos, &s.attn_ws, &s.ck, &s.cv, &s.vrank, &s.voff, &s.z, &s.lr_qkv,
-                                &s.ksink, &s.kwin, &s.vwin, &s.lr_kfull, &s.lr_vfull})
+                                &s.ksink, &s.kwin, &s.vwin, &s.lr_kfull, &s.lr_vfull, &s.lr_koff, &s.lr_krank})
     b += d->bytes;
   if (s.kvq) {
     const CudaKVQ& q = *s.kvq;
@@ -1295,11 +1309,15 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
       gemm_bf16_cuda(s.lt, kfull, xb, R.wk, n, kvd, dim, st);
   }
   mark(OpFamily::rope_kv);
-  bf16* ck = s.ck.as<bf16>() + size_t(l) * nkv * s.capacity * rk;
+  // alloc=spectrum: packed blocks at their own ranks (absolute offsets); else layer l's uniform block
+  const bool packed = s.lr_koff.bytes > 0;
+  bf16* ck = packed ? s.ck.as<bf16>() : s.ck.as<bf16>() + size_t(l) * nkv * s.capacity * rk;
+  const int64_t* ck_off = packed ? s.lr_koff.as<int64_t>() + size_t(l) * nkv : nullptr;
+  const int* k_ranks = packed ? s.lr_krank.as<int>() + size_t(l) * nkv : nullptr;
   bf16* cv = s.cv.as<bf16>() + size_t(l) * nkv * s.v_cap;
   kv_lowrank_write_cuda<bf16>(q, kc, v, R.uv, ck, cv, s.voff.as<int64_t>(), s.vrank.as<int32_t>(), s.capacity,
                               s.v_cap, n, c.n_heads, nkv, hd, rk, rv, m.inv_freq, c.rope_layout, pos, st, n < n_call,
-                              vfull);
+                              vfull, ck_off, k_ranks);
   float* ksink = s.n_sink > 0 ? s.ksink.as<float>() + size_t(l) * nkv * s.n_sink * hd : nullptr;
   if (ksink)  // sinks=N: the full keys of the tokens at positions < N (a no-op kernel past them; refused with keep:)
     kv_lowrank_sink_write_cuda(ksink, R.wk, xb, n, dim, nkv, hd, s.n_sink, pos, st);
@@ -1399,6 +1417,8 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     a.k_new = kfull;
     a.v_new = vfull;
     a.window = s.window;
+    a.ck_off = ck_off;
+    a.k_ranks = k_ranks;
     if (n == 1)
       attention_lowrank_decode_cuda(z, a, s.pos.as<int>(), s.lr_splits, s.attn_ws.as<float>(), st);
     else

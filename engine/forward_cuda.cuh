@@ -212,7 +212,7 @@ struct CudaSession {
   // CPU's KVLowRank (engine/kv_lowrank.h). cv grows geometrically (re-laid, decode graph dropped) up to
   // capacity x r_vmax as the policy's ranks arrive; vrank/voff are filled on the host (cuda_lowrank_begin)
   // before each forward call, outside graph capture, and the kernels read them on the device like pos.
-  DeviceBuffer ck;              // (n_layers, n_kv_heads, capacity, r_k) bf16
+  DeviceBuffer ck;              // (n_layers, n_kv_heads, capacity, r_k) bf16 (alloc=spectrum: packed, lr_koff)
   DeviceBuffer cv;              // (n_layers, n_kv_heads, v_cap) bf16
   int64_t v_cap = 0;            // elements per (layer, KV head) block of cv
   DeviceBuffer vrank, voff;     // (capacity) int32, (capacity + 1) int64
@@ -228,6 +228,10 @@ struct CudaSession {
   // window=N (KVLowRank::window): min(N, capacity). c_k / c_v are written for every token (not when it leaves the
   // ring: the same values, and the decode graph stays one kernel sequence); the ring holds the last `window`
   // tokens' full pre-RoPE keys and full-rank value coefficients, token t in slot t % window, fp32 as on the CPU.
+  // alloc=spectrum: ck packed per (layer, KV head) block at the block's own key rank (capacity x k_rank values at
+  // lr_koff[block], row stride k_rank), so neither memory nor the decode's reads include the zero padding to r_k
+  DeviceBuffer lr_koff;         // (n_layers * n_kv_heads) int64 element offsets into ck; empty: the uniform layout
+  DeviceBuffer lr_krank;        // (n_layers * n_kv_heads) int32 k_rank
   int window = 0;
   DeviceBuffer kwin, vwin;      // (n_layers, n_kv_heads, window, head_dim) fp32
   DeviceBuffer lr_kfull;        // (max_block, n_kv_heads, head_dim) fp32: a block's W_K x (window only)

@@ -33,16 +33,26 @@ struct RowsTile {
   int rk, rv;
   const float* ksg = nullptr;  // KV head g's full keys (k_sink_stride, head_dim), sinks=N
   int n_sink = 0, hd = 0;
-  // c_k rows t0 .. t0+nt-1 are contiguous; c_v per token at voff (zero past its rank = pad(c_v))
+  int rkg = 0;  // KV head g's own key rank (alloc=spectrum packed: its c_k row stride), else rk
+  // c_k rows t0 .. t0+nt-1 are contiguous (rkg values each, zero-filled to rk); c_v per token at voff (zero past
+  // its rank = pad(c_v))
   __device__ __forceinline__ void load(int t0, int nt, float* sCk, float* sCv) const {
-    const T* ckt = ckg + size_t(t0) * rk;
-    for (int idx = threadIdx.x; idx < nt * rk; idx += blockDim.x) sCk[idx] = to_f32(ckt[idx]);
+    const T* ckt = ckg + size_t(t0) * rkg;
+    if (rkg == rk) {
+      for (int idx = threadIdx.x; idx < nt * rk; idx += blockDim.x) sCk[idx] = to_f32(ckt[idx]);
+    } else {
+      for (int idx = threadIdx.x; idx < nt * rk; idx += blockDim.x) {
+        const int t = idx / rk, j = idx - t * rk;
+        sCk[idx] = j < rkg ? to_f32(ckt[t * rkg + j]) : 0.0f;
+      }
+    }
     for (int idx = threadIdx.x; idx < nt * rv; idx += blockDim.x) {
       const int t = idx / rv, r = idx - t * rv, tok = t0 + t;
       sCv[idx] = r < vrank[tok] ? to_f32(cvg[voff[tok] + r]) : 0.0f;
     }
   }
   __device__ __forceinline__ int key_pos(int t0, int t) const { return t0 + t; }
+  __device__ __forceinline__ int key_rank() const { return rkg; }
   // the rebuild of a sink token is discarded for its cached key (fp32, before RoPE), as attention_lowrank_cpu
   __device__ __forceinline__ void sink_key(int tok, int ia, int ib, float& ka, float& kb) const {
     if (tok < n_sink) {
@@ -82,9 +92,16 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ float smem[];
   const int g = blockIdx.x;
   const int n_kv = pos ? pos[0] + 1 : n_kv_host;
-  const RowsTile<T> tile{a.ck + size_t(g) * a.ck_stride * a.r_k, a.cv + size_t(g) * a.cv_stride, a.voff, a.vrank,
-                         a.r_k, a.r_vmax, a.n_sink > 0 ? a.k_sink + size_t(g) * a.k_sink_stride * a.head_dim : nullptr,
-                         a.n_sink, a.head_dim};
+  const RowsTile<T> tile{a.ck_off ? a.ck + a.ck_off[g] : a.ck + size_t(g) * a.ck_stride * a.r_k,
+                         a.cv + size_t(g) * a.cv_stride,
+                         a.voff,
+                         a.vrank,
+                         a.r_k,
+                         a.r_vmax,
+                         a.n_sink > 0 ? a.k_sink + size_t(g) * a.k_sink_stride * a.head_dim : nullptr,
+                         a.n_sink,
+                         a.head_dim,
+                         a.k_ranks ? a.k_ranks[g] : a.r_k};
   if constexpr (kWindow) {
     const size_t ring = size_t(g) * a.window * a.head_dim;
     const RowsWindowTile<T> wt{tile,
@@ -117,7 +134,8 @@ __global__ void __launch_bounds__(kThreads)
     kv_lowrank_write_kernel(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
                             const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride,
                             int n_heads, int nkv, int D, int rk, int rv, const float* inv_freq, bool interleaved,
-                            const int* pos, bool pos_each, float* v_full) {
+                            const int* pos, bool pos_each, float* v_full, const int64_t* ck_off,
+                            const int* k_ranks) {
   const int i = blockIdx.x, p = pos_each ? pos[i] : pos[0] + i, half = D / 2;
   // q: item = (head hh, rotation pair j), as rope_cpu
   float* qi = q + size_t(i) * n_heads * D;
@@ -132,10 +150,15 @@ __global__ void __launch_bounds__(kThreads)
     x[ia] = a * cs - b * sn;
     x[ib] = a * sn + b * cs;
   }
-  // c_k: item = (KV head g, dim jj)
+  // c_k: item = (KV head g, dim jj); packed (alloc=spectrum): the block's own rank, the padding's zeros dropped
   for (int idx = threadIdx.x; idx < nkv * rk; idx += blockDim.x) {
     const int g = idx / rk, jj = idx - g * rk;
-    store_f32(ck + (size_t(g) * ck_stride + p) * rk + jj, kc[(size_t(i) * nkv + g) * rk + jj]);
+    const float x = kc[(size_t(i) * nkv + g) * rk + jj];
+    if (!ck_off) {
+      store_f32(ck + (size_t(g) * ck_stride + p) * rk + jj, x);
+    } else if (jj < k_ranks[g]) {
+      store_f32(ck + ck_off[g] + size_t(p) * k_ranks[g] + jj, x);
+    }
   }
   // c_v: item = (KV head g, rank dim j < vrank[p]); c_v[j] = U_V row j . v (v_full: every j < r_vmax too)
   const int r_t = vrank[p];
@@ -190,6 +213,8 @@ void check_args(const char* who, const LowRankAttentionCudaArgs<T>& a) {
     fail(who, ": a device pointer is null (q, ck, uk, cv, voff, vrank and inv_freq are all required)");
   if (a.n_sink < 0 || (a.n_sink > 0 && (!a.k_sink || a.k_sink_stride < a.n_sink)))
     fail(who, ": sinks ", a.n_sink, " need k_sink with k_sink_stride >= n_sink (got ", a.k_sink_stride, ")");
+  if (!a.ck_off != !a.k_ranks)
+    fail(who, ": ck_off and k_ranks (alloc=spectrum, packed c_k blocks) are given together or not at all");
   if (a.window < 0 || (a.window > 0 && (!a.k_win || !a.v_win || !a.k_new || !a.v_new || a.r_vmax != a.head_dim)))
     fail(who, ": window ", a.window, " needs k_win, v_win, k_new and v_new, and r_vmax ", a.r_vmax,
          " equal to head_dim ", a.head_dim, " (the window's values are read at full rank)");
@@ -281,17 +306,20 @@ template <class T>
 void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
                            const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride, int n,
                            int n_heads, int n_kv_heads, int head_dim, int r_k, int r_vmax, const float* inv_freq,
-                           RopeLayout layout, const int* pos, cudaStream_t st, bool pos_each, float* v_full) {
+                           RopeLayout layout, const int* pos, cudaStream_t st, bool pos_each, float* v_full,
+                           const int64_t* ck_off, const int* k_ranks) {
   if (head_dim < 2 || head_dim % 2 != 0) fail("kv_lowrank_write_cuda: head_dim ", head_dim, " must be even");
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
     fail("kv_lowrank_write_cuda: n_heads ", n_heads, " is not a multiple of n_kv_heads ", n_kv_heads);
   if (r_k < 1 || r_k > head_dim || r_vmax < 1 || r_vmax > head_dim)
     fail("kv_lowrank_write_cuda: ranks r_k ", r_k, ", r_vmax ", r_vmax, " must be in [1, head_dim ", head_dim, "]");
   if (!pos) fail("kv_lowrank_write_cuda: pos (device, the first token's position) is required");
+  if (!ck_off != !k_ranks) fail("kv_lowrank_write_cuda: ck_off and k_ranks are given together or not at all");
   if (n <= 0) return;
   kv_lowrank_write_kernel<T><<<n, kThreads, 0, st>>>(q, kc, v, uv, ck, cv, voff, vrank, ck_stride, cv_stride,
                                                      n_heads, n_kv_heads, head_dim, r_k, r_vmax, inv_freq,
-                                                     layout == RopeLayout::interleaved, pos, pos_each, v_full);
+                                                     layout == RopeLayout::interleaved, pos, pos_each, v_full,
+                                                     ck_off, k_ranks);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -325,10 +353,11 @@ void kv_lowrank_sink_write_cuda(float* k_sink, const bf16* wk, const bf16* x, in
 template void kv_lowrank_write_cuda<float>(float*, const float*, const float*, const float*, float*, float*,
                                            const int64_t*, const int32_t*, int64_t, int64_t, int, int, int, int, int,
                                            int, const float*, RopeLayout, const int*, cudaStream_t, bool,
-                                           float*);
+                                           float*, const int64_t*, const int*);
 template void kv_lowrank_write_cuda<bf16>(float*, const float*, const float*, const float*, bf16*, bf16*,
                                           const int64_t*, const int32_t*, int64_t, int64_t, int, int, int, int, int,
-                                          int, const float*, RopeLayout, const int*, cudaStream_t, bool, float*);
+                                          int, const float*, RopeLayout, const int*, cudaStream_t, bool, float*,
+                                          const int64_t*, const int*);
 template void attention_lowrank_prefill_cuda<float>(float*, const LowRankAttentionCudaArgs<float>&, int, int, float*,
                                                     cudaStream_t);
 template void attention_lowrank_prefill_cuda<bf16>(float*, const LowRankAttentionCudaArgs<bf16>&, int, int, float*,

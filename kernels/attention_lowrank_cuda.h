@@ -61,6 +61,11 @@ struct LowRankAttentionCudaArgs {
   const float* k_new = nullptr;
   const float* v_new = nullptr;
   int window = 0;
+  // alloc=spectrum, packed (optional, device, n_kv_heads each): KV head g's c_k block starts at ck + ck_off[g] and
+  // holds k_ranks[g] <= r_k values per token (row stride k_ranks[g]; ck_stride unused); U_K stays (n_kv_heads, r_k,
+  // head_dim) with its rows past k_ranks[g] unused. Null: every block r_k wide at ck + g * ck_stride * r_k.
+  const int64_t* ck_off = nullptr;
+  const int* k_ranks = nullptr;
 };
 
 // Prefill (n_q queries, causal, GQA): grid (n_kv_heads, ceil(n_q / queries-per-block)), one key range (no split).
@@ -89,13 +94,14 @@ void attention_lowrank_decode_cuda(float* z, const LowRankAttentionCudaArgs<T>& 
 // ck, cv, voff, vrank, strides, ranks and inv_freq as in LowRankAttentionCudaArgs (voff/vrank already hold the
 // new tokens' entries: the rank policy runs on the host). pos is a device pointer (one decode graph, every step).
 // v_full (optional, window=N): (n, n_kv_heads, r_vmax) fp32 gets every coefficient U_V[:, :r_vmax]^T v of the
-// tokens (the attention's v_new; c_v is its first vrank values).
+// tokens (the attention's v_new; c_v is its first vrank values). ck_off / k_ranks (optional, alloc=spectrum packed,
+// as LowRankAttentionCudaArgs): KV head g's first k_ranks[g] values of kc go to ck + ck_off[g] + pos * k_ranks[g].
 template <class T>
 void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
                            const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride, int n,
                            int n_heads, int n_kv_heads, int head_dim, int r_k, int r_vmax, const float* inv_freq,
                            RopeLayout layout, const int* pos, cudaStream_t st, bool pos_each = false,
-                           float* v_full = nullptr);
+                           float* v_full = nullptr, const int64_t* ck_off = nullptr, const int* k_ranks = nullptr);
 
 // The recent window's ring (window=N), after the attention of a block of n tokens at positions pos[0] + i: the
 // last min(n, N) of them copied from k_new / v_new (n, n_kv_heads, head_dim) fp32 into one layer's k_win / v_win

@@ -55,6 +55,8 @@ __host__ __device__ inline size_t smem_window_floats(int D, int rv) {
 //       sCk[t * r_k + j] = c_k value j, sCv[t * r_vmax + r] = c_v value r (0 past the key's rank); every thread of
 //       the block takes part (items strided by blockDim.x); block_program syncs before and after.
 //   __device__ int key_pos(int t0, int t) const: the RoPE position of key t0 + t (read after load's barrier).
+//   optional, __device__ int key_rank() const: the c_k values of this block's KV head that can be nonzero (<= r_k;
+//       alloc=spectrum): the rebuild sums only those (load still zero-fills sCk to r_k).
 //   optional, __device__ void sink_key(int tok, int ia, int ib, float& ka, float& kb) const: may replace dims ia, ib
 //       of key tok's rebuilt (pre-RoPE) key with a cached full key (RowsTile's sinks=N); RoPE follows as usual.
 //   optional, the recent window (window=N; RowsWindowTile): __device__ int win_first(int p) const: the first key a
@@ -137,7 +139,9 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
         float ka[kT], kb[kT];
 #pragma unroll
         for (int m = 0; m < kT; ++m) ka[m] = kb[m] = 0.0f;
-        for (int jj = 0; jj < rk; ++jj) {
+        int rkb = rk;  // terms of the rebuild (a block's own key rank with alloc=spectrum)
+        if constexpr (requires { tile.key_rank(); }) rkb = tile.key_rank();
+        for (int jj = 0; jj < rkb; ++jj) {
           const float ua = sU[jj * D + ia], ub = sU[jj * D + ib];
 #pragma unroll
           for (int m = 0; m < kT; ++m) {

@@ -195,7 +195,8 @@ TEST_CASE("cuda low-rank attention with vsinks (rank-head_dim value rows) matche
 }
 
 // alloc=spectrum: KV head g keeps rank k_rank[g] of r_kpad; the padded cache (zero columns of c_k, zero rows of U_K)
-// must give, for the heads of group g, what the unpadded cache of that head alone at rank k_rank[g] gives.
+// and the packed one (block g at its own rank, ck_off / k_ranks) must give, for the heads of group g, what the
+// unpadded cache of that head alone at rank k_rank[g] gives.
 TEST_CASE("cuda low-rank attention with per-head key ranks zero-padded to r_kpad equals each head at its rank") {
   if (!have_cuda()) return;
   std::mt19937 rng(84);
@@ -212,36 +213,54 @@ TEST_CASE("cuda low-rank attention with per-head key ranks zero-padded to r_kpad
   }
   DeviceInputs<float> d;
   upload_inputs(d, in, s, RopeLayout::half_split);
-  const std::vector<float> zp = prefill_z(d.a, n_q, n_kv);
-  d.a.q += size_t(n_q - 1) * s.n_heads * D;  // the decode's query: the last one
-  const std::vector<float> zd = decode_z(d.a, n_kv, 3);
-  const int rv = in.r_vmax;
+  // packed: block g holds ck_stride x k_rank[g] values at ck_off[g] (what a session with alloc=spectrum stores)
+  std::vector<float> packed;
+  std::vector<int64_t> off;
   for (int g = 0; g < H; ++g) {
-    CAPTURE(g);
-    // head g alone, rank k_rank[g], no padding: its queries, c_k columns, U_K rows and c_v block
-    const int kr = k_rank[g];
-    std::vector<float> q(size_t(n_q) * gs * D), ck(size_t(in.ck_stride) * kr), uk(size_t(kr) * D);
-    for (int i = 0; i < n_q; ++i)
-      std::copy_n(in.q.data() + (size_t(i) * s.n_heads + g * gs) * D, gs * D, q.data() + size_t(i) * gs * D);
+    off.push_back(int64_t(packed.size()));
     for (int t = 0; t < int(in.ck_stride); ++t)
-      std::copy_n(in.ck.data() + (size_t(g) * in.ck_stride + t) * rk, kr, ck.data() + size_t(t) * kr);
-    std::copy_n(in.uk.data() + size_t(g) * rk * D, size_t(kr) * D, uk.data());
-    LowRankAttentionArgs a = cpu_args(in, s, n_q, n_kv, RopeLayout::half_split);
-    a.q = q.data();
-    a.ck = ck.data();
-    a.uk = uk.data();
-    a.cv = in.cv.data() + size_t(g) * in.cv_stride;
-    a.r_k = kr;
-    a.n_heads = gs;
-    a.n_kv_heads = 1;
-    std::vector<float> ref(size_t(n_q) * gs * rv);
-    attention_lowrank_cpu(ref.data(), a);
-    std::vector<float> got(ref.size()), got1(size_t(gs) * rv);
-    for (int i = 0; i < n_q; ++i)
-      std::copy_n(zp.data() + (size_t(i) * s.n_heads + g * gs) * rv, gs * rv, got.data() + size_t(i) * gs * rv);
-    std::copy_n(zd.data() + size_t(g) * gs * rv, gs * rv, got1.data());
-    check_close("spectrum prefill z", got, ref, kAtol, kRtol);
-    check_close("spectrum decode z", got1, std::vector<float>(ref.end() - gs * rv, ref.end()), kAtol, kRtol);
+      for (int j = 0; j < k_rank[g]; ++j) packed.push_back(in.ck[(size_t(g) * in.ck_stride + t) * rk + j]);
+  }
+  DeviceBuffer dpacked = upload(packed), doff = upload(off), dranks = upload(k_rank);
+  const int rv = in.r_vmax;
+  for (const bool pack : {false, true}) {
+    CAPTURE(pack);
+    d.a.q = d.q.as<float>();
+    if (pack) {
+      d.a.ck = dpacked.as<float>();
+      d.a.ck_off = doff.as<int64_t>();
+      d.a.k_ranks = dranks.as<int>();
+    }
+    const std::vector<float> zp = prefill_z(d.a, n_q, n_kv);
+    d.a.q += size_t(n_q - 1) * s.n_heads * D;  // the decode's query: the last one
+    const std::vector<float> zd = decode_z(d.a, n_kv, 3);
+    for (int g = 0; g < H; ++g) {
+      CAPTURE(g);
+      // head g alone, rank k_rank[g], no padding: its queries, c_k columns, U_K rows and c_v block
+      const int kr = k_rank[g];
+      std::vector<float> q(size_t(n_q) * gs * D), ck(size_t(in.ck_stride) * kr), uk(size_t(kr) * D);
+      for (int i = 0; i < n_q; ++i)
+        std::copy_n(in.q.data() + (size_t(i) * s.n_heads + g * gs) * D, gs * D, q.data() + size_t(i) * gs * D);
+      for (int t = 0; t < int(in.ck_stride); ++t)
+        std::copy_n(in.ck.data() + (size_t(g) * in.ck_stride + t) * rk, kr, ck.data() + size_t(t) * kr);
+      std::copy_n(in.uk.data() + size_t(g) * rk * D, size_t(kr) * D, uk.data());
+      LowRankAttentionArgs a = cpu_args(in, s, n_q, n_kv, RopeLayout::half_split);
+      a.q = q.data();
+      a.ck = ck.data();
+      a.uk = uk.data();
+      a.cv = in.cv.data() + size_t(g) * in.cv_stride;
+      a.r_k = kr;
+      a.n_heads = gs;
+      a.n_kv_heads = 1;
+      std::vector<float> ref(size_t(n_q) * gs * rv);
+      attention_lowrank_cpu(ref.data(), a);
+      std::vector<float> got(ref.size()), got1(size_t(gs) * rv);
+      for (int i = 0; i < n_q; ++i)
+        std::copy_n(zp.data() + (size_t(i) * s.n_heads + g * gs) * rv, gs * rv, got.data() + size_t(i) * gs * rv);
+      std::copy_n(zd.data() + size_t(g) * gs * rv, gs * rv, got1.data());
+      check_close("spectrum prefill z", got, ref, kAtol, kRtol);
+      check_close("spectrum decode z", got1, std::vector<float>(ref.end() - gs * rv, ref.end()), kAtol, kRtol);
+    }
   }
 }
 

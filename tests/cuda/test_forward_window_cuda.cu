@@ -6,7 +6,8 @@
 //    replays; every step moves a token out of the ring), both RoPE layouts, GQA groups 2 and 4; the device's KV bytes
 //    against the CPU's count;
 //  - alloc=spectrum: the device holds the CPU's per-block key ranks, and the W_K' rows and U_K rows past a block's
-//    rank (the padding to r_kpad) are zero on the device, so the rebuilt keys are the CPU's;
+//    rank (the padding to r_kpad) are zero on the device, so the rebuilt keys are the CPU's; the session's c_k is
+//    packed at the blocks' own ranks (no padding stored);
 //  - greedy decoding through the device-resident graph loop (window 8 from a 3-token prompt: the ring fills and
 //    slides inside the graph) against the CPU's greedy tokens;
 //  - at full ranks (k = v = head_dim) with a window the outputs equal the CUDA full-cache forward;
@@ -138,6 +139,12 @@ TEST_CASE("cuda svd window/vsinks/alloc=spectrum: prompt blocks and decode steps
     if (spec.k_alloc_spectrum) check_padding_zero(m);
     CudaSessionPtr s = cuda_session_create(m, ctx, 16);  // blocks of 16: later blocks read the ring
     CHECK(s->window == spec.window);
+    if (spec.k_alloc_spectrum) {  // c_k packed at the blocks' own ranks: no padding stored (or read)
+      size_t key_ranks = 0;
+      for (int r : lrm->k_rank) key_ranks += size_t(r);
+      CHECK(s->ck.bytes == key_ranks * ctx * 2);
+      CHECK(key_ranks < lrm->k_rank.size() * size_t(lrm->r_kpad));
+    }
     const std::vector<float> got = run_prompt_feed(*s, prompt, feed);
     const int n = int(prompt.size());
     check_logits("prompt", {got.begin(), got.begin() + size_t(n) * V}, {ref.begin(), ref.begin() + size_t(n) * V}, V);
