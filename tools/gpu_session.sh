@@ -245,7 +245,7 @@ stage_bench_extra() {
   done
   bench "l3_8b_svd_sinks4_32768" --synthetic $CONFIG -p 2048 -n 128 -c 32768 -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed,sinks=4
   # the issue's best quality setting (docs/kv-compression.md "Closing the gap"): a recent window of 16, value sink,
-  # key ranks by spectrum (synthetic spectrum on random bases: the decode reads r_kpad key values per token)
+  # key ranks by spectrum (a synthetic spectrum on the random bases; c_k packed at the blocks' own ranks)
   bench "l3_8b_svd_window16_32768" --synthetic $CONFIG -p 2048 -n 128 -c 32768 -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed,window=16,sinks=1,vsinks=1,alloc=spectrum
   grep -h "^kv cache" "$LOGS"/bench_l3_8b_svd_*.log 2> /dev/null | head -1 | sed "s/^/l3_8b_svd: /" >> "$SUMMARY"
   # issue 7 (quantised / importance KV, kernels/attention_quant.cu): mixed 8/4/2-bit decode attention vs bf16
