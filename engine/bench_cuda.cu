@@ -207,6 +207,15 @@ void bench_cuda(const CudaBenchOptions& o) {
       CUDA_CHECK(cudaMemcpyAsync(s.ksink.ptr, ks.data(), s.ksink.bytes, cudaMemcpyHostToDevice, s.stream));
       CUDA_CHECK(cudaStreamSynchronize(s.stream));  // ks is pageable and leaves scope
     }
+    if (s.window > 0) {  // window=N: the ring's full keys and value coefficients (fp32), random as the rest
+      std::vector<float> ring(s.kwin.bytes / 4);
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      for (DeviceBuffer* b : {&s.kwin, &s.vwin}) {
+        for (float& x : ring) x = nd(rng);
+        CUDA_CHECK(cudaMemcpyAsync(b->ptr, ring.data(), b->bytes, cudaMemcpyHostToDevice, s.stream));
+        CUDA_CHECK(cudaStreamSynchronize(s.stream));  // ring is pageable and refilled
+      }
+    }
   } else {
     const size_t cache_elems = s.kcache.bytes / es;
     if (model->dtype == DType::f16) {
@@ -288,17 +297,21 @@ void bench_cuda(const CudaBenchOptions& o) {
   double kv_read = full_token_bytes * avg_kv;  // KV bytes one decode step reads, averaged over the steps
   double kv_token_bytes = full_token_bytes;    // per cached token, as stored
   if (model->lowrank) {
-    // compressed bf16 cache: r_k + vrank[t] values per token, layer and KV head, as the policy ranked them
+    // read: what the decode kernel streams, a bf16 c_k row (alloc=spectrum: the block's own rank, packed; the mean
+    // over blocks here) and vrank[t] c_v values per token, layer and KV head, as the policy ranked them (window=N:
+    // every token's, the window's included, whose tiles also load their full rows); sinks=N: + min(n, N) full keys
+    // fp32; window=N: + min(n, N) full keys and values fp32. Stored (kv_token_bytes): cuda_lowrank_kv_bytes, the
+    // CPU's count (each block's own key rank, the window's tokens once, in full).
     const double per_elem = 2.0 * c.n_layers * c.n_kv_heads;
-    const int rk = model->lowrank->ranks.k;
+    double rk = 0.0;
+    for (int r : model->lowrank->k_rank) rk += double(r) / double(model->lowrank->k_rank.size());
     double sum = 0.0;
-    // sinks=N: + min(n, N) full keys per layer and KV head, fp32 (cuda_session_kv_bytes, the CPU's count)
-    const double sink_row = 4.0 * c.n_layers * c.n_kv_heads * c.head_dim;
+    const double full_row = 4.0 * c.n_layers * c.n_kv_heads * c.head_dim;
     for (int i = 0; i < o.n_gen; ++i)
       sum += per_elem * (double(start + i + 1) * rk + double(s.h_voff[start + i + 1])) +
-             sink_row * std::min(start + i + 1, s.n_sink);
+             full_row * (std::min(start + i + 1, s.n_sink) + 2.0 * std::min(start + i + 1, s.window));
     kv_read = sum / o.n_gen;
-    kv_token_bytes = per_elem * (rk + double(s.h_voff[ctx]) / ctx) + sink_row * std::min(ctx, s.n_sink) / ctx;
+    kv_token_bytes = double(cuda_lowrank_kv_bytes(s, ctx)) / ctx;
   }
   if (s.kvq) {  // issue 7: the packed cache as the attention reads it (rows, offsets, widths), step by step
     double sum = 0.0;

@@ -181,17 +181,17 @@ void release(CudaModel& m, const void* p) {
     }
 }
 
-// Allocate the low-rank weights of ranks r and copy the W_Q and W_V rows of every layer's W_QKV into W_QKV'
-// (device to device). The caller fills W_K', U_K, U_V and W_fused, then calls lowrank_finish.
-CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
+// Allocate the low-rank weights of ranks r (c_k rows r_kpad wide, W_fused blocks r_fused wide: KVLowRankModel's
+// r_kpad / r_fused; k_rank each block's own key rank) and copy the W_Q and W_V rows of every layer's W_QKV into
+// W_QKV' (device to device). The caller fills W_K', U_K, U_V and W_fused, then calls lowrank_finish.
+CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r, int r_kpad, int r_fused,
+                           std::vector<int> k_rank) {
   const Config& c = m.c;
   if (m.lowrank) fail("cuda_model_add_lowrank: the model already has a low-rank KV cache");
-  if (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum)  // CPU-only quality options (engine/kv_lowrank.cpp)
-    fail("--kv '", spec.text, "': window=, vsinks= and alloc=spectrum are not supported on cuda yet; use --device cpu");
   const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd, kvd = nkv * hd;
-  const int64_t kcd = nkv * r.k, fused_cols = int64_t(c.n_heads) * r.v_max();
+  const int64_t kcd = nkv * r_kpad, fused_cols = int64_t(c.n_heads) * r_fused;
   if (fused_cols % 8 != 0)
-    fail("--kv '", spec.text, "' on cuda: n_heads x r_vmax = ", c.n_heads, " x ", r.v_max(), " = ", fused_cols,
+    fail("--kv '", spec.text, "' on cuda: n_heads x r_vmax = ", c.n_heads, " x ", r_fused, " = ", fused_cols,
          " must be a multiple of 8 (the W_fused GEMV reads 8 bf16 at a time); pick another value rank or --device cpu");
   auto alloc = [&](size_t bytes) {
     m.bufs.emplace_back(bytes);
@@ -204,17 +204,24 @@ CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r) {
   lr->desc = kv_spec_describe(spec, r);
   lr->layers.resize(c.n_layers);
   lr->sinks = spec.sinks;
+  lr->r_k = r_kpad;
+  lr->r_vmax = r_fused;
+  lr->k_rank = std::move(k_rank);
+  lr->vsinks = spec.vsinks;
+  lr->window = spec.window;
+  lr->alloc_spectrum = spec.k_alloc_spectrum;
   for (int l = 0; l < c.n_layers; ++l) {
     CudaLowRankLayer& R = lr->layers[l];
     const CudaLayer& L = m.layers[l];
     R.wqkv = static_cast<bf16*>(alloc(size_t(qd + kcd + kvd) * dim * 2));
     R.uk = static_cast<float*>(alloc(size_t(kcd) * hd * 4));
-    R.uv = static_cast<float*>(alloc(size_t(nkv) * r.v_max() * hd * 4));
+    R.uv = static_cast<float*>(alloc(size_t(nkv) * r_fused * hd * 4));
     R.wfused = static_cast<bf16*>(alloc(size_t(dim) * fused_cols * 2));
     CUDA_CHECK(cudaMemcpy(R.wqkv, L.wqkv, size_t(qd) * dim * 2, cudaMemcpyDeviceToDevice));
     CUDA_CHECK(cudaMemcpy(R.wqkv + size_t(qd + kcd) * dim, L.wqkv + size_t(qd + kvd) * dim, size_t(kvd) * dim * 2,
                           cudaMemcpyDeviceToDevice));
-    if (spec.sinks > 0) {  // sinks=N: W_K stays for the first N tokens' full keys (W_QKV is freed by lowrank_finish)
+    // sinks=N / window=N: W_K stays for the full keys (W_QKV is freed by lowrank_finish)
+    if (spec.sinks > 0 || spec.window > 0) {
       R.wk = static_cast<bf16*>(alloc(size_t(kvd) * dim * 2));
       CUDA_CHECK(cudaMemcpy(R.wk, L.wqkv + size_t(qd) * dim, size_t(kvd) * dim * 2, cudaMemcpyDeviceToDevice));
     }
@@ -232,11 +239,12 @@ void lowrank_finish(CudaModel& m) {
     L.wqkv = nullptr;
     L.wo = nullptr;
   }
-  const KVRanks& r = m.lowrank->ranks;
+  const size_t rk = m.lowrank->r_k, rv = m.lowrank->r_vmax;
   const size_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = size_t(c.n_heads) * hd, kvd = nkv * hd;
   const size_t ffn = c.ffn_dim, V = c.vocab_size;
-  const size_t per_layer = ((qd + nkv * r.k + kvd) * dim + dim * c.n_heads * r.v_max() + 3 * ffn * dim) * 2 +
-                           nkv * (r.k + r.v_max()) * hd * 4;  // + the bases, read by the write/attention kernels
+  const size_t wk_rows = m.lowrank->window > 0 ? kvd : 0;  // window=N: every step's full key (W_K x)
+  const size_t per_layer = ((qd + nkv * rk + kvd + wk_rows) * dim + dim * c.n_heads * rv + 3 * ffn * dim) * 2 +
+                           nkv * (rk + rv) * hd * 4;  // + the bases, read by the write/attention kernels
   m.decode_weight_bytes = c.n_layers * per_layer + V * dim * 2 + dim * 2;
   CUDA_CHECK(cudaDeviceSynchronize());
 }
@@ -247,17 +255,21 @@ void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lrm) {
   const Config& c = m.c;
   const KVRanks& r = lrm.ranks;
   const int64_t dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = int64_t(c.n_heads) * hd;
-  const int64_t kcd = nkv * r.k, fused_cols = int64_t(c.n_heads) * r.v_max();
+  const int rk = lrm.r_kpad, rv = lrm.r_fused;  // alloc=spectrum: zero-padded blocks; window/vsinks: head_dim
+  const int64_t kcd = nkv * rk, fused_cols = int64_t(c.n_heads) * rv;
   if (int(lrm.layers.size()) != c.n_layers)
     fail("cuda_model_add_lowrank: the low-rank model has ", lrm.layers.size(), " layers, the model ", c.n_layers);
+  if (lrm.k_rank.size() != size_t(c.n_layers) * nkv)
+    fail("cuda_model_add_lowrank: the low-rank model has ", lrm.k_rank.size(), " key ranks, the model ",
+         c.n_layers * nkv, " blocks (recreate it with kv_lowrank_model_create for this model)");
   for (int l = 0; l < c.n_layers; ++l) {
     const KVLowRankModel::Layer& S = lrm.layers[l];
     if (S.wk_data.size() != size_t(kcd * dim) || S.uk.size() != size_t(kcd * hd) ||
-        S.uv.size() != size_t(nkv * r.v_max() * hd) || S.wo_data.size() != size_t(dim * fused_cols))
-      fail("cuda_model_add_lowrank: layer ", l, "'s low-rank weights do not have the shapes of ranks k=", r.k,
-           ", v_max=", r.v_max(), " for this model (recreate them with kv_lowrank_model_create for this model)");
+        S.uv.size() != size_t(nkv * rv * hd) || S.wo_data.size() != size_t(dim * fused_cols))
+      fail("cuda_model_add_lowrank: layer ", l, "'s low-rank weights do not have the shapes of ranks k=", rk,
+           ", v_max=", rv, " for this model (recreate them with kv_lowrank_model_create for this model)");
   }
-  CudaLowRank& lr = lowrank_alloc(m, lrm.spec, r);
+  CudaLowRank& lr = lowrank_alloc(m, lrm.spec, r, rk, rv, lrm.k_rank);
   for (int l = 0; l < c.n_layers; ++l) {
     const KVLowRankModel::Layer& S = lrm.layers[l];
     CudaLowRankLayer& R = lr.layers[l];
@@ -276,12 +288,31 @@ void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t see
   cuda_dtype_kv_check(m.dtype, true, false, spec.text);
   const Config& c = m.c;
   const KVRanks r = kv_spec_ranks(spec, c.head_dim);
-  CudaLowRank& lr = lowrank_alloc(m, spec, r);
-  lr.desc += " (random bases)";
-  const int hd = c.head_dim, nkv = c.n_kv_heads, rv = r.v_max();
-  const int64_t dim = c.dim, qd = int64_t(c.n_heads) * hd, kcd = int64_t(nkv) * r.k;
-  const float sd = 1.0f / std::sqrt(float(dim)), sf = 1.0f / std::sqrt(float(c.n_heads * rv));
   std::mt19937 rng(static_cast<uint32_t>(seed));
+  // alloc=spectrum: random bases have no spectrum, so the allocation runs on a synthetic one (block b's key
+  // eigenvalues decay as exp(-j / tau_b), tau_b drawn in [r_k / 2, 2 r_k]): the padded width r_kpad and the
+  // per-block ranks (bytes) then vary as a real profile's do; timing depends on r_kpad only
+  std::vector<int> k_rank(size_t(c.n_layers) * c.n_kv_heads, r.k);
+  if (spec.k_alloc_spectrum) {
+    KVProfile p;
+    p.n_layers = c.n_layers;
+    p.n_kv_heads = c.n_kv_heads;
+    p.head_dim = c.head_dim;
+    p.k_eig.resize(k_rank.size() * c.head_dim);
+    std::uniform_real_distribution<double> tau(0.5 * r.k, 2.0 * r.k);
+    for (size_t b = 0; b < k_rank.size(); ++b) {
+      const double t = tau(rng);
+      for (int j = 0; j < c.head_dim; ++j) p.k_eig[b * c.head_dim + j] = static_cast<float>(std::exp(-j / t));
+    }
+    k_rank = kv_key_rank_allocation(p, r.k);
+  }
+  const int r_kpad = *std::max_element(k_rank.begin(), k_rank.end());
+  const int r_fused = spec.window > 0 || spec.vsinks > 0 ? c.head_dim : r.v_max();  // as kv_lowrank_model_create
+  CudaLowRank& lr = lowrank_alloc(m, spec, r, r_kpad, r_fused, k_rank);
+  lr.desc += " (random bases)";
+  const int hd = c.head_dim, nkv = c.n_kv_heads, rv = r_fused;
+  const int64_t dim = c.dim, qd = int64_t(c.n_heads) * hd, kcd = int64_t(nkv) * r_kpad;
+  const float sd = 1.0f / std::sqrt(float(dim)), sf = 1.0f / std::sqrt(float(c.n_heads * rv));
   std::normal_distribution<double> normal(0.0, 1.0);
   // one orthonormal (hd x hd) basis per (layer, KV head) and kind: Gram-Schmidt of Gaussian rows (twice, for
   // fp32-level orthogonality); its first r rows are U^T[:r]
@@ -308,7 +339,7 @@ void cuda_model_lowrank_randomize(CudaModel& m, const KVSpec& spec, uint64_t see
   for (int l = 0; l < c.n_layers; ++l) {
     CudaLowRankLayer& R = lr.layers[l];
     for (int g = 0; g < nkv; ++g) {
-      basis(uk.data() + size_t(g) * r.k * hd, r.k);
+      basis(uk.data() + size_t(g) * r_kpad * hd, r_kpad);
       basis(uv.data() + size_t(g) * rv * hd, rv);
     }
     upload_f32(R.uk, uk.data(), uk.size());
@@ -384,8 +415,22 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
     CUDA_CHECK(cudaMemset(s->kcache.ptr, 0, cache));
     CUDA_CHECK(cudaMemset(s->vcache.ptr, 0, cache));
   } else {  // issue 6: c_k up front; cv grows in cuda_lowrank_begin
-    const KVRanks& r = m.lowrank->ranks;
-    const size_t ck = size_t(c.n_layers) * c.n_kv_heads * capacity * r.k * 2;
+    const CudaLowRank& M = *m.lowrank;
+    size_t key_ranks = 0;  // c_k values per token over all blocks (alloc=spectrum: the blocks' own ranks, packed)
+    for (int r : M.k_rank) key_ranks += size_t(M.alloc_spectrum ? r : M.r_k);
+    const size_t ck = key_ranks * capacity * 2;
+    if (M.alloc_spectrum) {
+      std::vector<int64_t> off(M.k_rank.size());
+      int64_t at = 0;
+      for (size_t b = 0; b < off.size(); ++b) {
+        off[b] = at;
+        at += int64_t(capacity) * M.k_rank[b];
+      }
+      s->lr_koff = DeviceBuffer(off.size() * sizeof(int64_t));
+      s->lr_krank = DeviceBuffer(M.k_rank.size() * sizeof(int));
+      CUDA_CHECK(cudaMemcpy(s->lr_koff.ptr, off.data(), s->lr_koff.bytes, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(s->lr_krank.ptr, M.k_rank.data(), s->lr_krank.bytes, cudaMemcpyHostToDevice));
+    }
     s->ck = DeviceBuffer(ck);
     CUDA_CHECK(cudaMemset(s->ck.ptr, 0, ck));
     s->vrank = DeviceBuffer(size_t(capacity) * sizeof(int32_t));
@@ -394,13 +439,23 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
     CUDA_CHECK(cudaMemset(s->voff.ptr, 0, s->voff.bytes));
     s->h_vrank.assign(capacity, 0);
     s->h_voff.assign(size_t(capacity) + 1, 0);
-    s->z = DeviceBuffer(B * c.n_heads * r.v_max() * 4);
-    s->lr_qkv = DeviceBuffer(B * (qd + size_t(c.n_kv_heads) * r.k + kvd) * 4);
+    s->z = DeviceBuffer(B * c.n_heads * M.r_vmax * 4);
+    s->lr_qkv = DeviceBuffer(B * (qd + size_t(c.n_kv_heads) * M.r_k + kvd) * 4);
     s->lr_splits = attention_lowrank_decode_splits(c.n_kv_heads, capacity, m.sm_count);
     s->n_sink = std::min(m.lowrank->sinks, capacity);  // sinks=N (KVLowRank::n_sink)
     if (s->n_sink > 0) {
       s->ksink = DeviceBuffer(size_t(c.n_layers) * c.n_kv_heads * s->n_sink * c.head_dim * 4);
       CUDA_CHECK(cudaMemset(s->ksink.ptr, 0, s->ksink.bytes));
+    }
+    s->window = std::min(M.window, capacity);  // window=N (KVLowRank::window)
+    if (s->window > 0) {
+      const size_t ring = size_t(c.n_layers) * c.n_kv_heads * s->window * c.head_dim * 4;
+      s->kwin = DeviceBuffer(ring);
+      s->vwin = DeviceBuffer(ring);
+      CUDA_CHECK(cudaMemset(s->kwin.ptr, 0, ring));
+      CUDA_CHECK(cudaMemset(s->vwin.ptr, 0, ring));
+      s->lr_kfull = DeviceBuffer(B * kvd * 4);
+      s->lr_vfull = DeviceBuffer(B * kvd * 4);
     }
   }
   s->x = DeviceBuffer(B * dim * 4);
@@ -417,7 +472,7 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
   s->splits = attention_decode_splits(c.n_kv_heads, capacity, m.sm_count);
   size_t ws = attention_decode_workspace_floats(c.n_heads, c.head_dim, s->splits);
   if (m.lowrank) {
-    const int rv = m.lowrank->ranks.v_max();
+    const int rv = m.lowrank->r_vmax;
     ws = std::max(attention_lowrank_decode_workspace_floats(c.n_heads, rv, s->lr_splits),
                   attention_lowrank_prefill_workspace_floats(int(B), c.n_heads, rv));
   }
@@ -431,7 +486,7 @@ size_t cuda_session_device_bytes(const CudaSession& s) {
   size_t b = s.lt.workspace.bytes;
   for (const DeviceBuffer* d : {&s.kcache, &s.vcache, &s.x, &s.y, &s.xb, &s.qkv, &s.q, &s.att, &s.gu, &s.h, &s.logits,
                                 &s.tokens, &s.pos, &s.attn_ws, &s.ck, &s.cv, &s.vrank, &s.voff, &s.z, &s.lr_qkv,
-                                &s.ksink})
+                                &s.ksink, &s.kwin, &s.vwin, &s.lr_kfull, &s.lr_vfull, &s.lr_koff, &s.lr_krank})
     b += d->bytes;
   if (s.kvq) {
     const CudaKVQ& q = *s.kvq;
@@ -449,8 +504,22 @@ size_t cuda_session_kv_bytes(const CudaSession& s) {
   const size_t blocks = size_t(c.n_layers) * c.n_kv_heads;
   if (s.kvq) return s.kvq->active ? cuda_kvq_bytes(s, s.n, false) : 0;
   if (!s.m->lowrank) return 2 * blocks * s.n * c.head_dim * dtype_bytes(s.m->dtype);
-  return blocks * (size_t(s.n) * s.m->lowrank->ranks.k + size_t(s.h_voff[s.n])) * 2 +
-         blocks * size_t(std::min(s.n, s.n_sink)) * c.head_dim * 4;  // sinks' full keys, fp32 (as the CPU counts)
+  return cuda_lowrank_kv_bytes(s, s.n);
+}
+
+size_t cuda_lowrank_kv_bytes(const CudaSession& s, int n) {
+  const Config& c = s.m->c;
+  const CudaLowRank& M = *s.m->lowrank;
+  const size_t blocks = size_t(c.n_layers) * c.n_kv_heads;
+  // KVLowRank::bytes_used's count at the CUDA cache's element sizes: c_k / c_v bf16 at each block's own key rank
+  // (alloc=spectrum: the padding to r_kpad is not counted) and each token's value rank; the sinks' full keys and
+  // the window's full keys and values fp32; the last w tokens counted once, in full (cuda writes their c_k / c_v
+  // rows too, unread until the tokens leave the ring: not counted, as the CPU holds each token once)
+  const int w = std::min(n, s.window);
+  size_t key_ranks = 0;
+  for (int r : M.k_rank) key_ranks += size_t(r);
+  return (size_t(n - w) * key_ranks + blocks * size_t(s.h_voff[n - w])) * 2 +
+         blocks * (size_t(std::min(n, s.n_sink)) + 2 * size_t(w)) * c.head_dim * 4;
 }
 
 void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
@@ -478,11 +547,12 @@ void cuda_lowrank_begin(CudaSession& s, int pos0, int n) {
   } else {
     kv_policy_ranks(s.h_vrank.data() + pos0, M.policy, M.ranks, pos0, n, s.decode_step, given);
   }
+  for (int t = pos0; t < std::min(pos0 + n, M.vsinks); ++t) s.h_vrank[t] = c.head_dim;  // value sinks (vsinks=N)
   for (int t = pos0; t < pos0 + n; ++t) s.h_voff[t + 1] = s.h_voff[t] + s.h_vrank[t];
   const int64_t need = s.h_voff[pos0 + n];
   if (need > s.v_cap) {
     // grow geometrically up to the worst case (as kv_lowrank_begin), re-laying every (layer, KV head) block
-    const int64_t rv = M.ranks.v_max(), worst = int64_t(s.capacity) * rv;
+    const int64_t rv = M.r_vmax, worst = int64_t(s.capacity) * rv;
     const int64_t cap = std::max(need, std::min(worst, std::max<int64_t>(2 * s.v_cap, 64 * rv)));
     const size_t blocks = size_t(c.n_layers) * c.n_kv_heads;
     DeviceBuffer cv(blocks * cap * 2);
@@ -517,6 +587,10 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
     fail("--kv ", m.lowrank->desc, "+", spec.text, ": sinks=", m.lowrank->sinks, " is not supported by the unified "
          "cache (svd with quant/keep/evict or policy=importance) yet; drop sinks= or use svd alone with "
          "policy=seed|uniform");
+  if (m.lowrank && (m.lowrank->window > 0 || m.lowrank->vsinks > 0 || m.lowrank->alloc_spectrum))
+    fail("--kv ", m.lowrank->desc, "+", spec.text, ": window=, vsinks= and alloc=spectrum are not supported by the "
+         "unified cache (svd with quant/keep/evict or policy=importance) on cuda yet; drop them, or use svd alone "
+         "with policy=seed|uniform, or --device cpu");
   if (s.n != 0) fail("cuda_session_enable_prefill: the session already holds ", s.n, " tokens; enable it first");
   auto q = std::make_unique<CudaKVQ>();
   q->spec = spec;
@@ -1207,7 +1281,7 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
   const CudaLowRank& M = *m.lowrank;
   const CudaLowRankLayer& R = M.layers[l];
   const int dim = c.dim, hd = c.head_dim, nkv = c.n_kv_heads, qd = c.n_heads * hd, kvd = nkv * hd;
-  const int rk = M.ranks.k, rv = M.ranks.v_max(), kcd = nkv * rk;
+  const int rk = M.r_k, rv = M.r_vmax, kcd = nkv * rk;  // r_kpad, r_fused (KVLowRankModel)
   const cudaStream_t st = s.stream;
   const bf16* xb = s.xb.as<bf16>();
   // q (n, qd) | c_k (n, kcd) | v (n, kvd), each contiguous (what the write kernel indexes); for one token this is
@@ -1225,11 +1299,25 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     split_qkv_kernel<<<n, 256, 0, st>>>(q, kc, v, s.lr_qkv.as<float>(), qd, kcd, kvd);
     CUDA_CHECK_LAUNCH();
   }
+  // window=N: the block's full keys W_K x (n, n_kv_heads, head_dim) fp32 for the attention and the ring
+  float* kfull = s.window > 0 ? s.lr_kfull.as<float>() : nullptr;
+  float* vfull = s.window > 0 ? s.lr_vfull.as<float>() : nullptr;
+  if (kfull) {
+    if (n == 1)
+      gemv_bf16_cuda(kfull, R.wk, xb, kvd, dim, st);
+    else
+      gemm_bf16_cuda(s.lt, kfull, xb, R.wk, n, kvd, dim, st);
+  }
   mark(OpFamily::rope_kv);
-  bf16* ck = s.ck.as<bf16>() + size_t(l) * nkv * s.capacity * rk;
+  // alloc=spectrum: packed blocks at their own ranks (absolute offsets); else layer l's uniform block
+  const bool packed = s.lr_koff.bytes > 0;
+  bf16* ck = packed ? s.ck.as<bf16>() : s.ck.as<bf16>() + size_t(l) * nkv * s.capacity * rk;
+  const int64_t* ck_off = packed ? s.lr_koff.as<int64_t>() + size_t(l) * nkv : nullptr;
+  const int* k_ranks = packed ? s.lr_krank.as<int>() + size_t(l) * nkv : nullptr;
   bf16* cv = s.cv.as<bf16>() + size_t(l) * nkv * s.v_cap;
   kv_lowrank_write_cuda<bf16>(q, kc, v, R.uv, ck, cv, s.voff.as<int64_t>(), s.vrank.as<int32_t>(), s.capacity,
-                              s.v_cap, n, c.n_heads, nkv, hd, rk, rv, m.inv_freq, c.rope_layout, pos, st, n < n_call);
+                              s.v_cap, n, c.n_heads, nkv, hd, rk, rv, m.inv_freq, c.rope_layout, pos, st, n < n_call,
+                              vfull, ck_off, k_ranks);
   float* ksink = s.n_sink > 0 ? s.ksink.as<float>() + size_t(l) * nkv * s.n_sink * hd : nullptr;
   if (ksink)  // sinks=N: the full keys of the tokens at positions < N (a no-op kernel past them; refused with keep:)
     kv_lowrank_sink_write_cuda(ksink, R.wk, xb, n, dim, nkv, hd, s.n_sink, pos, st);
@@ -1322,10 +1410,21 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     a.k_sink = ksink;
     a.k_sink_stride = s.n_sink;
     a.n_sink = s.n_sink;
+    float* kwin = s.window > 0 ? s.kwin.as<float>() + size_t(l) * nkv * s.window * hd : nullptr;
+    float* vwin = s.window > 0 ? s.vwin.as<float>() + size_t(l) * nkv * s.window * hd : nullptr;
+    a.k_win = kwin;
+    a.v_win = vwin;
+    a.k_new = kfull;
+    a.v_new = vfull;
+    a.window = s.window;
+    a.ck_off = ck_off;
+    a.k_ranks = k_ranks;
     if (n == 1)
       attention_lowrank_decode_cuda(z, a, s.pos.as<int>(), s.lr_splits, s.attn_ws.as<float>(), st);
     else
       attention_lowrank_prefill_cuda(z, a, n, s.n + n, s.attn_ws.as<float>(), st);
+    // window=N: the ring takes the block's last tokens after the attention read the older ones from it
+    if (s.window > 0) kv_lowrank_window_write_cuda(kwin, vwin, kfull, vfull, n, nkv, hd, s.window, pos, st);
   }
   if (kvq && !kvq->active && !layer_ranks) scores();
   f32_to_bf16_cuda(s.att.as<bf16>(), z, int64_t(n) * c.n_heads * rv, st);  // (n, n_heads*rv) <= (n, qd)

@@ -35,7 +35,8 @@ struct CudaLowRankLayer {
   float* uv = nullptr;     // (n_kv_heads, r_vmax, head_dim) rows of U_V^T: PROJECT values (write kernel)
   bf16* wfused = nullptr;  // (dim, n_heads*r_vmax) W_fused, in place of W_O
   bf16* wk = nullptr;      // (n_kv_heads*hd, dim) rows of W_K, sinks=N only: the sinks' full keys (the decode graph
-                           // computes them while its position is < N: kv_lowrank_sink_write_cuda)
+                           // computes them while its position is < N: kv_lowrank_sink_write_cuda); window=N: every
+                           // token's full key (the ring's and the call's own window rows)
 };
 struct CudaLowRank {
   KVRankPolicy policy = KVRankPolicy::seed;
@@ -43,6 +44,15 @@ struct CudaLowRank {
   std::string desc;  // kv_spec_describe
   std::vector<CudaLowRankLayer> layers;
   int sinks = 0;     // spec.sinks: the first `sinks` positions keep their full keys (a session caps it at capacity)
+  // KVLowRankModel's shapes (engine/kv_lowrank.h): r_k = r_kpad (the c_k row width the kernels read; alloc=spectrum
+  // blocks of lower rank zero-padded, k_rank their own ranks, for the byte counts), r_vmax = r_fused (head_dim with
+  // window or vsinks). ranks.k / ranks.v_max() stay the spec's (the unified cache, which refuses these options, and
+  // the rank policy read them).
+  int r_k = 0, r_vmax = 0;
+  std::vector<int> k_rank;  // (n_layers * n_kv_heads)
+  bool alloc_spectrum = false;  // spec.k_alloc_spectrum (k_rank from the profile's spectrum)
+  int vsinks = 0;           // spec.vsinks: the first `vsinks` positions keep their values at rank head_dim
+  int window = 0;           // spec.window: full keys / values of the last `window` tokens (a ring per layer, KV head)
 };
 
 struct CudaModel {
@@ -202,7 +212,7 @@ struct CudaSession {
   // CPU's KVLowRank (engine/kv_lowrank.h). cv grows geometrically (re-laid, decode graph dropped) up to
   // capacity x r_vmax as the policy's ranks arrive; vrank/voff are filled on the host (cuda_lowrank_begin)
   // before each forward call, outside graph capture, and the kernels read them on the device like pos.
-  DeviceBuffer ck;              // (n_layers, n_kv_heads, capacity, r_k) bf16
+  DeviceBuffer ck;              // (n_layers, n_kv_heads, capacity, r_k) bf16 (alloc=spectrum: packed, lr_koff)
   DeviceBuffer cv;              // (n_layers, n_kv_heads, v_cap) bf16
   int64_t v_cap = 0;            // elements per (layer, KV head) block of cv
   DeviceBuffer vrank, voff;     // (capacity) int32, (capacity + 1) int64
@@ -215,6 +225,17 @@ struct CudaSession {
   DeviceBuffer lr_qkv;          // (max_block, qd + n_kv_heads*r_k + kvd) fp32: a block's W_QKV' GEMM output
   int n_sink = 0;               // sinks=N: min(N, capacity), as KVLowRank::n_sink
   DeviceBuffer ksink;           // (n_layers, n_kv_heads, n_sink, head_dim) fp32 full pre-RoPE keys of tokens < n_sink
+  // window=N (KVLowRank::window): min(N, capacity). c_k / c_v are written for every token (not when it leaves the
+  // ring: the same values, and the decode graph stays one kernel sequence); the ring holds the last `window`
+  // tokens' full pre-RoPE keys and full-rank value coefficients, token t in slot t % window, fp32 as on the CPU.
+  // alloc=spectrum: ck packed per (layer, KV head) block at the block's own key rank (capacity x k_rank values at
+  // lr_koff[block], row stride k_rank), so neither memory nor the decode's reads include the zero padding to r_k
+  DeviceBuffer lr_koff;         // (n_layers * n_kv_heads) int64 element offsets into ck; empty: the uniform layout
+  DeviceBuffer lr_krank;        // (n_layers * n_kv_heads) int32 k_rank
+  int window = 0;
+  DeviceBuffer kwin, vwin;      // (n_layers, n_kv_heads, window, head_dim) fp32
+  DeviceBuffer lr_kfull;        // (max_block, n_kv_heads, head_dim) fp32: a block's W_K x (window only)
+  DeviceBuffer lr_vfull;        // (max_block, n_kv_heads, head_dim) fp32: its full-rank value coefficients
   std::unique_ptr<CudaKVQ> kvq; // issue 7 (cuda_session_enable_prefill)
   int* host_io = nullptr;       // pinned (2 * max_block) ints: token ids then positions
   cudaGraphExec_t decode_graph = nullptr;
@@ -246,6 +267,10 @@ void cuda_decode_graph_launch(CudaSession& s);
 // forward_block_cuda / cuda_decode_graph_launch on a low-rank model call it first for the positions they run
 // (a graph replayed N times needs all N positions' ranks in place beforehand). Never during graph capture.
 void cuda_lowrank_begin(CudaSession& s, int pos0, int n);
+// Issue 6: bytes the low-rank cache holds for its first n tokens (n <= the ranked positions), counted as
+// KVLowRank::bytes_used counts them at the CUDA element sizes: c_k / c_v bf16 at each block's own key rank and each
+// token's value rank, sinks' full keys and the window's (min(n, window) tokens, once) full keys and values fp32.
+size_t cuda_lowrank_kv_bytes(const CudaSession& s, int n);
 
 // Issue 7: the compressed prefill in two halves around forward_block_cuda(s, m, ...) run from an empty cache
 // (s.n == 0, one block): _begin sizes the importance buffers for m tokens and marks the cache inactive (the block

@@ -34,6 +34,12 @@ namespace llm {
 //           t < n_sink, used instead of the keys rebuilt from c_k and RoPE'd at t like them (the CPU twin's sinks).
 //           fp32 as the CPU cache holds them: N rows per (layer, KV head) cost nothing next to the cache, and the
 //           tokens most attended to keep the precision the CPU gives them.
+//   window (window=N > 0): a query at position p reads tokens p-N+1 .. p in full (the CPU twin's k_win / v_win):
+//           the full pre-RoPE key and all head_dim value coefficients (DOWN_V v; needs r_vmax == head_dim), older
+//           tokens compressed. Tokens before the call's first query (position n_kv - n_q) come from the ring
+//           k_win / v_win (n_kv_heads, window, head_dim) fp32, token t in slot t % window (kv_lowrank_window_write
+//           fills it after the attention); the call's own tokens from k_new / v_new (n_q, n_kv_heads, head_dim) fp32
+//           (this call's W_K x and kv_lowrank_write_cuda's v_full), token n_kv - n_q + i at row i.
 template <class T>
 struct LowRankAttentionCudaArgs {
   const float* q = nullptr;
@@ -50,6 +56,16 @@ struct LowRankAttentionCudaArgs {
   const float* k_sink = nullptr;
   int64_t k_sink_stride = 0;
   int n_sink = 0;
+  const float* k_win = nullptr;
+  const float* v_win = nullptr;
+  const float* k_new = nullptr;
+  const float* v_new = nullptr;
+  int window = 0;
+  // alloc=spectrum, packed (optional, device, n_kv_heads each): KV head g's c_k block starts at ck + ck_off[g] and
+  // holds k_ranks[g] <= r_k values per token (row stride k_ranks[g]; ck_stride unused); U_K stays (n_kv_heads, r_k,
+  // head_dim) with its rows past k_ranks[g] unused. Null: every block r_k wide at ck + g * ck_stride * r_k.
+  const int64_t* ck_off = nullptr;
+  const int* k_ranks = nullptr;
 };
 
 // Prefill (n_q queries, causal, GQA): grid (n_kv_heads, ceil(n_q / queries-per-block)), one key range (no split).
@@ -77,11 +93,23 @@ void attention_lowrank_decode_cuda(float* z, const LowRankAttentionCudaArgs<T>& 
 //   uv:  (n_kv_heads, r_vmax, head_dim) fp32, rows of U_V^T
 // ck, cv, voff, vrank, strides, ranks and inv_freq as in LowRankAttentionCudaArgs (voff/vrank already hold the
 // new tokens' entries: the rank policy runs on the host). pos is a device pointer (one decode graph, every step).
+// v_full (optional, window=N): (n, n_kv_heads, r_vmax) fp32 gets every coefficient U_V[:, :r_vmax]^T v of the
+// tokens (the attention's v_new; c_v is its first vrank values). ck_off / k_ranks (optional, alloc=spectrum packed,
+// as LowRankAttentionCudaArgs): KV head g's first k_ranks[g] values of kc go to ck + ck_off[g] + pos * k_ranks[g].
 template <class T>
 void kv_lowrank_write_cuda(float* q, const float* kc, const float* v, const float* uv, T* ck, T* cv,
                            const int64_t* voff, const int32_t* vrank, int64_t ck_stride, int64_t cv_stride, int n,
                            int n_heads, int n_kv_heads, int head_dim, int r_k, int r_vmax, const float* inv_freq,
-                           RopeLayout layout, const int* pos, cudaStream_t st, bool pos_each = false);
+                           RopeLayout layout, const int* pos, cudaStream_t st, bool pos_each = false,
+                           float* v_full = nullptr, const int64_t* ck_off = nullptr, const int* k_ranks = nullptr);
+
+// The recent window's ring (window=N), after the attention of a block of n tokens at positions pos[0] + i: the
+// last min(n, N) of them copied from k_new / v_new (n, n_kv_heads, head_dim) fp32 into one layer's k_win / v_win
+// (n_kv_heads, window, head_dim) at slot position % window (the tokens they replace left the window; their
+// compressed forms are in ck / cv, which kv_lowrank_write_cuda writes for every token). pos is read on the device
+// (the decode graph runs it at every step).
+void kv_lowrank_window_write_cuda(float* k_win, float* v_win, const float* k_new, const float* v_new, int n,
+                                  int n_kv_heads, int head_dim, int window, const int* pos, cudaStream_t st);
 
 // Attention sinks (sinks=N): the full pre-RoPE keys k = W_K x of the tokens of a block of n at positions
 // pos[0] + i < n_sink (what kv_lowrank_attention computes on the CPU with the model's W_K), into one layer's
@@ -92,6 +120,8 @@ void kv_lowrank_sink_write_cuda(float* k_sink, const bf16* wk, const bf16* x, in
                                 int head_dim, int n_sink, const int* pos, cudaStream_t st);
 
 // Dynamic shared memory one block needs (bytes), for the launch checks and the docs.
-size_t attention_lowrank_smem_bytes(int group, int q_per_block, int head_dim, int r_k, int r_vmax);
+// window: window=N > 0 (with q_per_block > 1, the prefill: the full rows of a tile beside the rebuilt ones,
+// kernels/lowrank_tile.cuh smem_window_floats; the decode's one query replaces the tile's rows in place).
+size_t attention_lowrank_smem_bytes(int group, int q_per_block, int head_dim, int r_k, int r_vmax, int window = 0);
 
 }  // namespace llm

@@ -44,14 +44,27 @@ __host__ __device__ inline size_t smem_floats(int gs, int qch, int D, int rk, in
          + rows * rv              // sAcc  z accumulators
          + 3 * rows;              // sM, sL, sCorr
 }
+// window=N (a Tile with win_first): the tile's full keys (RoPE'd) and full-rank value rows, right after smem_floats.
+__host__ __device__ inline size_t smem_window_floats(int D, int rv) {
+  return size_t(kT) * (D + 1)  // sKf   full RoPE'd keys of the tile rows some query reads in full
+         + size_t(kT) * rv;    // sCvf  their full-rank value coefficients
+}
 
 // Tile policy (one per kernel file):
 //   __device__ void load(int t0, int nt, float* sCk, float* sCv) const: keys t0 .. t0+nt-1 of KV head blockIdx.x;
 //       sCk[t * r_k + j] = c_k value j, sCv[t * r_vmax + r] = c_v value r (0 past the key's rank); every thread of
 //       the block takes part (items strided by blockDim.x); block_program syncs before and after.
 //   __device__ int key_pos(int t0, int t) const: the RoPE position of key t0 + t (read after load's barrier).
+//   optional, __device__ int key_rank() const: the c_k values of this block's KV head that can be nonzero (<= r_k;
+//       alloc=spectrum): the rebuild sums only those (load still zero-fills sCk to r_k).
 //   optional, __device__ void sink_key(int tok, int ia, int ib, float& ka, float& kb) const: may replace dims ia, ib
 //       of key tok's rebuilt (pre-RoPE) key with a cached full key (RowsTile's sinks=N); RoPE follows as usual.
+//   optional, the recent window (window=N; RowsWindowTile): __device__ int win_first(int p) const: the first key a
+//       query at key p reads in full (p - N + 1); keys win_first(p) .. p are scored with full_key(tok, ia, ib, ka,
+//       kb) (dims ia, ib of the full pre-RoPE key, RoPE'd at key_pos like the rebuilt ones) and accumulated with
+//       full_value(tok, r) (r < r_vmax == head_dim), older ones with the compressed forms. The boundary is per query
+//       (inside a tile in the prefill); with qch > 1 those rows live in smem_window_floats() more floats after
+//       smem_floats(), with qch == 1 (decode) they replace the tile's rows in place (no extra shared memory).
 // Args: the kernel's argument struct (LowRankAttentionCudaArgs<T> or LowRankQuantDecodeArgs); block_program reads
 // its shared fields q (n_q, n_heads, head_dim; RoPE applied), uk (n_kv_heads, r_k, head_dim), inv_freq (head_dim/2),
 // n_heads, n_kv_heads, head_dim, r_k, r_vmax and rope_layout. n_q queries, the last n_q of n_kv keys; qch queries a
@@ -72,6 +85,13 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
   float* sM = sAcc + size_t(rows) * rv;
   float* sL = sM + rows;
   float* sCorr = sL + rows;
+  constexpr bool kWin = requires { tile.win_first(0); };
+  // window: with one query per block (decode) every row has the same boundary, so the window's full keys and values
+  // replace the tile's own rows in sK / sCv (no more shared memory, the score and accumulate phases unchanged);
+  // with several (prefill) each query has its own boundary inside the tile: full rows in sKf / sCvf beside them
+  const bool win_sep = kWin && qch > 1;
+  float* sKf = sCorr + rows;            // win_sep only (smem_window_floats)
+  float* sCvf = sKf + size_t(kT) * LD;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
   const int g = blockIdx.x, i0 = blockIdx.y * qch, split = blockIdx.z, S = gridDim.z;
@@ -119,7 +139,9 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
         float ka[kT], kb[kT];
 #pragma unroll
         for (int m = 0; m < kT; ++m) ka[m] = kb[m] = 0.0f;
-        for (int jj = 0; jj < rk; ++jj) {
+        int rkb = rk;  // terms of the rebuild (a block's own key rank with alloc=spectrum)
+        if constexpr (requires { tile.key_rank(); }) rkb = tile.key_rank();
+        for (int jj = 0; jj < rkb; ++jj) {
           const float ua = sU[jj * D + ia], ub = sU[jj * D + ib];
 #pragma unroll
           for (int m = 0; m < kT; ++m) {
@@ -137,6 +159,8 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
           if (m < per && t < nt) {
             float xa = ka[m], xb = kb[m];
             if constexpr (requires { tile.sink_key(t0, ia, ib, xa, xb); }) tile.sink_key(t0 + t, ia, ib, xa, xb);
+            if constexpr (kWin)  // decode: inside the query's window the full key replaces the rebuilt one
+              if (!win_sep && t0 + t >= tile.win_first(first + i0)) tile.full_key(t0 + t, ia, ib, xa, xb);
             // fp32 product, accurate sincosf: as rope_cpu
             const float ang = static_cast<float>(tile.key_pos(t0, t)) * sF[j];
             float sn, cs;
@@ -144,6 +168,29 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
             sK[t * LD + ia] = xa * cs - xb * sn;
             sK[t * LD + ib] = xa * sn + xb * cs;
           }
+        }
+      }
+      if constexpr (kWin) {
+        // window: rows tf .. nt-1 of the tile are read in full by some query of the block (the block's first query
+        // has the lowest boundary); their full-rank values into sCv (decode: sCv is read only after this phase) or
+        // sCvf, and with several queries their full keys RoPE'd into sKf (other regions than the rebuild's, so the
+        // same phase). Decode at long context: only the last tile or two have any.
+        const int tf = max(0, tile.win_first(first + i0) - t0), nf = max(0, nt - tf);
+        for (int idx = tid; idx < (win_sep ? nf : 0) * half; idx += blockDim.x) {
+          const int t = tf + idx / half, j = idx % half;
+          const int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
+          float xa, xb;
+          tile.full_key(t0 + t, ia, ib, xa, xb);
+          const float ang = static_cast<float>(tile.key_pos(t0, t)) * sF[j];
+          float sn, cs;
+          sincosf(ang, &sn, &cs);
+          sKf[t * LD + ia] = xa * cs - xb * sn;
+          sKf[t * LD + ib] = xa * sn + xb * cs;
+        }
+        float* cvf = win_sep ? sCvf : sCv;
+        for (int idx = tid; idx < nf * rv; idx += blockDim.x) {
+          const int t = tf + idx / rv, r = idx % rv;
+          cvf[t * rv + r] = tile.full_value(t0 + t, r);
         }
       }
     }
@@ -157,6 +204,8 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
       if (t < nt && qi < nq && t0 + t <= first + i0 + qi) {
         const float* qr = sQ + size_t(R) * LD;
         const float* kr = sK + t * LD;
+        if constexpr (kWin)
+          if (win_sep && t0 + t >= tile.win_first(first + i0 + qi)) kr = sKf + t * LD;  // in this query's window
         float dot = 0.0f;
         for (int d = 0; d < D; ++d) dot = fmaf(qr[d], kr[d], dot);
         s = dot * scale;
@@ -189,7 +238,13 @@ __device__ __forceinline__ void block_program(float* smem, float* part_z, float*
       const int R = idx / rv, r = idx - R * rv;
       const float* p = sS + R * kT;
       float acc = sAcc[idx] * sCorr[R];
-      for (int t = 0; t < nt; ++t) acc = fmaf(p[t], sCv[t * rv + r], acc);
+      if constexpr (kWin) {  // keys tw .. of the tile are in this query's window: their full-rank rows
+        const int tw = win_sep ? min(nt, max(0, tile.win_first(first + i0 + R % qch) - t0)) : nt;
+        for (int t = 0; t < tw; ++t) acc = fmaf(p[t], sCv[t * rv + r], acc);
+        for (int t = tw; t < nt; ++t) acc = fmaf(p[t], sCvf[t * rv + r], acc);
+      } else {
+        for (int t = 0; t < nt; ++t) acc = fmaf(p[t], sCv[t * rv + r], acc);
+      }
       sAcc[idx] = acc;
     }
   }

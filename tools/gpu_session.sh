@@ -244,6 +244,9 @@ stage_bench_extra() {
     bench "l3_8b_svd_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed
   done
   bench "l3_8b_svd_sinks4_32768" --synthetic $CONFIG -p 2048 -n 128 -c 32768 -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed,sinks=4
+  # the issue's best quality setting (docs/kv-compression.md "Closing the gap"): a recent window of 16, value sink,
+  # key ranks by spectrum (a synthetic spectrum on the random bases; c_k packed at the blocks' own ranks)
+  bench "l3_8b_svd_window16_32768" --synthetic $CONFIG -p 2048 -n 128 -c 32768 -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed,window=16,sinks=1,vsinks=1,alloc=spectrum
   grep -h "^kv cache" "$LOGS"/bench_l3_8b_svd_*.log 2> /dev/null | head -1 | sed "s/^/l3_8b_svd: /" >> "$SUMMARY"
   # issue 7 (quantised / importance KV, kernels/attention_quant.cu): mixed 8/4/2-bit decode attention vs bf16
   run kbench_quant 150 "$B/bench_quant_cuda" &&
@@ -277,6 +280,8 @@ stage_kv() {
   cuda_cases lowrank_quant_cuda test_lowrank_quant_cuda.cu
   cuda_cases lowrank_sinks_cuda test_attention_lowrank_sinks_cuda.cu  # svd sinks=N: full keys in the tile rebuild
   cuda_cases forward_sinks_cuda test_forward_sinks_cuda.cu
+  cuda_cases lowrank_window_cuda test_attention_lowrank_window_cuda.cu  # svd window=/vsinks=/alloc=spectrum kernels
+  cuda_cases forward_window_cuda test_forward_window_cuda.cu
   cuda_cases linalg_cuda test_linalg_cuda.cu  # cuSOLVER eigensolver for profiles (llm compress --device cuda)
   if command -v compute-sanitizer > /dev/null; then
     sanitize memcheck test_lowrank_cuda.cu 120

@@ -302,6 +302,27 @@ inline void check_keep1_changes_nothing(llm::CudaModel& m, const std::string& te
   CHECK(llm::cuda_session_kv_bytes(*a) == llm::cuda_session_kv_bytes(*b));
 }
 
+// The CPU engine's plain low-rank forward (kv_lowrank_attention) of lrm: the prompt in one call (every position's
+// logits), then `feed` one token at a time (each step's logits appended); bytes: KVLowRank::bytes_used at the end.
+inline std::vector<float> cpu_lowrank_run(const llm::Config& c, const llm::Weights& w, const llm::KVLowRankModel& lrm,
+                                          int ctx, const std::vector<int>& prompt, const std::vector<int>& feed,
+                                          llm::ThreadPool* pool, size_t* bytes = nullptr) {
+  llm::KVCache kv = llm::kvcache_create(c, ctx, /*allocate=*/false);
+  llm::KVLowRank lr = llm::kv_lowrank_create(lrm, c, ctx);
+  kv.lowrank = &lr;
+  llm::RunState rs = llm::runstate_create(c, ctx);
+  const size_t V = c.vocab_size, n = prompt.size();
+  std::vector<float> out((n + feed.size()) * V);
+  llm::forward_cpu(c, w, kv, rs, prompt.data(), int(n), llm::LogitsMode::all, pool);
+  std::copy(rs.logits.begin(), rs.logits.begin() + n * V, out.begin());
+  for (size_t i = 0; i < feed.size(); ++i) {
+    llm::forward_cpu(c, w, kv, rs, &feed[i], 1, llm::LogitsMode::last, pool);
+    std::copy(rs.logits.begin(), rs.logits.begin() + V, out.begin() + (n + i) * V);
+  }
+  if (bytes) *bytes = lr.bytes_used(int(n + feed.size()));
+  return out;
+}
+
 // A model file's weights on the device (bf16, or f16 as the file) and in h the host copy of exactly those weights.
 inline llm::CudaModelPtr upload_with_host_copy(const llm::ModelFile& f, HostWeights& h) {
   llm::CudaModelPtr m;
