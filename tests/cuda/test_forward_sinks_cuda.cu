@@ -41,26 +41,6 @@ using namespace llm_cuda_test;
 
 namespace {
 
-// The CPU engine's low-rank forward: the prompt (every position's logits), then `feed` one token at a time.
-std::vector<float> cpu_run(const Config& c, const Weights& w, const KVLowRankModel& lrm, int ctx,
-                           const std::vector<int>& prompt, const std::vector<int>& feed, ThreadPool* pool,
-                           size_t* bytes = nullptr) {
-  KVCache kv = kvcache_create(c, ctx, /*allocate=*/false);
-  KVLowRank lr = kv_lowrank_create(lrm, c, ctx);
-  kv.lowrank = &lr;
-  RunState rs = runstate_create(c, ctx);
-  const size_t V = c.vocab_size, n = prompt.size();
-  std::vector<float> out((n + feed.size()) * V);
-  forward_cpu(c, w, kv, rs, prompt.data(), int(n), LogitsMode::all, pool);
-  std::copy(rs.logits.begin(), rs.logits.begin() + n * V, out.begin());
-  for (size_t i = 0; i < feed.size(); ++i) {
-    forward_cpu(c, w, kv, rs, &feed[i], 1, LogitsMode::last, pool);
-    std::copy(rs.logits.begin(), rs.logits.begin() + V, out.begin() + (n + i) * V);
-  }
-  if (bytes) *bytes = lr.bytes_used(int(n + feed.size()));
-  return out;
-}
-
 constexpr double kTol = 0.01;  // relative part of the logits' bound (see the header)
 
 // Logits within the bound (see the header), the top-1 where the CPU decides
@@ -103,8 +83,8 @@ TEST_CASE("cuda svd sinks=N: prompt blocks and decode steps match the CPU engine
                                              &pool);
     const auto plain = kv_lowrank_model_create(kv_spec_parse(base), "", c, h.w, &pool);
     size_t cpu_bytes = 0;
-    const std::vector<float> ref = cpu_run(c, h.w, *lrm, ctx, prompt, feed, &pool, &cpu_bytes);
-    const std::vector<float> ref_plain = cpu_run(c, h.w, *plain, ctx, prompt, feed, &pool);
+    const std::vector<float> ref = cpu_lowrank_run(c, h.w, *lrm, ctx, prompt, feed, &pool, &cpu_bytes);
+    const std::vector<float> ref_plain = cpu_lowrank_run(c, h.w, *plain, ctx, prompt, feed, &pool);
     cuda_model_add_lowrank(m, *lrm);
     CudaSessionPtr s = cuda_session_create(m, ctx, 16);  // blocks of 16: later blocks attend to cached sinks
     CHECK(s->n_sink == k.sinks);
@@ -138,7 +118,7 @@ TEST_CASE("cuda svd sinks=N: sinks written by the decode graph, greedy tokens ma
   host_weights(m, h);
   const auto lrm = kv_lowrank_model_create(kv_spec_parse("svd:k=1/4,v=d/2,policy=uniform,sinks=4"), "", c, h.w, &pool);
   // teacher-forced: positions 2 and 3 are decode steps (graph replays) that write sinks, 4.. are not sinks
-  const std::vector<float> ref = cpu_run(c, h.w, *lrm, ctx, prompt, feed, &pool);
+  const std::vector<float> ref = cpu_lowrank_run(c, h.w, *lrm, ctx, prompt, feed, &pool);
   cuda_model_add_lowrank(m, *lrm);
   CudaSessionPtr s = cuda_session_create(m, ctx, 16);
   const std::vector<float> got = run_prompt_feed(*s, prompt, feed);
@@ -228,7 +208,7 @@ TEST_CASE("cuda svd sinks=0 is the plain low-rank path (same logits, no sink buf
     bytes[i] = cuda_session_kv_bytes(*s);
     if (i == 1) {
       size_t cpu_bytes = 0;
-      cpu_run(c, h.w, *lrm, ctx, prompt, feed, &pool, &cpu_bytes);
+      cpu_lowrank_run(c, h.w, *lrm, ctx, prompt, feed, &pool, &cpu_bytes);
       CHECK(2 * bytes[i] == cpu_bytes);
     }
   }
