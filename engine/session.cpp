@@ -133,12 +133,15 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     // scores that pick the value ranks), runs through the prefill-compressed cache holding rank-space rows
     const bool unified = spec.lowrank && (pre.any() || spec.policy == KVRankPolicy::importance);
     // the CPU unified cache runs sinks=/window=/vsinks=/alloc=spectrum (engine/kv_prefill.h); the cuda one not yet
-    if (unified && opt.device == Device::cuda &&
-        (spec.sinks > 0 || spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum))
-      fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": sinks=", spec.sinks, ", window=", spec.window,
-           ", vsinks=", spec.vsinks, ", alloc=", spec.k_alloc_spectrum ? "spectrum" : "uniform",
-           ": not supported by the unified cache (svd with quant/keep/evict or policy=importance) on cuda yet; drop "
-           "them, run on the CPU (--device cpu), or use svd alone with policy=seed|uniform");
+    if (unified && opt.device == Device::cuda && spec.sinks > 0)
+      fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": sinks=", spec.sinks, " is not supported by the "
+           "unified cache (svd with quant/keep/evict or policy=importance) on cuda yet; drop sinks=, run on the CPU "
+           "(--device cpu), or use svd alone with policy=seed|uniform");
+    if (unified && opt.device == Device::cuda && (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum))
+      fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": window=", spec.window, ", vsinks=", spec.vsinks,
+           ", alloc=", spec.k_alloc_spectrum ? "spectrum" : "uniform", ": not supported by the unified cache (svd "
+           "with quant/keep/evict or policy=importance) on cuda yet; drop them, run on the CPU (--device cpu), or use "
+           "svd alone with policy=seed|uniform");
     if (pre.any() || unified) {  // issue 7
       kv_prefill_spec_check(pre, m.file.config, spec.lowrank);
       m.prefill = std::make_unique<KVPrefillSpec>(std::move(pre));
