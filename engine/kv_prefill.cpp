@@ -621,6 +621,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
                            });
         }
         C.full_begin = fb;
+      } else {
+        C.full_begin = static_cast<int>(C.pos.size());  // no window: nothing held in full
       }
       std::vector<const uint8_t*> data(Hkv), bits(Hkv);
       std::vector<const uint64_t*> off(Hkv);
