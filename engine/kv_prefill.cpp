@@ -373,12 +373,16 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
           }
         }
       });
-    // svd: the compressed key row of computed token i in KV head g: its length (head_dim: the full key) and values
-    auto key_len = [&](int g, int i) { return P.pos[i] < S ? hd : LR->k_rank[size_t(l) * Hkv + g]; };
+    // svd: the compressed key row of computed token i in KV head g: its length (with window/sinks/alloc=spectrum
+    // head_dim means the full key; without them every row is r_k coefficients, as before) and values
+    const bool per_entry_k = LR && (W > 0 || S > 0 || LR->spec.k_alloc_spectrum);
+    auto key_len = [&](int g, int i) {
+      return !per_entry_k ? rk : P.pos[i] < S ? hd : LR->k_rank[size_t(l) * Hkv + g];
+    };
     auto key_row = [&](float* dst, int g, int i) {
       const int kl = key_len(g, i);
       const float* ck = P.k.data() + size_t(i) * ckd + size_t(g) * rk;
-      if (kl < hd) std::memcpy(dst, ck, size_t(kl) * sizeof(float));
+      if (kl < hd || !per_entry_k) std::memcpy(dst, ck, size_t(kl) * sizeof(float));
       else if (W > 0 || S > 0) std::memcpy(dst, P.kfull.data() + size_t(i) * kvd + size_t(g) * hd, hd * sizeof(float));
       else lowrank_rebuild(dst, ck, Lr->uk.data() + size_t(g) * rk * hd, rk, hd);  // a block of key rank head_dim
     };
@@ -522,7 +526,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         a.n_q = m, a.n_kv = m, a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
         a.inv_freq = s.inv_freq.data();
         a.rope_layout = c.rope_layout;
-        a.krank = kr.data();
+        if (per_entry_k) a.krank = kr.data();
         if (W > 0) a.k_win = P.kwin.data(), a.v_win = P.vwin.data(), a.win_stride = m, a.win_lo = 0, a.window = W;
         attention_lowrank_quant_cpu(P.att.data(), a, pool);  // z: (m, H, r_vmax)
       }
@@ -611,7 +615,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
             fb = e;
             break;
           }
-        for (int g = 0; g < Hkv; ++g) {
+        for (int g = 0; g < Hkv && fb > C.full_begin; ++g) {
           const int kr_g = LR->k_rank[size_t(l) * Hkv + g];
           relayout_lowrank(C, g, C.full_begin, hd, P.group, Lr->uk_down.data() + size_t(g) * rk * hd,
                            [&](int e, int& kl, int& r, int&) {
@@ -632,7 +636,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         kr[g] = C.krank[g].data();
       LowRankQuantAttentionArgs a;
       a.q = P.q.data();
-      a.data = data.data(), a.off = off.data(), a.bits = bits.data(), a.vrank = vr.data(), a.krank = kr.data();
+      a.data = data.data(), a.off = off.data(), a.bits = bits.data(), a.vrank = vr.data();
+      if (per_entry_k) a.krank = kr.data();
       a.pos = C.pos.data();
       a.uk = Lr->uk.data();
       a.r_k = rk, a.r_vmax = rv, a.group = P.group;
@@ -658,10 +663,11 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
             e0 = e;
             break;
           }
-        relayout_lowrank(C, g, e0, hd, P.group, Lr->uk_down.data() + size_t(g) * rk * hd,
-                         [&](int e, int&, int&, int& w) {
-                           if (e < C.full_begin) w = C.cbits[g][e];
-                         });
+        if (e0 < C.full_begin)
+          relayout_lowrank(C, g, e0, hd, P.group, Lr->uk_down.data() + size_t(g) * rk * hd,
+                           [&](int e, int&, int&, int& w) {
+                             if (e < C.full_begin) w = C.cbits[g][e];
+                           });
       }
     } else {
       // after the prefill: the new tokens join every layer at 16 bits, then attend to the whole cache

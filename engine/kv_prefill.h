@@ -153,8 +153,9 @@ struct KVPrefillLayer {
   std::vector<std::vector<uint8_t>> bits;   // (n_kv_heads) x (E)
   std::vector<std::vector<uint16_t>> vrank; // (n_kv_heads) x (E) value ranks; svd only (else empty)
   int win_begin = 0;  // quant on: first entry of the 16-bit recent window; every entry from here on is 16-bit
-  // svd only: key row lengths (head_dim: the row is the full pre-RoPE key: window, sinks, a block of key rank
-  // head_dim), and what an entry becomes when it leaves the windows: its value rank and width (16: stays)
+  // svd only: key row lengths (with window/sinks/alloc=spectrum, head_dim means the row is the full pre-RoPE key:
+  // window, sinks, a block of key rank head_dim; without them every row is r_k coefficients, head_dim included),
+  // and what an entry becomes when it leaves the windows: its value rank and width (16: stays)
   std::vector<std::vector<uint16_t>> krank, cvrank;  // (n_kv_heads) x (E)
   std::vector<std::vector<uint8_t>> cbits;           // (n_kv_heads) x (E)
   int full_begin = 0;  // svd window=N: the first entry held in full (full key, head_dim value coefficients, 16
