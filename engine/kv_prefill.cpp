@@ -177,9 +177,10 @@ static void relayout_lowrank(KVPrefillLayer& L, int g, int e0, int hd, int group
   const uint64_t base = L.off[g][e0];
   const std::vector<uint8_t> tail(d.begin() + base, d.end());
   const std::vector<uint64_t> off(L.off[g].begin() + e0, L.off[g].end());
-  const std::vector<uint16_t> kr(L.krank[g].begin() + e0, L.krank[g].end()), vr(L.vrank[g].begin() + e0, L.vrank[g].end()),
-      cr(L.cvrank[g].begin() + e0, L.cvrank[g].end());
-  const std::vector<uint8_t> bits(L.bits[g].begin() + e0, L.bits[g].end()), cb(L.cbits[g].begin() + e0, L.cbits[g].end());
+  const std::vector<uint16_t> kr(L.krank[g].begin() + e0, L.krank[g].end()),
+      vr(L.vrank[g].begin() + e0, L.vrank[g].end()), cr(L.cvrank[g].begin() + e0, L.cvrank[g].end());
+  const std::vector<uint8_t> bits(L.bits[g].begin() + e0, L.bits[g].end()),
+      cb(L.cbits[g].begin() + e0, L.cbits[g].end());
   d.resize(base), L.off[g].resize(size_t(e0) + 1);
   L.bits[g].resize(e0), L.vrank[g].resize(e0), L.krank[g].resize(e0), L.cvrank[g].resize(e0), L.cbits[g].resize(e0);
   std::vector<float> key(hd), row;
@@ -695,7 +696,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
     }
     // after a later call: the recent window slides, the entries falling out are re-quantised (this call's
     // attention above saw them at 16 bits)
-    if (!prefill && P.spec.quant.on && !LR) slide_window(C, P.spec.quant.recent, kv_requant_bits(P.spec.quant), hd, P.group);
+    if (!prefill && P.spec.quant.on && !LR)  // (svd: done above, with the low-rank window)
+      slide_window(C, P.spec.quant.recent, kv_requant_bits(P.spec.quant), hd, P.group);
     matmul_cpu(P.xb.data(), P.att.data(), Lr ? Lr->wo : L.wo, m, pool);  // svd: W_fused on z
     add_cpu(x, P.xb.data(), int64_t(m) * dim);
     // ---- feed-forward (SwiGLU) ----

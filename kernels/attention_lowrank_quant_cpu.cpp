@@ -96,7 +96,8 @@ void attention_lowrank_quant_cpu(float* z, const LowRankQuantAttentionArgs& a, T
         while (w_first < t0 + nt && kpos[w_first - t0] <= p_lo - W) ++w_first;
         if (w_first < t0 + nt) {
           for (int t = w_first; t < t0 + nt; ++t)
-            std::copy_n(a.k_win + (size_t(g) * a.win_stride + t - a.win_lo) * hd, hd, kfull.data() + size_t(t - t0) * hd);
+            std::copy_n(a.k_win + (size_t(g) * a.win_stride + t - a.win_lo) * hd, hd,
+                        kfull.data() + size_t(t - t0) * hd);
           rope_cpu(kfull.data() + size_t(w_first - t0) * hd, kpos.data() + (w_first - t0), t0 + nt - w_first, 1, hd, hd,
                    a.inv_freq, a.rope_layout, nullptr);
         }
@@ -108,7 +109,8 @@ void attention_lowrank_quant_cpu(float* z, const LowRankQuantAttentionArgs& a, T
           const float* tk = keys.data();
           if (wf < t0 + nv) {
             std::copy_n(keys.data(), size_t(wf - t0) * hd, mixed.data());
-            std::copy_n(kfull.data() + size_t(wf - t0) * hd, size_t(t0 + nv - wf) * hd, mixed.data() + size_t(wf - t0) * hd);
+            std::copy_n(kfull.data() + size_t(wf - t0) * hd, size_t(t0 + nv - wf) * hd,
+                        mixed.data() + size_t(wf - t0) * hd);
             tk = mixed.data();
           }
           for (int hh = 0; hh < gs; ++hh) {

@@ -275,8 +275,9 @@ TEST_CASE("unified window with keep/evict and policy=importance; the kernel's wi
                            "svd:k=1/4,v=d/4/d/2/d,policy=importance,window=8,sinks=1,vsinks=1,alloc=spectrum"}) {
     CAPTURE(spec);
     const auto lrm = lowrank_model(m, spec, &pool);
-    const RunOut r = run(m, lrm.get(), "quant:8/4=0.5/0.5,recent=4+keep:0.5,from=2+evict:snapkv,budget=0.5+imp:w=4,sinks=2",
-                         prompt, 10, &pool);
+    const RunOut r = run(m, lrm.get(),
+                         "quant:8/4=0.5/0.5,recent=4+keep:0.5,from=2+evict:snapkv,budget=0.5+imp:w=4,sinks=2", prompt,
+                         10, &pool);
     for (const auto& lg : r.logits)
       for (float v : lg) CHECK(std::isfinite(v));
     const KVPrefill& p = *r.cache;
@@ -365,15 +366,15 @@ TEST_CASE("unified window with keep/evict and policy=importance; the kernel's wi
                        Error);
 }
 
-TEST_CASE("unified window on the demo model: loads on the CPU, matches the low-rank cache's prefill, describes itself") {
+TEST_CASE("unified window on the demo model: loads on the CPU, matches the low-rank cache's prefill, its bytes") {
   if (!llm_test::have_demo_model()) return;
-  llm::Model u(llm_test::demo_model_path(),
-               {.n_threads = 2, .kv = "svd:k=1/4,v=d/4/d/2/d,policy=seed,window=8,sinks=1,vsinks=1,alloc=spectrum+quant:8"});
+  const std::string lr = "svd:k=1/4,v=d/4/d/2/d,policy=seed,window=8,sinks=1,vsinks=1,alloc=spectrum";
+  llm::Model u(llm_test::demo_model_path(), {.n_threads = 2, .kv = lr + "+quant:8"});
   CHECK(u.kv_description() ==
         "svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score,sinks=1,alloc=spectrum,vsinks=1,window=8+quant:8");
-  llm::Model p(llm_test::demo_model_path(),
-               {.n_threads = 2, .kv = "svd:k=1/4,v=d/4/d/2/d,policy=seed,window=8,sinks=1,vsinks=1,alloc=spectrum"});
-  const std::vector<int> toks = u.tokenize("The quick brown fox jumps over the lazy dog. Then it ran home again.", true);
+  llm::Model p(llm_test::demo_model_path(), {.n_threads = 2, .kv = lr});
+  const std::vector<int> toks =
+      u.tokenize("The quick brown fox jumps over the lazy dog. Then it ran home again.", true);
   llm::Session su(u, {.n_ctx = 64}), sp(p, {.n_ctx = 64});
   const std::vector<float> lu = su.feed_all_logits(toks), lp = sp.feed_all_logits(toks);
   CHECK(max_abs_diff(lu, lp) < 1e-3f * (1 + max_abs(lp)));
