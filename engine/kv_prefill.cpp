@@ -101,7 +101,8 @@ KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c, const KV
     L.data.resize(c.n_kv_heads);
     L.off.assign(c.n_kv_heads, std::vector<uint64_t>{0});
     L.bits.resize(c.n_kv_heads);
-    if (lowrank) L.vrank.resize(c.n_kv_heads);
+    if (lowrank) L.vrank.resize(c.n_kv_heads), L.krank.resize(c.n_kv_heads), L.cvrank.resize(c.n_kv_heads),
+        L.cbits.resize(c.n_kv_heads);
   }
   p.layer_tokens.assign(c.n_layers, 0);
   return p;
@@ -114,9 +115,10 @@ size_t KVPrefill::bytes_used() const {
     for (int g = 0; g < n_kv_heads; ++g)
       for (size_t e = 0; e < L.bits[g].size(); ++e) {
         const int w = L.bits[g][e];
-        if (lowrank)
-          b += quant_rank_row_bytes_16(lowrank->ranks.k, w, group) + quant_rank_row_bytes_16(L.vrank[g][e], w, group) +
-               1 + sizeof(uint16_t);
+        if (lowrank)  // + a key rank per entry when it varies (window, sinks)
+          b += quant_rank_row_bytes_16(L.krank[g][e], w, group) + quant_rank_row_bytes_16(L.vrank[g][e], w, group) +
+               1 + sizeof(uint16_t) +
+               (lowrank->spec.window > 0 || lowrank->spec.sinks > 0 ? sizeof(uint16_t) : 0);
         else
           b += 2 * quant_row_bytes_16(head_dim, w, group) + 1;
       }
@@ -145,9 +147,10 @@ static void append_entry(KVPrefillLayer& L, int g, const float* k_row, const flo
   L.bits[g].push_back(static_cast<uint8_t>(bits));
 }
 
-// svd: append one entry (rank-space rows: c_k of r_k values, c_v of r values) to KV head g of layer L.
+// svd: append one entry (rank-space rows: c_k of rk values (head_dim: the full key), c_v of r values) to KV head g
+// of layer L; cr, cb: the value rank and width it takes when it leaves the windows.
 static void append_lowrank_entry(KVPrefillLayer& L, int g, const float* ck, int rk, const float* cv, int r, int bits,
-                                 int group) {
+                                 int group, int cr, int cb) {
   const size_t kb = quant_rank_row_bytes(rk, bits, group), vb = quant_rank_row_bytes(r, bits, group);
   auto& d = L.data[g];
   const size_t at = d.size();
@@ -157,6 +160,66 @@ static void append_lowrank_entry(KVPrefillLayer& L, int g, const float* ck, int 
   L.off[g].push_back(at + kb + vb);
   L.bits[g].push_back(static_cast<uint8_t>(bits));
   L.vrank[g].push_back(static_cast<uint16_t>(r));
+  L.krank[g].push_back(static_cast<uint16_t>(rk));
+  L.cvrank[g].push_back(static_cast<uint16_t>(cr));
+  L.cbits[g].push_back(static_cast<uint8_t>(cb));
+}
+
+// svd: rewrite the entries of KV head g from e0 on so that entry e has the key length, value rank and width
+// want(e, kl, vr, bits) leaves in its arguments. An unchanged entry keeps its bytes; a changed one must be a 16-bit
+// (fp32) row: a full key shortened to kl < head_dim is projected, c_k = DOWN_K[:kl] k (kdown: the block's DOWN rows),
+// a value is truncated to its first vr coefficients (nested bases). The offsets stay a prefix sum.
+template <class Want>
+static void relayout_lowrank(KVPrefillLayer& L, int g, int e0, int hd, int group, const float* kdown, Want want) {
+  const int E = static_cast<int>(L.bits[g].size());
+  if (e0 >= E) return;
+  auto& d = L.data[g];
+  const uint64_t base = L.off[g][e0];
+  const std::vector<uint8_t> tail(d.begin() + base, d.end());
+  const std::vector<uint64_t> off(L.off[g].begin() + e0, L.off[g].end());
+  const std::vector<uint16_t> kr(L.krank[g].begin() + e0, L.krank[g].end()),
+      vr(L.vrank[g].begin() + e0, L.vrank[g].end()), cr(L.cvrank[g].begin() + e0, L.cvrank[g].end());
+  const std::vector<uint8_t> bits(L.bits[g].begin() + e0, L.bits[g].end()),
+      cb(L.cbits[g].begin() + e0, L.cbits[g].end());
+  d.resize(base), L.off[g].resize(size_t(e0) + 1);
+  L.bits[g].resize(e0), L.vrank[g].resize(e0), L.krank[g].resize(e0), L.cvrank[g].resize(e0), L.cbits[g].resize(e0);
+  std::vector<float> key(hd), row;
+  for (int e = e0; e < E; ++e) {
+    const int j = e - e0;
+    int kl = kr[j], r = vr[j], w = bits[j];
+    want(e, kl, r, w);
+    const uint8_t* src = tail.data() + (off[j] - base);
+    if (kl == kr[j] && r == vr[j] && w == bits[j]) {  // unchanged: its bytes as they are
+      const size_t nb = off[j + 1] - off[j];
+      d.insert(d.end(), src, src + nb);
+      L.off[g].push_back(d.size());
+      L.bits[g].push_back(bits[j]), L.vrank[g].push_back(vr[j]), L.krank[g].push_back(kr[j]);
+      L.cvrank[g].push_back(cr[j]), L.cbits[g].push_back(cb[j]);
+      continue;
+    }
+    if (bits[j] != 16 || r > vr[j] || (kl != kr[j] && kr[j] != hd) || kl > kr[j])
+      fail("internal: entry ", e, " cannot change from key ", kr[j], "/value ", vr[j], " at ", int(bits[j]),
+           " bits to ", kl, "/", r, " at ", w);
+    row.resize(size_t(kr[j]) + vr[j]);
+    std::memcpy(row.data(), src, row.size() * sizeof(float));
+    const float* k = row.data();
+    if (kl != kr[j]) {
+      for (int a = 0; a < kl; ++a) {
+        float acc = 0.0f;
+        for (int i = 0; i < hd; ++i) acc += kdown[size_t(a) * hd + i] * row[i];
+        key[a] = acc;
+      }
+      k = key.data();
+    }
+    append_lowrank_entry(L, g, k, kl, row.data() + kr[j], r, w, group, cr[j], cb[j]);
+  }
+}
+
+// key = sum_j c_j up_j over the first r rows of the rebuild basis (a block of key rank head_dim: its full key).
+static void lowrank_rebuild(float* dst, const float* c, const float* ukg, int r, int hd) {
+  std::fill_n(dst, hd, 0.0f);
+  for (int j = 0; j < r; ++j)
+    for (int d = 0; d < hd; ++d) dst[d] += c[j] * ukg[size_t(j) * hd + d];
 }
 
 // c_v = the first r rows of U_V^T times v (the same arithmetic as kv_lowrank_attention).
@@ -182,13 +245,12 @@ int kv_requant_bits(const KVQuantSpec& q) {
 // falling out are re-quantised to `width`. Every entry from win_begin on is a 16-bit (fp32) row, so the tail of
 // each head's block from win_begin is copied out, cut, and re-appended (the leaving entries at `width`, the rest
 // unchanged at 16): the offsets stay a prefix sum, and the cost is one window of rows per call.
-static void slide_window(KVPrefillLayer& L, int recent, int width, int hd, int group, int rk) {
+static void slide_window(KVPrefillLayer& L, int recent, int width, int hd, int group) {
   const int E = static_cast<int>(L.pos.size()), wb = L.win_begin;
   const int nb = std::max(wb, E - recent);
   if (nb == wb) return;
   L.win_begin = nb;
   if (width == 16) return;
-  const bool lowrank = !L.vrank.empty();
   std::vector<float> tail;
   for (size_t g = 0; g < L.data.size(); ++g) {
     auto& d = L.data[g];
@@ -196,16 +258,13 @@ static void slide_window(KVPrefillLayer& L, int recent, int width, int hd, int g
     tail.resize((d.size() - base) / sizeof(float));
     std::memcpy(tail.data(), d.data() + base, d.size() - base);
     const std::vector<uint64_t> off(L.off[g].begin() + wb, L.off[g].end());
-    std::vector<uint16_t> vr;
-    if (lowrank) vr.assign(L.vrank[g].begin() + wb, L.vrank[g].end()), L.vrank[g].resize(wb);
     for (int e = wb; e < E; ++e)
       if (L.bits[g][e] != 16) fail("internal: entry ", e, " of the recent window is at ", int(L.bits[g][e]), " bits");
     d.resize(base), L.off[g].resize(size_t(wb) + 1), L.bits[g].resize(wb);
     for (int e = wb; e < E; ++e) {
       const float* row = tail.data() + (off[e - wb] - base) / sizeof(float);
       const int bits = e < nb ? width : 16;
-      if (lowrank) append_lowrank_entry(L, static_cast<int>(g), row, rk, row + rk, vr[e - wb], bits, group);
-      else append_entry(L, static_cast<int>(g), row, row + hd, hd, bits, group);
+      append_entry(L, static_cast<int>(g), row, row + hd, hd, bits, group);
     }
   }
 }
@@ -232,7 +291,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       L.pos.clear();
       for (int g = 0; g < Hkv; ++g) {
         L.data[g].clear(), L.off[g].assign(1, 0), L.bits[g].clear();
-        if (LR) L.vrank[g].clear();
+        if (LR) L.vrank[g].clear(), L.krank[g].clear(), L.cvrank[g].clear(), L.cbits[g].clear();
       }
     }
     P.n_prompt = n;
@@ -289,12 +348,45 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
     // ---- attention ----
     rmsnorm_cpu(P.xb.data(), x, L.attn_norm, m, dim, c.rms_eps, pool);
     const KVLowRankModel::Layer* Lr = LR ? &LR->layers[l] : nullptr;
-    const int rk = LR ? LR->ranks.k : 0, rv = LR ? LR->ranks.v_max() : 0, ckd = Hkv * rk;
+    // svd: rk = the c_k row stride (r_kpad: alloc=spectrum pads lower-rank blocks with zero rows), rv = z's width
+    const int rk = LR ? LR->r_kpad : 0, rv = LR ? LR->r_fused : 0, ckd = Hkv * rk;
+    const int W = LR ? LR->spec.window : 0, S = LR ? LR->spec.sinks : 0;
+    if (W > 0 || S > 0) grow(P.kfull, size_t(m) * kvd);
     {
-      float* outs[3] = {P.q.data(), P.k.data(), P.v.data()};
-      const QMatrix* ws[3] = {&L.wq, Lr ? &Lr->wk : &L.wk, &L.wv};  // svd: P.k holds c_k (m, Hkv*r_k), before RoPE
+      // svd: P.k holds c_k (m, Hkv*r_k), before RoPE; with window=N the full keys W_K x instead (P.kfull), from
+      // which c_k = DOWN_K[:r] k below (the low-rank cache's window arithmetic: prefill and decode agree)
+      float* outs[3] = {P.q.data(), W > 0 ? P.kfull.data() : P.k.data(), P.v.data()};
+      const QMatrix* ws[3] = {&L.wq, Lr && W == 0 ? &Lr->wk : &L.wk, &L.wv};
       matmul_group_cpu(outs, ws, 3, P.xb.data(), m, pool);
     }
+    if (W == 0 && S > 0) matmul_cpu(P.kfull.data(), P.xb.data(), L.wk, m, pool);  // sinks' full keys
+    if (W > 0)
+      parallel_for(pool, int64_t(m) * Hkv, [&](int64_t b, int64_t e) {
+        for (int64_t task = b; task < e; ++task) {
+          const int i = static_cast<int>(task / Hkv), g = static_cast<int>(task % Hkv);
+          const float* kd = Lr->uk_down.data() + size_t(g) * rk * hd;
+          const float* k = P.kfull.data() + size_t(i) * kvd + size_t(g) * hd;
+          float* ck = P.k.data() + size_t(i) * ckd + size_t(g) * rk;
+          for (int j = 0; j < rk; ++j) {
+            float acc = 0.0f;
+            for (int d = 0; d < hd; ++d) acc += kd[size_t(j) * hd + d] * k[d];
+            ck[j] = acc;
+          }
+        }
+      });
+    // svd: the compressed key row of computed token i in KV head g: its length (with window/sinks/alloc=spectrum
+    // head_dim means the full key; without them every row is r_k coefficients, as before) and values
+    const bool per_entry_k = LR && (W > 0 || S > 0 || LR->spec.k_alloc_spectrum);
+    auto key_len = [&](int g, int i) {
+      return !per_entry_k ? rk : P.pos[i] < S ? hd : LR->k_rank[size_t(l) * Hkv + g];
+    };
+    auto key_row = [&](float* dst, int g, int i) {
+      const int kl = key_len(g, i);
+      const float* ck = P.k.data() + size_t(i) * ckd + size_t(g) * rk;
+      if (kl < hd || !per_entry_k) std::memcpy(dst, ck, size_t(kl) * sizeof(float));
+      else if (W > 0 || S > 0) std::memcpy(dst, P.kfull.data() + size_t(i) * kvd + size_t(g) * hd, hd * sizeof(float));
+      else lowrank_rebuild(dst, ck, Lr->uk.data() + size_t(g) * rk * hd, rk, hd);  // a block of key rank head_dim
+    };
     rope_cpu(P.q.data(), P.pos.data(), m, H, hd, qd, s.inv_freq.data(), c.rope_layout, pool);
     if (!LR) rope_cpu(P.k.data(), P.pos.data(), m, Hkv, hd, kvd, s.inv_freq.data(), c.rope_layout, pool);
     std::vector<int32_t> rank;  // svd: (Hkv, m) value rank of each computed token in each KV head
@@ -303,6 +395,12 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       for (int g = 0; g < Hkv; ++g)
         for (int i = 0; i < m; ++i) rank[size_t(g) * m + i] = call_rank[P.idx[i]];
     }
+    auto value_sinks = [&] {  // vsinks=N: the first N positions' values at rank head_dim (r_fused is then head_dim)
+      for (int g = 0; g < Hkv && LR && LR->spec.vsinks > 0; ++g)
+        for (int i = 0; i < m; ++i)
+          if (P.pos[i] < LR->spec.vsinks) rank[size_t(g) * m + i] = hd;
+    };
+    value_sinks();
     if (prefill) {
       if (LR) {
         // keys rebuilt from c_k and RoPE'd ((Hkv, m, hd), the prefill's scratch only) to score the tokens; the
@@ -340,6 +438,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
           const std::vector<float> sc(I.score.begin() + size_t(g) * m, I.score.begin() + size_t(g + 1) * m);
           kv_policy_ranks(rank.data() + size_t(g) * m, KVRankPolicy::importance, LR->ranks, 0, m, dummy, sc);
         }
+        value_sinks();
       }
       // eviction: which of the m tokens this layer's cache keeps, by the method's own score
       std::vector<float> ms(m, 0.0f);
@@ -373,6 +472,12 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
           C.win_begin = static_cast<int>(a);
           break;
         }
+      C.full_begin = static_cast<int>(C.pos.size());  // svd window=N: the first entry of the last W positions
+      for (size_t a = 0; a < entries.size() && W > 0; ++a)
+        if (P.pos[entries[a]] >= n - W) {
+          C.full_begin = static_cast<int>(a);
+          break;
+        }
       if (LR) {
         // the computed tokens' rank-space rows in fp32 (c_k, then c_v at the token's rank in this head): the
         // prefill attends to them exactly (as the low-rank cache would), the layer's cache keeps a subset
@@ -380,29 +485,38 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         for (int g = 0; g < Hkv; ++g) {
           auto& off = P.rows_off[g];
           off.assign(size_t(m) + 1, 0);
-          for (int i = 0; i < m; ++i) off[i + 1] = off[i] + size_t(rk + rank[size_t(g) * m + i]) * sizeof(float);
+          for (int i = 0; i < m; ++i)
+            off[i + 1] = off[i] + size_t(key_len(g, i) + rank[size_t(g) * m + i]) * sizeof(float);
           P.rows[g].resize(off[m] / sizeof(float));
         }
+        if (W > 0) grow(P.kwin, size_t(Hkv) * m * hd), grow(P.vwin, size_t(Hkv) * m * hd);
         parallel_for(pool, int64_t(Hkv) * m, [&](int64_t b, int64_t e) {
           for (int64_t task = b; task < e; ++task) {
             const int g = static_cast<int>(task / m), i = static_cast<int>(task % m);
             float* dst = P.rows[g].data() + P.rows_off[g][i] / sizeof(float);
-            std::memcpy(dst, P.k.data() + size_t(i) * ckd + size_t(g) * rk, rk * sizeof(float));
-            project_value(dst + rk, Lr->uv.data() + size_t(g) * rv * hd, P.v.data() + size_t(i) * kvd + size_t(g) * hd,
-                          rank[size_t(g) * m + i], hd);
+            key_row(dst, g, i);
+            const float* v = P.v.data() + size_t(i) * kvd + size_t(g) * hd;
+            project_value(dst + key_len(g, i), Lr->uv.data() + size_t(g) * rv * hd, v, rank[size_t(g) * m + i], hd);
+            if (W > 0) {  // the window's full forms: every query reads its own last W positions from these
+              std::memcpy(P.kwin.data() + (size_t(g) * m + i) * hd, P.kfull.data() + size_t(i) * kvd + size_t(g) * hd,
+                          hd * sizeof(float));
+              project_value(P.vwin.data() + (size_t(g) * m + i) * hd, Lr->uv.data() + size_t(g) * rv * hd, v, hd, hd);
+            }
           }
         });
         std::vector<const uint8_t*> data(Hkv), bits(Hkv);
         std::vector<const uint64_t*> off(Hkv);
-        std::vector<const uint16_t*> vr(Hkv);
+        std::vector<const uint16_t*> vr(Hkv), kr(Hkv);
         const std::vector<uint8_t> b16(m, 16);
-        std::vector<uint16_t> r16(size_t(Hkv) * m);
+        std::vector<uint16_t> r16(size_t(Hkv) * m), k16(size_t(Hkv) * m);
         for (size_t t = 0; t < r16.size(); ++t) r16[t] = static_cast<uint16_t>(rank[t]);
         for (int g = 0; g < Hkv; ++g) {
           data[g] = reinterpret_cast<const uint8_t*>(P.rows[g].data());
           off[g] = P.rows_off[g].data();
           bits[g] = b16.data();
           vr[g] = r16.data() + size_t(g) * m;
+          kr[g] = k16.data() + size_t(g) * m;
+          for (int i = 0; i < m; ++i) k16[size_t(g) * m + i] = static_cast<uint16_t>(key_len(g, i));
         }
         LowRankQuantAttentionArgs a;
         a.q = P.q.data();
@@ -413,6 +527,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         a.n_q = m, a.n_kv = m, a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
         a.inv_freq = s.inv_freq.data();
         a.rope_layout = c.rope_layout;
+        if (per_entry_k) a.krank = kr.data();
+        if (W > 0) a.k_win = P.kwin.data(), a.v_win = P.vwin.data(), a.win_stride = m, a.win_lo = 0, a.window = W;
         attention_lowrank_quant_cpu(P.att.data(), a, pool);  // z: (m, H, r_vmax)
       }
       // mixed precision per KV head: the recent window at 16 bits, the rest by importance quantiles
@@ -437,9 +553,14 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         }
         for (size_t a = 0; a < entries.size(); ++a) {
           const int i = entries[a];
-          if (LR) {
+          if (LR && W > 0 && P.pos[i] >= n - W) {  // the last W positions: in full at 16 bits
+            append_lowrank_entry(C, g, P.kwin.data() + (size_t(g) * m + i) * hd, hd,
+                                 P.vwin.data() + (size_t(g) * m + i) * hd, hd, 16, P.group, rank[size_t(g) * m + i],
+                                 width[a]);
+          } else if (LR) {
             const float* row = P.rows[g].data() + P.rows_off[g][i] / sizeof(float);
-            append_lowrank_entry(C, g, row, rk, row + rk, rank[size_t(g) * m + i], width[a], P.group);
+            const int r = rank[size_t(g) * m + i];
+            append_lowrank_entry(C, g, row, key_len(g, i), row + key_len(g, i), r, width[a], P.group, r, width[a]);
           } else {
             append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd,
                          width[a], P.group);
@@ -447,32 +568,108 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         }
       }
     } else if (LR) {
-      // svd, after the prefill: the new tokens join every layer at 16 bits (rank-space rows), then attend
-      std::vector<float> cv(rv);
+      // svd, after the prefill: the new tokens join every layer at 16 bits (rank-space rows; with window=N in full),
+      // then attend
+      const int E0 = static_cast<int>(C.pos.size()), pos0 = kv.n, last = kv.n + m - 1;
+      int win_lo = E0;  // window: the first entry inside some query's window (pos > pos0 - W); all held in full
+      for (int e = C.full_begin; e < E0 && W > 0; ++e)
+        if (C.pos[e] > pos0 - W) {
+          win_lo = e;
+          break;
+        }
+      const int nw = W > 0 ? E0 - win_lo + m : 0;
+      if (W > 0) grow(P.kwin, size_t(Hkv) * nw * hd), grow(P.vwin, size_t(Hkv) * nw * hd);
+      for (int g = 0; g < Hkv && W > 0; ++g)  // side rows of the old window entries (fp32 full rows in the cache)
+        for (int e = win_lo; e < E0; ++e) {
+          if (C.bits[g][e] != 16 || C.krank[g][e] != hd || C.vrank[g][e] != hd)
+            fail("internal: window entry ", e, " is not held in full");
+          const float* row = reinterpret_cast<const float*>(C.data[g].data() + C.off[g][e]);
+          std::memcpy(P.kwin.data() + (size_t(g) * nw + e - win_lo) * hd, row, hd * sizeof(float));
+          std::memcpy(P.vwin.data() + (size_t(g) * nw + e - win_lo) * hd, row + hd, hd * sizeof(float));
+        }
+      std::vector<float> row(size_t(2) * hd);
       for (int i = 0; i < m; ++i) {
         C.pos.push_back(P.pos[i]);
         for (int g = 0; g < Hkv; ++g) {
           const int r = rank[size_t(g) * m + i];
-          project_value(cv.data(), Lr->uv.data() + size_t(g) * rv * hd, P.v.data() + size_t(i) * kvd + size_t(g) * hd,
-                        r, hd);
-          append_lowrank_entry(C, g, P.k.data() + size_t(i) * ckd + size_t(g) * rk, rk, cv.data(), r, 16, P.group);
+          const float* v = P.v.data() + size_t(i) * kvd + size_t(g) * hd;
+          if (W > 0) {
+            float* kw = P.kwin.data() + (size_t(g) * nw + E0 - win_lo + i) * hd;
+            float* vw = P.vwin.data() + (size_t(g) * nw + E0 - win_lo + i) * hd;
+            std::memcpy(kw, P.kfull.data() + size_t(i) * kvd + size_t(g) * hd, hd * sizeof(float));
+            project_value(vw, Lr->uv.data() + size_t(g) * rv * hd, v, hd, hd);
+            append_lowrank_entry(C, g, kw, hd, vw, hd, 16, P.group, r, 16);
+          } else {
+            const int kl = key_len(g, i);
+            key_row(row.data(), g, i);
+            project_value(row.data() + kl, Lr->uv.data() + size_t(g) * rv * hd, v, r, hd);
+            append_lowrank_entry(C, g, row.data(), kl, row.data() + kl, r, 16, P.group, r, 16);
+          }
         }
+      }
+      if (W > 0) {
+        // the window slides: entries now past the last query's window are truncated to their compressed forms at
+        // 16 bits before the attention (queries past their window read them so; their width comes after it)
+        int fb = static_cast<int>(C.pos.size());
+        for (int e = C.full_begin; e < int(C.pos.size()); ++e)
+          if (C.pos[e] > last - W) {
+            fb = e;
+            break;
+          }
+        for (int g = 0; g < Hkv && fb > C.full_begin; ++g) {
+          const int kr_g = LR->k_rank[size_t(l) * Hkv + g];
+          relayout_lowrank(C, g, C.full_begin, hd, P.group, Lr->uk_down.data() + size_t(g) * rk * hd,
+                           [&](int e, int& kl, int& r, int&) {
+                             if (e >= fb) return;
+                             kl = C.pos[e] < S ? hd : kr_g;
+                             r = C.cvrank[g][e];
+                           });
+        }
+        C.full_begin = fb;
+      } else {
+        C.full_begin = static_cast<int>(C.pos.size());  // no window: nothing held in full
       }
       std::vector<const uint8_t*> data(Hkv), bits(Hkv);
       std::vector<const uint64_t*> off(Hkv);
-      std::vector<const uint16_t*> vr(Hkv);
+      std::vector<const uint16_t*> vr(Hkv), kr(Hkv);
       for (int g = 0; g < Hkv; ++g)
-        data[g] = C.data[g].data(), off[g] = C.off[g].data(), bits[g] = C.bits[g].data(), vr[g] = C.vrank[g].data();
+        data[g] = C.data[g].data(), off[g] = C.off[g].data(), bits[g] = C.bits[g].data(), vr[g] = C.vrank[g].data(),
+        kr[g] = C.krank[g].data();
       LowRankQuantAttentionArgs a;
       a.q = P.q.data();
       a.data = data.data(), a.off = off.data(), a.bits = bits.data(), a.vrank = vr.data();
+      if (per_entry_k) a.krank = kr.data();
       a.pos = C.pos.data();
       a.uk = Lr->uk.data();
       a.r_k = rk, a.r_vmax = rv, a.group = P.group;
       a.n_q = m, a.n_kv = static_cast<int>(C.pos.size()), a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
       a.inv_freq = s.inv_freq.data();
       a.rope_layout = c.rope_layout;
+      if (W > 0) a.k_win = P.kwin.data(), a.v_win = P.vwin.data(), a.win_stride = nw, a.win_lo = win_lo, a.window = W;
       attention_lowrank_quant_cpu(P.att.data(), a, pool);
+      // widths after the attention: the quant recent window slides (an entry leaving it takes kv_requant_bits; one
+      // still held in full takes it when it leaves the low-rank window), then every compressed 16-bit entry whose
+      // width is lower is quantised to it
+      if (P.spec.quant.on) {
+        const int E = static_cast<int>(C.pos.size()), nb = std::max(C.win_begin, E - P.spec.quant.recent);
+        const int req = kv_requant_bits(P.spec.quant);
+        for (int g = 0; g < Hkv; ++g)
+          for (int e = C.win_begin; e < nb; ++e) C.cbits[g][e] = static_cast<uint8_t>(req);
+        C.win_begin = nb;
+      }
+      for (int g = 0; g < Hkv; ++g) {
+        int e0 = C.full_begin;
+        for (int e = 0; e < C.full_begin; ++e)
+          if (C.bits[g][e] != C.cbits[g][e]) {
+            e0 = e;
+            break;
+          }
+        if (e0 < C.full_begin)
+          relayout_lowrank(C, g, e0, hd, P.group, Lr->uk_down.data() + size_t(g) * rk * hd,
+                           [&](int e, int&, int&, int& w) {
+                             if (e < C.full_begin) w = C.cbits[g][e];
+                           });
+      }
     } else {
       // after the prefill: the new tokens join every layer at 16 bits, then attend to the whole cache
       for (int i = 0; i < m; ++i) {
@@ -499,8 +696,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
     }
     // after a later call: the recent window slides, the entries falling out are re-quantised (this call's
     // attention above saw them at 16 bits)
-    if (!prefill && P.spec.quant.on)
-      slide_window(C, P.spec.quant.recent, kv_requant_bits(P.spec.quant), hd, P.group, rk);
+    if (!prefill && P.spec.quant.on && !LR)  // (svd: done above, with the low-rank window)
+      slide_window(C, P.spec.quant.recent, kv_requant_bits(P.spec.quant), hd, P.group);
     matmul_cpu(P.xb.data(), P.att.data(), Lr ? Lr->wo : L.wo, m, pool);  // svd: W_fused on z
     add_cpu(x, P.xb.data(), int64_t(m) * dim);
     // ---- feed-forward (SwiGLU) ----

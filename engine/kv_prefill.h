@@ -26,6 +26,22 @@
 // prefill's attention is exact). Decoded tokens have no importance score (the decode step does not measure
 // the attention a token receives from later queries), hence one width for all of them.
 //
+// svd's quality options in the unified cache (the low-rank cache's semantics, engine/kv_lowrank.h):
+//   window=N:   a query at position p reads the entries at positions p-N+1 .. p in full (the pre-RoPE key W_K x,
+//               all head_dim value coefficients DOWN_V v) and the older ones compressed. The prefill's boundary is
+//               per query (side rows of the full forms beside the compressed ones); the cache holds the last N
+//               positions in full at 16 bits (entries full_begin ..) and, as later calls slide the window, a token
+//               leaving it is truncated to its key rank and policy value rank (cvrank) at 16 bits before the call's
+//               attention (the queries past its window read it so) and quantised to its width (cbits) after it, as
+//               the quant recent window re-quantises. The compressed keys are then DOWN_K[:r] W_K x (as the
+//               low-rank cache's window computes them), so a prefill and token-by-token decode agree.
+//   sinks=N:    the first N positions keep their full pre-RoPE key (krank = head_dim), at their width.
+//   vsinks=N:   the first N positions keep all head_dim value coefficients (with window or vsinks, W_fused spans
+//               head_dim rows: r_fused).
+//   alloc=spectrum: each (layer, KV head) block's rank rows have that block's key rank (KVLowRankModel::k_rank;
+//               U_K rows padded to r_kpad, so a row of rank r rebuilds with the first r).
+// Bytes count every entry at its row lengths and width (window entries: head_dim keys and values at 16 bits).
+//
 // svd combined (the unified policy: `svd:...+quant:...+keep:...+evict:...`, or `svd:...,policy=importance` alone):
 // the cache holds rank-space rows instead of head_dim rows. An entry of KV head g is its key coefficients c_k
 // (r_k values, taken before RoPE: c_k = W_K' x with the folded down projection of engine/kv_lowrank.h) then its
@@ -137,6 +153,13 @@ struct KVPrefillLayer {
   std::vector<std::vector<uint8_t>> bits;   // (n_kv_heads) x (E)
   std::vector<std::vector<uint16_t>> vrank; // (n_kv_heads) x (E) value ranks; svd only (else empty)
   int win_begin = 0;  // quant on: first entry of the 16-bit recent window; every entry from here on is 16-bit
+  // svd only: key row lengths (with window/sinks/alloc=spectrum, head_dim means the row is the full pre-RoPE key:
+  // window, sinks, a block of key rank head_dim; without them every row is r_k coefficients, head_dim included),
+  // and what an entry becomes when it leaves the windows: its value rank and width (16: stays)
+  std::vector<std::vector<uint16_t>> krank, cvrank;  // (n_kv_heads) x (E)
+  std::vector<std::vector<uint8_t>> cbits;           // (n_kv_heads) x (E)
+  int full_begin = 0;  // svd window=N: the first entry held in full (full key, head_dim value coefficients, 16
+                       // bits); every later entry is too. E when no entry is (or window=0)
 };
 // Width of a row leaving the recent window: the width of the class that holds the median-importance token under
 // the fractions (the first class whose cumulative fraction reaches 1/2: 8/4/2=0.2/0.5/0.3 -> 4, 8/4=0.5/0.5 -> 8,
@@ -157,6 +180,8 @@ struct KVPrefill {
   std::vector<float> x, xb, q, k, v, kt, vt, att, hb, hb2, acc_cum, acc_win, acc_scr, layer_score;
   std::vector<std::vector<float>> rows;  // svd: (n_kv_heads) fp32 entries of the computed tokens (prefill attention)
   std::vector<std::vector<uint64_t>> rows_off;
+  std::vector<float> kfull, kwin, vwin;  // svd window/sinks: full keys (m, n_kv_heads*head_dim); side rows of the
+                                         // window's full forms (n_kv_heads, rows, head_dim)
   std::vector<int> pos, idx;
 
   // Bytes of the cache as the CUDA cache would hold it (16-bit class at 2 bytes a value; quantised rows with

@@ -172,6 +172,7 @@ struct PerplexityResult {
   int64_t tokens = 0;    // tokens scored
   int windows = 0;
   double seconds = 0.0;
+  double kv_bytes_per_token = 0.0;  // Session::kv_cache_bytes() / tokens after the first window (its full length)
 };
 PerplexityResult perplexity(Model& model, const std::vector<int>& tokens, int n_ctx, int stride,
                             const std::function<void(float)>& on_progress = {});

@@ -132,14 +132,16 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
     // issue 7's unified policy: svd with quant/keep/evict, or svd with policy=importance (the prefill computes the
     // scores that pick the value ranks), runs through the prefill-compressed cache holding rank-space rows
     const bool unified = spec.lowrank && (pre.any() || spec.policy == KVRankPolicy::importance);
-    if (unified && spec.sinks > 0)
+    // the CPU unified cache runs sinks=/window=/vsinks=/alloc=spectrum (engine/kv_prefill.h); the cuda one not yet
+    if (unified && opt.device == Device::cuda && spec.sinks > 0)
       fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": sinks=", spec.sinks, " is not supported by the "
-           "unified cache (svd with quant/keep/evict or policy=importance) yet; drop sinks= or use svd alone with "
-           "policy=seed|uniform");
-    if (unified && (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum))  // the low-rank cache only
+           "unified cache (svd with quant/keep/evict or policy=importance) on cuda yet; drop sinks=, run on the CPU "
+           "(--device cpu), or use svd alone with policy=seed|uniform");
+    if (unified && opt.device == Device::cuda && (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum))
       fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": window=", spec.window, ", vsinks=", spec.vsinks,
            ", alloc=", spec.k_alloc_spectrum ? "spectrum" : "uniform", ": not supported by the unified cache (svd "
-           "with quant/keep/evict or policy=importance) yet; drop them or use svd alone with policy=seed|uniform");
+           "with quant/keep/evict or policy=importance) on cuda yet; drop them, run on the CPU (--device cpu), or use "
+           "svd alone with policy=seed|uniform");
     if (pre.any() || unified) {  // issue 7
       kv_prefill_spec_check(pre, m.file.config, spec.lowrank);
       m.prefill = std::make_unique<KVPrefillSpec>(std::move(pre));
@@ -435,7 +437,8 @@ PerplexityResult perplexity(Model& model, const std::vector<int>& tokens, int n_
   const int64_t N = static_cast<int64_t>(tokens.size());
   PerplexityResult r;
   double t0 = now_s(), nll_sum = 0.0;
-  int64_t prev_end = 0;
+  int64_t prev_end = 0, first_len = 1;
+  size_t first_bytes = 0;
   for (int64_t begin = 0; begin < N; begin += stride) {
     const int64_t end = std::min<int64_t>(begin + n_ctx, N);
     const int64_t trg_len = end - prev_end;  // tokens this window scores: (end - trg_len, end]
@@ -449,12 +452,14 @@ PerplexityResult perplexity(Model& model, const std::vector<int>& tokens, int n_
       nll_sum -= log_prob_at(lg.data() + static_cast<size_t>(i) * V, V, win[i + 1]);
       ++r.tokens;
     }
+    if (r.windows == 0) first_bytes = session.kv_cache_bytes(), first_len = len;
     ++r.windows;
     prev_end = end;
     if (on_progress) on_progress(static_cast<float>(end) / static_cast<float>(N));
     if (end == N) break;
   }
   r.nll = nll_sum / static_cast<double>(r.tokens);
+  if (r.windows > 0) r.kv_bytes_per_token = double(first_bytes) / double(first_len);
   r.ppl = std::exp(r.nll);
   r.seconds = now_s() - t0;
   return r;

@@ -80,6 +80,19 @@ struct LowRankQuantAttentionArgs {
   int n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
   const float* inv_freq = nullptr;        // (head_dim/2) RoPE inverse frequencies
   RopeLayout rope_layout = RopeLayout::half_split;
+  // Optional (the CPU unified cache's window=/sinks=/alloc=spectrum; engine/kv_prefill.h):
+  //   krank: (n_kv_heads) pointers to (n_kv) key row lengths. A length below head_dim is that many c_k values,
+  //          rebuilt with the first krank rows of uk (r_k is then uk's row stride per KV head); head_dim means the
+  //          row is the full pre-RoPE key itself (no rebuild). nullptr: every key row is r_k coefficients.
+  //   window > 0: a query at position p reads entries e >= win_lo with pos[e] > p - window from k_win / v_win
+  //          ((n_kv_heads, win_stride, head_dim): full pre-RoPE keys and all head_dim value coefficients; needs
+  //          r_vmax == head_dim) at row e - win_lo, and the cache's (compressed) rows for the older entries. Every
+  //          entry inside some query's window must be >= win_lo.
+  const uint16_t* const* krank = nullptr;
+  const float* k_win = nullptr;
+  const float* v_win = nullptr;
+  int64_t win_stride = 0;
+  int win_lo = 0, window = 0;
 };
 void attention_lowrank_quant_cpu(float* z, const LowRankQuantAttentionArgs& a, ThreadPool* pool = nullptr);
 

@@ -38,7 +38,7 @@ inline std::vector<float> kv_entry_values(const KVPrefill& p, const KVPrefillLay
   const int b = L.bits[g][e];
   std::vector<float> out;
   if (p.lowrank) {
-    const int rk = p.lowrank->ranks.k, r = L.vrank[g][e];
+    const int rk = L.krank.empty() ? p.lowrank->ranks.k : L.krank[g][e], r = L.vrank[g][e];
     out.resize(size_t(rk) + r);
     dequantize_rank_row_cpu(out.data(), src, rk, b, p.group);
     dequantize_rank_row_cpu(out.data() + rk, src + quant_rank_row_bytes(rk, b, p.group), r, b, p.group);
@@ -73,7 +73,7 @@ inline KVPrefill kv_dequantised_copy(const KVPrefill& p) {
 // One entry's bytes as bytes_used counts them (2 rows at quant_*_row_bytes_16 + 1 byte of width; svd + 2 of rank).
 inline size_t kv_entry_bytes(const KVPrefill& p, const KVPrefillLayer& L, int g, int e, int bits) {
   if (p.lowrank)
-    return quant_rank_row_bytes_16(p.lowrank->ranks.k, bits, p.group) +
+    return quant_rank_row_bytes_16(L.krank.empty() ? p.lowrank->ranks.k : L.krank[g][e], bits, p.group) +
            quant_rank_row_bytes_16(L.vrank[g][e], bits, p.group) + 1 + 2;
   return 2 * quant_row_bytes_16(p.head_dim, bits, p.group) + 1;
 }

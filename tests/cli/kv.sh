@@ -29,8 +29,8 @@ expect_ok "compress: calib profile" "$LLM" compress -m "$MODEL" -t 2 --basis cal
 expect_fail "kv: basis mismatch" "basis" "$LLM" "${PPL[@]}" --kv svd:basis=weights --kv-profile "$TMP/c.safetensors"
 expect_fail "kv: metric mismatch" "has metric score" "$LLM" "${PPL[@]}" --kv svd:metric=energy --kv-profile "$TMP/c.safetensors"
 expect_fail "kv: bad sinks" "sinks=-1" "$LLM" "${PPL[@]}" --kv svd:sinks=-1
-expect_fail "kv: sinks with the unified cache" "not supported by the unified cache" "$LLM" "${PPL[@]}" --kv svd:sinks=4+quant:8
-expect_fail "kv: sinks with importance" "not supported by the unified cache" "$LLM" "${PPL[@]}" --kv svd:sinks=4,policy=importance
+expect_ok "kv: sinks with the unified cache" "$LLM" "${PPL[@]}" --kv svd:sinks=4+quant:8
+expect_ok "kv: sinks with importance" "$LLM" "${PPL[@]}" --kv svd:sinks=4,policy=importance
 # (a profile of another model is refused: tests/test_kv_lowrank.cpp, which can forge one without Python)
 expect_ok "run with a compressed cache" "$LLM" run -m "$MODEL" -t 2 -p "Hello" -n 4 --temp 0 --kv svd:k=1/2,v=1/2,policy=uniform
 

@@ -12,8 +12,9 @@ grep -q "kv svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score,sinks=1,a
 expect_fail "kv: bad window" "window=x" "$LLM" "${PPL[@]}" --kv svd:window=x
 expect_fail "kv: bad vsinks" "vsinks=-2" "$LLM" "${PPL[@]}" --kv svd:vsinks=-2
 expect_fail "kv: bad alloc" "unknown alloc 'layers'" "$LLM" "${PPL[@]}" --kv svd:alloc=layers
-expect_fail "kv: window with importance" "not supported by the unified cache" "$LLM" "${PPL[@]}" --kv svd:window=8,policy=importance
-expect_fail "kv: alloc with quant" "not supported by the unified cache" "$LLM" "${PPL[@]}" --kv svd:alloc=spectrum+quant:8
+expect_ok "kv: window with importance (the unified cache)" "$LLM" "${PPL[@]}" --kv svd:window=8,policy=importance
+expect_ok "kv: alloc, sinks, vsinks, window with quant (the unified cache)" "$LLM" "${PPL[@]}" --kv svd:alloc=spectrum,sinks=1,vsinks=1,window=4+quant:8
+grep -q "alloc=spectrum,vsinks=1,window=4+quant:8" "$TMP/out" || { echo "FAIL: unified kv description missing"; cat "$TMP/out"; fails=$((fails + 1)); }
 echo '{"kv": "svd", "k": "1/4", "window": 4, "vsinks": 1, "alloc": "spectrum"}' >"$TMP/q.json"
 expect_ok "kv-config: the same as JSON" "$LLM" "${PPL[@]}" --kv-config "$TMP/q.json"
 echo '{"kv": "svd", "window": "4"}' >"$TMP/bad.json"

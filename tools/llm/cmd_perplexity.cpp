@@ -38,9 +38,9 @@ int cmd_perplexity(int argc, char** argv) {
   if (a.has("json")) {
     std::printf(
         "{\"ppl\": %.6f, \"nll\": %.8f, \"tokens\": %lld, \"text_tokens\": %zu, \"windows\": %d, \"ctx\": %d, "
-        "\"stride\": %lld, \"seconds\": %.3f, \"tok_per_s\": %.1f, \"kv\": \"%s\"}\n",
+        "\"stride\": %lld, \"seconds\": %.3f, \"tok_per_s\": %.1f, \"kv\": \"%s\", \"kv_bytes_per_token\": %.1f}\n",
         r.ppl, r.nll, static_cast<long long>(r.tokens), tokens.size(), r.windows, n_ctx, stride, r.seconds,
-        r.seconds > 0 ? r.tokens / r.seconds : 0.0, model.kv_description().c_str());
+        r.seconds > 0 ? r.tokens / r.seconds : 0.0, model.kv_description().c_str(), r.kv_bytes_per_token);
   } else {
     std::printf("perplexity: %.4f  (mean nll %.6f over %lld tokens, %d windows of %d, stride %lld, %.1f s, kv %s)\n",
                 r.ppl, r.nll, static_cast<long long>(r.tokens), r.windows, n_ctx, stride, r.seconds,
