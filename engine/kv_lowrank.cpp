@@ -425,7 +425,8 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
         for (int i = 0; i < hd; ++i)
           dequantize_row(L.wk.type, L.wk.data + (g * hd + i) * L.wk.row_bytes, wrows.data() + size_t(i) * dim, dim);
         const float* u = Lr.uk_down.data() + size_t(g) * rk * hd;
-        for (int j = 0; j < rk; ++j) {
+        const int kr = m->k_rank[size_t(l) * nkv + g];  // rows kr .. rk-1 stay zero
+        for (int j = 0; j < kr; ++j) {
           std::fill(acc.begin(), acc.end(), 0.0);
           for (int i = 0; i < hd; ++i) {
             const double uji = u[size_t(j) * hd + i];
@@ -439,6 +440,21 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
     });
     Lr.wk = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wk_data.data()), int64_t(nkv) * rk, dim,
                     size_t(dim) * sizeof(float)};
+    // the packed W_K' (the CPU cache's c_k rows, no zero rows): a copy only where some head's rank is below r_kpad
+    int64_t pack_rows = 0;
+    for (int g = 0; g < nkv; ++g) pack_rows += m->k_rank[size_t(l) * nkv + g];
+    Lr.wk_pack = Lr.wk;
+    if (pack_rows < int64_t(nkv) * rk) {
+      Lr.wk_pack_data.resize(size_t(pack_rows) * dim);
+      float* dst = Lr.wk_pack_data.data();
+      for (int g = 0; g < nkv; ++g) {
+        const int kr = m->k_rank[size_t(l) * nkv + g];
+        std::memcpy(dst, Lr.wk_data.data() + size_t(g) * rk * dim, size_t(kr) * dim * sizeof(float));
+        dst += size_t(kr) * dim;
+      }
+      Lr.wk_pack = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wk_pack_data.data()), pack_rows, dim,
+                           size_t(dim) * sizeof(float)};
+    }
     // W_fused[o, h*r_v + j] = sum_i W_O[o, h*hd + i] UP_V,g(h)[j, i]; UP_V laid out (hd, r_v) so the
     // inner loop runs over j contiguously (vectorises; fp32 sums of head_dim terms are exact enough)
     std::vector<float> uvt(size_t(nkv) * hd * rv);
@@ -479,7 +495,17 @@ KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capaci
   lr.n_kv_heads = c.n_kv_heads;
   lr.head_dim = c.head_dim;
   lr.capacity = capacity;
-  lr.ck.assign(size_t(c.n_layers) * c.n_kv_heads * capacity * m.r_kpad, 0.0f);
+  if (m.k_rank.size() != size_t(c.n_layers) * c.n_kv_heads)
+    fail("kv_lowrank_create: the low-rank model has ", m.k_rank.size(), " key ranks, the config ",
+         c.n_layers * c.n_kv_heads, " (layer, KV head) blocks: create the model with kv_lowrank_model_create for it");
+  // c_k packed: each block at its own key rank (alloc=spectrum), one after another
+  lr.ck_off.resize(m.k_rank.size());
+  int64_t off = 0;
+  for (size_t b = 0; b < m.k_rank.size(); ++b) {
+    lr.ck_off[b] = off;
+    off += int64_t(capacity) * m.k_rank[b];
+  }
+  lr.ck.assign(size_t(off), 0.0f);
   lr.vrank.assign(capacity, 0);
   lr.voff.assign(size_t(capacity) + 1, 0);
   lr.n_sink = std::min(m.spec.sinks, capacity);
@@ -494,7 +520,7 @@ size_t KVLowRank::bytes_used(int n_tokens) const {
   if (!model) return 0;
   // window: the last w tokens are held in full in the ring, the older ones compressed (each token once)
   const int w = std::min(n_tokens, window);
-  // keys: each block's own rank (alloc=spectrum; the zero padding to r_kpad is not counted: a packed layout drops it)
+  // keys: each block's own rank (alloc=spectrum: c_k is stored packed, without padding to r_kpad)
   size_t key_ranks = 0;
   for (int r : model->k_rank) key_ranks += size_t(r);
   const size_t per_block = size_t(voff[n_tokens - w]) + size_t(std::min(n_tokens, n_sink)) * head_dim +
@@ -586,16 +612,22 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   const KVLowRankModel& M = *lr.model;
   const KVLowRankModel::Layer& Lr = M.layers[l];
   const int rk = M.r_kpad, rv = M.r_fused, W = lr.window;
-  // keys: c_k = W_K' x directly (n, nkv*rk); values: v = W_V x, then c_v = U_V[:, :r_t]^T v at each token's rank.
-  // With a window the c_k rows come from the full keys when their tokens leave the ring (below): no W_K' x then.
+  // keys: c_k = W_K' x directly (n, kp: KV head g's k_rank[g] values at kcol[g], packed); values: v = W_V x, then
+  // c_v = U_V[:, :r_t]^T v at each token's rank. With a window the c_k rows come from the full keys when their tokens
+  // leave the ring (below): no W_K' x then.
+  const int* krank = M.k_rank.data() + size_t(l) * nkv;  // this layer's key rank per KV head
+  const int64_t* ckoff = lr.ck_off.data() + size_t(l) * nkv;
+  const int kp = static_cast<int>(Lr.wk_pack.rows);
+  std::vector<int> kcol(nkv, 0);
+  for (int g = 1; g < nkv; ++g) kcol[g] = kcol[g - 1] + krank[g - 1];
   if (W == 0) {
     float* outs[2] = {s.k.data(), s.v.data()};
-    const QMatrix* ws[2] = {&Lr.wk, &L.wv};
+    const QMatrix* ws[2] = {&Lr.wk_pack, &L.wv};
     matmul_group_cpu(outs, ws, 2, s.xb.data(), n, pool);
   } else {
     matmul_cpu(s.v.data(), s.xb.data(), L.wv, n, pool);
   }
-  float* ck = lr.ck.data() + size_t(l) * nkv * lr.capacity * rk;
+  float* ck = lr.ck.data();  // KV head g's block at ck + ckoff[g], krank[g] floats per token
   float* cv = lr.cv.data() + size_t(l) * nkv * lr.v_cap;
   float* ksink = lr.ksink.data() + size_t(l) * nkv * lr.n_sink * hd;
   if (pos0 < lr.n_sink) {
@@ -612,8 +644,8 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   if (W == 0) parallel_for(pool, int64_t(nkv) * n, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
       const int g = static_cast<int>(task / n), i = static_cast<int>(task % n), t = pos0 + i;
-      std::memcpy(ck + (size_t(g) * lr.capacity + t) * rk, s.k.data() + size_t(i) * nkv * rk + size_t(g) * rk,
-                  rk * sizeof(float));
+      std::memcpy(ck + ckoff[g] + size_t(t) * krank[g], s.k.data() + size_t(i) * kp + kcol[g],
+                  size_t(krank[g]) * sizeof(float));
       const float* v = s.v.data() + size_t(i) * kvd + size_t(g) * hd;
       float* dst = cv + size_t(g) * lr.v_cap + lr.voff[t];
       const float* u = Lr.uv.data() + size_t(g) * rv * hd;
@@ -660,8 +692,8 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
         const float* kd = Lr.uk_down.data() + size_t(g) * rk * hd;
         for (int t = lo; t < pos0 + n - W; ++t) {
           const float* k = kw.data() + (size_t(g) * nw + t - lo) * hd;
-          float* c = ck + (size_t(g) * lr.capacity + t) * rk;
-          for (int j = 0; j < rk; ++j) {
+          float* c = ck + ckoff[g] + size_t(t) * krank[g];
+          for (int j = 0; j < krank[g]; ++j) {
             float acc = 0.0f;
             for (int d = 0; d < hd; ++d) acc += kd[size_t(j) * hd + d] * k[d];
             c[j] = acc;
@@ -681,6 +713,8 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   LowRankAttentionArgs a;
   a.q = s.q.data();
   a.ck = ck;
+  a.ck_off = ckoff;
+  a.k_ranks = krank;
   a.uk = Lr.uk.data();
   a.cv = cv;
   a.voff = lr.voff.data();

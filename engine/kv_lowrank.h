@@ -16,7 +16,9 @@
 //   DOWN = UP (orthonormal) for metric=energy; for metric=score they differ (engine/kv_profile.h).
 //
 // Cache layout (what the CUDA decode kernel streams):
-//   ck:    (n_layers, n_kv_heads, capacity, r_k)   fp32; one contiguous block per (layer, KV head)
+//   ck:    per (layer, KV head) block b one contiguous block of (capacity, k_rank[b]) fp32 at ck_off[b] (packed:
+//          alloc=spectrum blocks hold their own rank, no padding to r_kpad; without it every block is r_k wide,
+//          which is (n_layers, n_kv_heads, capacity, r_k))
 //   cv:    (n_layers, n_kv_heads, v_cap)           fp32; per (layer, KV head) one contiguous packed block:
 //          token t's vrank[t] floats at voff[t]. Ranks are per token (the same in every layer and head), so one
 //          offset array serves all blocks. v_cap grows (all blocks re-laid at once) as tokens arrive.
@@ -111,13 +113,18 @@ struct KVLowRankModel {
   KVRanks ranks;
   KVProfile profile;
   std::vector<int> k_rank;  // (n_layers * n_kv_heads) key rank of each block: ranks.k, or the alloc=spectrum ranks
-  int r_kpad = 0;           // the cache's c_k row width: max of k_rank. Blocks of lower rank are zero-padded (zero
-                            // rows of W_K' and U_K), so the attention is unchanged; bytes count k_rank
+  int r_kpad = 0;           // max of k_rank: the row count per KV head of wk and uk below. Blocks of lower rank
+                            // have zero rows there past their rank (unused); the CPU cache stores c_k packed at
+                            // k_rank (KVLowRank::ck) and wk_pack computes only those rows
   int r_fused = 0;  // width of z and of W_fused's column blocks: ranks.v_max(), or head_dim with window or vsinks
   struct Layer {
     // DOWN rows project (c = down . x), UP rows rebuild (x_hat = sum_j c_j up_j); equal for the energy metric.
     std::vector<float> wk_data;  // (n_kv_heads*r_k, dim)        W_K' = DOWN_K[:r_k] W_K per KV head
     QMatrix wk;                  // view of wk_data (F32)
+    std::vector<float> wk_pack_data;  // (sum_g k_rank[l, g], dim) W_K' without the zero rows past each KV head's
+                                      // rank: KV head g's k_rank rows after those of heads < g. Empty when every
+                                      // head of the layer has rank r_kpad (wk_pack then views wk_data)
+    QMatrix wk_pack;             // view of wk_pack_data or wk_data (F32): what the CPU cache's c_k = W_K' x computes
     std::vector<float> uk;       // (n_kv_heads, r_k, head_dim)   UP rows of the keys (rebuild basis)
     std::vector<float> uv;       // (n_kv_heads, r_fused, head_dim) DOWN rows of the values (value projection)
     std::vector<float> wo_data;  // (dim, n_heads*r_fused)       W_fused, column block h = W_O[:, h] UP_V,g(h)^T
@@ -141,7 +148,8 @@ struct KVLowRank {
   const KVLowRankModel* model = nullptr;
   KVCalibration* calib = nullptr;
   int n_layers = 0, n_kv_heads = 0, head_dim = 0, capacity = 0;
-  std::vector<float> ck;      // (n_layers, n_kv_heads, capacity, r_k)
+  std::vector<float> ck;      // packed: block b = (layer, KV head) l-major is (capacity, model->k_rank[b]) at ck_off[b]
+  std::vector<int64_t> ck_off;  // (n_layers * n_kv_heads) offset of each block in ck: capacity * sum of earlier ranks
   std::vector<float> cv;      // (n_layers, n_kv_heads, v_cap)
   int64_t v_cap = 0;          // floats per (layer, KV head) block of cv
   std::vector<int32_t> vrank; // (capacity)

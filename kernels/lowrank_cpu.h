@@ -28,6 +28,9 @@ void eigh_jacobi_cpu(double* a, int n, double* evals, double* evecs);
 //   q:      (n_q, n_heads, head_dim)       queries, RoPE applied; query i sits at position n_kv - n_q + i
 //   ck:     (n_kv_heads, ck_stride, r_k)   compressed keys c_k = U_K[:, :r_k]^T k (before RoPE); token t at row t
 //   uk:     (n_kv_heads, r_k, head_dim)    row j = basis vector j of U_K (U_K^T's first r_k rows)
+//   ck_off, k_ranks: optional (alloc=spectrum, packed; n_kv_heads each): KV head g's c_k block starts at
+//           ck + ck_off[g] and holds k_ranks[g] (1..r_k) values per token (row stride k_ranks[g]; ck_stride unused);
+//           the rebuild sums k_ranks[g] terms, uk's rows past it are unused. Null: every block r_k wide as above
 //   cv:     (n_kv_heads, cv_stride)        packed compressed values: token t's c_v (vrank[t] floats) at voff[t]
 //   voff:   (n_kv)                         offset of token t inside a KV head's region (same for every head)
 //   vrank:  (n_kv)                         rank of token t's value, 1..r_vmax
@@ -58,6 +61,8 @@ struct LowRankAttentionArgs {
   const float* v_win = nullptr;
   int64_t win_stride = 0;
   int win_lo = 0, window = 0;
+  const int64_t* ck_off = nullptr;
+  const int* k_ranks = nullptr;
 };
 void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* pool = nullptr);
 
