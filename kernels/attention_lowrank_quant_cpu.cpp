@@ -6,7 +6,7 @@
 // dequantised from its own width as the tile is loaded, each key is RoPE'd at the entry's own position (tokens may
 // have been dropped), and ranks are per entry and KV head. Optional per-entry key ranks (krank: a head_dim-long row
 // is the full key, not rebuilt) and a recent window read from side rows (window > 0: each query reads its own
-// window in full, so a tile is mixed per query as in attention_lowrank_cpu's window loop).
+// window in full; the task loop mixes the tile per query, as for attention_lowrank_cpu).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -55,6 +55,7 @@ void attention_lowrank_quant_cpu(float* z, const LowRankQuantAttentionArgs& a, T
       rank = kr[t];
       return vals.data() + size_t(t) * a.r_vmax;
     }
+    int position(int e) const { return a.pos[e]; }
   };
   auto make_tile = [&] {
     return Tile{a, std::vector<float>(size_t(lowrank_tasks::kTile) * rv), std::vector<float>(hd),
@@ -64,78 +65,7 @@ void attention_lowrank_quant_cpu(float* z, const LowRankQuantAttentionArgs& a, T
                                         a.win_stride < a.n_kv - a.win_lo)))
     fail("attention_lowrank_quant: bad recent window (window ", a.window, ", rows from ", a.win_lo, ", stride ",
          a.win_stride, ", r_vmax ", rv, " must equal head_dim ", hd, ", n_kv ", a.n_kv, ", n_q ", a.n_q, ")");
-  if (a.window == 0) {
-    lowrank_tasks::run(z, a, pool, make_tile);
-    return;
-  }
-  // window > 0: the task loop of lowrank_tasks::run with each query's window rows swapped into a copy of the tile
-  using lowrank_tasks::kQChunk;
-  using lowrank_tasks::kTile;
-  const int W = a.window, gs = a.n_heads / a.n_kv_heads, n_chunks = (a.n_q + kQChunk - 1) / kQChunk;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int first = a.n_kv - a.n_q;  // entry of query 0
-  parallel_for(pool, int64_t(a.n_kv_heads) * n_chunks, [&](int64_t b, int64_t e) {
-    auto tile = make_tile();
-    std::vector<float> keys(size_t(kTile) * hd), kfull(size_t(kTile) * hd), mixed(size_t(kTile) * hd);
-    std::vector<int> kpos(kTile);
-    std::vector<float> m, l, sc(kTile);
-    for (int64_t task = b; task < e; ++task) {
-      const int g = static_cast<int>(task / n_chunks), chunk = static_cast<int>(task % n_chunks);
-      const int i0 = chunk * kQChunk, i1 = std::min(a.n_q, i0 + kQChunk), nq = i1 - i0;
-      m.assign(size_t(gs) * nq, -std::numeric_limits<float>::infinity());
-      l.assign(size_t(gs) * nq, 0.0f);
-      for (int hh = 0; hh < gs; ++hh)
-        for (int i = i0; i < i1; ++i) std::fill_n(z + (size_t(i) * a.n_heads + g * gs + hh) * rv, rv, 0.0f);
-      const int t_end = first + i1;
-      const int p_lo = a.pos[first + i0];  // the chunk's first query position: the widest reach back
-      for (int t0 = 0; t0 < t_end; t0 += kTile) {
-        const int nt = std::min(kTile, t_end - t0);
-        tile.load(g, t0, nt, keys.data(), kpos.data());
-        rope_cpu(keys.data(), kpos.data(), nt, 1, hd, hd, a.inv_freq, a.rope_layout, nullptr);
-        int w_first = std::max(t0, a.win_lo);  // the tile's first entry inside some query's window
-        while (w_first < t0 + nt && kpos[w_first - t0] <= p_lo - W) ++w_first;
-        if (w_first < t0 + nt) {
-          for (int t = w_first; t < t0 + nt; ++t)
-            std::copy_n(a.k_win + (size_t(g) * a.win_stride + t - a.win_lo) * hd, hd,
-                        kfull.data() + size_t(t - t0) * hd);
-          rope_cpu(kfull.data() + size_t(w_first - t0) * hd, kpos.data() + (w_first - t0), t0 + nt - w_first, 1, hd, hd,
-                   a.inv_freq, a.rope_layout, nullptr);
-        }
-        for (int i = i0; i < i1; ++i) {
-          const int p = a.pos[first + i], nv = std::min(nt, first + i - t0 + 1);
-          if (nv <= 0) continue;
-          int wf = w_first;  // entries wf .. are read in full by this query
-          while (wf < t0 + nv && kpos[wf - t0] <= p - W) ++wf;
-          const float* tk = keys.data();
-          if (wf < t0 + nv) {
-            std::copy_n(keys.data(), size_t(wf - t0) * hd, mixed.data());
-            std::copy_n(kfull.data() + size_t(wf - t0) * hd, size_t(t0 + nv - wf) * hd,
-                        mixed.data() + size_t(wf - t0) * hd);
-            tk = mixed.data();
-          }
-          for (int hh = 0; hh < gs; ++hh) {
-            const int h = g * gs + hh;
-            const float* q = a.q + (size_t(i) * a.n_heads + h) * hd;
-            const size_t si = size_t(hh) * nq + (i - i0);
-            lowrank_tile_softmax(q, tk, nv, hd, scale, sc.data(), m[si], l[si], z + (size_t(i) * a.n_heads + h) * rv,
-                                 rv, [&](int t, int& rank) -> const float* {
-                                   if (t0 + t >= wf) {
-                                     rank = hd;
-                                     return a.v_win + (size_t(g) * a.win_stride + t0 + t - a.win_lo) * hd;
-                                   }
-                                   return tile.value_row(t, rank);
-                                 });
-          }
-        }
-      }
-      for (int hh = 0; hh < gs; ++hh)
-        for (int i = i0; i < i1; ++i) {
-          const float inv = 1.0f / l[size_t(hh) * nq + (i - i0)];
-          float* zi = z + (size_t(i) * a.n_heads + g * gs + hh) * rv;
-          for (int r = 0; r < rv; ++r) zi[r] *= inv;
-        }
-    }
-  });
+  lowrank_tasks::run(z, a, pool, make_tile);
 }
 
 }  // namespace llm

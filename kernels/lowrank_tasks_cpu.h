@@ -36,12 +36,19 @@ inline void rebuild_key(float* kt, const float* c, const float* ukg, int rk, int
 //   void load(int g, int t0, int nt, float* keys, int* kpos): keys t0 .. t0+nt-1 of KV head g rebuilt (before
 //       RoPE) into keys (nt rows of head_dim), their positions into kpos
 //   const float* value_row(int t, int& rank): the value row of key t0 + t of the last load; sets its rank
+//   int position(int e): the position of key (entry) e; positions ascend with e
 // Args: LowRankAttentionArgs or LowRankQuantAttentionArgs, of which run reads the shared fields q (n_q, n_heads,
 // head_dim; RoPE applied; the queries are the last n_q of the n_kv keys), n_q, n_kv, n_heads, n_kv_heads, head_dim,
-// r_vmax, inv_freq and rope_layout (shapes already checked); writes z (n_q, n_heads, r_vmax).
+// r_vmax, inv_freq, rope_layout and the recent window's window, k_win, v_win, win_lo, win_stride (shapes already
+// checked); writes z (n_q, n_heads, r_vmax).
+//
+// window > 0: which form of a key a query reads depends on the query (full inside its recent window: keys e >=
+// win_lo with position(e) > p - window), so a tile that reaches into some query's window of the chunk also gets the
+// window's full keys RoPE'd, and each such query scores a copy of the tile with its window's rows replaced by the
+// full ones, reading the window's values (all head_dim coefficients) from v_win.
 template <class Args, class MakeTile>
 void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
-  const int hd = a.head_dim, rv = a.r_vmax;
+  const int hd = a.head_dim, rv = a.r_vmax, W = a.window;
   const int gs = a.n_heads / a.n_kv_heads;
   const int n_chunks = (a.n_q + kQChunk - 1) / kQChunk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -49,6 +56,7 @@ void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
   parallel_for(pool, int64_t(a.n_kv_heads) * n_chunks, [&](int64_t b, int64_t e) {
     auto tile = make_tile();
     std::vector<float> keys(size_t(kTile) * hd);  // rebuilt, RoPE'd keys of one tile
+    std::vector<float> kfull(W > 0 ? size_t(kTile) * hd : 0), mixed(kfull.size());  // window: full keys, a query's mix
     std::vector<int> kpos(kTile);
     std::vector<float> m, l, sc(kTile);  // running max / sum per (head, query)
     for (int64_t task = b; task < e; ++task) {
@@ -60,20 +68,49 @@ void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
       for (int hh = 0; hh < gs; ++hh)
         for (int i = i0; i < i1; ++i) std::fill_n(z + (size_t(i) * a.n_heads + g * gs + hh) * rv, rv, 0.0f);
       const int t_end = first + i1;  // keys [0, t_end) are seen by some query of the chunk
+      const int p_lo = W > 0 ? tile.position(first + i0) : 0;  // the chunk's first query: the widest window
       for (int t0 = 0; t0 < t_end; t0 += kTile) {
         const int nt = std::min(kTile, t_end - t0);
         tile.load(g, t0, nt, keys.data(), kpos.data());
         rope_cpu(keys.data(), kpos.data(), nt, 1, hd, hd, a.inv_freq, a.rope_layout, nullptr);
-        for (int hh = 0; hh < gs; ++hh) {
-          const int h = g * gs + hh;
-          for (int i = i0; i < i1; ++i) {
-            const int nv = std::min(nt, first + i - t0 + 1);  // causal: keys t0 .. first + i
-            if (nv <= 0) continue;
+        int w_first = t0 + nt;  // the tile's first key inside some query's window (none: t0 + nt)
+        if (W > 0) {
+          w_first = std::max(t0, a.win_lo);
+          while (w_first < t0 + nt && kpos[w_first - t0] <= p_lo - W) ++w_first;
+          for (int t = w_first; t < t0 + nt; ++t)
+            std::copy_n(a.k_win + (size_t(g) * a.win_stride + t - a.win_lo) * hd, hd,
+                        kfull.data() + size_t(t - t0) * hd);
+          if (w_first < t0 + nt)
+            rope_cpu(kfull.data() + size_t(w_first - t0) * hd, kpos.data() + (w_first - t0), t0 + nt - w_first, 1, hd,
+                     hd, a.inv_freq, a.rope_layout, nullptr);
+        }
+        for (int i = i0; i < i1; ++i) {
+          const int nv = std::min(nt, first + i - t0 + 1);  // causal: keys t0 .. first + i
+          if (nv <= 0) continue;
+          int wf = w_first;  // keys wf .. are read in full by this query
+          if (wf < t0 + nv) {
+            const int p = tile.position(first + i);
+            while (wf < t0 + nv && kpos[wf - t0] <= p - W) ++wf;
+          }
+          const float* tk = keys.data();
+          if (wf < t0 + nv) {
+            std::copy_n(keys.data(), size_t(wf - t0) * hd, mixed.data());
+            std::copy_n(kfull.data() + size_t(wf - t0) * hd, size_t(t0 + nv - wf) * hd,
+                        mixed.data() + size_t(wf - t0) * hd);
+            tk = mixed.data();
+          }
+          for (int hh = 0; hh < gs; ++hh) {
+            const int h = g * gs + hh;
             const float* q = a.q + (size_t(i) * a.n_heads + h) * hd;
             const size_t si = size_t(hh) * nq + (i - i0);
-            lowrank_tile_softmax(q, keys.data(), nv, hd, scale, sc.data(), m[si], l[si],
-                                 z + (size_t(i) * a.n_heads + h) * rv, rv,
-                                 [&](int t, int& rank) { return tile.value_row(t, rank); });
+            lowrank_tile_softmax(q, tk, nv, hd, scale, sc.data(), m[si], l[si], z + (size_t(i) * a.n_heads + h) * rv,
+                                 rv, [&](int t, int& rank) -> const float* {
+                                   if (t0 + t >= wf) {
+                                     rank = hd;
+                                     return a.v_win + (size_t(g) * a.win_stride + t0 + t - a.win_lo) * hd;
+                                   }
+                                   return tile.value_row(t, rank);
+                                 });
           }
         }
       }
