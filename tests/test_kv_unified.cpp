@@ -24,6 +24,7 @@
 #include "kernels/quant_cpu.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
+#include "kv_unified_run.h"
 #include "kv_window_check.h"
 #include "test_util.h"
 #include "tiny_llama2.h"
@@ -36,57 +37,14 @@ using llm_test::tokens_of;
 
 namespace {
 
-float max_abs(const std::vector<float>& a) {
-  float m = 0;
-  for (float v : a) m = std::max(m, std::fabs(v));
-  return m;
-}
-// How a run caches: the full cache, the plain low-rank cache (issue 6), or the unified cache (svd + prefill parts).
-enum class Mode { full, svd, unified };
-struct RunOut {
-  std::vector<std::vector<float>> logits;  // prefill's last + one per decode step
-  std::vector<int> tokens;
-  std::unique_ptr<KVPrefill> cache;
-};
+using llm_test::lowrank_model;
+using llm_test::max_abs;
+using llm_test::rel_diff;
+using Mode = llm_test::KVMode;
+using RunOut = llm_test::KVRunOut;
 RunOut run(const TinyLlama2& m, Mode mode, const KVLowRankModel* lrm, const std::string& spec,
            const std::vector<int>& prompt, int steps, ThreadPool* pool, std::vector<float> scores = {}) {
-  RunOut out;
-  RunState s = runstate_create(m.c, 16);
-  KVCache kv = kvcache_create(m.c, 128, /*allocate=*/mode == Mode::full);
-  KVLowRank lr;
-  if (mode == Mode::svd) {
-    lr = kv_lowrank_create(*lrm, m.c, 128);
-    lr.next_scores = scores;
-    kv.lowrank = &lr;
-  } else if (mode == Mode::unified) {
-    std::string base;  // spec "": svd with no prefill part (policy=importance alone)
-    const KVPrefillSpec ps = spec.empty() ? KVPrefillSpec{} : kv_prefill_spec_parse(spec, base);
-    out.cache = std::make_unique<KVPrefill>(kv_prefill_create(ps, m.c, lrm));
-    out.cache->next_scores = scores;
-    kv.prefill = out.cache.get();
-  }
-  forward_cpu(m.c, m.w, kv, s, prompt.data(), int(prompt.size()), LogitsMode::last, pool);
-  for (int i = 0;; ++i) {
-    out.logits.emplace_back(s.logits.begin(), s.logits.begin() + m.c.vocab_size);
-    if (i == steps) break;
-    int t = argmax_cpu(s.logits.data(), m.c.vocab_size);
-    out.tokens.push_back(t);
-    if (mode == Mode::svd && lrm->spec.policy == KVRankPolicy::importance) lr.next_scores = {1.0f};
-    forward_cpu(m.c, m.w, kv, s, &t, 1, LogitsMode::last, pool);
-  }
-  return out;
-}
-
-std::unique_ptr<KVLowRankModel> lowrank_model(const TinyLlama2& m, const std::string& spec, ThreadPool* pool) {
-  return kv_lowrank_model_create(kv_spec_parse(spec), "", m.c, m.w, pool);
-}
-
-// max over steps of max |a - b| / (1 + max |b|)
-float rel_diff(const RunOut& a, const RunOut& b) {
-  float d = 0;
-  for (size_t i = 0; i < b.logits.size(); ++i)
-    d = std::max(d, max_abs_diff(a.logits[i], b.logits[i]) / (1.0f + max_abs(b.logits[i])));
-  return d;
+  return llm_test::kv_run(m, mode, lrm, spec, prompt, steps, pool, std::move(scores));
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "kernels/quant_cpu.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
+#include "kv_unified_run.h"
 #include "test_util.h"
 #include "tiny_llama2.h"
 
@@ -33,57 +34,18 @@ using llm_test::tokens_of;
 
 namespace {
 
-float max_abs(const std::vector<float>& a) {
-  float m = 0;
-  for (float v : a) m = std::max(m, std::fabs(v));
-  return m;
-}
-
-// Greedy run: the prompt in one call, then `steps` tokens one at a time. full: the full cache; svd (prefill == ""
-// and lrm set): the plain low-rank cache; otherwise the unified cache with the prefill spec (quant off when "-").
-struct RunOut {
-  std::vector<std::vector<float>> logits;  // prompt's last + one per step
-  std::vector<int> tokens;
-  std::unique_ptr<KVPrefill> cache;
-  size_t lowrank_bytes = 0;
-};
+using llm_test::KVMode;
+using llm_test::lowrank_model;
+using llm_test::max_abs;
+using llm_test::rel_diff;
+using RunOut = llm_test::KVRunOut;
+// Greedy run (or teacher-forced by `forced`): the prompt in one call, then `steps` tokens one at a time. lrm null:
+// the full cache; prefill "": the plain low-rank cache; otherwise the unified cache with the prefill spec ("-": none).
 RunOut run(const TinyLlama2& m, const KVLowRankModel* lrm, const char* prefill, const std::vector<int>& prompt,
            int steps, ThreadPool* pool, const std::vector<int>* forced = nullptr) {
-  RunOut out;
-  RunState s = runstate_create(m.c, 16);
-  KVCache kv = kvcache_create(m.c, 128, /*allocate=*/lrm == nullptr);
-  KVLowRank lr;
-  if (lrm && std::string(prefill).empty()) {
-    lr = kv_lowrank_create(*lrm, m.c, 128);
-    kv.lowrank = &lr;
-  } else if (lrm) {
-    std::string base;
-    const KVPrefillSpec ps = std::string(prefill) == "-" ? KVPrefillSpec{} : kv_prefill_spec_parse(prefill, base);
-    out.cache = std::make_unique<KVPrefill>(kv_prefill_create(ps, m.c, lrm));
-    kv.prefill = out.cache.get();
-  }
-  forward_cpu(m.c, m.w, kv, s, prompt.data(), int(prompt.size()), LogitsMode::last, pool);
-  for (int i = 0;; ++i) {
-    out.logits.emplace_back(s.logits.begin(), s.logits.begin() + m.c.vocab_size);
-    if (i == steps) break;
-    int t = forced ? (*forced)[i] : argmax_cpu(s.logits.data(), m.c.vocab_size);  // forced: teacher-forced
-    out.tokens.push_back(t);
-    forward_cpu(m.c, m.w, kv, s, &t, 1, LogitsMode::last, pool);
-  }
-  if (kv.lowrank) out.lowrank_bytes = lr.bytes_used(kv.n);
-  return out;
-}
-
-std::unique_ptr<KVLowRankModel> lowrank_model(const TinyLlama2& m, const std::string& spec, ThreadPool* pool) {
-  return kv_lowrank_model_create(kv_spec_parse(spec), "", m.c, m.w, pool);
-}
-
-// max over steps of max |a - b| / (1 + max |b|)
-float rel_diff(const RunOut& a, const RunOut& b) {
-  float d = 0;
-  for (size_t i = 0; i < b.logits.size(); ++i)
-    d = std::max(d, max_abs_diff(a.logits[i], b.logits[i]) / (1.0f + max_abs(b.logits[i])));
-  return d;
+  const std::string p = prefill;
+  const KVMode mode = !lrm ? KVMode::full : p.empty() ? KVMode::svd : KVMode::unified;
+  return llm_test::kv_run(m, mode, lrm, p == "-" ? "" : p, prompt, steps, pool, {}, forced);
 }
 
 // Every logit row of `tokens` fed in calls of the given sizes (the first one the prefill), through the unified cache.
