@@ -19,6 +19,7 @@
 #include "engine/forward_cuda.cuh"
 #include "engine/kv_lowrank.h"
 #include "engine/kv_prefill.h"
+#include "engine/llm.h"
 #include "engine/model.h"
 #include "kernels/ops_cpu.h"
 #include "kernels/threadpool_cpu.h"
@@ -366,4 +367,43 @@ inline void bench_tiny_synthetic(const std::string& kv, const std::string& tag) 
   std::filesystem::remove_all(dir);
 }
 
+
+// The public API on cpu and on cuda with the same --kv: `prompt`, then `steps` tokens teacher-forced on the CPU's
+// greedy path; logits[0] (cpu) and logits[1] (cuda) hold every call's last row, bytes[] each session's KV bytes
+// at the end. Prints the distance (diff with a top-1 margin of 1) and returns it in d.
+struct ApiCpuCudaRun {
+  std::vector<int> feed;
+  std::vector<float> logits[2];
+  size_t bytes[2] = {0, 0};
+  Diff d;
+};
+inline ApiCpuCudaRun api_cpu_vs_cuda(llm::Model& cpu, llm::Model& gpu, const std::vector<int>& prompt,
+                                     int ctx, int steps) {
+  ApiCpuCudaRun r;
+  const int V = cpu.config().vocab_size;
+  {  // the CPU's greedy path
+    llm::Session s(cpu, {.n_ctx = ctx});
+    s.feed(prompt);
+    for (int i = 0; i < steps; ++i) {
+      r.feed.push_back(llm::argmax_cpu(s.logits(), V));
+      s.feed({r.feed.back()});
+    }
+  }
+  for (int dev = 0; dev < 2; ++dev) {
+    llm::Session s(dev == 0 ? cpu : gpu, {.n_ctx = ctx});
+    s.feed(prompt);
+    r.logits[dev].assign(s.logits(), s.logits() + V);
+    for (int t : r.feed) {
+      s.feed({t});
+      r.logits[dev].insert(r.logits[dev].end(), s.logits(), s.logits() + V);
+    }
+    r.bytes[dev] = s.kv_cache_bytes();
+  }
+  r.d = diff(r.logits[1], r.logits[0], V, 1.0f);
+  MESSAGE(cpu.kv_description() << ": cuda vs cpu over " << r.d.rows << " rows: max |logit diff| " << r.d.max_abs
+                               << " (max |logit| " << r.d.max_ref << "); top-1 where the CPU leads by > 1: "
+                               << r.d.decided_agree << "/" << r.d.decided << "; KV bytes cpu " << r.bytes[0]
+                               << ", cuda " << r.bytes[1]);
+  return r;
+}
 }  // namespace llm_cuda_test

@@ -276,37 +276,14 @@ TEST_CASE("cuda svd window/vsinks/alloc=spectrum on the demo model: logits and b
     Model cpu(llm_test::demo_model_path(), {.device = Device::cpu, .kv = sp.kv});
     Model gpu(llm_test::demo_model_path(), {.device = Device::cuda, .kv = sp.kv});
     CHECK(gpu.kv_description() == cpu.kv_description());
-    const int V = cpu.config().vocab_size;
     const std::vector<int> prompt = cpu.tokenize("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", true);
-    std::vector<int> feed;
-    {  // this spec's CPU greedy path
-      Session s(cpu, {.n_ctx = ctx});
-      s.feed(prompt);
-      for (int i = 0; i < steps; ++i) {
-        feed.push_back(argmax_cpu(s.logits(), V));
-        s.feed({feed.back()});
-      }
-    }
-    std::vector<float> logits[2];
-    size_t bytes[2] = {0, 0};
-    for (int dev = 0; dev < 2; ++dev) {
-      Session s(dev == 0 ? cpu : gpu, {.n_ctx = ctx});
-      s.feed(prompt);
-      logits[dev].assign(s.logits(), s.logits() + V);
-      for (int t : feed) {
-        s.feed({t});
-        logits[dev].insert(logits[dev].end(), s.logits(), s.logits() + V);
-      }
-      bytes[dev] = s.kv_cache_bytes();
-    }
-    const Diff d = diff(logits[1], logits[0], V, 1.0f);
-    MESSAGE(std::string(sp.kv) << ": cuda vs cpu over " << d.rows << " rows: max |logit diff| " << d.max_abs << " (max |logit| "
-                  << d.max_ref << "); top-1 where the CPU leads by > 1: " << d.decided_agree << "/" << d.decided
-                  << "; KV bytes cpu " << bytes[0] << ", cuda " << bytes[1]);
+    const ApiCpuCudaRun r = api_cpu_vs_cuda(cpu, gpu, prompt, ctx, steps);
+    const Diff& d = r.d;
+    const size_t* bytes = r.bytes;
     CHECK(d.max_abs < sp.bound);
     CHECK(d.decided_agree == d.decided);
     const Config& c = cpu.config();
-    const int n = int(prompt.size() + feed.size());
+    const int n = int(prompt.size() + r.feed.size());
     CHECK(n > sp.window);
     const size_t full = size_t(c.n_layers) * c.n_kv_heads * (2 * sp.window + sp.sinks) * c.head_dim * 4;
     CHECK(2 * bytes[1] == bytes[0] + full);
