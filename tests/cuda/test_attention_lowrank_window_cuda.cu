@@ -324,11 +324,10 @@ TEST_CASE("cuda low-rank attention at full ranks with window=N equals the full-c
       a.voff = dvoff.as<int64_t>();
       a.vrank = dvrank.as<int32_t>();
       a.inv_freq = dinv.as<float>();
-      {  // prefill of every query
-        std::vector<float> ring, nk, nv, rvv;
-        rows(0, n_kv, ring, nk, nv, rvv);
-        DeviceBuffer dq = upload(q), dck = upload(k), dcv = upload(v), dkw = upload(ring), dvw = upload(rvv),
-                     dkn = upload(nk), dvn = upload(nv);
+      // the kernel's inputs: queries, c_k / c_v, the ring, the call's own rows
+      auto point = [&a](const DeviceBuffer& dq, const DeviceBuffer& dck, const DeviceBuffer& dcv,
+                        const DeviceBuffer& dkw, const DeviceBuffer& dvw, const DeviceBuffer& dkn,
+                        const DeviceBuffer& dvn) {
         a.q = dq.as<float>();
         a.ck = dck.as<float>();
         a.cv = dcv.as<float>();
@@ -336,6 +335,13 @@ TEST_CASE("cuda low-rank attention at full ranks with window=N equals the full-c
         a.v_win = dvw.as<float>();
         a.k_new = dkn.as<float>();
         a.v_new = dvn.as<float>();
+      };
+      {  // prefill of every query
+        std::vector<float> ring, nk, nv, rvv;
+        rows(0, n_kv, ring, nk, nv, rvv);
+        DeviceBuffer dq = upload(q), dck = upload(k), dcv = upload(v), dkw = upload(ring), dvw = upload(rvv),
+                     dkn = upload(nk), dvn = upload(nv);
+        point(dq, dck, dcv, dkw, dvw, dkn, dvn);
         check_close("full ranks + window prefill", prefill_z(a, n_kv, n_kv), ref, kAtol, kRtol);
       }
       {  // decode of the last query, the window's c_k / c_v rows zeroed
@@ -348,13 +354,7 @@ TEST_CASE("cuda low-rank attention at full ranks with window=N equals the full-c
           }
         DeviceBuffer dq = upload(std::vector<float>(q.end() - size_t(nh) * hd, q.end())), dck = upload(ck),
                      dcv = upload(cv), dkw = upload(ring), dvw = upload(rvv), dkn = upload(nk), dvn = upload(nv);
-        a.q = dq.as<float>();
-        a.ck = dck.as<float>();
-        a.cv = dcv.as<float>();
-        a.k_win = dkw.as<float>();
-        a.v_win = dvw.as<float>();
-        a.k_new = dkn.as<float>();
-        a.v_new = dvn.as<float>();
+        point(dq, dck, dcv, dkw, dvw, dkn, dvn);
         check_close("full ranks + window decode", decode_z(a, n_kv, 2),
                     std::vector<float>(ref.end() - size_t(nh) * hd, ref.end()), kAtol, kRtol);
       }
