@@ -648,12 +648,7 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
                   size_t(krank[g]) * sizeof(float));
       const float* v = s.v.data() + size_t(i) * kvd + size_t(g) * hd;
       float* dst = cv + size_t(g) * lr.v_cap + lr.voff[t];
-      const float* u = Lr.uv.data() + size_t(g) * rv * hd;
-      for (int j = 0; j < lr.vrank[t]; ++j) {
-        float acc = 0.0f;
-        for (int d = 0; d < hd; ++d) acc += u[size_t(j) * hd + d] * v[d];
-        dst[j] = acc;
-      }
+      lowrank_project_cpu(dst, Lr.uv.data() + size_t(g) * rv * hd, v, lr.vrank[t], hd);
     }
   });
   // window: full keys and full-rank value coefficients of tokens [lo, pos0 + n), the older ones from the ring (which
@@ -682,22 +677,12 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
           float* kd = kw.data() + (size_t(g) * nw + t - lo) * hd;
           float* vd = vw.data() + (size_t(g) * nw + t - lo) * hd;
           std::memcpy(kd, kfull.data() + size_t(i) * kvd + size_t(g) * hd, hd * sizeof(float));
-          const float* v = s.v.data() + size_t(i) * kvd + size_t(g) * hd;
-          for (int j = 0; j < hd; ++j) {
-            float acc = 0.0f;
-            for (int d = 0; d < hd; ++d) acc += u[size_t(j) * hd + d] * v[d];
-            vd[j] = acc;
-          }
+          lowrank_project_cpu(vd, u, s.v.data() + size_t(i) * kvd + size_t(g) * hd, hd, hd);
         }
         const float* kd = Lr.uk_down.data() + size_t(g) * rk * hd;
         for (int t = lo; t < pos0 + n - W; ++t) {
           const float* k = kw.data() + (size_t(g) * nw + t - lo) * hd;
-          float* c = ck + ckoff[g] + size_t(t) * krank[g];
-          for (int j = 0; j < krank[g]; ++j) {
-            float acc = 0.0f;
-            for (int d = 0; d < hd; ++d) acc += kd[size_t(j) * hd + d] * k[d];
-            c[j] = acc;
-          }
+          lowrank_project_cpu(ck + ckoff[g] + size_t(t) * krank[g], kd, k, krank[g], hd);
           std::memcpy(cv + size_t(g) * lr.v_cap + lr.voff[t], vw.data() + (size_t(g) * nw + t - lo) * hd,
                       size_t(lr.vrank[t]) * sizeof(float));
         }

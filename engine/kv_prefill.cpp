@@ -9,6 +9,7 @@
 
 #include "engine/kv_lowrank.h"
 #include "engine/model.h"
+#include "kernels/lowrank_cpu.h"
 #include "kernels/quant_cpu.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
@@ -204,30 +205,10 @@ static void relayout_lowrank(KVPrefillLayer& L, int g, int e0, int hd, int group
     std::memcpy(row.data(), src, row.size() * sizeof(float));
     const float* k = row.data();
     if (kl != kr[j]) {
-      for (int a = 0; a < kl; ++a) {
-        float acc = 0.0f;
-        for (int i = 0; i < hd; ++i) acc += kdown[size_t(a) * hd + i] * row[i];
-        key[a] = acc;
-      }
+      lowrank_project_cpu(key.data(), kdown, row.data(), kl, hd);
       k = key.data();
     }
     append_lowrank_entry(L, g, k, kl, row.data() + kr[j], r, w, group, cr[j], cb[j]);
-  }
-}
-
-// key = sum_j c_j up_j over the first r rows of the rebuild basis (a block of key rank head_dim: its full key).
-static void lowrank_rebuild(float* dst, const float* c, const float* ukg, int r, int hd) {
-  std::fill_n(dst, hd, 0.0f);
-  for (int j = 0; j < r; ++j)
-    for (int d = 0; d < hd; ++d) dst[d] += c[j] * ukg[size_t(j) * hd + d];
-}
-
-// c_v = the first r rows of U_V^T times v (the same arithmetic as kv_lowrank_attention).
-static void project_value(float* dst, const float* uv_g, const float* v, int r, int hd) {
-  for (int j = 0; j < r; ++j) {
-    float acc = 0.0f;
-    for (int d = 0; d < hd; ++d) acc += uv_g[size_t(j) * hd + d] * v[d];
-    dst[j] = acc;
   }
 }
 
@@ -366,12 +347,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
           const int i = static_cast<int>(task / Hkv), g = static_cast<int>(task % Hkv);
           const float* kd = Lr->uk_down.data() + size_t(g) * rk * hd;
           const float* k = P.kfull.data() + size_t(i) * kvd + size_t(g) * hd;
-          float* ck = P.k.data() + size_t(i) * ckd + size_t(g) * rk;
-          for (int j = 0; j < rk; ++j) {
-            float acc = 0.0f;
-            for (int d = 0; d < hd; ++d) acc += kd[size_t(j) * hd + d] * k[d];
-            ck[j] = acc;
-          }
+          lowrank_project_cpu(P.k.data() + size_t(i) * ckd + size_t(g) * rk, kd, k, rk, hd);
         }
       });
     // svd: the compressed key row of computed token i in KV head g: its length (with window/sinks/alloc=spectrum
@@ -385,7 +361,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       const float* ck = P.k.data() + size_t(i) * ckd + size_t(g) * rk;
       if (kl < hd || !per_entry_k) std::memcpy(dst, ck, size_t(kl) * sizeof(float));
       else if (W > 0 || S > 0) std::memcpy(dst, P.kfull.data() + size_t(i) * kvd + size_t(g) * hd, hd * sizeof(float));
-      else lowrank_rebuild(dst, ck, Lr->uk.data() + size_t(g) * rk * hd, rk, hd);  // a block of key rank head_dim
+      else lowrank_rebuild_cpu(dst, ck, Lr->uk.data() + size_t(g) * rk * hd, rk, hd);  // a block of key rank head_dim
     };
     rope_cpu(P.q.data(), P.pos.data(), m, H, hd, qd, s.inv_freq.data(), c.rope_layout, pool);
     if (!LR) rope_cpu(P.k.data(), P.pos.data(), m, Hkv, hd, kvd, s.inv_freq.data(), c.rope_layout, pool);
@@ -496,11 +472,12 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
             float* dst = P.rows[g].data() + P.rows_off[g][i] / sizeof(float);
             key_row(dst, g, i);
             const float* v = P.v.data() + size_t(i) * kvd + size_t(g) * hd;
-            project_value(dst + key_len(g, i), Lr->uv.data() + size_t(g) * rv * hd, v, rank[size_t(g) * m + i], hd);
+            const float* uv = Lr->uv.data() + size_t(g) * rv * hd;
+            lowrank_project_cpu(dst + key_len(g, i), uv, v, rank[size_t(g) * m + i], hd);
             if (W > 0) {  // the window's full forms: every query reads its own last W positions from these
               std::memcpy(P.kwin.data() + (size_t(g) * m + i) * hd, P.kfull.data() + size_t(i) * kvd + size_t(g) * hd,
                           hd * sizeof(float));
-              project_value(P.vwin.data() + (size_t(g) * m + i) * hd, Lr->uv.data() + size_t(g) * rv * hd, v, hd, hd);
+              lowrank_project_cpu(P.vwin.data() + (size_t(g) * m + i) * hd, uv, v, hd, hd);
             }
           }
         });
@@ -597,12 +574,12 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
             float* kw = P.kwin.data() + (size_t(g) * nw + E0 - win_lo + i) * hd;
             float* vw = P.vwin.data() + (size_t(g) * nw + E0 - win_lo + i) * hd;
             std::memcpy(kw, P.kfull.data() + size_t(i) * kvd + size_t(g) * hd, hd * sizeof(float));
-            project_value(vw, Lr->uv.data() + size_t(g) * rv * hd, v, hd, hd);
+            lowrank_project_cpu(vw, Lr->uv.data() + size_t(g) * rv * hd, v, hd, hd);
             append_lowrank_entry(C, g, kw, hd, vw, hd, 16, P.group, r, 16);
           } else {
             const int kl = key_len(g, i);
             key_row(row.data(), g, i);
-            project_value(row.data() + kl, Lr->uv.data() + size_t(g) * rv * hd, v, r, hd);
+            lowrank_project_cpu(row.data() + kl, Lr->uv.data() + size_t(g) * rv * hd, v, r, hd);
             append_lowrank_entry(C, g, row.data(), kl, row.data() + kl, r, 16, P.group, r, 16);
           }
         }

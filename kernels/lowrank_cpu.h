@@ -21,6 +21,26 @@ class ThreadPool;
 // Throws llm::Error when a is not symmetric (|a_ij - a_ji| > 1e-9 * max|a|) or holds a NaN/Inf.
 void eigh_jacobi_cpu(double* a, int n, double* evals, double* evecs);
 
+// ---- rank-space projection and rebuild (the cache writes and the attention's tile) ---------------------------
+// c = the first r rows of `down` (r x hd, row-major) times x: the coefficients c_k = DOWN_K[:r] k or
+// c_v = DOWN_V[:r] v of one head's key or value.
+inline void lowrank_project_cpu(float* c, const float* down, const float* x, int r, int hd) {
+  for (int j = 0; j < r; ++j) {
+    float acc = 0.0f;
+    for (int d = 0; d < hd; ++d) acc += down[size_t(j) * hd + d] * x[d];
+    c[j] = acc;
+  }
+}
+// x_hat (hd) = sum_j c[j] * row j of `up` (r x hd): a key rebuilt from its first r coefficients.
+inline void lowrank_rebuild_cpu(float* x_hat, const float* c, const float* up, int r, int hd) {
+  std::fill_n(x_hat, hd, 0.0f);
+  for (int j = 0; j < r; ++j) {
+    const float cj = c[j];
+    const float* u = up + size_t(j) * hd;
+    for (int d = 0; d < hd; ++d) x_hat[d] += cj * u[d];
+  }
+}
+
 // ---- low-rank attention (kernels/attention_lowrank_cpu.cpp) -------------------------------------------------
 // Causal GQA attention over a low-rank cache, prefill and decode alike. Keys are rebuilt per tile of keys in
 // a small per-task buffer (the shared-memory tile of the CUDA kernel), RoPE'd at each key's own position, and

@@ -22,16 +22,6 @@ namespace llm::lowrank_tasks {
 constexpr int kTile = 32;    // keys rebuilt at a time
 constexpr int kQChunk = 32;  // queries sharing one rebuild
 
-// key = U_K[:, :r_k] c: kt (hd) = sum_j c[j] * row j of ukg (r_k x hd).
-inline void rebuild_key(float* kt, const float* c, const float* ukg, int rk, int hd) {
-  std::fill_n(kt, hd, 0.0f);
-  for (int j = 0; j < rk; ++j) {
-    const float cj = c[j];
-    const float* u = ukg + size_t(j) * hd;
-    for (int d = 0; d < hd; ++d) kt[d] += cj * u[d];
-  }
-}
-
 // make_tile() is called once per worker and returns its Tile (with its own scratch buffers):
 //   void load(int g, int t0, int nt, float* keys, int* kpos): keys t0 .. t0+nt-1 of KV head g rebuilt (before
 //       RoPE) into keys (nt rows of head_dim), their positions into kpos
