@@ -5,6 +5,7 @@
 // Without a GPU every case prints "SKIPPED: no CUDA device" and passes.
 #include <algorithm>
 #include <cstring>
+#include <sstream>
 
 #include "cuda_test_util.cuh"
 #include "kernels/attention_quant_cuda.h"
@@ -75,6 +76,30 @@ size_t first_differing_byte(const std::vector<uint8_t>& got, const std::vector<u
   return got.size();
 }
 
+// Where byte i lies in a packed layout, and the bytes of its row around it (for the failure message).
+std::string describe_byte(size_t i, const Packed& p, const std::vector<uint8_t>& got, const std::vector<uint8_t>& ref,
+                          const float* x, const int* src, int n, int group) {
+  if (i >= got.size()) return "no difference";
+  int r = 0;
+  while (r + 1 < int(p.off.size()) && p.off[r + 1] <= i) ++r;
+  std::ostringstream o;
+  const size_t in = i - p.off[r];
+  o << "row " << r << " (" << int(p.bits[r]) << " bits) byte " << in << ":";
+  const size_t b0 = in >= 8 ? in - 8 : 0;
+  o << " got";
+  for (size_t k = b0; k < in + 8 && p.off[r] + k < got.size(); ++k) o << ' ' << int(got[p.off[r] + k]);
+  o << " | ref";
+  for (size_t k = b0; k < in + 8 && p.off[r] + k < ref.size(); ++k) o << ' ' << int(ref[p.off[r] + k]);
+  if (p.bits[r] != 16) {
+    const size_t gb = 4 + size_t(group) * p.bits[r] / 8;
+    const int gi = int(in / gb);
+    const float* xg = x + size_t(src ? src[r] : r) * n + size_t(gi) * group;
+    o << " | group " << gi << " inputs";
+    for (int k = 0; k < group; ++k) o << ' ' << xg[k];
+  }
+  return o.str();
+}
+
 // attention_quant_decode_cuda's arguments over a flat device cache of stride entries a KV head.
 QuantDecodeArgs decode_args(const DeviceBuffer& q, const DeviceBuffer& data, const DeviceBuffer& off,
                             const DeviceBuffer& bits, const DeviceBuffer& n_kv, int stride, int n_q, int n_heads,
@@ -115,7 +140,8 @@ TEST_CASE("cuda quantize_rows packs rows byte for byte as quantize_row_cpu (fp32
     quantize_rows_cuda(a, dx.as<float>(), nullptr);
     std::vector<uint8_t> got = download<uint8_t>(ddst, p.bytes);
     size_t first_bad = first_differing_byte(got, ref);
-    INFO("first differing byte " << first_bad << " of " << got.size());
+    INFO("first differing byte " << first_bad << " of " << got.size() << ": "
+                                  << describe_byte(first_bad, p, got, ref, x.data(), nullptr, n, group));
     CHECK(first_bad == got.size());
 
     // dequantise on the GPU vs the CPU: the same formula (at most an FMA's rounding apart)
@@ -152,7 +178,8 @@ TEST_CASE("cuda quantize_rows packs rows byte for byte as quantize_row_cpu (fp32
     quantize_rows_cuda(a, dxb.as<bf16>(), nullptr);
     std::vector<uint8_t> got2 = download<uint8_t>(ddst2, p2.bytes);
     first_bad = first_differing_byte(got2, ref2);
-    INFO("bf16 input: first differing byte " << first_bad << " of " << got2.size());
+    INFO("bf16 input: first differing byte " << first_bad << " of " << got2.size() << ": "
+                                              << describe_byte(first_bad, p2, got2, ref2, xr.data(), src.data(), n, group));
     CHECK(first_bad == got2.size());
   }
   {  // hand case: 0 1 2 3 repeated at 2 bits, group 4: scale 1.0 (fp16 0x3C00), min 0, codes 0 | 1<<2 | 2<<4 | 3<<6
