@@ -11,6 +11,7 @@ namespace llm {
 
 namespace {
 constexpr int kSpin = 2000;  // ~ tens of microseconds of spinning before sleeping
+constexpr uint64_t kClosed = 0xffffffffu;  // claim index of a job being set up: above any chunk count
 }
 
 ThreadPool::ThreadPool(int n_threads) {
@@ -29,13 +30,20 @@ ThreadPool::~ThreadPool() {
 // A chunk is claimed by a compare-exchange on claim_ that also checks the job generation, so a worker that wakes
 // late can never take a chunk of a newer job with the function of an older one: job_/n_chunks_ are written
 // before claim_ is published (release) and read after a successful claim (acquire).
+//
+// run() first CLOSES the claim word (new generation, index kClosed) and only then writes n_chunks_: a worker still
+// holding the old job's exhausted claim word (gen, n_old) that reads the NEW n_chunks_ (> n_old) must fail its
+// compare-exchange. Without the closing store it could succeed between the n_chunks_ and claim_ stores, run a
+// chunk that does not exist (with the old or new function) and count it in the new job's done_, so that run()
+// returned while a chunk still ran: seen as SIGSEGVs in matmul_cpu with 16 threads on the GPU machine
+// (docs/performance.md, "First GPU session"); 2 cores never showed it.
 bool ThreadPool::work_on(uint64_t gen) {
   bool any = false;
   uint64_t v = claim_.load(std::memory_order_acquire);
   for (;;) {
     if ((v >> 32) != (gen & 0xffffffffu)) return any;
     const int64_t idx = static_cast<int64_t>(v & 0xffffffffu);
-    if (idx >= n_chunks_.load(std::memory_order_relaxed)) return any;
+    if (idx >= n_chunks_.load(std::memory_order_acquire)) return any;  // acquire: see the closing claim_ store
     if (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
     (*job_.load(std::memory_order_relaxed))(idx);
     any = true;
@@ -69,9 +77,10 @@ void ThreadPool::run(int64_t n_chunks, const std::function<void(int64_t)>& fn) {
     return;
   }
   ++gen_;
+  claim_.store((gen_ & 0xffffffffu) << 32 | kClosed, std::memory_order_seq_cst);  // no claim until published
   job_.store(&fn, std::memory_order_relaxed);
-  n_chunks_.store(n_chunks, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
+  n_chunks_.store(n_chunks, std::memory_order_release);
   claim_.store((gen_ & 0xffffffffu) << 32, std::memory_order_release);
   wake_.fetch_add(1, std::memory_order_acq_rel);
   wake_.notify_all();

@@ -2,6 +2,7 @@
 // (not from the ops' code), on seeded random data over several shapes, plus hand-computable cases.
 // Tolerances: fp32 ops against a double reference agree to ~1e-6 relative per accumulated term; we allow
 // 1e-4 * (1 + |ref|) for sums of up to a few thousand terms.
+#include <atomic>
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -281,6 +282,33 @@ TEST_CASE("thread pools: two pools used concurrently give the single-threaded re
   t2.join();
   CHECK(ok1);
   CHECK(ok2);
+}
+
+// Back-to-back short jobs with more threads than chunks: the pattern of a decode step (many small ops). A worker
+// still holding the previous job's exhausted claim once could take a chunk of the next job before it was
+// published (kernels/threadpool_cpu.cpp, run()); with 16 threads on the GPU machine that crashed matmul_cpu. On
+// 2 cores the window is rarely hit, so this test mostly guards the contract: each chunk exactly once, all done
+// when run returns.
+TEST_CASE("thread pool: back-to-back short jobs run every chunk exactly once, all finished when run returns") {
+  for (int threads : {3, 16}) {
+    CAPTURE(threads);
+    ThreadPool pool(threads);
+    long wrong = 0;
+    for (int job = 0; job < 20000; ++job) {
+      const int n = 2 + job % 9;
+      std::atomic<int> hits[10] = {};
+      std::atomic<int> outside{0};
+      pool.run(n, [&](int64_t c) {
+        if (c < 0 || c >= n)
+          outside.fetch_add(1);
+        else
+          hits[c].fetch_add(1);
+      });
+      for (int c = 0; c < n; ++c) wrong += hits[c].load() != 1;
+      wrong += outside.load();
+    }
+    CHECK(wrong == 0);
+  }
 }
 
 TEST_CASE("matmul_group: equals separate matmuls (decode and prefill)") {
