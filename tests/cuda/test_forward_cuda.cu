@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
 #include "cuda_forward_test_util.cuh"
 #include "cuda_test_util.cuh"
@@ -231,7 +232,13 @@ TEST_CASE_TEMPLATE("cuda forward on the demo model: logits and greedy text match
   // kGreedyNatural: natural text has near-ties on its greedy path (fp32 lead 0.018 at one step of these 32), where
   // bf16 rounding may legitimately pick the runner-up: identical up to the first step where the CPU leads by < 0.1,
   // reported beyond it.
-  auto str = [&](const std::vector<int>& v) { return tok.decode(std::vector<int32_t>(v.begin(), v.end())); };
+  auto str = [&](const std::vector<int>& v) {  // ids as numbers too; an id outside the vocabulary is named, not decoded
+    std::ostringstream o;
+    for (int t : v) o << t << ' ';
+    for (int t : v)
+      if (t < 0 || t >= V) return o.str() + "(holds an id outside the vocabulary)";
+    return o.str() + "'" + tok.decode(std::vector<int32_t>(v.begin(), v.end())) + "'";
+  };
   // Under the CPU emulator each decode step takes ~3 s: 5 steps (the natural prompt's first near-tie is at step 4).
   const int steps = cuda_emulated() ? 5 : 32;
   if (cuda_emulated()) MESSAGE("reduced under emulation: greedy text compared over " << steps << " tokens, not 32");
