@@ -191,6 +191,12 @@ TEST_CASE_TEMPLATE("cuda forward on the demo model: logits and greedy text match
   if (!have_cuda()) return;
   if (!llm_test::have_demo_model()) return;
   const DType dt = dtype_of<T>();
+  // Under the CPU emulator the f16 instance repeats the bf16 one's ~100 s with another element type that the
+  // synthetic f16 case above already covers; it ran on the H100 (399/400, docs/performance.md "First GPU session")
+  if (cuda_emulated() && dt == DType::f16) {
+    MESSAGE("SKIPPED under emulation: the f16 demo-model instance (the synthetic f16 case runs; a GPU runs this)");
+    return;
+  }
   ModelFile f = model_file_open(llm_test::demo_model_path());
   const Config& c = f.config;
   Weights w = weights_from_file(f);

@@ -151,7 +151,9 @@ TEST_CASE("cuda KV quant on the demo model: logits, greedy text and bytes match 
   bool first = true;
   for (const char* spec : {"quant:8/4/2=0.2/0.5/0.3,recent=8",
                            "evict:h2o,budget=0.5+quant:8/4=0.5/0.5,recent=8+imp:w=4,sinks=2"}) {
-    const bool generate = first;
+    // under the CPU emulator the free generation (as long again) is left to a GPU run; the H100 ran it
+    const bool generate = first && !cuda_emulated();
+    if (first && cuda_emulated()) MESSAGE("reduced under emulation: the free generation of the first spec is skipped");
     first = false;
     const std::string spec_text = spec;
     CAPTURE(spec_text);
