@@ -76,8 +76,11 @@ template <class T>
 void gemv_cuda(float* y, const T* w, const T* x, int rows, int cols, cudaStream_t st) {
   if (cols % 8 != 0) fail("gemv_cuda (", elem_name<T>(), "): cols ", cols, " must be a multiple of 8");
   if (rows <= 0) return;
-  // warps per row: enough warps in the grid (~16K, two per resident slot of 132 SMs x 64) whatever the row count
-  const int split = rows >= 16384 ? 1 : rows >= 8192 ? 2 : rows >= 4096 ? 4 : 8;
+  // warps per row: enough warps in the grid (~16K, two per resident slot of 132 SMs x 64) whatever the row count,
+  // but each lane keeps at least 4 of its row's 16-byte vectors (a short row, e.g. the demo model's 576 columns,
+  // stays one warp: splitting it would only add blocks)
+  int split = rows >= 16384 ? 1 : rows >= 8192 ? 2 : rows >= 4096 ? 4 : 8;
+  while (split > 1 && cols / 8 < split * 32 * 4) split /= 2;
   const int threads = kGemvWarps * 32;
   switch (split) {
     case 1: gemv_kernel<T, 1><<<ceil_div(rows, kGemvWarps), threads, 0, st>>>(y, w, x, rows, cols); break;
