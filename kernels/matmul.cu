@@ -26,7 +26,7 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
 }
 
 // SPLIT warps share a row (columns interleaved by 32-lane groups of 16-byte vectors), partial sums added in shared
-// memory: a matrix of few rows (Llama-3-8B's wq/wo 4096 x 4096, down 4096 x 14336, wk/wv 1024 x 4096) otherwise
+// memory: a matrix of few rows (Llama-3-8B: wo 4096 x 4096, qkv 6144 x 4096, down 4096 x 14336) otherwise
 // has one warp per row, ~31 resident warps per SM. Measured on the H100 (docs/performance.md, "First GPU session"):
 // the decode step's qkv + wo + down went from 2.76 to 2.62 ms per token (decode 160.7 -> 166.0 tok/s at 1K).
 template <class T, int SPLIT>
