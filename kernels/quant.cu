@@ -3,6 +3,7 @@
 // its code bytes, in the CPU's order. Quantisation runs once per prefill over the kept entries, so simplicity
 // (bit-identical bytes) beats speed here; the hot path is the attention kernel that reads the result.
 #include "kernels/quant_cuda.h"
+#include "loader/ggml_quants.h"
 
 namespace llm {
 
@@ -11,15 +12,9 @@ namespace {
 __device__ __forceinline__ float load_in(const float* x, int64_t i) { return x[i]; }
 __device__ __forceinline__ float load_in(const bf16* x, int64_t i) { return __bfloat162float(x[i]); }
 
-// fp32 -> bf16 bits in 32-bit integer arithmetic (round to nearest even; NaN stays a quiet NaN), as f32_to_bf16.
-// Not __float2bfloat16_rn: on an H100 (nvcc 13.0, sm_90a) its 16-bit result stored byte by byte below came out
-// with a wrong low byte (0 or 1 by the sign; docs/performance.md "First GPU session"), which the emulator cannot
-// show; the integer form has no 16-bit register to mis-store.
-__device__ __forceinline__ uint32_t bf16_bits_rn(float v) {
-  const uint32_t x = __float_as_uint(v);
-  return (x & 0x7fffffffu) > 0x7f800000u ? (x >> 16) | 0x40u : (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
-}
-
+// fp32 -> bf16 bits: bf16_from_bits (loader/ggml_quants.h, the host's f32_to_bf16), integer arithmetic. Not
+// __float2bfloat16_rn: on an H100 (nvcc 13.0, sm_90a) its 16-bit result stored byte by byte below came out with a
+// wrong low byte (0 or 1 by the sign; docs/performance.md "First GPU session"), which the emulator cannot show.
 __device__ __forceinline__ void store_bytes(uint8_t* p, uint32_t v, int n) {
   for (int b = 0; b < n; ++b) p[b] = static_cast<uint8_t>(v >> (8 * b));
 }
@@ -41,7 +36,7 @@ __global__ void quantize_rows_kernel(QuantRowsArgs a, const T* x) {
       if (a.row16 == 4)
         store_bytes(row + size_t(idx) * 4, __float_as_uint(v), 4);
       else
-        store_bytes(row + size_t(idx) * 2, bf16_bits_rn(v), 2);
+        store_bytes(row + size_t(idx) * 2, bf16_from_bits(__float_as_uint(v)), 2);
     }
     return;
   }

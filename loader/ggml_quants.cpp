@@ -82,15 +82,6 @@ float bf16_to_f32(uint16_t h) {
   return f;
 }
 
-namespace {
-// Branch-free so that loops over it vectorise.
-inline uint16_t bf16_from_bits(uint32_t x) {
-  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // round to nearest, ties to even
-  const uint32_t quiet_nan = (x >> 16) | 0x40u;                      // NaN stays NaN (rounding could make it inf)
-  return uint16_t((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
-}
-}  // namespace
-
 uint16_t f32_to_bf16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);

@@ -19,5 +19,13 @@ float fp16_to_f32(uint16_t h);
 uint16_t f32_to_fp16(float f);
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);  // round to nearest even; NaN stays NaN
+// The same on a float's bits, in 32-bit integer arithmetic: constexpr, so the CUDA kernels call it too
+// (--expt-relaxed-constexpr); kernels/quant.cu uses it instead of __float2bfloat16_rn (see there). Branch-free,
+// so that loops over it vectorise.
+constexpr uint16_t bf16_from_bits(uint32_t x) {
+  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // round to nearest, ties to even
+  const uint32_t quiet_nan = (x >> 16) | 0x40u;                      // NaN stays NaN (rounding could make it inf)
+  return uint16_t((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
 
 }  // namespace llm
