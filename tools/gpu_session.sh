@@ -171,12 +171,12 @@ unpack_bin() {
 stage_packbin() {
   [ -x build-gpu/llm ] || { echo "packbin: build build-gpu first"; return 1; }
   mkdir -p .gpu/bin && echo "$ROOT" > .gpu/bin/source_dir
-  local files="build-gpu/llm build-gpu/tests/llm_tests"
+  local tools="build-gpu/llm"
   for t in bench_lowrank_cuda bench_quant_cuda; do
-    [ -x "build-gpu/$t" ] && files="$files build-gpu/$t"
+    [ -x "build-gpu/$t" ] && tools="$tools build-gpu/$t"
   done
-  strip ${files#build-gpu/llm build-gpu/tests/llm_tests} build-gpu/llm 2> /dev/null  # llm_tests keeps its symbols (backtraces)
-  tar -cJf .gpu/bin/build-gpu.tar.xz $files && du -sh .gpu/bin/build-gpu.tar.xz
+  strip $tools  # llm_tests keeps its symbols (cuda-gdb backtraces)
+  tar -cJf .gpu/bin/build-gpu.tar.xz $tools build-gpu/tests/llm_tests && du -sh .gpu/bin/build-gpu.tar.xz
 }
 
 # ---- device: build ----------------------------------------------------------------------------------------------
