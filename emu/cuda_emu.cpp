@@ -330,6 +330,14 @@ uint64_t warp_exchange(unsigned mask, uint64_t value, int src_lane, const char* 
   return w.slot[f.buf][src];
 }
 
+void warp_allgather(unsigned mask, uint64_t value, uint64_t* out, const char* site) {
+  warp_exchange(mask, value, -1, site);
+  Scheduler& s = *t_sched;
+  Fiber& f = *s.running;
+  const Warp& w = s.block->warps[size_t(f.st.linear >> 5)];
+  for (int l = 0; l < 32; ++l) out[l] = (w.published[f.buf] >> l & 1) ? w.slot[f.buf][l] : ~uint64_t(0);
+}
+
 void* dynamic_smem() {
   Scheduler& s = *t_sched;
   return s.smem;

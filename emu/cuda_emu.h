@@ -47,6 +47,11 @@ void sync_threads(const char* site);
 // Warp collective: every live lane in `mask` must arrive at the same site; `value` (up to 8 bytes) is published
 // and the value of lane `src_lane` returned (src_lane < 0: plain __syncwarp).
 uint64_t warp_exchange(unsigned mask, uint64_t value, int src_lane, const char* site);
+// Warp collective as warp_exchange, returning every lane's value: out[l] = lane l's (all ones for a lane that did not
+// take part). The slots stay valid until the warp's next-but-one collective, so a caller that publishes a pointer
+// to its own data may read the other lanes' data through out[] until it enters another collective (the tensor-core
+// emulation in kernels/mma.cuh reads, then syncs the warp once more before any lane may change what it published).
+void warp_allgather(unsigned mask, uint64_t value, uint64_t* out, const char* site);
 // The launch's dynamic shared memory (extern __shared__), poisoned at the start of every block.
 void* dynamic_smem();
 
@@ -148,6 +153,7 @@ template <class T>
 inline void __stcs(T* p, T v) { *p = v; }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
+inline void __sincosf(float x, float* s, float* c) { *s = sinf(x); *c = cosf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }

@@ -1419,6 +1419,16 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     a.window = s.window;
     a.ck_off = ck_off;
     a.k_ranks = k_ranks;
+    a.v_align = std::gcd(std::gcd(M.ranks.v_low, M.ranks.v_med), M.ranks.v_high);  // the ranks the policy gives
+    if (M.vsinks > 0) a.v_align = std::gcd(a.v_align, hd);                           // value sinks: head_dim
+    a.decode_kernel = M.decode_kernel;
+    if (n == 1 && l == 0) {
+      std::string why;
+      const bool tc = M.decode_kernel != LowRankDecodeKernel::generic && attention_lowrank_tc_supported(a, &why);
+      s.lr_decode_kernel = tc ? "tensor-core" : M.decode_kernel == LowRankDecodeKernel::generic
+                                                    ? "generic (asked for)"
+                                                    : "generic (the tensor-core kernel cannot take " + why + ")";
+    }
     if (n == 1)
       attention_lowrank_decode_cuda(z, a, s.pos.as<int>(), s.lr_splits, s.attn_ws.as<float>(), st);
     else

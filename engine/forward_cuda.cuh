@@ -10,6 +10,7 @@
 #include "engine/forward_cuda.h"
 #include "engine/kv_lowrank.h"
 #include "engine/kv_prefill.h"
+#include "kernels/attention_lowrank_cuda.h"
 #include "kernels/common.cuh"
 #include "kernels/matmul_cuda.h"
 
@@ -53,6 +54,7 @@ struct CudaLowRank {
   bool alloc_spectrum = false;  // spec.k_alloc_spectrum (k_rank from the profile's spectrum)
   int vsinks = 0;           // spec.vsinks: the first `vsinks` positions keep their values at rank head_dim
   int window = 0;           // spec.window: full keys / values of the last `window` tokens (a ring per layer, KV head)
+  LowRankDecodeKernel decode_kernel = LowRankDecodeKernel::automatic;  // attention_lowrank_decode_cuda's choice
 };
 
 struct CudaModel {
@@ -221,6 +223,8 @@ struct CudaSession {
   int decode_step = 0;          // kv_policy_ranks' decode counter
   std::vector<float> next_scores;  // svd policy=importance: cuda_session_set_token_scores (consumed by the next call)
   int lr_splits = 1;            // attention_lowrank_decode_splits
+  std::string lr_decode_kernel; // the decode attention kernel the last decode step ran ("tensor-core", or
+                                // "generic" and why the tensor-core kernel could not), for the bench report
   DeviceBuffer z;               // (max_block, n_heads, r_vmax) fp32 attention output in rank space
   DeviceBuffer lr_qkv;          // (max_block, qd + n_kv_heads*r_k + kvd) fp32: a block's W_QKV' GEMM output
   int n_sink = 0;               // sinks=N: min(N, capacity), as KVLowRank::n_sink

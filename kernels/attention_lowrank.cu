@@ -10,6 +10,7 @@
 //   token over 32 layers (~1.1 ms of fp32 FMA on an H100) against ~0.5 ms to stream the bf16 compressed cache.
 //   The rebuild, not the bytes, is what this kernel's decode time will show; see docs/kv-compression.md.
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/attention_lowrank_cuda.h"
 #include "kernels/lowrank_tile.cuh"
@@ -291,6 +292,15 @@ void attention_lowrank_decode_cuda(float* z, const LowRankAttentionCudaArgs<T>& 
   check_args("attention_lowrank_decode_cuda", a);
   if (!pos) fail("attention_lowrank_decode_cuda: pos (device, the new token's position) is required");
   if (splits < 1) fail("attention_lowrank_decode_cuda: splits ", splits, " must be >= 1");
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (a.decode_kernel == LowRankDecodeKernel::tensor ||
+        (a.decode_kernel == LowRankDecodeKernel::automatic && attention_lowrank_tc_supported(a))) {
+      attention_lowrank_tc_decode_cuda(z, a, pos, splits, workspace, st);
+      return;
+    }
+  } else if (a.decode_kernel == LowRankDecodeKernel::tensor) {
+    fail("attention_lowrank_decode_cuda: the tensor-core kernel reads the bf16 cache (this one is fp32)");
+  }
   const int gs = a.n_heads / a.n_kv_heads;
   const size_t smem = attention_lowrank_smem_bytes(gs, 1, a.head_dim, a.r_k, a.r_vmax, a.window);
   if (smem > size_t(lowrank_tile::smem_optin_bytes()))

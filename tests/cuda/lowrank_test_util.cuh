@@ -6,6 +6,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -153,6 +154,9 @@ void upload_inputs(DeviceInputs<T>& d, const Inputs& in, const Shape& s, llm::Ro
   d.a.head_dim = s.hd;
   d.a.inv_freq = d.inv.template as<float>();
   d.a.rope_layout = layout;
+  int align = 0;  // what the engine passes: the gcd of the ranks the policy can give
+  for (int r : s.ranks) align = std::gcd(align, r);
+  d.a.v_align = align;
 }
 
 // The kernels' outputs z (n_q, n_heads, r_vmax) on the host: the prefill of n_q queries over n_kv keys, and the

@@ -387,6 +387,7 @@ TEST_CASE("cuda low-rank KV forward matches the CPU low-rank forward, and the fu
       CudaSessionPtr s = cuda_session_create(m, ctx, 40);  // blocks of 40: the later ones attend to cached tokens
       const std::vector<float> got = run_prompt_feed(*s, prompt, feed);
       CHECK(cuda_session_n(*s) == n + int(feed.size()));
+      CHECK(s->lr_decode_kernel == "tensor-core");  // the decode steps ran kernels/attention_lowrank_tc.cu
       // the same ranks and layout as the CPU cache, at 2 bytes per element instead of 4
       CHECK(2 * cuda_session_kv_bytes(*s) == lr.bytes_used(n + int(feed.size())));
       const LogitsDiff pre = diff_logits({got.begin(), got.begin() + size_t(n) * V},

@@ -23,9 +23,11 @@ using namespace llm_lowrank_test;
 
 namespace {
 
-Inputs make_inputs(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int capacity, bool round_bf16) {
+// cv_slack 5: the value blocks' stride is no multiple of 8, which the tensor-core decode kernel needs
+Inputs make_inputs(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int capacity, bool round_bf16,
+                   int cv_slack = 5) {
   Inputs in;
-  fill_inputs(in, rng, s, n_q, n_kv, capacity, 5, round_bf16);
+  fill_inputs(in, rng, s, n_q, n_kv, capacity, cv_slack, round_bf16);
   return in;
 }
 
@@ -68,7 +70,36 @@ void decode_case(std::mt19937& rng, const Shape& s, int n_kv, RopeLayout layout,
   upload_inputs(d, in, s, layout);
   if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, capacity, sm_count());
   CAPTURE(splits);
+  d.a.decode_kernel = LowRankDecodeKernel::generic;  // the block program (the tensor-core kernel: tc_case)
   check_close("lowrank decode z", decode_z(d.a, n_kv, splits), ref, kAtol, kRtol);
+}
+
+// The tensor-core decode kernel (kernels/attention_lowrank_tc.cu) on a bf16 cache against the CPU twin. Its
+// roundings: U_K, the rebuilt RoPE'd keys and the probabilities to bf16 (8 significant bits, relative error <=
+// 2^-9), the query to hi + lo bf16 (~2^-17). With these inputs (scores of standard deviation ~1.2, values in
+// +-1, z a weighted mean of them) a score moves by ~1e-3 and z by a few 1e-4; kTcAtol / kTcRtol allow ~10x that,
+// while any indexing or layout mistake (a wrong dim, key, rank, head or RoPE pair) moves z by ~0.1 or more.
+constexpr float kTcAtol = 4e-3f, kTcRtol = 1e-2f;
+
+void tc_case(std::mt19937& rng, const Shape& s, int n_kv, RopeLayout layout, int splits = 0) {
+  CAPTURE(s.hd);
+  CAPTURE(s.n_heads);
+  CAPTURE(n_kv);
+  CAPTURE(static_cast<int>(layout));
+  const int capacity = n_kv + 40;
+  const Inputs in = make_inputs(rng, s, 1, n_kv, capacity, true, 8);
+  const std::vector<float> ref = reference(in, s, 1, n_kv, layout);
+  DeviceInputs<bf16> d;
+  upload_inputs(d, in, s, layout);
+  d.a.decode_kernel = LowRankDecodeKernel::tensor;
+  REQUIRE(attention_lowrank_tc_supported(d.a));
+  if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, capacity, sm_count());
+  CAPTURE(splits);
+  const std::vector<float> z = decode_z(d.a, n_kv, splits);
+  check_close("lowrank tensor-core decode z", z, ref, kTcAtol, kTcRtol);
+  double worst = 0.0;
+  for (size_t i = 0; i < z.size(); ++i) worst = std::max(worst, std::fabs(double(z[i]) - double(ref[i])));
+  MESSAGE("tensor-core decode, head_dim " << s.hd << ", n_kv " << n_kv << ": max |z - cpu| = " << worst);
 }
 
 }  // namespace
@@ -100,6 +131,83 @@ TEST_CASE("cuda low-rank split-K decode attention matches attention_lowrank_cpu 
   decode_case<bf16>(rng, kDemo, 129, RopeLayout::half_split);
   decode_case<bf16>(rng, kLlama3, 4097, RopeLayout::half_split);
   decode_case<bf16>(rng, kLlama3, 32768, RopeLayout::half_split);      // Llama-3 at 32K, llama3 scaling
+}
+
+TEST_CASE("cuda low-rank tensor-core decode matches attention_lowrank_cpu within bf16 rounding") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(64);
+  // tile edges (16 keys), both RoPE layouts, the default splits, one split, more splits than tiles
+  for (int n_kv : {1, 15, 16, 17, 100}) tc_case(rng, kDemo, n_kv, RopeLayout::half_split);
+  tc_case(rng, kDemo, 777, RopeLayout::interleaved);
+  tc_case(rng, kDemo, 300, RopeLayout::half_split, 1);
+  tc_case(rng, kDemo, 50, RopeLayout::half_split, 7);
+  for (int n_kv : {33, 1000}) tc_case(rng, kLlama3, n_kv, RopeLayout::half_split);
+  tc_case(rng, kLlama3, 333, RopeLayout::interleaved);
+  tc_case(rng, kLlama3, 4097, RopeLayout::half_split);
+  // multi-head attention (group 1, Llama-2-7B's shape) and a group of 8 (r_k 64)
+  tc_case(rng, Shape{32, 32, 128, 32, {32, 64, 128}, false, 10000.0f}, 200, RopeLayout::half_split);
+  tc_case(rng, Shape{16, 2, 64, 64, {16, 48, 64}, false, 10000.0f}, 250, RopeLayout::interleaved);
+  if (cuda_emulated()) {
+    MESSAGE("reduced under emulation: the 32K-key tensor-core case runs on a GPU only");
+  } else {
+    tc_case(rng, kLlama3, 32768, RopeLayout::half_split);
+  }
+}
+
+TEST_CASE("cuda low-rank decode: the tensor-core kernel refuses what it cannot take, and says why") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(65);
+  const Inputs in = make_inputs(rng, kDemo, 1, 40, 48, true, 8);
+  DeviceInputs<bf16> d;
+  upload_inputs(d, in, kDemo, RopeLayout::half_split);
+  d.a.decode_kernel = LowRankDecodeKernel::tensor;
+  REQUIRE(attention_lowrank_tc_supported(d.a));
+  const int splits = 2;
+  DeviceBuffer dpos = upload(std::vector<int>{39}), z(size_t(kDemo.n_heads) * in.r_vmax * 4),
+               ws(attention_lowrank_decode_workspace_floats(kDemo.n_heads, in.r_vmax, splits) * 4);
+  auto run = [&](const LowRankAttentionCudaArgs<bf16>& a) {
+    attention_lowrank_decode_cuda<bf16>(z.as<float>(), a, dpos.as<int>(), splits, ws.as<float>(), nullptr);
+  };
+  LowRankAttentionCudaArgs<bf16> a = d.a;
+  a.v_align = 4;  // ranks that may not be multiples of 8
+  CHECK_THROWS_WITH_AS(run(a), doctest::Contains("multiple of 8"), llm::Error);
+  a = d.a;
+  a.cv_stride -= 3;
+  CHECK_THROWS_WITH_AS(run(a), doctest::Contains("cv_stride"), llm::Error);
+  a = d.a;
+  a.n_sink = 4;
+  a.k_sink = d.a.uk;  // any device pointer: refused before it is read
+  a.k_sink_stride = 4;
+  CHECK_THROWS_WITH_AS(run(a), doctest::Contains("sinks"), llm::Error);
+  a = d.a;
+  a.r_k = 8;
+  CHECK_THROWS_WITH_AS(run(a), doctest::Contains("key rank 8"), llm::Error);
+  // automatic falls back to the block program for the same arguments, with the same result as generic
+  a = d.a;
+  a.v_align = 4;
+  a.decode_kernel = LowRankDecodeKernel::automatic;
+  CHECK_FALSE(attention_lowrank_tc_supported(a));
+  run(a);
+  const std::vector<float> z_auto = download<float>(z, size_t(kDemo.n_heads) * in.r_vmax);
+  a.decode_kernel = LowRankDecodeKernel::generic;
+  run(a);
+  check_close("automatic = generic when the tensor-core kernel cannot run", z_auto,
+              download<float>(z, size_t(kDemo.n_heads) * in.r_vmax), 0.0f, 0.0f);
+  LowRankAttentionCudaArgs<float> af;
+  af.head_dim = 64;
+  af.n_heads = 9;
+  af.n_kv_heads = 3;
+  af.r_k = af.r_vmax = 16;
+  af.q = d.a.q;
+  af.uk = d.a.uk;
+  af.inv_freq = d.a.inv_freq;
+  af.voff = d.a.voff;
+  af.vrank = d.a.vrank;
+  af.ck = af.cv = d.a.uk;
+  af.decode_kernel = LowRankDecodeKernel::tensor;
+  CHECK_THROWS_WITH_AS(
+      attention_lowrank_decode_cuda<float>(z.as<float>(), af, dpos.as<int>(), splits, ws.as<float>(), nullptr),
+      doctest::Contains("bf16"), llm::Error);
 }
 
 // head_dim 2, one head, r_k 1, U_K = [1 0], inv_freq = pi/2: key 0 = (c0, 0) unrotated, key 1 = (c1, 0) rotated

@@ -1,0 +1,428 @@
+// Low-rank decode attention on tensor cores (issue 6): the bf16 cache's common case (no sinks, no window, one key
+// rank for every KV head, value ranks multiples of 8) with everything between the cache and the rank-space sum in
+// registers. attention_lowrank_decode_cuda (kernels/attention_lowrank.cu) picks it; the block program of
+// kernels/lowrank_tile.cuh stays for everything else and is this kernel's reference on the device.
+//
+// Why: the block program rebuilds keys with fp32 FMAs out of shared memory; on the H100 that made the 32K decode
+// 20x slower than the full cache (docs/performance.md: 1439 against 70 us per layer, issue-bound, IPC 1.7). Here the
+// three products of a tile are mma.sync m16n8k16 (bf16 in, fp32 accumulate), chained through registers:
+//   rebuild  K (16 keys x D)      = C_k (16 x r_k) U_K (r_k x D)          A = c_k rows (ldmatrix), B = U_K^T rows
+//   RoPE     on the fp32 accumulators: a lane holds both dims of its RoPE pairs (half-split: n-tiles j and j + D/16;
+//            interleaved: the two columns of one tile), the angle reduced to [-pi, pi] in fp32 and __sincosf'd
+//   scores   S (16 rows x 16 keys) = Q (rows: the group's heads, hi part in rows 0-7, lo part in rows 8-15)
+//                                     K^T; the rebuild's accumulators are the B fragments as they stand (pairs of
+//                                     columns 2t, 2t+1 = the k pairs of B), so a key never leaves its registers.
+//                                     Q = hi + lo in two bf16 (the query keeps ~16 bits); a head's score = row h + row
+//                                     h + 8, both in the same lane.
+//   softmax  online per head in base 2 (log2(e) folded into Q); a lane holds 4 keys of one head
+//   values   Z^T (r_v x heads) += C_v^T (ranks x 16 keys) P^T (keys x heads): A = the tile's packed c_v rows through
+//            ldmatrix.trans (a row address per key, a zero row past the key's own rank), B = P as the score
+//            accumulators leave it. Only the tile's largest rank is multiplied (m-tiles of 16 ranks).
+// Precision: c_k, c_v are bf16 in the cache; U_K, the rebuilt RoPE'd keys and P are rounded to bf16 (the full
+// cache also stores keys in bf16); scores and sums fp32. Tests: tests/cuda/test_lowrank_cuda.cu, against the CPU
+// twin with tolerances from that error model.
+//
+// Block = (KV head g, split); 4 warps, each walks every 4th 16-key tile of the split's range with its own online
+// softmax and a 3-stage cp.async pipeline (its own shared-memory stages, so warps never wait on each other), then
+// the block merges the warps and writes one partial per (head, split) for the block program's combine kernel.
+// Shared-memory pieces are 16 bytes and XOR-swizzled inside each 128-byte line (swz below), so the ldmatrix rows of
+// a tile (c_k rows of r_k*2 bytes, c_v rows of 32..256 bytes at any 16-byte offset) fall on distinct banks.
+#include <algorithm>
+#include <string>
+
+#include "kernels/attention_lowrank_cuda.h"
+#include "kernels/lowrank_tile.cuh"
+#include "kernels/mma.cuh"
+
+namespace llm {
+
+namespace {
+
+constexpr int kWarps = 4, kThreads = 32 * kWarps, kTok = 16, kStages = 3;
+
+// 16-byte piece c of a region -> its slot: the low 3 bits XORed with bits 3-5 and 6-8 of c (a permutation inside
+// each 128-byte line)
+__device__ __forceinline__ int swz(int c) { return c ^ (((c >> 3) ^ (c >> 6)) & 7); }
+
+// sin and cos of an fp32 angle as sincosf of that angle: reduced by 2 pi in two fp32 parts (exact enough up to
+// |ang| ~ 1e5, 32K positions times frequencies <= 1), then the fast intrinsic on [-pi, pi]
+__device__ __forceinline__ void rope_sincos(float ang, float& sn, float& cs) {
+  const float k = rintf(ang * 0.159154943091895336f);
+  float r = fmaf(-k, 6.28318548202514648f, ang);
+  r = fmaf(-k, -1.74845553146951715e-7f, r);
+  __sincosf(r, &sn, &cs);
+}
+
+__device__ __forceinline__ void rotate(float& x, float& y, float sn, float cs) {
+  const float a = x, b = y;
+  x = a * cs - b * sn;
+  y = a * sn + b * cs;
+}
+
+template <int D, int KS, bool kInter>
+__global__ void __launch_bounds__(kThreads, 2)
+    attn_lowrank_tc_decode_kernel(float* part_z, float* part_ml, LowRankAttentionCudaArgs<bf16> a, const int* pos) {
+  constexpr int RK = 16 * KS;   // key rank
+  constexpr int ULD = RK + 8;   // sUt row (bf16): 16 bytes of padding keep ldmatrix rows on distinct banks
+  constexpr int NG = D / 32;    // groups of 4 n-tiles (32 dims) the rebuild works on at a time
+  constexpr int QK = D / 16;    // k-steps of the score product
+  constexpr int MT = D / 16;    // m-tiles of 16 value ranks, at most
+  constexpr int H = D / 16;     // half-split: n-tile j's RoPE partner is j + H
+  extern __shared__ __align__(16) unsigned char smem_tc[];
+  const int rv = a.r_vmax, gs = a.n_heads / a.n_kv_heads;
+  const int stage_bytes = kTok * RK * 2 + kTok * rv * 2;
+  unsigned char* zero_row = smem_tc;                          // 16 bytes of zeros: c_v past a key's rank
+  bf16* sUt = reinterpret_cast<bf16*>(smem_tc + 16);          // (D, ULD): row d = U_K[:, d] (the B operand)
+  unsigned char* stages = smem_tc + 16 + size_t(D) * ULD * 2;  // kWarps x kStages x stage_bytes
+
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, gq = lane >> 2, tq = lane & 3;
+  const int g = blockIdx.x, split = blockIdx.y, S = gridDim.y;
+  const int n_kv = pos[0] + 1;
+  const int tiles = (n_kv + kTok - 1) / kTok, per = (tiles + S - 1) / S;
+  const int k_begin = split * per * kTok, k_end = min(n_kv, k_begin + per * kTok);
+
+  {
+    const float* ukg = a.uk + size_t(g) * RK * D;
+    for (int idx = tid; idx < RK * D; idx += kThreads) {
+      const int j = idx / D, d = idx - j * D;
+      sUt[d * ULD + j] = __float2bfloat16_rn(ukg[idx]);
+    }
+    if (tid < 4) reinterpret_cast<uint32_t*>(zero_row)[tid] = 0u;
+  }
+
+  // queries of the group: rows gq < gs, hi in A rows 0-7 (a[0], a[2]), lo in rows 8-15 (a[1], a[3])
+  uint32_t qa[QK][4];
+  {
+    const float scale = 1.44269504088896341f / sqrtf(static_cast<float>(D));  // log2(e) / sqrt(D)
+    const float* qr = a.q + size_t(g * gs + min(gq, gs - 1)) * D;
+#pragma unroll
+    for (int ks = 0; ks < QK; ++ks) {
+      float x[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) x[e] = gq < gs ? qr[16 * ks + 2 * tq + (e & 1) + 8 * (e >> 1)] * scale : 0.0f;
+      float hi[4], lo[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        hi[e] = __bfloat162float(__float2bfloat16_rn(x[e]));
+        lo[e] = x[e] - hi[e];
+      }
+      qa[ks][0] = tc::pack_bf16(hi[0], hi[1]);
+      qa[ks][1] = tc::pack_bf16(lo[0], lo[1]);
+      qa[ks][2] = tc::pack_bf16(hi[2], hi[3]);
+      qa[ks][3] = tc::pack_bf16(lo[2], lo[3]);
+    }
+  }
+  // this lane's inverse frequencies: group jj, slot u (half-split: pair 8 * (2jj + u/2) + 2tq + u%2 of n-tiles 2jj,
+  // 2jj+1; interleaved: pair 4 * (4jj + u) + tq, the pair of columns 2tq, 2tq+1 of n-tile 4jj + u)
+  constexpr bool inter = kInter;
+  float fr[NG][4];
+#pragma unroll
+  for (int jj = 0; jj < NG; ++jj)
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      fr[jj][u] = a.inv_freq[inter ? 4 * (4 * jj + u) + tq : 8 * (2 * jj + (u >> 1)) + 2 * tq + (u & 1)];
+
+  const bf16* ckg = a.ck + size_t(g) * a.ck_stride * RK;
+  const bf16* cvg = a.cv + size_t(g) * a.cv_stride;
+  unsigned char* wst = stages + size_t(w) * kStages * stage_bytes;
+  auto tile_start = [&](int i) { return k_begin + kTok * (w + kWarps * i); };
+  // cp.async of the warp's tile i into stage s: c_k rows (RK*2 bytes each), then the tile's packed c_v range
+  auto issue = [&](int i, int s) {
+    const int t0 = tile_start(i);
+    if (t0 < k_end) {
+      const int nt = min(kTok, k_end - t0);
+      unsigned char* dst = wst + size_t(s) * stage_bytes;
+      const unsigned char* src = reinterpret_cast<const unsigned char*>(ckg + size_t(t0) * RK);
+      for (int c = lane; c < nt * RK / 8; c += 32) tc::cp_async16(dst + 16 * swz(c), src + 16 * size_t(c));
+      const int64_t v0 = a.voff[t0], v1 = a.voff[t0 + nt - 1] + a.vrank[t0 + nt - 1];
+      const int nc = static_cast<int>((v1 - v0) / 8);
+      const unsigned char* vs = reinterpret_cast<const unsigned char*>(cvg + v0);
+      unsigned char* vd = dst + kTok * RK * 2;
+      for (int c = lane; c < nc; c += 32) tc::cp_async16(vd + 16 * swz(c), vs + 16 * size_t(c));
+    }
+    tc::cp_async_commit();
+  };
+  __syncthreads();  // sUt and the zero row
+
+  float oacc[MT][4];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) oacc[m][0] = oacc[m][1] = oacc[m][2] = oacc[m][3] = 0.0f;
+  float m_run = -INFINITY, l_run = 0.0f;  // head gq: running max (base 2) and this lane's share of the sum
+
+  // this lane's value row of a tile (the ldmatrix.trans below): key vt, ranks 16 m + 8 vh ..; its rank and first
+  // 16-byte piece are read a tile ahead, so their latency hides behind the current tile's work
+  const int vt = (lane & 7) + ((lane >> 4) << 3), vh = (lane >> 3) & 1;
+  auto row_meta = [&](int i, int& vr, int& vc) {
+    const int t0 = tile_start(i);
+    vr = vc = 0;
+    if (t0 < k_end && vt < k_end - t0) {
+      vr = a.vrank[t0 + vt];
+      vc = static_cast<int>((a.voff[t0 + vt] - a.voff[t0]) / 8);
+    }
+  };
+  int vr, vc;
+  row_meta(0, vr, vc);
+  issue(0, 0);
+  issue(1, 1);
+  for (int i = 0;; ++i) {
+    const int t0 = tile_start(i);
+    if (t0 >= k_end) break;
+    issue(i + 2, (i + 2) % kStages);
+    int vr_next, vc_next;
+    row_meta(i + 1, vr_next, vc_next);
+    tc::cp_async_wait<kStages - 1>();
+    __syncwarp();
+    const unsigned char* st = wst + size_t(i % kStages) * stage_bytes;
+    const int nt = min(kTok, k_end - t0);
+
+    // c_k A fragments: matrix mi = lane / 8 is (keys 8 (mi & 1) .., ranks 16 ks + 8 (mi >> 1) ..)
+    uint32_t ka[KS][4];
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const int mi = lane >> 3, key = (lane & 7) + 8 * (mi & 1);
+      tc::ldsm_x4(ka[ks], st + 16 * swz(key * (RK / 8) + 2 * ks + (mi >> 1)));
+    }
+
+    float sacc[2][4];  // scores: [key n-tile][c]: rows gq (hi) / gq + 8 (lo), keys 8 n + 2 tq + (c & 1)
+#pragma unroll
+    for (int n = 0; n < 2; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+    const float pa = static_cast<float>(t0 + gq), pb = static_cast<float>(t0 + gq + 8);
+#pragma unroll
+    for (int jj = 0; jj < NG; ++jj) {
+      // the group's n-tiles, in accumulator order: half-split 2jj, 2jj+1, 2jj+H, 2jj+1+H; interleaved 4jj .. 4jj+3
+      int nti[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) nti[u] = inter ? 4 * jj + u : 2 * jj + (u & 1) + (u >> 1) * H;
+      float acc[4][4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.0f;
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+        for (int pp = 0; pp < 2; ++pp) {
+          // matrices: (n-tile nti[2pp], ranks lo), (same, ranks hi), (nti[2pp+1], lo), (same, hi)
+          const int mi = lane >> 3, nn = nti[2 * pp + (mi >> 1)];
+          uint32_t bb[4];
+          tc::ldsm_x4(bb, sUt + (8 * nn + (lane & 7)) * ULD + 16 * ks + 8 * (mi & 1));
+          const uint32_t b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
+          tc::mma_bf16(acc[2 * pp], ka[ks], b0);
+          tc::mma_bf16(acc[2 * pp + 1], ka[ks], b1);
+        }
+      }
+      // RoPE at each key's own position (keys gq and gq + 8 of the tile)
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        if (inter) {
+          float sn, cs;
+          rope_sincos(pa * fr[jj][u], sn, cs);
+          rotate(acc[u][0], acc[u][1], sn, cs);
+          rope_sincos(pb * fr[jj][u], sn, cs);
+          rotate(acc[u][2], acc[u][3], sn, cs);
+        } else if (u < 2) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float sn, cs;
+            rope_sincos(pa * fr[jj][2 * u + e], sn, cs);
+            rotate(acc[u][e], acc[u + 2][e], sn, cs);
+            rope_sincos(pb * fr[jj][2 * u + e], sn, cs);
+            rotate(acc[u][2 + e], acc[u + 2][2 + e], sn, cs);
+          }
+        }
+      }
+      // scores: n-tiles (acc 2kk, 2kk+1) are the 16 dims of the query's k-step nti[2kk] / 2
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {
+        const int qks = nti[2 * kk] / 2;
+        const uint32_t b_lo[2] = {tc::pack_bf16(acc[2 * kk][0], acc[2 * kk][1]),
+                                  tc::pack_bf16(acc[2 * kk + 1][0], acc[2 * kk + 1][1])};
+        const uint32_t b_hi[2] = {tc::pack_bf16(acc[2 * kk][2], acc[2 * kk][3]),
+                                  tc::pack_bf16(acc[2 * kk + 1][2], acc[2 * kk + 1][3])};
+#pragma unroll
+        for (int q = 0; q < QK; ++q)  // static register index for qa
+          if (q == qks) {
+            tc::mma_bf16(sacc[0], qa[q], b_lo);
+            tc::mma_bf16(sacc[1], qa[q], b_hi);
+          }
+      }
+    }
+
+    // online softmax for head gq over keys 8n + 2tq + e of the tile
+    float s[2][2], tmax = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = 8 * n + 2 * tq + e;
+        s[n][e] = key < nt ? sacc[n][e] + sacc[n][2 + e] : -INFINITY;
+        tmax = fmaxf(tmax, s[n][e]);
+      }
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+    const float m_new = fmaxf(m_run, tmax);
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    const float alpha = exp2f(m_run - m_use);
+    float p[2][2], psum = 0.0f;
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        p[n][e] = exp2f(s[n][e] - m_use);
+        psum += p[n][e];
+      }
+    l_run = l_run * alpha + psum;
+    m_run = m_new;
+    const uint32_t pb2[2] = {tc::pack_bf16(p[0][0], p[0][1]), tc::pack_bf16(p[1][0], p[1][1])};
+    // rescale Z^T: this lane's columns are heads 2tq, 2tq + 1, whose factors live in lanes 4 * head
+    const float a0 = __shfl_sync(0xffffffffu, alpha, 8 * tq), a1 = __shfl_sync(0xffffffffu, alpha, 8 * tq + 4);
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      oacc[m][0] *= a0;
+      oacc[m][1] *= a1;
+      oacc[m][2] *= a0;
+      oacc[m][3] *= a1;
+    }
+
+    // values: matrices (keys 0-7, ranks lo), (0-7, hi), (8-15, lo), (8-15, hi) of each m-tile; the zero row past
+    // a key's rank or the range
+    int rmax = vr;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) rmax = max(rmax, __shfl_xor_sync(0xffffffffu, rmax, o));
+    const unsigned char* vbase = st + kTok * RK * 2;
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      if (16 * m < rmax) {  // warp-uniform
+        const int rc = 2 * m + vh;
+        const unsigned char* row = 8 * rc < vr ? vbase + 16 * swz(vc + rc) : zero_row;
+        uint32_t va[4];
+        tc::ldsm_x4_trans(va, row);
+        tc::mma_bf16(oacc[m], va, pb2);
+      }
+    }
+    vr = vr_next;
+    vc = vc_next;
+    __syncwarp();  // every lane is done with this stage before the next iteration's cp.async refills it
+  }
+  tc::cp_async_wait<0>();
+
+  // merge the warps: per warp and head, (m, l) and Z^T rows; then one partial per (head, split)
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+  __syncthreads();  // every warp is done with its stages: they become the merge area
+  float* sML = reinterpret_cast<float*>(stages);  // (kWarps, 8, 2)
+  float* sZ = sML + kWarps * 16;                   // (kWarps, 8, rv)
+  if (tq == 0 && gq < gs) {
+    sML[(w * 8 + gq) * 2] = m_run;
+    sML[(w * 8 + gq) * 2 + 1] = l_run;
+  }
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int head = 2 * tq + (c & 1), r = 16 * m + gq + 8 * (c >> 1);
+      if (head < gs && r < rv) sZ[(size_t(w) * 8 + head) * rv + r] = oacc[m][c];
+    }
+  __syncthreads();
+  constexpr float kLn2 = 0.693147180559945309f;
+  for (int idx = tid; idx < gs * rv; idx += kThreads) {
+    const int h = idx / rv, r = idx - h * rv;
+    float M = -INFINITY;
+    for (int ww = 0; ww < kWarps; ++ww)
+      if (sML[(ww * 8 + h) * 2 + 1] > 0.0f) M = fmaxf(M, sML[(ww * 8 + h) * 2]);
+    float O = 0.0f, L = 0.0f;
+    for (int ww = 0; ww < kWarps; ++ww) {
+      const float l = sML[(ww * 8 + h) * 2 + 1];
+      if (l > 0.0f) {
+        const float f = exp2f(sML[(ww * 8 + h) * 2] - M);
+        O += sZ[(size_t(ww) * 8 + h) * rv + r] * f;
+        L += l * f;
+      }
+    }
+    const size_t P = size_t(g * gs + h) * S + split;
+    part_z[P * rv + r] = O;
+    if (r == 0) {
+      part_ml[P * 2] = L > 0.0f ? M * kLn2 : -INFINITY;  // the combine works in natural units
+      part_ml[P * 2 + 1] = L;
+    }
+  }
+}
+
+__global__ void attn_lowrank_tc_combine_kernel(float* z, const float* part_z, const float* part_ml, int n_heads, int rv,
+                                               int S) {
+  lowrank_tile::combine_block(z, part_z, part_ml, n_heads, rv, S);
+}
+
+size_t tc_smem_bytes(int head_dim, int r_k, int r_vmax) {
+  return 16 + size_t(head_dim) * (r_k + 8) * 2 + size_t(kWarps) * kStages * (kTok * r_k * 2 + kTok * r_vmax * 2);
+}
+
+template <int D, int KS>
+void launch_tc(float* part_z, float* part_ml, const LowRankAttentionCudaArgs<bf16>& a, const int* pos, int splits,
+               size_t smem, cudaStream_t st) {
+  const dim3 grid(a.n_kv_heads, splits);
+  if (a.rope_layout == RopeLayout::interleaved) {
+    CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_decode_kernel<D, KS, true>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attn_lowrank_tc_decode_kernel<D, KS, true><<<grid, kThreads, smem, st>>>(part_z, part_ml, a, pos);
+  } else {
+    CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_decode_kernel<D, KS, false>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attn_lowrank_tc_decode_kernel<D, KS, false><<<grid, kThreads, smem, st>>>(part_z, part_ml, a, pos);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+bool attention_lowrank_tc_supported(const LowRankAttentionCudaArgs<bf16>& a, std::string* why) {
+  auto no = [&](std::string reason) {
+    if (why) *why = std::move(reason);
+    return false;
+  };
+  if (a.head_dim != 64 && a.head_dim != 128)
+    return no("head_dim " + std::to_string(a.head_dim) + " (the tensor-core kernel takes 64 or 128)");
+  if (a.r_k != 16 && a.r_k != 32 && a.r_k != 64)
+    return no("key rank " + std::to_string(a.r_k) + " (the tensor-core kernel takes 16, 32 or 64)");
+  if (a.r_vmax % 16 != 0) return no("r_vmax " + std::to_string(a.r_vmax) + " is not a multiple of 16");
+  if (a.v_align % 8 != 0)
+    return no("value ranks aligned to " + std::to_string(a.v_align) + " (every rank must be a multiple of 8)");
+  if (a.cv_stride % 8 != 0) return no("cv_stride " + std::to_string(a.cv_stride) + " is not a multiple of 8");
+  if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || a.n_heads / a.n_kv_heads > 8)
+    return no("GQA group " + std::to_string(a.n_kv_heads > 0 ? a.n_heads / a.n_kv_heads : 0) + " (at most 8)");
+  if (a.n_sink > 0 || a.window > 0) return no("sinks= or window= (full keys beside the compressed ones)");
+  if (a.ck_off || a.k_ranks) return no("alloc=spectrum (a key rank per KV head)");
+  if (reinterpret_cast<uintptr_t>(a.ck) % 16 != 0 || reinterpret_cast<uintptr_t>(a.cv) % 16 != 0)
+    return no("ck or cv not 16-byte aligned");
+  return true;
+}
+
+size_t attention_lowrank_tc_smem_bytes(int head_dim, int r_k, int r_vmax) {
+  return tc_smem_bytes(head_dim, r_k, r_vmax);
+}
+
+void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<bf16>& a, const int* pos, int splits,
+                                      float* workspace, cudaStream_t st) {
+  std::string why;
+  if (!attention_lowrank_tc_supported(a, &why))
+    fail("attention_lowrank_decode_cuda: the tensor-core kernel cannot take these arguments: ", why,
+         "; use LowRankDecodeKernel::automatic or ::generic");
+  const size_t smem = tc_smem_bytes(a.head_dim, a.r_k, a.r_vmax);
+  if (smem > size_t(lowrank_tile::smem_optin_bytes()))
+    fail("attention_lowrank_decode_cuda: the tensor-core kernel needs ", smem, " bytes of shared memory per block");
+  float* part_z = workspace;
+  float* part_ml = workspace + size_t(a.n_heads) * splits * a.r_vmax;
+  const int ks = a.r_k / 16;
+  if (a.head_dim == 64) {
+    if (ks == 1) launch_tc<64, 1>(part_z, part_ml, a, pos, splits, smem, st);
+    else if (ks == 2) launch_tc<64, 2>(part_z, part_ml, a, pos, splits, smem, st);
+    else launch_tc<64, 4>(part_z, part_ml, a, pos, splits, smem, st);
+  } else {
+    if (ks == 1) launch_tc<128, 1>(part_z, part_ml, a, pos, splits, smem, st);
+    else if (ks == 2) launch_tc<128, 2>(part_z, part_ml, a, pos, splits, smem, st);
+    else launch_tc<128, 4>(part_z, part_ml, a, pos, splits, smem, st);
+  }
+  attn_lowrank_tc_combine_kernel<<<dim3(a.n_heads, 1), kThreads, 0, st>>>(z, part_z, part_ml, a.n_heads, a.r_vmax,
+                                                                          splits);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace llm
