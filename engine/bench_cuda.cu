@@ -130,6 +130,14 @@ void bench_cuda(const CudaBenchOptions& o) {
     }
     source = o.model_path;
   }
+  if (o.lowrank_decode != "auto" && o.lowrank_decode != "generic" && o.lowrank_decode != "tensor")
+    fail("llm bench: --lowrank-decode '", o.lowrank_decode, "' is not auto, generic or tensor");
+  if (o.lowrank_decode != "auto" && !model->lowrank)
+    fail("llm bench: --lowrank-decode chooses the low-rank cache's decode kernel; give --kv svd:...");
+  if (model->lowrank)
+    model->lowrank->decode_kernel = o.lowrank_decode == "generic"  ? LowRankDecodeKernel::generic
+                                    : o.lowrank_decode == "tensor" ? LowRankDecodeKernel::tensor
+                                                                   : LowRankDecodeKernel::automatic;
   const std::string kv_desc =
       pre.any() ? (model->lowrank ? model->lowrank->desc : std::string("full")) + "+" + kv_prefill_spec_describe(pre)
       : model->lowrank ? model->lowrank->desc : "full";
@@ -347,7 +355,8 @@ void bench_cuda(const CudaBenchOptions& o) {
     for (size_t i = 0; i < cmp.size(); ++i)
       std::printf("%s\"%s\": {\"gemv\": %.2f, \"cublaslt\": %.2f}", i ? ", " : "", cmp[i].name, cmp[i].gemv_us,
                   cmp[i].lt_us);
-    std::printf("}, \"prefill_layer_tokens_mean\": %.1f}\n", keep_tokens);
+    std::printf("}, \"prefill_layer_tokens_mean\": %.1f, \"lowrank_decode_kernel\": %s}\n", keep_tokens,
+                json_str(s.lr_decode_kernel).c_str());
     return;
   }
   std::printf("device     %s (%d SMs), copy bandwidth %.0f GB/s (device-to-device, read + write)\n", prop.name,
@@ -361,6 +370,8 @@ void bench_cuda(const CudaBenchOptions& o) {
   std::printf("kv cache   %s: %.1f KB per cached token (as stored; full %s cache %.1f KB, %.2fx)\n",
               kv_desc.c_str(), kv_token_bytes / 1e3, dtype_name(model->dtype), full_token_bytes / 1e3,
               full_token_bytes / kv_token_bytes);
+  if (!s.lr_decode_kernel.empty())
+    std::printf("attention  low-rank decode kernel: %s\n", s.lr_decode_kernel.c_str());
   if (s.kvq)
     std::printf("compress   %.2f ms after the %d-token prefill (importance ranked on the host, rows quantised on the "
                 "device); decode reads the packed cache (rows + 9 B of offset and width per entry and KV head)\n",

@@ -18,6 +18,8 @@
 #   run(command="bash tools/gpu_session.sh test kv_tests bench", carry=[".gpu/deps", ".gpu/bin", ".gpu/part1"])
 #   run(command="bash tools/gpu_session.sh sanitize kv_sanitize", carry=[".gpu/deps", ".gpu/bin", ".gpu/part2"])
 #   run(command="bash tools/gpu_session.sh demo kv_bench", carry=[".gpu/deps", ".gpu/bin", ".gpu/part3"])
+#   (a short session: `bash tools/gpu_session.sh kv_tc` first, with .gpu/deps and .gpu/bin only: the tensor-core
+#   low-rank decode kernel's tests, sanitizers and benches)
 #
 # (unpack names any library the carried binaries do not find). The first GPU session (2026-11-22, H100) ran these three in 54 s, 112 s and 269 s of command time.
 #
@@ -244,7 +246,7 @@ bench() {  # bench NAME ARGS...: one `llm bench --json` run, its line appended t
   run "bench_$name" 150 "$B/llm" bench --device cuda "$@" --json || { tail -3 "$LOGS/bench_$name.log" >> "$SUMMARY"; return 1; }
   local line=$(grep '^{' "$LOGS/bench_$name.log" | tail -1)
   echo "$line" >> "$LOGS/bench.jsonl"
-  echo "$line" | python3 -c 'import json,sys; j=json.loads(sys.stdin.read()); print("%s: prefill %.0f tok/s, decode %.1f tok/s, %.0f GB/s = %.1f%% of copy bw %.0f GB/s, kv %.0f B/token, peak %.0f MiB" % (sys.argv[1], j["prefill_tok_s"], j["decode_tok_s"], j["decode_gb_s"], j["pct_of_copy_bw"], j["copy_gb_s"], j["kv_bytes_per_token"], j["peak_device_mib"]))' "$name" >> "$SUMMARY" 2>&1
+  echo "$line" | python3 -c 'import json,sys; j=json.loads(sys.stdin.read()); print("%s: prefill %.0f tok/s, decode %.1f tok/s, %.0f GB/s = %.1f%% of copy bw %.0f GB/s, kv %.0f B/token, peak %.0f MiB%s" % (sys.argv[1], j["prefill_tok_s"], j["decode_tok_s"], j["decode_gb_s"], j["pct_of_copy_bw"], j["copy_gb_s"], j["kv_bytes_per_token"], j["peak_device_mib"], (", attention " + j["lowrank_decode_kernel"]) if j.get("lowrank_decode_kernel") else ""))' "$name" >> "$SUMMARY" 2>&1
 }
 stage_demo() {
   ensure_build || return 1
@@ -334,6 +336,30 @@ stage_kv_sanitize() {
   fi
 }
 stage_kv() { stage_kv_tests; stage_kv_sanitize; stage_bench_extra; }
+# The tensor-core low-rank decode kernel (kernels/attention_lowrank_tc.cu, written without a GPU): its primitives'
+# layouts, its tests, the sanitizers on them, one layer's kernel bench, and the end-to-end decode at 1K / 8K / 32K
+# with the kernel the engine picks (auto) against the block program (generic). One call of its own, ~5 minutes.
+stage_kv_tc() {
+  ensure_build || return 1
+  cuda_cases mma_cuda test_mma_cuda.cu
+  cuda_cases lowrank_tc_cuda test_lowrank_cuda.cu '--test-case=*tensor-core*'
+  if command -v compute-sanitizer > /dev/null; then
+    sanitize memcheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core*'
+    sanitize racecheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core decode matches*'
+    sanitize synccheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core decode matches*'
+  fi
+  cuda_cases forward_lowrank_cuda test_forward_cuda.cu '--test-case=*low-rank*'
+  run kbench_lowrank 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 &&
+    sed "s/^/lowrank: /" "$LOGS/kbench_lowrank.log" | tail -12 >> "$SUMMARY"
+  run kbench_lowrank_json 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --json &&
+    tr -d '\n' < "$LOGS/kbench_lowrank_json.log" >> "$LOGS/bench.jsonl" && echo >> "$LOGS/bench.jsonl"
+  for ctx in 1024 8192 32768; do
+    bench "l3_8b_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3
+    bench "l3_8b_svd_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed
+    bench "l3_8b_svd_generic_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 \
+      --kv svd:k=1/4,v=d/4/d/2/d,policy=seed --lowrank-decode generic
+  done
+}
 stage_bench() {
   ensure_build || return 1
   for ctx in 1024 8192 32768; do
@@ -363,7 +389,8 @@ for s in "$@"; do
     kv_tests) stage_kv_tests ;;
     kv_sanitize) stage_kv_sanitize ;;
     kv_bench) ensure_build && stage_bench_extra ;;
-    *) note "unknown stage '$s' (pack, env, build, test, sanitize, demo, bench, kv)"; status=2 ;;
+    kv_tc) stage_kv_tc ;;
+    *) note "unknown stage '$s' (pack, env, build, test, sanitize, demo, bench, kv, kv_tests, kv_sanitize, kv_bench, kv_tc)"; status=2 ;;
   esac
 done
 exit $status
