@@ -80,8 +80,8 @@ struct LowRankAttentionCudaArgs {
 };
 
 // The tensor-core decode kernel (kernels/attention_lowrank_tc.cu) takes: bf16 cache, head_dim 64 or 128, r_k 16, 32
-// or 64, r_vmax a multiple of 16, v_align and cv_stride multiples of 8, GQA group <= 8, no sinks, window or
-// alloc=spectrum, 16-byte aligned ck and cv. False: *why (when given) names the first argument it cannot take.
+// or 64, r_vmax a multiple of 16, v_align and cv_stride multiples of 8, GQA group <= 8, sinks (k_sink) or not, no
+// window or alloc=spectrum, 16-byte aligned ck and cv. False: *why (when given) names the first argument it cannot take.
 bool attention_lowrank_tc_supported(const LowRankAttentionCudaArgs<bf16>& a, std::string* why = nullptr);
 // Its dynamic shared memory per block (bytes).
 size_t attention_lowrank_tc_smem_bytes(int head_dim, int r_k, int r_vmax);

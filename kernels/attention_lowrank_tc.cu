@@ -1,5 +1,5 @@
-// Low-rank decode attention on tensor cores (issue 6): the bf16 cache's common case (no sinks, no window, one key
-// rank for every KV head, value ranks multiples of 8) with everything between the cache and the rank-space sum in
+// Low-rank decode attention on tensor cores (issue 6): the bf16 cache's common case (sinks= included; no window,
+// one key rank for every KV head, value ranks multiples of 8) with everything between the cache and the rank-space sum in
 // registers. attention_lowrank_decode_cuda (kernels/attention_lowrank.cu) picks it; the block program of
 // kernels/lowrank_tile.cuh stays for everything else and is this kernel's reference on the device.
 //
@@ -126,19 +126,32 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bf16* cvg = a.cv + size_t(g) * a.cv_stride;
   unsigned char* wst = stages + size_t(w) * kStages * stage_bytes;
   auto tile_start = [&](int i) { return k_begin + kTok * (w + kWarps * i); };
+  // the packed c_v range of the warp's tile i: first value, 16-byte pieces (read a tile before its copy is issued)
+  struct VRange {
+    int64_t v0;
+    int nc;
+  };
+  auto v_range = [&](int i) {
+    const int t0 = tile_start(i);
+    VRange r{0, 0};
+    if (t0 < k_end) {
+      const int last = t0 + min(kTok, k_end - t0) - 1;
+      r.v0 = a.voff[t0];
+      r.nc = static_cast<int>((a.voff[last] + a.vrank[last] - r.v0) / 8);
+    }
+    return r;
+  };
   // cp.async of the warp's tile i into stage s: c_k rows (RK*2 bytes each), then the tile's packed c_v range
-  auto issue = [&](int i, int s) {
+  auto issue = [&](int i, int s, VRange r) {
     const int t0 = tile_start(i);
     if (t0 < k_end) {
       const int nt = min(kTok, k_end - t0);
       unsigned char* dst = wst + size_t(s) * stage_bytes;
       const unsigned char* src = reinterpret_cast<const unsigned char*>(ckg + size_t(t0) * RK);
       for (int c = lane; c < nt * RK / 8; c += 32) tc::cp_async16(dst + 16 * swz(c), src + 16 * size_t(c));
-      const int64_t v0 = a.voff[t0], v1 = a.voff[t0 + nt - 1] + a.vrank[t0 + nt - 1];
-      const int nc = static_cast<int>((v1 - v0) / 8);
-      const unsigned char* vs = reinterpret_cast<const unsigned char*>(cvg + v0);
+      const unsigned char* vs = reinterpret_cast<const unsigned char*>(cvg + r.v0);
       unsigned char* vd = dst + kTok * RK * 2;
-      for (int c = lane; c < nc; c += 32) tc::cp_async16(vd + 16 * swz(c), vs + 16 * size_t(c));
+      for (int c = lane; c < r.nc; c += 32) tc::cp_async16(vd + 16 * swz(c), vs + 16 * size_t(c));
     }
     tc::cp_async_commit();
   };
@@ -162,12 +175,15 @@ __global__ void __launch_bounds__(kThreads, 2)
   };
   int vr, vc;
   row_meta(0, vr, vc);
-  issue(0, 0);
-  issue(1, 1);
+  issue(0, 0, v_range(0));
+  issue(1, 1, v_range(1));
+  VRange r_next = v_range(2);
   for (int i = 0;; ++i) {
     const int t0 = tile_start(i);
     if (t0 >= k_end) break;
-    issue(i + 2, (i + 2) % kStages);
+    const VRange r_after = v_range(i + 3);
+    issue(i + 2, (i + 2) % kStages, r_next);
+    r_next = r_after;
     int vr_next, vc_next;
     row_meta(i + 1, vr_next, vc_next);
     tc::cp_async_wait<kStages - 1>();
@@ -208,6 +224,18 @@ __global__ void __launch_bounds__(kThreads, 2)
           tc::mma_bf16(acc[2 * pp], ka[ks], b0);
           tc::mma_bf16(acc[2 * pp + 1], ka[ks], b1);
         }
+      }
+      // sinks=N: a token < N takes its cached full key (fp32, before RoPE) instead of the rebuilt one, as the CPU
+      // twin; only the first tile or two of a context have any
+      if (t0 < a.n_sink) {
+        const float* ksg = a.k_sink + size_t(g) * a.k_sink_stride * D;
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const int tok = t0 + gq + 8 * (c >> 1);
+            if (tok < a.n_sink && tok < k_end) acc[u][c] = ksg[size_t(tok) * D + 8 * nti[u] + 2 * tq + (c & 1)];
+          }
       }
       // RoPE at each key's own position (keys gq and gq + 8 of the tile)
 #pragma unroll
@@ -388,7 +416,7 @@ bool attention_lowrank_tc_supported(const LowRankAttentionCudaArgs<bf16>& a, std
   if (a.cv_stride % 8 != 0) return no("cv_stride " + std::to_string(a.cv_stride) + " is not a multiple of 8");
   if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || a.n_heads / a.n_kv_heads > 8)
     return no("GQA group " + std::to_string(a.n_kv_heads > 0 ? a.n_heads / a.n_kv_heads : 0) + " (at most 8)");
-  if (a.n_sink > 0 || a.window > 0) return no("sinks= or window= (full keys beside the compressed ones)");
+  if (a.window > 0) return no("window= (full keys and values of the recent tokens beside the compressed ones)");
   if (a.ck_off || a.k_ranks) return no("alloc=spectrum (a key rank per KV head)");
   if (reinterpret_cast<uintptr_t>(a.ck) % 16 != 0 || reinterpret_cast<uintptr_t>(a.cv) % 16 != 0)
     return no("ck or cv not 16-byte aligned");

@@ -39,10 +39,12 @@ struct Cache : Inputs {
   std::vector<float> k_sink;
 };
 
-Cache make_cache(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int n_sink, bool round_bf16) {
+// cv_slack 3: a value-block stride the tensor-core decode kernel refuses (tc_decode_case passes 8)
+Cache make_cache(std::mt19937& rng, const Shape& s, int n_q, int n_kv, int n_sink, bool round_bf16,
+                 int cv_slack = 3) {
   Cache in;
   in.n_sink = n_sink;
-  fill_inputs(in, rng, s, n_q, n_kv, n_kv + 7, 3, round_bf16);
+  fill_inputs(in, rng, s, n_q, n_kv, n_kv + 7, cv_slack, round_bf16);
   // full keys of unit variance per dim, like the rebuilt ones, but unrelated to c_k
   in.k_sink = random_f32(rng, size_t(s.n_kv_heads) * n_sink * s.hd, 1.7f);
   return in;
@@ -108,7 +110,25 @@ void decode_case(std::mt19937& rng, const Shape& s, int n_kv, int n_sink, RopeLa
   Dev<T> d(in, s, layout);
   if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, int(in.ck_stride), sm_count());
   CAPTURE(splits);
+  d.a.decode_kernel = LowRankDecodeKernel::generic;
   check_close("sinks decode z", decode_z(d.a, n_kv, splits), ref, kAtol, kRtol);
+}
+
+// The tensor-core decode kernel (bf16 cache) with sinks; tolerances of test_lowrank_cuda.cu's tc_case (bf16 U_K,
+// rebuilt keys and probabilities). The sinks move z by > 0.01 here, so reading c_k for them fails the check.
+void tc_decode_case(std::mt19937& rng, const Shape& s, int n_kv, int n_sink, RopeLayout layout, int splits = 0) {
+  CAPTURE(s.hd);
+  CAPTURE(n_kv);
+  CAPTURE(n_sink);
+  const Cache in = make_cache(rng, s, 1, n_kv, n_sink, true, 8);
+  const std::vector<float> ref = cpu_twin(in, s, 1, n_kv, layout);
+  if (n_kv > 1) CHECK(max_abs_diff(ref, cpu_twin(in, s, 1, n_kv, layout, 0)) > 0.01);
+  Dev<bf16> d(in, s, layout);
+  d.a.decode_kernel = LowRankDecodeKernel::tensor;
+  REQUIRE(attention_lowrank_tc_supported(d.a));
+  if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, int(in.ck_stride), sm_count());
+  CAPTURE(splits);
+  check_close("sinks tensor-core decode z", decode_z(d.a, n_kv, splits), ref, 4e-3f, 1e-2f);
 }
 
 }  // namespace
@@ -134,6 +154,18 @@ TEST_CASE("cuda low-rank split-K decode with sinks matches attention_lowrank_cpu
   decode_case<float>(rng, kDemo, 130, 33, RopeLayout::interleaved, 1); // one split, N across a tile
   decode_case<float>(rng, kLlama3, 65, 40, RopeLayout::half_split, 2);
   decode_case<bf16>(rng, kDemo, 100, 36, RopeLayout::half_split, 4);
+}
+
+TEST_CASE("cuda low-rank tensor-core decode with sinks matches attention_lowrank_cpu") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(74);
+  tc_decode_case(rng, kDemo, 1, 4, RopeLayout::half_split);          // the first token: a sink, alone
+  tc_decode_case(rng, kDemo, 3, 8, RopeLayout::interleaved);         // N > n
+  tc_decode_case(rng, kDemo, 97, 4, RopeLayout::half_split);         // N inside the first 16-key tile
+  tc_decode_case(rng, kDemo, 97, 21, RopeLayout::half_split, 3);     // N across a tile; splits of 3 tiles
+  tc_decode_case(rng, kDemo, 130, 33, RopeLayout::interleaved, 1);   // one split
+  tc_decode_case(rng, kLlama3, 65, 40, RopeLayout::half_split, 2);
+  tc_decode_case(rng, kLlama3, 300, 4, RopeLayout::interleaved);
 }
 
 // At full ranks the low-rank cache holds the keys and values exactly (c_k = U_K k with U_K orthonormal, c_v = v at

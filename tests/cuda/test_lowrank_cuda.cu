@@ -175,10 +175,9 @@ TEST_CASE("cuda low-rank decode: the tensor-core kernel refuses what it cannot t
   a.cv_stride -= 3;
   CHECK_THROWS_WITH_AS(run(a), doctest::Contains("cv_stride"), llm::Error);
   a = d.a;
-  a.n_sink = 4;
-  a.k_sink = d.a.uk;  // any device pointer: refused before it is read
-  a.k_sink_stride = 4;
-  CHECK_THROWS_WITH_AS(run(a), doctest::Contains("sinks"), llm::Error);
+  a.window = 4;  // r_vmax 64 == head_dim, as window= needs; any device pointers: refused before they are read
+  a.k_win = a.v_win = a.k_new = a.v_new = d.a.uk;
+  CHECK_THROWS_WITH_AS(run(a), doctest::Contains("window="), llm::Error);
   a = d.a;
   a.r_k = 8;
   CHECK_THROWS_WITH_AS(run(a), doctest::Contains("key rank 8"), llm::Error);
