@@ -1,6 +1,6 @@
 // Low-rank decode attention on tensor cores (issue 6): the bf16 cache's common case (sinks= included; no window,
-// one key rank for every KV head, value ranks multiples of 8) with everything between the cache and the rank-space sum in
-// registers. attention_lowrank_decode_cuda (kernels/attention_lowrank.cu) picks it; the block program of
+// one key rank for every KV head, value ranks multiples of 8) with everything between the cache and the rank-space
+// sum in registers. attention_lowrank_decode_cuda (kernels/attention_lowrank.cu) picks it; the block program of
 // kernels/lowrank_tile.cuh stays for everything else and is this kernel's reference on the device.
 //
 // Why: the block program rebuilds keys with fp32 FMAs out of shared memory; on the H100 that made the 32K decode
