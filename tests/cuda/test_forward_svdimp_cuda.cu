@@ -69,6 +69,7 @@ std::vector<float> run_gpu_scored(CudaSession& s, const std::vector<std::vector<
 // the bf16-vs-fp32 rounding of the scores could flip (reported; the seeds here leave every rank decided).
 struct Ranks {
   int entries = 0, differ = 0;
+  int self_checked = 0, self_differ = 0;  // prompt entries against the ranks of the device's own scores
   double margin = 1e30;
   double tie = 0;  // over the differing prompt entries: the largest relative distance of the device's score from
                    // the class boundary it fell on the other side of (how near a tie the rounding flipped)
@@ -97,6 +98,16 @@ Ranks compare_ranks(const CudaSession& s, const KVPrefill& p, int n_prompt) {
                                                  std::min(q.spec.imp.w, n_prompt), pos.data(), n_prompt, q.spec.imp);
     for (int g = 0; g < Hkv; ++g) {
       const float* sc = I.score.data() + size_t(g) * n_prompt;
+      if (q.lr_layer_ranks) {  // the ranks the device's own scores give (lr_layer_ranks_apply's ranking, host side)
+        std::vector<int32_t> own(n_prompt);
+        int step = 0;
+        kv_policy_ranks(own.data(), KVRankPolicy::importance, R, 0, n_prompt, step,
+                        std::vector<float>(sc, sc + n_prompt));
+        for (int e = 0; e < std::min(E, q.h_entries[l]); ++e) {
+          ++r.self_checked;
+          if (vr[(size_t(l) * Hkv + g) * cap + e] != own[C.pos[e]]) ++r.self_differ;
+        }
+      }
       std::vector<float> sorted(sc, sc + n_prompt);
       std::sort(sorted.begin(), sorted.end(), std::greater<float>());
       std::vector<float> bounds;  // the class boundaries: midpoints of the scores on either side
@@ -394,19 +405,23 @@ TEST_CASE("cuda svd policy=importance on the demo model's bf16 weights: ranks, b
   const Diff d = diff(got, ref, V, 1.0f);
   MESSAGE(std::string(text) << " on the demo model's bf16 weights: ranks differ at " << r.differ << " of " << r.entries
                << " entries (smallest class-boundary gap " << r.margin << ", differing entries within " << r.tie
-               << " of theirs); max |logit diff| " << d.max_abs
-               << " (max |logit| " << d.max_ref << ") over " << d.rows << " rows; KV bytes cpu " << p.bytes_used()
-               << ", cuda " << cuda_session_kv_bytes(*s));
-  // 30 layers of bf16 activations against fp32 drift the scores of the upper layers: measured, 8 of 2970 entries
-  // (4 swaps, layers 20-28) sit on the other side of a class boundary, every one within 2.1% of it on the device's
-  // scores (layers 0-19 equal), where the synthetic models above match exactly. A wrong score, split or
-  // truncation would move whole classes, far from the boundaries.
-  CHECK(r.differ <= r.entries / 100);
-  CHECK(r.tie <= 0.05);
+               << " of theirs), from the device's own scores' ranks at " << r.self_differ << " of "
+               << r.self_checked << "; max |logit diff| " << d.max_abs << " (max |logit| " << d.max_ref << ") over "
+               << d.rows << " rows; KV bytes cpu " << p.bytes_used() << ", cuda " << cuda_session_kv_bytes(*s));
+  // The device's ranking and packing, exactly: every prompt entry at the rank its own scores give it.
+  REQUIRE(r.self_checked > 0);
+  CHECK(r.self_differ == 0);
+  // Against the CPU, the scores drift: 30 layers of bf16 activations against fp32, and on the GPU cuBLAS's
+  // tensor-core GEMMs sum in another order than the emulator. Measured: the emulator 8 of 2970 entries across a
+  // class boundary (layers 20-28), within 2.1% of it; the H100 (2026-11-22) 46 of 2970, within 16.7% (the upper
+  // layers' scores move by that much). A wrong score, split or truncation moves whole classes: 20-40% of the
+  // entries of a (layer, KV head), so 5% still separates drift from a bug, with the exact check above.
+  CHECK(r.differ <= r.entries / 20);
   // a swap keeps each class's size: the bytes are equal
   CHECK(cuda_session_kv_bytes(*s) == p.bytes_used());
-  // the full cache's bound on the demo model (test_forward_cuda.cu: 2, there with Q4_1 weights on the CPU): here the
-  // same bf16 weights on both sides, k = head_dim/4 amplifying the activations' rounding (measured 1.20 of 24.6)
-  CHECK(d.max_abs < 2.0);
+  // the logits follow the ranks: k = head_dim/4 and the flipped value ranks amplify the activations' rounding
+  // (measured 1.20 of 24.6 on the emulator, 4.41 on the H100 with its 46 flips); a quarter of the largest logit
+  // bounds that drift, and the decided rows must agree
+  CHECK(d.max_abs < 0.25 * d.max_ref);
   CHECK(d.decided_agree == d.decided);
 }
