@@ -130,14 +130,14 @@ void bench_cuda(const CudaBenchOptions& o) {
     }
     source = o.model_path;
   }
-  if (o.lowrank_decode != "auto" && o.lowrank_decode != "generic" && o.lowrank_decode != "tensor")
-    fail("llm bench: --lowrank-decode '", o.lowrank_decode, "' is not auto, generic or tensor");
-  if (o.lowrank_decode != "auto" && !model->lowrank)
-    fail("llm bench: --lowrank-decode chooses the low-rank cache's decode kernel; give --kv svd:...");
+  if (o.lowrank_kernel != "auto" && o.lowrank_kernel != "generic" && o.lowrank_kernel != "tensor")
+    fail("llm bench: --lowrank-kernel '", o.lowrank_kernel, "' is not auto, generic or tensor");
+  if (o.lowrank_kernel != "auto" && !model->lowrank)
+    fail("llm bench: --lowrank-kernel chooses the low-rank cache's attention kernels; give --kv svd:...");
   if (model->lowrank)
-    model->lowrank->decode_kernel = o.lowrank_decode == "generic"  ? LowRankDecodeKernel::generic
-                                    : o.lowrank_decode == "tensor" ? LowRankDecodeKernel::tensor
-                                                                   : LowRankDecodeKernel::automatic;
+    model->lowrank->kernel = o.lowrank_kernel == "generic"  ? LowRankKernel::generic
+                                    : o.lowrank_kernel == "tensor" ? LowRankKernel::tensor
+                                                                   : LowRankKernel::automatic;
   const std::string kv_desc =
       pre.any() ? (model->lowrank ? model->lowrank->desc : std::string("full")) + "+" + kv_prefill_spec_describe(pre)
       : model->lowrank ? model->lowrank->desc : "full";

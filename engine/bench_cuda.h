@@ -21,7 +21,8 @@ struct CudaBenchOptions {
   std::string kv = "full";       // --kv: full, svd:... (issue 6: the low-rank cache, policy seed|uniform, sinks=N), or
                                  // quant:/evict:/imp: parts on the full cache (issue 7, the mixed-precision cache)
   std::string kv_profile;        // --kv-profile with -m (default: a weights profile built at load)
-  std::string lowrank_decode = "auto";  // --lowrank-decode auto|generic|tensor: LowRankDecodeKernel for --kv svd
+  std::string lowrank_kernel = "auto";  // --lowrank-kernel auto|generic|tensor: LowRankKernel (prefill and
+                                        // decode attention) for --kv svd
   uint64_t seed = 1234;
 };
 

@@ -1421,11 +1421,11 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     a.k_ranks = k_ranks;
     a.v_align = std::gcd(std::gcd(M.ranks.v_low, M.ranks.v_med), M.ranks.v_high);  // the ranks the policy gives
     if (M.vsinks > 0) a.v_align = std::gcd(a.v_align, hd);                           // value sinks: head_dim
-    a.decode_kernel = M.decode_kernel;
+    a.kernel = M.kernel;
     if (n == 1 && l == 0) {
       std::string why;
-      const bool tc = M.decode_kernel != LowRankDecodeKernel::generic && attention_lowrank_tc_supported(a, &why);
-      s.lr_decode_kernel = tc ? "tensor-core" : M.decode_kernel == LowRankDecodeKernel::generic
+      const bool tc = M.kernel != LowRankKernel::generic && attention_lowrank_tc_supported(a, &why);
+      s.lr_decode_kernel = tc ? "tensor-core" : M.kernel == LowRankKernel::generic
                                                     ? "generic (asked for)"
                                                     : "generic (the tensor-core kernel cannot take " + why + ")";
     }

@@ -258,6 +258,15 @@ template <class T>
 void attention_lowrank_prefill_cuda(float* z, const LowRankAttentionCudaArgs<T>& a, int n_q, int n_kv,
                                     float* workspace, cudaStream_t st) {
   check_args("attention_lowrank_prefill_cuda", a);
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (a.kernel == LowRankKernel::tensor ||
+        (a.kernel == LowRankKernel::automatic && attention_lowrank_tc_supported(a))) {
+      attention_lowrank_tc_prefill_cuda(z, a, n_q, n_kv, st);
+      return;
+    }
+  } else if (a.kernel == LowRankKernel::tensor) {
+    fail("attention_lowrank_prefill_cuda: the tensor-core kernel reads the bf16 cache (this one is fp32)");
+  }
   if (n_q <= 0) return;
   if (n_kv < n_q || n_kv > a.ck_stride)
     fail("attention_lowrank_prefill_cuda: n_kv ", n_kv, " outside [n_q ", n_q, ", ck_stride ", a.ck_stride, "]");
@@ -293,12 +302,12 @@ void attention_lowrank_decode_cuda(float* z, const LowRankAttentionCudaArgs<T>& 
   if (!pos) fail("attention_lowrank_decode_cuda: pos (device, the new token's position) is required");
   if (splits < 1) fail("attention_lowrank_decode_cuda: splits ", splits, " must be >= 1");
   if constexpr (std::is_same_v<T, bf16>) {
-    if (a.decode_kernel == LowRankDecodeKernel::tensor ||
-        (a.decode_kernel == LowRankDecodeKernel::automatic && attention_lowrank_tc_supported(a))) {
+    if (a.kernel == LowRankKernel::tensor ||
+        (a.kernel == LowRankKernel::automatic && attention_lowrank_tc_supported(a))) {
       attention_lowrank_tc_decode_cuda(z, a, pos, splits, workspace, st);
       return;
     }
-  } else if (a.decode_kernel == LowRankDecodeKernel::tensor) {
+  } else if (a.kernel == LowRankKernel::tensor) {
     fail("attention_lowrank_decode_cuda: the tensor-core kernel reads the bf16 cache (this one is fp32)");
   }
   const int gs = a.n_heads / a.n_kv_heads;

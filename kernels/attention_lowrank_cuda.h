@@ -41,11 +41,11 @@ namespace llm {
 //           k_win / v_win (n_kv_heads, window, head_dim) fp32, token t in slot t % window (kv_lowrank_window_write
 //           fills it after the attention); the call's own tokens from k_new / v_new (n_q, n_kv_heads, head_dim) fp32
 //           (this call's W_K x and kv_lowrank_write_cuda's v_full), token n_kv - n_q + i at row i.
-// Which kernel attention_lowrank_decode_cuda runs: automatic = the tensor-core kernel (bf16 cache; see
-// attention_lowrank_tc_supported) when the arguments allow it, else the block program (kernels/lowrank_tile.cuh);
-// generic = the block program always; tensor = the tensor-core kernel, refusing arguments it cannot take (the
-// message says why). Prefill always runs the block program.
-enum class LowRankDecodeKernel { automatic, generic, tensor };
+// Which kernels attention_lowrank_{decode,prefill}_cuda run: automatic = the tensor-core kernels (bf16 cache; see
+// attention_lowrank_tc_supported) when the arguments allow them, else the block program (kernels/lowrank_tile.cuh);
+// generic = the block program always; tensor = the tensor-core kernels, refusing arguments they cannot take (the
+// message says why).
+enum class LowRankKernel { automatic, generic, tensor };
 
 template <class T>
 struct LowRankAttentionCudaArgs {
@@ -76,12 +76,12 @@ struct LowRankAttentionCudaArgs {
   // Every vrank[] entry is a multiple of v_align (the engine: the gcd of the policy's ranks, head_dim included with
   // vsinks). 8 or more lets the tensor-core decode kernel copy c_v in 16-byte pieces; 1 promises nothing.
   int v_align = 1;
-  LowRankDecodeKernel decode_kernel = LowRankDecodeKernel::automatic;
+  LowRankKernel kernel = LowRankKernel::automatic;
 };
 
-// The tensor-core decode kernel (kernels/attention_lowrank_tc.cu) takes: bf16 cache, head_dim 64 or 128, r_k 16, 32
-// or 64, r_vmax a multiple of 16, v_align and cv_stride multiples of 8, GQA group <= 8, sinks (k_sink) or not, no
-// window or alloc=spectrum, 16-byte aligned ck and cv. False: *why (when given) names the first argument it cannot take.
+// The tensor-core kernels (kernels/attention_lowrank_tc.cu) take: bf16 cache, head_dim 64 or 128, r_k 16, 32 or 64,
+// r_vmax a multiple of 16, v_align and cv_stride multiples of 8, GQA group <= 8, sinks (k_sink) or not, no window
+// or alloc=spectrum, 16-byte aligned ck and cv. False: *why (when given) names the first argument they cannot take.
 bool attention_lowrank_tc_supported(const LowRankAttentionCudaArgs<bf16>& a, std::string* why = nullptr);
 // Its dynamic shared memory per block (bytes).
 size_t attention_lowrank_tc_smem_bytes(int head_dim, int r_k, int r_vmax);
@@ -89,6 +89,10 @@ size_t attention_lowrank_tc_smem_bytes(int head_dim, int r_k, int r_vmax);
 // workspace), refusing arguments it cannot take.
 void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<bf16>& a, const int* pos, int splits,
                                       float* workspace, cudaStream_t st);
+// The tensor-core prefill kernel (attention_lowrank_prefill_cuda's tensor branch: z written directly, normalised;
+// no workspace), refusing arguments it cannot take.
+void attention_lowrank_tc_prefill_cuda(float* z, const LowRankAttentionCudaArgs<bf16>& a, int n_q, int n_kv,
+                                       cudaStream_t st);
 
 // Prefill (n_q queries, causal, GQA): grid (n_kv_heads, ceil(n_q / queries-per-block)), one key range (no split).
 //   z: (n_q, n_heads, r_vmax) fp32 device. workspace: attention_lowrank_prefill_workspace_floats() floats.

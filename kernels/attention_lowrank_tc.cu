@@ -59,6 +59,74 @@ __device__ __forceinline__ void rotate(float& x, float& y, float sn, float cs) {
   y = a * sn + b * cs;
 }
 
+// The four n-tiles (8 dims each) of rebuild group jj, in accumulator order: half-split 2jj, 2jj+1 and their RoPE
+// partners 2jj+H, 2jj+1+H (H = D/16); interleaved 4jj .. 4jj+3 (a pair's two dims are one tile's columns 2t, 2t+1)
+template <int D, bool kInter>
+__device__ __forceinline__ constexpr int group_tile(int jj, int u) {
+  return kInter ? 4 * jj + u : 2 * jj + (u & 1) + (u >> 1) * (D / 16);
+}
+
+// Keys t0 .. t0+15 of a tile, rebuilt for group jj's n-tiles (acc[u] = n-tile group_tile(jj, u): rows = keys gq,
+// gq + 8, columns = dims 8 n + 2 tq, +1) from the c_k A fragments ka and U_K^T in shared memory (sUt, rows of
+// RK + 8), sinks applied (a token < n_sink takes its cached full key before RoPE, as the CPU twin), RoPE'd at each
+// key's own position. fr: this lane's inverse frequencies of the group (see the kernels' fr).
+template <int D, int KS, bool kInter>
+__device__ __forceinline__ void rebuild_group(float (&acc)[4][4], int jj, const uint32_t (&ka)[KS][4],
+                                              const bf16* sUt, const float (&fr)[4], int t0, int k_end,
+                                              const LowRankAttentionCudaArgs<bf16>& a, int g) {
+  constexpr int ULD = 16 * KS + 8;
+  const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  int nti[4];
+#pragma unroll
+  for (int u = 0; u < 4; ++u) nti[u] = group_tile<D, kInter>(jj, u);
+#pragma unroll
+  for (int u = 0; u < 4; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+    for (int pp = 0; pp < 2; ++pp) {
+      // matrices: (n-tile nti[2pp], ranks lo), (same, ranks hi), (nti[2pp+1], lo), (same, hi)
+      const int mi = lane >> 3, nn = nti[2 * pp + (mi >> 1)];
+      uint32_t bb[4];
+      tc::ldsm_x4(bb, sUt + (8 * nn + (lane & 7)) * ULD + 16 * ks + 8 * (mi & 1));
+      const uint32_t b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
+      tc::mma_bf16(acc[2 * pp], ka[ks], b0);
+      tc::mma_bf16(acc[2 * pp + 1], ka[ks], b1);
+    }
+  }
+  // sinks=N: only the first tile or two of a context have any
+  if (t0 < a.n_sink) {
+    const float* ksg = a.k_sink + size_t(g) * a.k_sink_stride * D;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int tok = t0 + gq + 8 * (c >> 1);
+        if (tok < a.n_sink && tok < k_end) acc[u][c] = ksg[size_t(tok) * D + 8 * nti[u] + 2 * tq + (c & 1)];
+      }
+  }
+  const float pa = static_cast<float>(t0 + gq), pb = static_cast<float>(t0 + gq + 8);
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    if (kInter) {
+      float sn, cs;
+      rope_sincos(pa * fr[u], sn, cs);
+      rotate(acc[u][0], acc[u][1], sn, cs);
+      rope_sincos(pb * fr[u], sn, cs);
+      rotate(acc[u][2], acc[u][3], sn, cs);
+    } else if (u < 2) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float sn, cs;
+        rope_sincos(pa * fr[2 * u + e], sn, cs);
+        rotate(acc[u][e], acc[u + 2][e], sn, cs);
+        rope_sincos(pb * fr[2 * u + e], sn, cs);
+        rotate(acc[u][2 + e], acc[u + 2][2 + e], sn, cs);
+      }
+    }
+  }
+}
+
 template <int D, int KS, bool kInter>
 __global__ void __launch_bounds__(kThreads, 2)
     attn_lowrank_tc_decode_kernel(float* part_z, float* part_ml, LowRankAttentionCudaArgs<bf16> a, const int* pos) {
@@ -67,7 +135,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr int NG = D / 32;    // groups of 4 n-tiles (32 dims) the rebuild works on at a time
   constexpr int QK = D / 16;    // k-steps of the score product
   constexpr int MT = D / 16;    // m-tiles of 16 value ranks, at most
-  constexpr int H = D / 16;     // half-split: n-tile j's RoPE partner is j + H
   extern __shared__ __align__(16) unsigned char smem_tc[];
   const int rv = a.r_vmax, gs = a.n_heads / a.n_kv_heads;
   const int stage_bytes = kTok * RK * 2 + kTok * rv * 2;
@@ -202,61 +269,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     float sacc[2][4];  // scores: [key n-tile][c]: rows gq (hi) / gq + 8 (lo), keys 8 n + 2 tq + (c & 1)
 #pragma unroll
     for (int n = 0; n < 2; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
-    const float pa = static_cast<float>(t0 + gq), pb = static_cast<float>(t0 + gq + 8);
 #pragma unroll
     for (int jj = 0; jj < NG; ++jj) {
-      // the group's n-tiles, in accumulator order: half-split 2jj, 2jj+1, 2jj+H, 2jj+1+H; interleaved 4jj .. 4jj+3
+      float acc[4][4];
+      rebuild_group<D, KS, kInter>(acc, jj, ka, sUt, fr[jj], t0, k_end, a, g);
       int nti[4];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) nti[u] = inter ? 4 * jj + u : 2 * jj + (u & 1) + (u >> 1) * H;
-      float acc[4][4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.0f;
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-#pragma unroll
-        for (int pp = 0; pp < 2; ++pp) {
-          // matrices: (n-tile nti[2pp], ranks lo), (same, ranks hi), (nti[2pp+1], lo), (same, hi)
-          const int mi = lane >> 3, nn = nti[2 * pp + (mi >> 1)];
-          uint32_t bb[4];
-          tc::ldsm_x4(bb, sUt + (8 * nn + (lane & 7)) * ULD + 16 * ks + 8 * (mi & 1));
-          const uint32_t b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
-          tc::mma_bf16(acc[2 * pp], ka[ks], b0);
-          tc::mma_bf16(acc[2 * pp + 1], ka[ks], b1);
-        }
-      }
-      // sinks=N: a token < N takes its cached full key (fp32, before RoPE) instead of the rebuilt one, as the CPU
-      // twin; only the first tile or two of a context have any
-      if (t0 < a.n_sink) {
-        const float* ksg = a.k_sink + size_t(g) * a.k_sink_stride * D;
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const int tok = t0 + gq + 8 * (c >> 1);
-            if (tok < a.n_sink && tok < k_end) acc[u][c] = ksg[size_t(tok) * D + 8 * nti[u] + 2 * tq + (c & 1)];
-          }
-      }
-      // RoPE at each key's own position (keys gq and gq + 8 of the tile)
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        if (inter) {
-          float sn, cs;
-          rope_sincos(pa * fr[jj][u], sn, cs);
-          rotate(acc[u][0], acc[u][1], sn, cs);
-          rope_sincos(pb * fr[jj][u], sn, cs);
-          rotate(acc[u][2], acc[u][3], sn, cs);
-        } else if (u < 2) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float sn, cs;
-            rope_sincos(pa * fr[jj][2 * u + e], sn, cs);
-            rotate(acc[u][e], acc[u + 2][e], sn, cs);
-            rope_sincos(pb * fr[jj][2 * u + e], sn, cs);
-            rotate(acc[u][2 + e], acc[u + 2][2 + e], sn, cs);
-          }
-        }
-      }
+      for (int u = 0; u < 4; ++u) nti[u] = group_tile<D, kInter>(jj, u);
       // scores: n-tiles (acc 2kk, 2kk+1) are the 16 dims of the query's k-step nti[2kk] / 2
 #pragma unroll
       for (int kk = 0; kk < 2; ++kk) {
@@ -374,6 +393,249 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
+// ---- prefill ----------------------------------------------------------------------------------------------------
+// Block = (64 queries, one query head h); 4 warps, warp w owns queries 16w .. 16w+15 (the A rows of its products).
+// The block walks the keys its last query sees in tiles of 64 (2-stage cp.async pipeline over the whole block):
+//   rebuild  warp w rebuilds + RoPEs keys 16w .. 16w+15 of the tile (rebuild_group, as the decode), stored bf16 in
+//            shared memory (sK, rows of D + 8)
+//   scores   S (16 queries x 64 keys) = Q K^T: Q hi and lo parts in registers (two products), K^T B fragments by
+//            ldmatrix from sK; causal mask; online softmax per query row in base 2
+//   values   Z (16 x r_v) += P (16 x 64) C_v (64 x r_v): P as A fragments straight from the score accumulators,
+//            C_v B fragments by ldmatrix.trans of the packed rows (a zero row past a key's rank), per 16 keys only
+//            as far as their largest rank
+// Rebuilding per (query block, head) repeats a KV head's keys for each head of its group: ~1/8 of the block's mma
+// work at r_k 32, against no key ever written to global memory. z is written normalised (no split).
+constexpr int kPQ = 64, kPK = 64;  // queries per block, keys per tile
+
+size_t tc_prefill_smem_bytes(int head_dim, int r_k, int r_vmax) {
+  return 16 + size_t(head_dim) * (r_k + 8) * 2 + size_t(kPK) * (head_dim + 8) * 2 +
+         2 * (size_t(kPK) * r_k * 2 + size_t(kPK) * r_vmax * 2) + 2 * 2 * kPK * 4;
+}
+
+template <int D, int KS, bool kInter>
+__global__ void __launch_bounds__(kThreads)
+    attn_lowrank_tc_prefill_kernel(float* z, LowRankAttentionCudaArgs<bf16> a, int n_q, int n_kv) {
+  constexpr int RK = 16 * KS, ULD = RK + 8, KLD = D + 8, NG = D / 32, QK = D / 16, NO = D / 8;
+  extern __shared__ __align__(16) unsigned char smem_tcp[];
+  const int rv = a.r_vmax, gs = a.n_heads / a.n_kv_heads;
+  const int stage_bytes = kPK * RK * 2 + kPK * rv * 2;
+  unsigned char* zero_row = smem_tcp;
+  bf16* sUt = reinterpret_cast<bf16*>(smem_tcp + 16);
+  bf16* sK = sUt + size_t(D) * ULD;                                       // (kPK, KLD) rebuilt RoPE'd keys
+  unsigned char* stages = reinterpret_cast<unsigned char*>(sK + size_t(kPK) * KLD);
+  int* sMeta = reinterpret_cast<int*>(stages + 2 * size_t(stage_bytes));  // [stage][rank | piece][key]
+
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, gq = lane >> 2, tq = lane & 3;
+  const int i0 = blockIdx.x * kPQ, h = blockIdx.y, g = h / gs;
+  const int first = n_kv - n_q, nq = min(kPQ, n_q - i0);
+  const int k_end = first + i0 + nq;  // the block's last query sees keys < k_end
+
+  {
+    const float* ukg = a.uk + size_t(g) * RK * D;
+    for (int idx = tid; idx < RK * D; idx += kThreads) {
+      const int j = idx / D, d = idx - j * D;
+      sUt[d * ULD + j] = __float2bfloat16_rn(ukg[idx]);
+    }
+    if (tid < 4) reinterpret_cast<uint32_t*>(zero_row)[tid] = 0u;
+  }
+  // this warp's query rows gq and gq + 8 (clamped to the last query: rows past nq are computed, never written)
+  uint32_t qh[QK][4], ql[QK][4];
+  {
+    const float scale = 1.44269504088896341f / sqrtf(static_cast<float>(D));
+    const float* q0 = a.q + (size_t(min(i0 + 16 * w + gq, n_q - 1)) * a.n_heads + h) * D;
+    const float* q1 = a.q + (size_t(min(i0 + 16 * w + gq + 8, n_q - 1)) * a.n_heads + h) * D;
+#pragma unroll
+    for (int ks = 0; ks < QK; ++ks) {
+      float x[8];  // (row gq | gq + 8) x (dims 2tq, 2tq + 1 | + 8)
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        x[e] = ((e >> 1) & 1 ? q1 : q0)[16 * ks + 2 * tq + (e & 1) + 8 * (e >> 2)] * scale;
+      float hi[8], lo[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        hi[e] = __bfloat162float(__float2bfloat16_rn(x[e]));
+        lo[e] = x[e] - hi[e];
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {  // a[r] = elements 2r, 2r+1: (row gq | gq+8 by r & 1, dims + 8 by r >> 1)
+        qh[ks][r] = tc::pack_bf16(hi[2 * r], hi[2 * r + 1]);
+        ql[ks][r] = tc::pack_bf16(lo[2 * r], lo[2 * r + 1]);
+      }
+    }
+  }
+  float fr[NG][4];
+#pragma unroll
+  for (int jj = 0; jj < NG; ++jj)
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      fr[jj][u] = a.inv_freq[kInter ? 4 * (4 * jj + u) + tq : 8 * (2 * jj + (u >> 1)) + 2 * tq + (u & 1)];
+
+  const bf16* ckg = a.ck + size_t(g) * a.ck_stride * RK;
+  const bf16* cvg = a.cv + size_t(g) * a.cv_stride;
+  // tile k into stage s: c_k rows and the packed c_v range by cp.async, each key's rank and first 16-byte piece
+  // (relative to the range) into sMeta by plain loads (visible after the barrier that precedes their use)
+  auto load = [&](int k, int s) {
+    const int t0 = k * kPK;
+    if (t0 < k_end) {
+      const int nt = min(kPK, k_end - t0);
+      unsigned char* dst = stages + size_t(s) * stage_bytes;
+      const unsigned char* src = reinterpret_cast<const unsigned char*>(ckg + size_t(t0) * RK);
+      for (int c = tid; c < nt * RK / 8; c += kThreads) tc::cp_async16(dst + 16 * swz(c), src + 16 * size_t(c));
+      const int64_t v0 = a.voff[t0];
+      const int nc = static_cast<int>((a.voff[t0 + nt - 1] + a.vrank[t0 + nt - 1] - v0) / 8);
+      const unsigned char* vs = reinterpret_cast<const unsigned char*>(cvg + v0);
+      unsigned char* vd = dst + kPK * RK * 2;
+      for (int c = tid; c < nc; c += kThreads) tc::cp_async16(vd + 16 * swz(c), vs + 16 * size_t(c));
+      for (int i = tid; i < kPK; i += kThreads) {
+        sMeta[(s * 2 + 0) * kPK + i] = i < nt ? a.vrank[t0 + i] : 0;
+        sMeta[(s * 2 + 1) * kPK + i] = i < nt ? static_cast<int>((a.voff[t0 + i] - v0) / 8) : 0;
+      }
+    }
+    tc::cp_async_commit();
+  };
+
+  float oacc[NO][4];
+#pragma unroll
+  for (int j = 0; j < NO; ++j) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};  // rows gq, gq + 8
+  const int qp0 = first + i0 + 16 * w + gq;                           // row gq's position (row gq + 8: + 8)
+  const int warp_last = first + i0 + min(16 * w + 15, nq - 1);        // the warp's last query position
+  const bool warp_has_rows = 16 * w < nq;
+
+  const int n_tiles = (k_end + kPK - 1) / kPK;
+  load(0, 0);
+  for (int k = 0; k < n_tiles; ++k) {
+    load(k + 1, (k + 1) & 1);
+    tc::cp_async_wait<1>();
+    __syncthreads();  // tile k's stage and metadata are in; sUt too (first pass)
+    const int s = k & 1, t0 = k * kPK, nt = min(kPK, k_end - t0);
+    const unsigned char* st = stages + size_t(s) * stage_bytes;
+    if (16 * w < nt) {  // rebuild keys 16w .. 16w+15
+      uint32_t ka[KS][4];
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const int mi = lane >> 3, key = 16 * w + (lane & 7) + 8 * (mi & 1);
+        tc::ldsm_x4(ka[ks], st + 16 * swz(key * (RK / 8) + 2 * ks + (mi >> 1)));
+      }
+#pragma unroll
+      for (int jj = 0; jj < NG; ++jj) {
+        float acc[4][4];
+        rebuild_group<D, KS, kInter>(acc, jj, ka, sUt, fr[jj], t0 + 16 * w, k_end, a, g);
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int key = 16 * w + gq + 8 * r, dim = 8 * group_tile<D, kInter>(jj, u) + 2 * tq;
+            *reinterpret_cast<uint32_t*>(sK + size_t(key) * KLD + dim) = tc::pack_bf16(acc[u][2 * r], acc[u][2 * r + 1]);
+          }
+      }
+    }
+    __syncthreads();  // sK holds the tile's keys
+
+    if (warp_has_rows && t0 <= warp_last) {
+      float sacc[kPK / 8][4];
+#pragma unroll
+      for (int n = 0; n < kPK / 8; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+#pragma unroll
+      for (int ks = 0; ks < QK; ++ks)
+#pragma unroll
+        for (int np = 0; np < kPK / 16; ++np) {
+          // matrices: (keys 16np .., dims lo), (same, dims hi), (keys 16np + 8 .., lo), (same, hi)
+          const int mi = lane >> 3;
+          uint32_t bb[4];
+          tc::ldsm_x4(bb, sK + size_t(16 * np + (lane & 7) + 8 * (mi >> 1)) * KLD + 16 * ks + 8 * (mi & 1));
+          const uint32_t b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
+          tc::mma_bf16(sacc[2 * np], qh[ks], b0);
+          tc::mma_bf16(sacc[2 * np], ql[ks], b0);
+          tc::mma_bf16(sacc[2 * np + 1], qh[ks], b1);
+          tc::mma_bf16(sacc[2 * np + 1], ql[ks], b1);
+        }
+      // causal mask (key position <= the row's query position; keys past the tile are past every query) and the
+      // online softmax of rows gq (c = 0, 1) and gq + 8 (c = 2, 3)
+      float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int n = 0; n < kPK / 8; ++n)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int kp = t0 + 8 * n + 2 * tq + (c & 1), r = c >> 1;
+          if (kp > qp0 + 8 * r) sacc[n][c] = -INFINITY;
+          tmax[r] = fmaxf(tmax[r], sacc[n][c]);
+        }
+      float alpha[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
+        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
+        const float m_new = fmaxf(m_run[r], tmax[r]);
+        const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+        alpha[r] = exp2f(m_run[r] - m_use);
+        m_run[r] = m_new;
+        l_run[r] *= alpha[r];
+#pragma unroll
+        for (int n = 0; n < kPK / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float p = exp2f(sacc[n][2 * r + e] - m_use);
+            sacc[n][2 * r + e] = p;
+            l_run[r] += p;
+          }
+      }
+#pragma unroll
+      for (int j = 0; j < NO; ++j) {
+        oacc[j][0] *= alpha[0];
+        oacc[j][1] *= alpha[0];
+        oacc[j][2] *= alpha[1];
+        oacc[j][3] *= alpha[1];
+      }
+      // values, 16 keys at a time; lane's ldmatrix row: key 16kk + (lane & 7) + 8 ((lane >> 3) & 1), ranks of
+      // n-tile j + (lane >> 4)
+      const unsigned char* vbase = st + kPK * RK * 2;
+#pragma unroll
+      for (int kk = 0; kk < kPK / 16; ++kk) {
+        const uint32_t pa[4] = {tc::pack_bf16(sacc[2 * kk][0], sacc[2 * kk][1]),
+                                tc::pack_bf16(sacc[2 * kk][2], sacc[2 * kk][3]),
+                                tc::pack_bf16(sacc[2 * kk + 1][0], sacc[2 * kk + 1][1]),
+                                tc::pack_bf16(sacc[2 * kk + 1][2], sacc[2 * kk + 1][3])};
+        const int key = 16 * kk + (lane & 7) + 8 * ((lane >> 3) & 1);
+        const int vr = sMeta[(s * 2 + 0) * kPK + key], vc = sMeta[(s * 2 + 1) * kPK + key];
+        int rmax = vr;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) rmax = max(rmax, __shfl_xor_sync(0xffffffffu, rmax, o));
+#pragma unroll
+        for (int j = 0; j < NO; j += 2) {
+          if (8 * j < rmax) {  // warp-uniform
+            const int chunk = j + (lane >> 4);
+            const unsigned char* row = 8 * chunk < vr ? vbase + 16 * swz(vc + chunk) : zero_row;
+            uint32_t bb[4];
+            tc::ldsm_x4_trans(bb, row);
+            const uint32_t b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
+            tc::mma_bf16(oacc[j], pa, b0);
+            tc::mma_bf16(oacc[j + 1], pa, b1);
+          }
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with this stage and sK before the next loads and rebuild
+  }
+  tc::cp_async_wait<0>();
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+#pragma unroll
+  for (int j = 0; j < NO; ++j)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int row = 16 * w + gq + 8 * (c >> 1), rank = 8 * j + 2 * tq + (c & 1);
+      if (row < nq && rank < rv) {
+        const float l = l_run[c >> 1];
+        z[(size_t(i0 + row) * a.n_heads + h) * rv + rank] = l > 0.0f ? oacc[j][c] / l : 0.0f;
+      }
+    }
+}
+
 __global__ void attn_lowrank_tc_combine_kernel(float* z, const float* part_z, const float* part_ml, int n_heads, int rv,
                                                int S) {
   lowrank_tile::combine_block(z, part_z, part_ml, n_heads, rv, S);
@@ -395,6 +657,22 @@ void launch_tc(float* part_z, float* part_ml, const LowRankAttentionCudaArgs<bf1
     CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_decode_kernel<D, KS, false>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     attn_lowrank_tc_decode_kernel<D, KS, false><<<grid, kThreads, smem, st>>>(part_z, part_ml, a, pos);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int D, int KS>
+void launch_tc_prefill(float* z, const LowRankAttentionCudaArgs<bf16>& a, int n_q, int n_kv, size_t smem,
+                       cudaStream_t st) {
+  const dim3 grid(ceil_div(n_q, kPQ), a.n_heads);
+  if (a.rope_layout == RopeLayout::interleaved) {
+    CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_prefill_kernel<D, KS, true>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attn_lowrank_tc_prefill_kernel<D, KS, true><<<grid, kThreads, smem, st>>>(z, a, n_q, n_kv);
+  } else {
+    CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_prefill_kernel<D, KS, false>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attn_lowrank_tc_prefill_kernel<D, KS, false><<<grid, kThreads, smem, st>>>(z, a, n_q, n_kv);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -432,7 +710,7 @@ void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<b
   std::string why;
   if (!attention_lowrank_tc_supported(a, &why))
     fail("attention_lowrank_decode_cuda: the tensor-core kernel cannot take these arguments: ", why,
-         "; use LowRankDecodeKernel::automatic or ::generic");
+         "; use LowRankKernel::automatic or ::generic");
   const size_t smem = tc_smem_bytes(a.head_dim, a.r_k, a.r_vmax);
   if (smem > size_t(lowrank_tile::smem_optin_bytes()))
     fail("attention_lowrank_decode_cuda: the tensor-core kernel needs ", smem, " bytes of shared memory per block");
@@ -451,6 +729,30 @@ void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<b
   attn_lowrank_tc_combine_kernel<<<dim3(a.n_heads, 1), kThreads, 0, st>>>(z, part_z, part_ml, a.n_heads, a.r_vmax,
                                                                           splits);
   CUDA_CHECK_LAUNCH();
+}
+
+void attention_lowrank_tc_prefill_cuda(float* z, const LowRankAttentionCudaArgs<bf16>& a, int n_q, int n_kv,
+                                       cudaStream_t st) {
+  std::string why;
+  if (!attention_lowrank_tc_supported(a, &why))
+    fail("attention_lowrank_prefill_cuda: the tensor-core kernel cannot take these arguments: ", why,
+         "; use LowRankKernel::automatic or ::generic");
+  if (n_q <= 0) return;
+  if (n_kv < n_q || n_kv > a.ck_stride)
+    fail("attention_lowrank_prefill_cuda: n_kv ", n_kv, " outside [n_q ", n_q, ", ck_stride ", a.ck_stride, "]");
+  const size_t smem = tc_prefill_smem_bytes(a.head_dim, a.r_k, a.r_vmax);
+  if (smem > size_t(lowrank_tile::smem_optin_bytes()))
+    fail("attention_lowrank_prefill_cuda: the tensor-core kernel needs ", smem, " bytes of shared memory per block");
+  const int ks = a.r_k / 16;
+  if (a.head_dim == 64) {
+    if (ks == 1) launch_tc_prefill<64, 1>(z, a, n_q, n_kv, smem, st);
+    else if (ks == 2) launch_tc_prefill<64, 2>(z, a, n_q, n_kv, smem, st);
+    else launch_tc_prefill<64, 4>(z, a, n_q, n_kv, smem, st);
+  } else {
+    if (ks == 1) launch_tc_prefill<128, 1>(z, a, n_q, n_kv, smem, st);
+    else if (ks == 2) launch_tc_prefill<128, 2>(z, a, n_q, n_kv, smem, st);
+    else launch_tc_prefill<128, 4>(z, a, n_q, n_kv, smem, st);
+  }
 }
 
 }  // namespace llm

@@ -1,6 +1,6 @@
 // bench_lowrank_cuda: decode attention over the low-rank KV cache (kernels/attention_lowrank.cu) against the
 // full-cache split-K decode kernel (kernels/attention.cu): rows lowrank_fp32 and lowrank_bf16 are the block program
-// (LowRankDecodeKernel::generic), lowrank_bf16_tc the tensor-core kernel (kernels/attention_lowrank_tc.cu); one
+// (LowRankKernel::generic), lowrank_bf16_tc the tensor-core kernel (kernels/attention_lowrank_tc.cu); one
 // layer at Llama-3-8B shapes (32 query heads, 8 KV
 // heads, head_dim 128; r_k 32, values 32/64/128 laid out by the seed policy's prefill rule: 40% / 40% / 20%).
 // For each context it times the kernels (CUDA events, mean over --reps launches after a warm-up) and reports the
@@ -83,7 +83,7 @@ struct Result {
 // One layer's compressed decode at context ctx with cache dtype T.
 template <class T>
 Result bench_lowrank(const char* name, int ctx, int sms, int reps,
-                     LowRankDecodeKernel kernel = LowRankDecodeKernel::generic) {
+                     LowRankKernel kernel = LowRankKernel::generic) {
   std::vector<int32_t> vrank(ctx);
   int step = 0;
   kv_policy_ranks(vrank.data(), KVRankPolicy::seed, kRanks, 0, ctx, step, {});
@@ -122,7 +122,7 @@ Result bench_lowrank(const char* name, int ctx, int sms, int reps,
   a.head_dim = kHD;
   a.inv_freq = dinv.as<float>();
   a.v_align = 32;  // the seed ranks 32/64/128
-  a.decode_kernel = kernel;
+  a.kernel = kernel;
   const int splits = attention_lowrank_decode_splits(kKV, ctx, sms);
   DeviceBuffer ws(attention_lowrank_decode_workspace_floats(kHeads, a.r_vmax, splits) * 4), z(kHeads * a.r_vmax * 4);
   Result r;
@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
       const Result full = bench_full(ctx, sms, reps);
       for (const Result& r : {full, bench_lowrank<float>("lowrank_fp32", ctx, sms, reps),
                               bench_lowrank<bf16>("lowrank_bf16", ctx, sms, reps),
-                              bench_lowrank<bf16>("lowrank_bf16_tc", ctx, sms, reps, LowRankDecodeKernel::tensor)}) {
+                              bench_lowrank<bf16>("lowrank_bf16_tc", ctx, sms, reps, LowRankKernel::tensor)}) {
         const double gbs = r.bytes / (r.ms * 1e-3) / 1e9;
         const double pct = 100.0 * gbs * 1e9 / bw;
         if (json)

@@ -19,7 +19,7 @@
 #   run(command="bash tools/gpu_session.sh sanitize kv_sanitize", carry=[".gpu/deps", ".gpu/bin", ".gpu/part2"])
 #   run(command="bash tools/gpu_session.sh demo kv_bench", carry=[".gpu/deps", ".gpu/bin", ".gpu/part3"])
 #   (a short session: `bash tools/gpu_session.sh kv_tc` first, with .gpu/deps and .gpu/bin only: the tensor-core
-#   low-rank decode kernel's tests, sanitizers and benches)
+#   low-rank kernels' tests, sanitizers and benches)
 #
 # (unpack names any library the carried binaries do not find). The first GPU session (2026-11-22, H100) ran these three in 54 s, 112 s and 269 s of command time.
 #
@@ -336,17 +336,18 @@ stage_kv_sanitize() {
   fi
 }
 stage_kv() { stage_kv_tests; stage_kv_sanitize; stage_bench_extra; }
-# The tensor-core low-rank decode kernel (kernels/attention_lowrank_tc.cu, written without a GPU): its primitives'
-# layouts, its tests, the sanitizers on them, one layer's kernel bench, and the end-to-end decode at 1K / 8K / 32K
-# with the kernel the engine picks (auto) against the block program (generic). One call of its own, ~5 minutes.
+# The tensor-core low-rank kernels (kernels/attention_lowrank_tc.cu, written without a GPU): the primitives'
+# layouts, their tests, the sanitizers on them, one layer's decode kernel bench, and the end-to-end prefill and decode
+# at 1K / 8K / 32K with the kernels the engine picks (auto) against the block program (generic). ~5 minutes.
 stage_kv_tc() {
   ensure_build || return 1
   cuda_cases mma_cuda test_mma_cuda.cu
   cuda_cases lowrank_tc_cuda test_lowrank_cuda.cu '--test-case=*tensor-core*'
+  cuda_cases lowrank_tc_sinks_cuda test_attention_lowrank_sinks_cuda.cu '--test-case=*tensor-core*'
   if command -v compute-sanitizer > /dev/null; then
     sanitize memcheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core*'
-    sanitize racecheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core decode matches*'
-    sanitize synccheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core decode matches*'
+    sanitize racecheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core*matches*'
+    sanitize synccheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core*matches*'
   fi
   cuda_cases forward_lowrank_cuda test_forward_cuda.cu '--test-case=*low-rank*'
   run kbench_lowrank 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 &&
@@ -357,7 +358,7 @@ stage_kv_tc() {
     bench "l3_8b_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3
     bench "l3_8b_svd_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed
     bench "l3_8b_svd_generic_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 \
-      --kv svd:k=1/4,v=d/4/d/2/d,policy=seed --lowrank-decode generic
+      --kv svd:k=1/4,v=d/4/d/2/d,policy=seed --lowrank-kernel generic
   done
 }
 stage_bench() {

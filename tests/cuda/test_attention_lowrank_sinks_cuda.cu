@@ -110,7 +110,7 @@ void decode_case(std::mt19937& rng, const Shape& s, int n_kv, int n_sink, RopeLa
   Dev<T> d(in, s, layout);
   if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, int(in.ck_stride), sm_count());
   CAPTURE(splits);
-  d.a.decode_kernel = LowRankDecodeKernel::generic;
+  d.a.kernel = LowRankKernel::generic;
   check_close("sinks decode z", decode_z(d.a, n_kv, splits), ref, kAtol, kRtol);
 }
 
@@ -124,7 +124,7 @@ void tc_decode_case(std::mt19937& rng, const Shape& s, int n_kv, int n_sink, Rop
   const std::vector<float> ref = cpu_twin(in, s, 1, n_kv, layout);
   if (n_kv > 1) CHECK(max_abs_diff(ref, cpu_twin(in, s, 1, n_kv, layout, 0)) > 0.01);
   Dev<bf16> d(in, s, layout);
-  d.a.decode_kernel = LowRankDecodeKernel::tensor;
+  d.a.kernel = LowRankKernel::tensor;
   REQUIRE(attention_lowrank_tc_supported(d.a));
   if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, int(in.ck_stride), sm_count());
   CAPTURE(splits);

@@ -53,6 +53,7 @@ void prefill_case(std::mt19937& rng, const Shape& s, int n_q, int n_kv, RopeLayo
   const std::vector<float> ref = reference(in, s, n_q, n_kv, layout);
   DeviceInputs<T> d;
   upload_inputs(d, in, s, layout);
+  d.a.kernel = LowRankKernel::generic;  // the block program (the tensor-core kernel: tc_prefill_case)
   check_close("lowrank prefill z", prefill_z(d.a, n_q, n_kv), ref, kAtol, kRtol);
 }
 
@@ -70,7 +71,7 @@ void decode_case(std::mt19937& rng, const Shape& s, int n_kv, RopeLayout layout,
   upload_inputs(d, in, s, layout);
   if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, capacity, sm_count());
   CAPTURE(splits);
-  d.a.decode_kernel = LowRankDecodeKernel::generic;  // the block program (the tensor-core kernel: tc_case)
+  d.a.kernel = LowRankKernel::generic;  // the block program (the tensor-core kernel: tc_case)
   check_close("lowrank decode z", decode_z(d.a, n_kv, splits), ref, kAtol, kRtol);
 }
 
@@ -91,7 +92,7 @@ void tc_case(std::mt19937& rng, const Shape& s, int n_kv, RopeLayout layout, int
   const std::vector<float> ref = reference(in, s, 1, n_kv, layout);
   DeviceInputs<bf16> d;
   upload_inputs(d, in, s, layout);
-  d.a.decode_kernel = LowRankDecodeKernel::tensor;
+  d.a.kernel = LowRankKernel::tensor;
   REQUIRE(attention_lowrank_tc_supported(d.a));
   if (splits <= 0) splits = attention_lowrank_decode_splits(s.n_kv_heads, capacity, sm_count());
   CAPTURE(splits);
@@ -133,6 +134,44 @@ TEST_CASE("cuda low-rank split-K decode attention matches attention_lowrank_cpu 
   decode_case<bf16>(rng, kLlama3, 32768, RopeLayout::half_split);      // Llama-3 at 32K, llama3 scaling
 }
 
+// The tensor-core prefill kernel against the CPU twin, with tc_case's error model. Early queries attend to a few
+// keys, so z does not average the per-key errors out: a score error of ~2e-3 (std; bf16 U_K and keys) moves p by
+// as much, and z by up to ~4 sigma x |c_v - z| ~ 8e-3 at the tail of half a million outputs (measured 4.5e-3 on
+// the emulator); 1e-2 bounds that, while a wrong mask, key or rank moves z by 0.1 or more.
+constexpr float kTcPrefillAtol = 1e-2f;
+void tc_prefill_case(std::mt19937& rng, const Shape& s, int n_q, int n_kv, RopeLayout layout) {
+  CAPTURE(s.hd);
+  CAPTURE(s.n_heads);
+  CAPTURE(n_q);
+  CAPTURE(n_kv);
+  CAPTURE(static_cast<int>(layout));
+  const Inputs in = make_inputs(rng, s, n_q, n_kv, n_kv + 7, true, 8);
+  const std::vector<float> ref = reference(in, s, n_q, n_kv, layout);
+  DeviceInputs<bf16> d;
+  upload_inputs(d, in, s, layout);
+  d.a.kernel = LowRankKernel::tensor;
+  const std::vector<float> z = prefill_z(d.a, n_q, n_kv);
+  check_close("lowrank tensor-core prefill z", z, ref, kTcPrefillAtol, kTcRtol);
+  double worst = 0.0;
+  for (size_t i = 0; i < z.size(); ++i) worst = std::max(worst, std::fabs(double(z[i]) - double(ref[i])));
+  MESSAGE("tensor-core prefill, head_dim " << s.hd << ", " << n_q << " queries over " << n_kv
+                                           << " keys: max |z - cpu| = " << worst);
+}
+
+TEST_CASE("cuda low-rank tensor-core prefill matches attention_lowrank_cpu within bf16 rounding (causal, GQA)") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(66);
+  tc_prefill_case(rng, kDemo, 70, 70, RopeLayout::half_split);    // crosses 64-key tiles and 64-query blocks
+  tc_prefill_case(rng, kDemo, 5, 200, RopeLayout::interleaved);   // a short block late in the context
+  tc_prefill_case(rng, kDemo, 33, 133, RopeLayout::half_split);   // a second block after 100 cached tokens
+  tc_prefill_case(rng, kDemo, 1, 1, RopeLayout::half_split);      // a single key
+  tc_prefill_case(rng, kDemo, 64, 64, RopeLayout::interleaved);   // exactly one tile
+  tc_prefill_case(rng, kLlama3, 130, 130, RopeLayout::half_split);
+  tc_prefill_case(rng, kLlama3, 17, 300, RopeLayout::interleaved);
+  tc_prefill_case(rng, Shape{32, 32, 128, 32, {32, 64, 128}, false, 10000.0f}, 40, 90, RopeLayout::half_split);
+  tc_prefill_case(rng, Shape{16, 2, 64, 64, {16, 48, 64}, false, 10000.0f}, 100, 150, RopeLayout::interleaved);
+}
+
 TEST_CASE("cuda low-rank tensor-core decode matches attention_lowrank_cpu within bf16 rounding") {
   if (!have_cuda()) return;
   std::mt19937 rng(64);
@@ -154,13 +193,13 @@ TEST_CASE("cuda low-rank tensor-core decode matches attention_lowrank_cpu within
   }
 }
 
-TEST_CASE("cuda low-rank decode: the tensor-core kernel refuses what it cannot take, and says why") {
+TEST_CASE("cuda low-rank attention: the tensor-core kernels refuse what they cannot take, and say why") {
   if (!have_cuda()) return;
   std::mt19937 rng(65);
   const Inputs in = make_inputs(rng, kDemo, 1, 40, 48, true, 8);
   DeviceInputs<bf16> d;
   upload_inputs(d, in, kDemo, RopeLayout::half_split);
-  d.a.decode_kernel = LowRankDecodeKernel::tensor;
+  d.a.kernel = LowRankKernel::tensor;
   REQUIRE(attention_lowrank_tc_supported(d.a));
   const int splits = 2;
   DeviceBuffer dpos = upload(std::vector<int>{39}), z(size_t(kDemo.n_heads) * in.r_vmax * 4),
@@ -171,6 +210,8 @@ TEST_CASE("cuda low-rank decode: the tensor-core kernel refuses what it cannot t
   LowRankAttentionCudaArgs<bf16> a = d.a;
   a.v_align = 4;  // ranks that may not be multiples of 8
   CHECK_THROWS_WITH_AS(run(a), doctest::Contains("multiple of 8"), llm::Error);
+  CHECK_THROWS_WITH_AS(attention_lowrank_prefill_cuda<bf16>(z.as<float>(), a, 1, 40, ws.as<float>(), nullptr),
+                       doctest::Contains("prefill_cuda: the tensor-core kernel cannot take"), llm::Error);
   a = d.a;
   a.cv_stride -= 3;
   CHECK_THROWS_WITH_AS(run(a), doctest::Contains("cv_stride"), llm::Error);
@@ -184,11 +225,11 @@ TEST_CASE("cuda low-rank decode: the tensor-core kernel refuses what it cannot t
   // automatic falls back to the block program for the same arguments, with the same result as generic
   a = d.a;
   a.v_align = 4;
-  a.decode_kernel = LowRankDecodeKernel::automatic;
+  a.kernel = LowRankKernel::automatic;
   CHECK_FALSE(attention_lowrank_tc_supported(a));
   run(a);
   const std::vector<float> z_auto = download<float>(z, size_t(kDemo.n_heads) * in.r_vmax);
-  a.decode_kernel = LowRankDecodeKernel::generic;
+  a.kernel = LowRankKernel::generic;
   run(a);
   check_close("automatic = generic when the tensor-core kernel cannot run", z_auto,
               download<float>(z, size_t(kDemo.n_heads) * in.r_vmax), 0.0f, 0.0f);
@@ -203,7 +244,7 @@ TEST_CASE("cuda low-rank decode: the tensor-core kernel refuses what it cannot t
   af.voff = d.a.voff;
   af.vrank = d.a.vrank;
   af.ck = af.cv = d.a.uk;
-  af.decode_kernel = LowRankDecodeKernel::tensor;
+  af.kernel = LowRankKernel::tensor;
   CHECK_THROWS_WITH_AS(
       attention_lowrank_decode_cuda<float>(z.as<float>(), af, dpos.as<int>(), splits, ws.as<float>(), nullptr),
       doctest::Contains("bf16"), llm::Error);

@@ -34,9 +34,9 @@ int cmd_bench(int argc, char** argv) {
                                                                {"--json", nullptr, "print one JSON object"},
                                                                {"--synthetic", "CONFIG",
                                                                 "cuda: random weights of this config.json"},
-                                                               {"--lowrank-decode", "KERNEL",
+                                                               {"--lowrank-kernel", "KERNEL",
                                                                 "cuda, --kv svd: auto (default), generic or "
-                                                                "tensor: the low-rank decode attention kernel"},
+                                                                "tensor: the low-rank attention kernels"},
                                                            });
   Args a = parse_args("bench", argc, argv, spec);
   if (a.has("help")) {
@@ -65,14 +65,14 @@ int cmd_bench(int argc, char** argv) {
     o.json = a.has("json");
     o.kv = a.get("kv", "full");  // issue 6: svd:... benches the low-rank cache
     o.kv_profile = a.get("kv-profile", "");
-    o.lowrank_decode = a.get("lowrank-decode", "auto");
+    o.lowrank_kernel = a.get("lowrank-kernel", "auto");
     if (a.has("kv-config"))
       llm::fail("llm bench --device cuda: give the KV spec with --kv (--kv-config is not read here)");
     llm::bench_cuda(o);  // a build without CUDA says how to get it
     return 0;
   }
-  if (a.has("lowrank-decode"))
-    llm::fail("llm bench: --lowrank-decode picks a CUDA kernel; add --device cuda (the CPU has one low-rank path)");
+  if (a.has("lowrank-kernel"))
+    llm::fail("llm bench: --lowrank-kernel picks CUDA kernels; add --device cuda (the CPU has one low-rank path)");
   const int n_ctx = context_size(a, static_cast<int>(p + n + 1));
   if (p + n > n_ctx) llm::fail("llm bench: -p + -n = ", p + n, " does not fit the context -c ", n_ctx);
 
