@@ -7,7 +7,8 @@
 // bytes each reads from global memory and the GB/s that implies, as a percentage of the device-to-device copy
 // bandwidth measured in the same run; then the per-token figure for 32 layers.
 //
-//   bench_lowrank_cuda [--ctx 1024,8192,32768] [--reps 50] [--json]
+//   bench_lowrank_cuda [--ctx 1024,8192,32768] [--reps 50] [--prefill N] [--json]
+//   (--prefill N: also one layer's prefill attention of N tokens: full cache, block program, tensor cores)
 //
 // Bytes read: full = 2 (K, V) * n_kv_heads * n * head_dim * 2 B. Compressed = n_kv_heads * (n * r_k + sum of
 // value ranks) * sizeof(cache dtype) + n_kv_heads * n * 12 B (voff + vrank, read by every KV head's blocks)
@@ -154,6 +155,56 @@ Result bench_full(int ctx, int sms, int reps) {
   return r;
 }
 
+// One layer's prefill attention of n tokens from an empty cache (the prompt's keys all in the cache), ms: the full
+// bf16 cache's kernel (attention_prefill_cuda) or the low-rank one (kernel = generic or tensor), bf16 caches.
+double bench_prefill(int n, int reps, const char* which) {
+  const std::string w = which;
+  if (w == "full") {
+    DeviceBuffer q = random_device<bf16>(size_t(n) * kHeads * kHD, 1.0f, 11);
+    DeviceBuffer k = random_device<bf16>(size_t(kKV) * n * kHD, 1.0f, 12);
+    DeviceBuffer v = random_device<bf16>(size_t(kKV) * n * kHD, 1.0f, 13);
+    DeviceBuffer out(size_t(n) * kHeads * kHD * 2);
+    return time_ms([&] { attention_prefill_cuda(out.as<bf16>(), q.as<bf16>(), k.as<bf16>(), v.as<bf16>(), n, n,
+                                                kHeads, kKV, kHD, n, nullptr); }, reps);
+  }
+  std::vector<int32_t> vrank(n);
+  int step = 0;
+  kv_policy_ranks(vrank.data(), KVRankPolicy::seed, kRanks, 0, n, step, {});
+  std::vector<int64_t> voff(n + 1, 0);
+  for (int t = 0; t < n; ++t) voff[t + 1] = voff[t] + vrank[t];
+  std::vector<float> inv(kHD / 2);
+  rope_inv_freq_cpu(inv.data(), kHD, 500000.0f, RopeScaling{});
+  DeviceBuffer q = random_device<float>(size_t(n) * kHeads * kHD, 1.0f, 14);
+  DeviceBuffer ck = random_device<bf16>(size_t(kKV) * n * kRK, 1.0f, 15);
+  DeviceBuffer uk = random_device<float>(size_t(kKV) * kRK * kHD, 0.5f, 16);
+  DeviceBuffer cv = random_device<bf16>(size_t(kKV) * voff[n], 1.0f, 17);
+  DeviceBuffer dvoff(voff.size() * 8), dvrank(vrank.size() * 4), dinv(inv.size() * 4);
+  CUDA_CHECK(cudaMemcpy(dvoff.ptr, voff.data(), voff.size() * 8, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dvrank.ptr, vrank.data(), vrank.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dinv.ptr, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+  LowRankAttentionCudaArgs<bf16> a;
+  a.q = q.as<float>();
+  a.ck = ck.as<bf16>();
+  a.uk = uk.as<float>();
+  a.cv = cv.as<bf16>();
+  a.voff = dvoff.as<int64_t>();
+  a.vrank = dvrank.as<int32_t>();
+  a.ck_stride = n;
+  a.cv_stride = voff[n];
+  a.r_k = kRK;
+  a.r_vmax = kRanks.v_max();
+  a.n_heads = kHeads;
+  a.n_kv_heads = kKV;
+  a.head_dim = kHD;
+  a.inv_freq = dinv.as<float>();
+  a.v_align = 32;
+  a.kernel = w == "tensor" ? LowRankKernel::tensor : LowRankKernel::generic;
+  DeviceBuffer z(size_t(n) * kHeads * a.r_vmax * 4),
+      ws(attention_lowrank_prefill_workspace_floats(n, kHeads, a.r_vmax) * 4);
+  return time_ms([&] { attention_lowrank_prefill_cuda<bf16>(z.as<float>(), a, n, n, ws.as<float>(), nullptr); },
+                 reps);
+}
+
 std::vector<int> parse_ctx(const char* s) {
   std::vector<int> out;
   std::stringstream ss(s);
@@ -171,7 +222,7 @@ std::vector<int> parse_ctx(const char* s) {
 int main(int argc, char** argv) {
   try {
     std::vector<int> ctxs = {1024, 8192, 32768};
-    int reps = 50;
+    int reps = 50, prefill = 0;
     bool json = false;
     for (int i = 1; i < argc; ++i) {
       if (!std::strcmp(argv[i], "--json")) {
@@ -180,8 +231,11 @@ int main(int argc, char** argv) {
         ctxs = parse_ctx(argv[++i]);
       } else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) {
         reps = std::max(1, std::atoi(argv[++i]));
+      } else if (!std::strcmp(argv[i], "--prefill") && i + 1 < argc) {
+        prefill = std::atoi(argv[++i]);
+        if (prefill < 1) fail("bench_lowrank_cuda: --prefill wants a positive token count, got '", argv[i], "'");
       } else {
-        std::fprintf(stderr, "usage: bench_lowrank_cuda [--ctx 1024,8192,32768] [--reps 50] [--json]\n");
+        std::fprintf(stderr, "usage: bench_lowrank_cuda [--ctx 1024,8192,32768] [--reps 50] [--prefill N] [--json]\n");
         return 2;
       }
     }
@@ -211,6 +265,21 @@ int main(int argc, char** argv) {
         else
           std::printf("%-14s %7d %10.1f %10.2f %8.0f %6.1f%% %12.3f %8.2fx\n", r.kernel.c_str(), r.ctx, r.ms * 1e3,
                       r.bytes / 1e6, gbs, pct, r.ms * kLayers, full.ms / r.ms);
+      }
+    }
+    if (prefill > 0) {  // one layer's prefill attention of `prefill` tokens: full cache, block program, tensor cores
+      const int pr = std::max(1, reps / 10);
+      const double full_ms = bench_prefill(prefill, pr, "full");
+      for (const char* which : {"full", "generic", "tensor"}) {
+        const double ms = std::strcmp(which, "full") ? bench_prefill(prefill, pr, which) : full_ms;
+        const double tok_s = prefill / (ms * 1e-3 * kLayers);  // the attention's share of a 32-layer prefill
+        if (json)
+          std::printf("{\"device\": \"%s\", \"kernel\": \"prefill_%s\", \"n_tokens\": %d, \"us_per_layer\": %.2f, "
+                      "\"tok_s_attention_32_layers\": %.0f, \"speedup_vs_full\": %.3f}\n",
+                      prop.name, which, prefill, ms * 1e3, tok_s, full_ms / ms);
+        else
+          std::printf("prefill %-8s %6d tokens: %10.1f us/layer, %9.0f tok/s (attention only, 32 layers), %.2fx of "
+                      "full\n", which, prefill, ms * 1e3, tok_s, full_ms / ms);
       }
     }
     return 0;

@@ -350,9 +350,9 @@ stage_kv_tc() {
     sanitize synccheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core*matches*'
   fi
   cuda_cases forward_lowrank_cuda test_forward_cuda.cu '--test-case=*low-rank*'
-  run kbench_lowrank 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 &&
-    sed "s/^/lowrank: /" "$LOGS/kbench_lowrank.log" | tail -12 >> "$SUMMARY"
-  run kbench_lowrank_json 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --json &&
+  run kbench_lowrank 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --prefill 2048 &&
+    sed "s/^/lowrank: /" "$LOGS/kbench_lowrank.log" | tail -15 >> "$SUMMARY"
+  run kbench_lowrank_json 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --prefill 2048 --json &&
     tr -d '\n' < "$LOGS/kbench_lowrank_json.log" >> "$LOGS/bench.jsonl" && echo >> "$LOGS/bench.jsonl"
   for ctx in 1024 8192 32768; do
     bench "l3_8b_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3
