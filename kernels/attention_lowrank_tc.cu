@@ -645,36 +645,26 @@ size_t tc_smem_bytes(int head_dim, int r_k, int r_vmax) {
   return 16 + size_t(head_dim) * (r_k + 8) * 2 + size_t(kWarps) * kStages * (kTok * r_k * 2 + kTok * r_vmax * 2);
 }
 
-template <int D, int KS>
-void launch_tc(float* part_z, float* part_ml, const LowRankAttentionCudaArgs<bf16>& a, const int* pos, int splits,
-               size_t smem, cudaStream_t st) {
-  const dim3 grid(a.n_kv_heads, splits);
-  if (a.rope_layout == RopeLayout::interleaved) {
-    CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_decode_kernel<D, KS, true>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attn_lowrank_tc_decode_kernel<D, KS, true><<<grid, kThreads, smem, st>>>(part_z, part_ml, a, pos);
+// Calls f.template operator()<D, KS, kInter>() with the kernels' instantiation for the arguments: head_dim 64 or
+// 128, r_k = 16 KS for KS 1, 2 or 4 (attention_lowrank_tc_supported has checked them), the RoPE layout.
+template <class F>
+void with_instance(const LowRankAttentionCudaArgs<bf16>& a, F&& f) {
+  auto layout = [&]<int D, int KS>() {
+    if (a.rope_layout == RopeLayout::interleaved)
+      f.template operator()<D, KS, true>();
+    else
+      f.template operator()<D, KS, false>();
+  };
+  const int ks = a.r_k / 16;
+  if (a.head_dim == 64) {
+    if (ks == 1) layout.template operator()<64, 1>();
+    else if (ks == 2) layout.template operator()<64, 2>();
+    else layout.template operator()<64, 4>();
   } else {
-    CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_decode_kernel<D, KS, false>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attn_lowrank_tc_decode_kernel<D, KS, false><<<grid, kThreads, smem, st>>>(part_z, part_ml, a, pos);
+    if (ks == 1) layout.template operator()<128, 1>();
+    else if (ks == 2) layout.template operator()<128, 2>();
+    else layout.template operator()<128, 4>();
   }
-  CUDA_CHECK_LAUNCH();
-}
-
-template <int D, int KS>
-void launch_tc_prefill(float* z, const LowRankAttentionCudaArgs<bf16>& a, int n_q, int n_kv, size_t smem,
-                       cudaStream_t st) {
-  const dim3 grid(ceil_div(n_q, kPQ), a.n_heads);
-  if (a.rope_layout == RopeLayout::interleaved) {
-    CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_prefill_kernel<D, KS, true>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attn_lowrank_tc_prefill_kernel<D, KS, true><<<grid, kThreads, smem, st>>>(z, a, n_q, n_kv);
-  } else {
-    CUDA_CHECK(cudaFuncSetAttribute(attn_lowrank_tc_prefill_kernel<D, KS, false>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attn_lowrank_tc_prefill_kernel<D, KS, false><<<grid, kThreads, smem, st>>>(z, a, n_q, n_kv);
-  }
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -716,16 +706,12 @@ void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<b
     fail("attention_lowrank_decode_cuda: the tensor-core kernel needs ", smem, " bytes of shared memory per block");
   float* part_z = workspace;
   float* part_ml = workspace + size_t(a.n_heads) * splits * a.r_vmax;
-  const int ks = a.r_k / 16;
-  if (a.head_dim == 64) {
-    if (ks == 1) launch_tc<64, 1>(part_z, part_ml, a, pos, splits, smem, st);
-    else if (ks == 2) launch_tc<64, 2>(part_z, part_ml, a, pos, splits, smem, st);
-    else launch_tc<64, 4>(part_z, part_ml, a, pos, splits, smem, st);
-  } else {
-    if (ks == 1) launch_tc<128, 1>(part_z, part_ml, a, pos, splits, smem, st);
-    else if (ks == 2) launch_tc<128, 2>(part_z, part_ml, a, pos, splits, smem, st);
-    else launch_tc<128, 4>(part_z, part_ml, a, pos, splits, smem, st);
-  }
+  with_instance(a, [&]<int D, int KS, bool kInter>() {
+    auto* kernel = attn_lowrank_tc_decode_kernel<D, KS, kInter>;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    kernel<<<dim3(a.n_kv_heads, splits), kThreads, smem, st>>>(part_z, part_ml, a, pos);
+    CUDA_CHECK_LAUNCH();
+  });
   attn_lowrank_tc_combine_kernel<<<dim3(a.n_heads, 1), kThreads, 0, st>>>(z, part_z, part_ml, a.n_heads, a.r_vmax,
                                                                           splits);
   CUDA_CHECK_LAUNCH();
@@ -743,16 +729,12 @@ void attention_lowrank_tc_prefill_cuda(float* z, const LowRankAttentionCudaArgs<
   const size_t smem = tc_prefill_smem_bytes(a.head_dim, a.r_k, a.r_vmax);
   if (smem > size_t(lowrank_tile::smem_optin_bytes()))
     fail("attention_lowrank_prefill_cuda: the tensor-core kernel needs ", smem, " bytes of shared memory per block");
-  const int ks = a.r_k / 16;
-  if (a.head_dim == 64) {
-    if (ks == 1) launch_tc_prefill<64, 1>(z, a, n_q, n_kv, smem, st);
-    else if (ks == 2) launch_tc_prefill<64, 2>(z, a, n_q, n_kv, smem, st);
-    else launch_tc_prefill<64, 4>(z, a, n_q, n_kv, smem, st);
-  } else {
-    if (ks == 1) launch_tc_prefill<128, 1>(z, a, n_q, n_kv, smem, st);
-    else if (ks == 2) launch_tc_prefill<128, 2>(z, a, n_q, n_kv, smem, st);
-    else launch_tc_prefill<128, 4>(z, a, n_q, n_kv, smem, st);
-  }
+  with_instance(a, [&]<int D, int KS, bool kInter>() {
+    auto* kernel = attn_lowrank_tc_prefill_kernel<D, KS, kInter>;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    kernel<<<dim3(ceil_div(n_q, kPQ), a.n_heads), kThreads, smem, st>>>(z, a, n_q, n_kv);
+    CUDA_CHECK_LAUNCH();
+  });
 }
 
 }  // namespace llm

@@ -81,49 +81,63 @@ struct Result {
   double ms = 0, bytes = 0;
 };
 
+// One layer's seeded compressed cache of n tokens (value ranks by the seed policy's prefill rule) with cache dtype
+// T, n_q queries, and the kernel arguments over it.
+template <class T>
+struct LowRankCache {
+  std::vector<int64_t> voff;
+  DeviceBuffer q, ck, uk, cv, dvoff, dvrank, dinv;
+  LowRankAttentionCudaArgs<T> a;
+  LowRankCache(int n, int n_q, uint32_t seed, LowRankKernel kernel) {
+    std::vector<int32_t> vrank(n);
+    int step = 0;
+    kv_policy_ranks(vrank.data(), KVRankPolicy::seed, kRanks, 0, n, step, {});
+    voff.assign(n + 1, 0);
+    for (int t = 0; t < n; ++t) voff[t + 1] = voff[t] + vrank[t];
+    std::vector<float> inv(kHD / 2);
+    RopeScaling sc;
+    sc.type = RopeScaling::Type::llama3;
+    sc.factor = 8.0f;
+    rope_inv_freq_cpu(inv.data(), kHD, 500000.0f, sc);
+    q = random_device<float>(size_t(n_q) * kHeads * kHD, 1.0f, seed);
+    ck = random_device<T>(size_t(kKV) * n * kRK, 1.0f, seed + 1);
+    uk = random_device<float>(size_t(kKV) * kRK * kHD, 0.5f, seed + 2);
+    cv = random_device<T>(size_t(kKV) * voff[n], 1.0f, seed + 3);
+    dvoff = DeviceBuffer(voff.size() * 8);
+    dvrank = DeviceBuffer(vrank.size() * 4);
+    dinv = DeviceBuffer(inv.size() * 4);
+    CUDA_CHECK(cudaMemcpy(dvoff.ptr, voff.data(), voff.size() * 8, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dvrank.ptr, vrank.data(), vrank.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dinv.ptr, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+    a.q = q.as<float>();
+    a.ck = ck.as<T>();
+    a.uk = uk.as<float>();
+    a.cv = cv.as<T>();
+    a.voff = dvoff.as<int64_t>();
+    a.vrank = dvrank.as<int32_t>();
+    a.ck_stride = n;
+    a.cv_stride = voff[n];
+    a.r_k = kRK;
+    a.r_vmax = kRanks.v_max();
+    a.n_heads = kHeads;
+    a.n_kv_heads = kKV;
+    a.head_dim = kHD;
+    a.inv_freq = dinv.as<float>();
+    a.v_align = 32;  // the seed ranks 32/64/128
+    a.kernel = kernel;
+  }
+};
+
 // One layer's compressed decode at context ctx with cache dtype T.
 template <class T>
 Result bench_lowrank(const char* name, int ctx, int sms, int reps,
                      LowRankKernel kernel = LowRankKernel::generic) {
-  std::vector<int32_t> vrank(ctx);
-  int step = 0;
-  kv_policy_ranks(vrank.data(), KVRankPolicy::seed, kRanks, 0, ctx, step, {});
-  std::vector<int64_t> voff(ctx + 1, 0);
-  for (int t = 0; t < ctx; ++t) voff[t + 1] = voff[t] + vrank[t];
-  std::vector<float> inv(kHD / 2);
-  RopeScaling sc;
-  sc.type = RopeScaling::Type::llama3;
-  sc.factor = 8.0f;
-  rope_inv_freq_cpu(inv.data(), kHD, 500000.0f, sc);
+  LowRankCache<T> c(ctx, 1, 1, kernel);
+  const LowRankAttentionCudaArgs<T>& a = c.a;
+  const std::vector<int64_t>& voff = c.voff;
   const std::vector<int> pos = {ctx - 1};
-
-  DeviceBuffer q = random_device<float>(size_t(kHeads) * kHD, 1.0f, 1);
-  DeviceBuffer ck = random_device<T>(size_t(kKV) * ctx * kRK, 1.0f, 2);
-  DeviceBuffer uk = random_device<float>(size_t(kKV) * kRK * kHD, 0.5f, 3);
-  DeviceBuffer cv = random_device<T>(size_t(kKV) * voff[ctx], 1.0f, 4);
-  DeviceBuffer dvoff(voff.size() * 8), dvrank(vrank.size() * 4), dinv(inv.size() * 4), dpos(4);
-  CUDA_CHECK(cudaMemcpy(dvoff.ptr, voff.data(), voff.size() * 8, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dvrank.ptr, vrank.data(), vrank.size() * 4, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dinv.ptr, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+  DeviceBuffer dpos(4);
   CUDA_CHECK(cudaMemcpy(dpos.ptr, pos.data(), 4, cudaMemcpyHostToDevice));
-
-  LowRankAttentionCudaArgs<T> a;
-  a.q = q.as<float>();
-  a.ck = ck.as<T>();
-  a.uk = uk.as<float>();
-  a.cv = cv.as<T>();
-  a.voff = dvoff.as<int64_t>();
-  a.vrank = dvrank.as<int32_t>();
-  a.ck_stride = ctx;
-  a.cv_stride = voff[ctx];
-  a.r_k = kRK;
-  a.r_vmax = kRanks.v_max();
-  a.n_heads = kHeads;
-  a.n_kv_heads = kKV;
-  a.head_dim = kHD;
-  a.inv_freq = dinv.as<float>();
-  a.v_align = 32;  // the seed ranks 32/64/128
-  a.kernel = kernel;
   const int splits = attention_lowrank_decode_splits(kKV, ctx, sms);
   DeviceBuffer ws(attention_lowrank_decode_workspace_floats(kHeads, a.r_vmax, splits) * 4), z(kHeads * a.r_vmax * 4);
   Result r;
@@ -167,38 +181,8 @@ double bench_prefill(int n, int reps, const char* which) {
     return time_ms([&] { attention_prefill_cuda(out.as<bf16>(), q.as<bf16>(), k.as<bf16>(), v.as<bf16>(), n, n,
                                                 kHeads, kKV, kHD, n, nullptr); }, reps);
   }
-  std::vector<int32_t> vrank(n);
-  int step = 0;
-  kv_policy_ranks(vrank.data(), KVRankPolicy::seed, kRanks, 0, n, step, {});
-  std::vector<int64_t> voff(n + 1, 0);
-  for (int t = 0; t < n; ++t) voff[t + 1] = voff[t] + vrank[t];
-  std::vector<float> inv(kHD / 2);
-  rope_inv_freq_cpu(inv.data(), kHD, 500000.0f, RopeScaling{});
-  DeviceBuffer q = random_device<float>(size_t(n) * kHeads * kHD, 1.0f, 14);
-  DeviceBuffer ck = random_device<bf16>(size_t(kKV) * n * kRK, 1.0f, 15);
-  DeviceBuffer uk = random_device<float>(size_t(kKV) * kRK * kHD, 0.5f, 16);
-  DeviceBuffer cv = random_device<bf16>(size_t(kKV) * voff[n], 1.0f, 17);
-  DeviceBuffer dvoff(voff.size() * 8), dvrank(vrank.size() * 4), dinv(inv.size() * 4);
-  CUDA_CHECK(cudaMemcpy(dvoff.ptr, voff.data(), voff.size() * 8, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dvrank.ptr, vrank.data(), vrank.size() * 4, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dinv.ptr, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
-  LowRankAttentionCudaArgs<bf16> a;
-  a.q = q.as<float>();
-  a.ck = ck.as<bf16>();
-  a.uk = uk.as<float>();
-  a.cv = cv.as<bf16>();
-  a.voff = dvoff.as<int64_t>();
-  a.vrank = dvrank.as<int32_t>();
-  a.ck_stride = n;
-  a.cv_stride = voff[n];
-  a.r_k = kRK;
-  a.r_vmax = kRanks.v_max();
-  a.n_heads = kHeads;
-  a.n_kv_heads = kKV;
-  a.head_dim = kHD;
-  a.inv_freq = dinv.as<float>();
-  a.v_align = 32;
-  a.kernel = w == "tensor" ? LowRankKernel::tensor : LowRankKernel::generic;
+  LowRankCache<bf16> c(n, n, 14, w == "tensor" ? LowRankKernel::tensor : LowRankKernel::generic);
+  const LowRankAttentionCudaArgs<bf16>& a = c.a;
   DeviceBuffer z(size_t(n) * kHeads * a.r_vmax * 4),
       ws(attention_lowrank_prefill_workspace_floats(n, kHeads, a.r_vmax) * 4);
   return time_ms([&] { attention_lowrank_prefill_cuda<bf16>(z.as<float>(), a, n, n, ws.as<float>(), nullptr); },
