@@ -66,6 +66,18 @@ __device__ __forceinline__ constexpr int group_tile(int jj, int u) {
   return kInter ? 4 * jj + u : 2 * jj + (u & 1) + (u >> 1) * (D / 16);
 }
 
+// This lane's inverse frequencies for rebuild_group: group jj, slot u (half-split: pair 8 (2jj + u/2) + 2tq + u%2
+// of n-tiles 2jj, 2jj+1; interleaved: pair 4 (4jj + u) + tq, the columns 2tq, 2tq+1 of n-tile 4jj + u)
+template <int D, bool kInter>
+__device__ __forceinline__ void lane_freqs(float (&fr)[D / 32][4], const float* inv_freq) {
+  const int tq = threadIdx.x & 3;
+#pragma unroll
+  for (int jj = 0; jj < D / 32; ++jj)
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      fr[jj][u] = inv_freq[kInter ? 4 * (4 * jj + u) + tq : 8 * (2 * jj + (u >> 1)) + 2 * tq + (u & 1)];
+}
+
 // Keys t0 .. t0+15 of a tile, rebuilt for group jj's n-tiles (acc[u] = n-tile group_tile(jj, u): rows = keys gq,
 // gq + 8, columns = dims 8 n + 2 tq, +1) from the c_k A fragments ka and U_K^T in shared memory (sUt, rows of
 // RK + 8), sinks applied (a token < n_sink takes its cached full key before RoPE, as the CPU twin), RoPE'd at each
@@ -179,15 +191,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       qa[ks][3] = tc::pack_bf16(lo[2], lo[3]);
     }
   }
-  // this lane's inverse frequencies: group jj, slot u (half-split: pair 8 * (2jj + u/2) + 2tq + u%2 of n-tiles 2jj,
-  // 2jj+1; interleaved: pair 4 * (4jj + u) + tq, the pair of columns 2tq, 2tq+1 of n-tile 4jj + u)
-  constexpr bool inter = kInter;
   float fr[NG][4];
-#pragma unroll
-  for (int jj = 0; jj < NG; ++jj)
-#pragma unroll
-    for (int u = 0; u < 4; ++u)
-      fr[jj][u] = a.inv_freq[inter ? 4 * (4 * jj + u) + tq : 8 * (2 * jj + (u >> 1)) + 2 * tq + (u & 1)];
+  lane_freqs<D, kInter>(fr, a.inv_freq);
 
   const bf16* ckg = a.ck + size_t(g) * a.ck_stride * RK;
   const bf16* cvg = a.cv + size_t(g) * a.cv_stride;
@@ -464,11 +469,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   float fr[NG][4];
-#pragma unroll
-  for (int jj = 0; jj < NG; ++jj)
-#pragma unroll
-    for (int u = 0; u < 4; ++u)
-      fr[jj][u] = a.inv_freq[kInter ? 4 * (4 * jj + u) + tq : 8 * (2 * jj + (u >> 1)) + 2 * tq + (u & 1)];
+  lane_freqs<D, kInter>(fr, a.inv_freq);
 
   const bf16* ckg = a.ck + size_t(g) * a.ck_stride * RK;
   const bf16* cvg = a.cv + size_t(g) * a.cv_stride;
