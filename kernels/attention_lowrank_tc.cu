@@ -1,11 +1,12 @@
-// Low-rank decode attention on tensor cores (issue 6): the bf16 cache's common case (sinks= included; no window,
-// one key rank for every KV head, value ranks multiples of 8) with everything between the cache and the rank-space
-// sum in registers. attention_lowrank_decode_cuda (kernels/attention_lowrank.cu) picks it; the block program of
-// kernels/lowrank_tile.cuh stays for everything else and is this kernel's reference on the device.
+// Low-rank attention on tensor cores (issue 6), decode and prefill: the bf16 cache's common case (sinks= included;
+// no window, one key rank for every KV head, value ranks multiples of 8). The decode keeps everything between the
+// cache and the rank-space sum in registers; the prefill (below, "prefill") shares its rebuild. attention_lowrank_
+// {decode,prefill}_cuda (kernels/attention_lowrank.cu) pick them; the block program of kernels/lowrank_tile.cuh
+// stays for everything else and is their reference on the device.
 //
 // Why: the block program rebuilds keys with fp32 FMAs out of shared memory; on the H100 that made the 32K decode
-// 20x slower than the full cache (docs/performance.md: 1439 against 70 us per layer, issue-bound, IPC 1.7). Here the
-// three products of a tile are mma.sync m16n8k16 (bf16 in, fp32 accumulate), chained through registers:
+// 20x slower than the full cache (docs/performance.md: 1439 against 70 us per layer, issue-bound, IPC 1.7). In the
+// decode the three products of a tile are mma.sync m16n8k16 (bf16 in, fp32 accumulate), chained through registers:
 //   rebuild  K (16 keys x D)      = C_k (16 x r_k) U_K (r_k x D)          A = c_k rows (ldmatrix), B = U_K^T rows
 //   RoPE     on the fp32 accumulators: a lane holds both dims of its RoPE pairs (half-split: n-tiles j and j + D/16;
 //            interleaved: the two columns of one tile), the angle reduced to [-pi, pi] in fp32 and __sincosf'd
@@ -527,7 +528,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             const int key = 16 * w + gq + 8 * r, dim = 8 * group_tile<D, kInter>(jj, u) + 2 * tq;
-            *reinterpret_cast<uint32_t*>(sK + size_t(key) * KLD + dim) = tc::pack_bf16(acc[u][2 * r], acc[u][2 * r + 1]);
+            uint32_t* dst = reinterpret_cast<uint32_t*>(sK + size_t(key) * KLD + dim);
+            *dst = tc::pack_bf16(acc[u][2 * r], acc[u][2 * r + 1]);
           }
       }
     }
