@@ -221,6 +221,21 @@ void check_args(const char* who, const LowRankAttentionCudaArgs<T>& a) {
          " equal to head_dim ", a.head_dim, " (the window's values are read at full rank)");
 }
 
+// Whether the tensor-core kernels (kernels/attention_lowrank_tc.cu) take these arguments, by a.kernel: tensor
+// always (they refuse what they cannot take, saying why), automatic when attention_lowrank_tc_supported, generic
+// never; the fp32 cache never (tensor is refused for it).
+template <class T>
+bool use_tensor_cores(const char* who, const LowRankAttentionCudaArgs<T>& a) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    return a.kernel == LowRankKernel::tensor ||
+           (a.kernel == LowRankKernel::automatic && attention_lowrank_tc_supported(a));
+  } else {
+    if (a.kernel == LowRankKernel::tensor)
+      fail(who, ": the tensor-core kernel reads the bf16 cache (this one is fp32)");
+    return false;
+  }
+}
+
 template <class T>
 void launch_block_program(float* part_z, float* part_ml, const LowRankAttentionCudaArgs<T>& a, int n_q,
                           int n_kv_host, const int* pos, int qch, int splits, size_t smem, cudaStream_t st) {
@@ -258,14 +273,11 @@ template <class T>
 void attention_lowrank_prefill_cuda(float* z, const LowRankAttentionCudaArgs<T>& a, int n_q, int n_kv,
                                     float* workspace, cudaStream_t st) {
   check_args("attention_lowrank_prefill_cuda", a);
-  if constexpr (std::is_same_v<T, bf16>) {
-    if (a.kernel == LowRankKernel::tensor ||
-        (a.kernel == LowRankKernel::automatic && attention_lowrank_tc_supported(a))) {
+  if (use_tensor_cores("attention_lowrank_prefill_cuda", a)) {
+    if constexpr (std::is_same_v<T, bf16>) {
       attention_lowrank_tc_prefill_cuda(z, a, n_q, n_kv, st);
       return;
     }
-  } else if (a.kernel == LowRankKernel::tensor) {
-    fail("attention_lowrank_prefill_cuda: the tensor-core kernel reads the bf16 cache (this one is fp32)");
   }
   if (n_q <= 0) return;
   if (n_kv < n_q || n_kv > a.ck_stride)
@@ -301,14 +313,11 @@ void attention_lowrank_decode_cuda(float* z, const LowRankAttentionCudaArgs<T>& 
   check_args("attention_lowrank_decode_cuda", a);
   if (!pos) fail("attention_lowrank_decode_cuda: pos (device, the new token's position) is required");
   if (splits < 1) fail("attention_lowrank_decode_cuda: splits ", splits, " must be >= 1");
-  if constexpr (std::is_same_v<T, bf16>) {
-    if (a.kernel == LowRankKernel::tensor ||
-        (a.kernel == LowRankKernel::automatic && attention_lowrank_tc_supported(a))) {
+  if (use_tensor_cores("attention_lowrank_decode_cuda", a)) {
+    if constexpr (std::is_same_v<T, bf16>) {
       attention_lowrank_tc_decode_cuda(z, a, pos, splits, workspace, st);
       return;
     }
-  } else if (a.kernel == LowRankKernel::tensor) {
-    fail("attention_lowrank_decode_cuda: the tensor-core kernel reads the bf16 cache (this one is fp32)");
   }
   const int gs = a.n_heads / a.n_kv_heads;
   const size_t smem = attention_lowrank_smem_bytes(gs, 1, a.head_dim, a.r_k, a.r_vmax, a.window);

@@ -83,8 +83,6 @@ struct LowRankAttentionCudaArgs {
 // r_vmax a multiple of 16, v_align and cv_stride multiples of 8, GQA group <= 8, sinks (k_sink) or not, no window
 // or alloc=spectrum, 16-byte aligned ck and cv. False: *why (when given) names the first argument they cannot take.
 bool attention_lowrank_tc_supported(const LowRankAttentionCudaArgs<bf16>& a, std::string* why = nullptr);
-// Its dynamic shared memory per block (bytes).
-size_t attention_lowrank_tc_smem_bytes(int head_dim, int r_k, int r_vmax);
 // The tensor-core decode kernel itself (attention_lowrank_decode_cuda's tensor branch; same arguments and partial
 // workspace), refusing arguments it cannot take.
 void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<bf16>& a, const int* pos, int splits,

@@ -79,6 +79,25 @@ __device__ __forceinline__ void lane_freqs(float (&fr)[D / 32][4], const float* 
       fr[jj][u] = inv_freq[kInter ? 4 * (4 * jj + u) + tq : 8 * (2 * jj + (u >> 1)) + 2 * tq + (u & 1)];
 }
 
+// Block-wide: U_K of KV head g (uk, RK x D fp32 rows) into sUt as bf16 rows of dims (D, RK + 8), the B operand of
+// rebuild_group, and the 16 zero bytes of zero_row (the value rows past a key's rank). The caller syncs after.
+template <int D, int RK>
+__device__ __forceinline__ void stage_basis(bf16* sUt, unsigned char* zero_row, const float* uk, int g) {
+  const float* ukg = uk + size_t(g) * RK * D;
+  for (int idx = threadIdx.x; idx < RK * D; idx += blockDim.x) {
+    const int j = idx / D, d = idx - j * D;
+    sUt[d * (RK + 8) + j] = __float2bfloat16_rn(ukg[idx]);
+  }
+  if (threadIdx.x < 4) reinterpret_cast<uint32_t*>(zero_row)[threadIdx.x] = 0u;
+}
+
+// A query pair (x0, x1) as two bf16 pairs: hi = the rounded values, lo = what rounding left (~16 bits together)
+__device__ __forceinline__ void pack_hi_lo(float x0, float x1, uint32_t& hi, uint32_t& lo) {
+  const float h0 = __bfloat162float(__float2bfloat16_rn(x0)), h1 = __bfloat162float(__float2bfloat16_rn(x1));
+  hi = tc::pack_bf16(h0, h1);
+  lo = tc::pack_bf16(x0 - h0, x1 - h1);
+}
+
 // Keys t0 .. t0+15 of a tile, rebuilt for group jj's n-tiles (acc[u] = n-tile group_tile(jj, u): rows = keys gq,
 // gq + 8, columns = dims 8 n + 2 tq, +1) from the c_k A fragments ka and U_K^T in shared memory (sUt, rows of
 // RK + 8), sinks applied (a token < n_sink takes its cached full key before RoPE, as the CPU twin), RoPE'd at each
@@ -161,14 +180,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int tiles = (n_kv + kTok - 1) / kTok, per = (tiles + S - 1) / S;
   const int k_begin = split * per * kTok, k_end = min(n_kv, k_begin + per * kTok);
 
-  {
-    const float* ukg = a.uk + size_t(g) * RK * D;
-    for (int idx = tid; idx < RK * D; idx += kThreads) {
-      const int j = idx / D, d = idx - j * D;
-      sUt[d * ULD + j] = __float2bfloat16_rn(ukg[idx]);
-    }
-    if (tid < 4) reinterpret_cast<uint32_t*>(zero_row)[tid] = 0u;
-  }
+  stage_basis<D, RK>(sUt, zero_row, a.uk, g);
 
   // queries of the group: rows gq < gs, hi in A rows 0-7 (a[0], a[2]), lo in rows 8-15 (a[1], a[3])
   uint32_t qa[QK][4];
@@ -180,16 +192,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       float x[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) x[e] = gq < gs ? qr[16 * ks + 2 * tq + (e & 1) + 8 * (e >> 1)] * scale : 0.0f;
-      float hi[4], lo[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        hi[e] = __bfloat162float(__float2bfloat16_rn(x[e]));
-        lo[e] = x[e] - hi[e];
-      }
-      qa[ks][0] = tc::pack_bf16(hi[0], hi[1]);
-      qa[ks][1] = tc::pack_bf16(lo[0], lo[1]);
-      qa[ks][2] = tc::pack_bf16(hi[2], hi[3]);
-      qa[ks][3] = tc::pack_bf16(lo[2], lo[3]);
+      pack_hi_lo(x[0], x[1], qa[ks][0], qa[ks][1]);
+      pack_hi_lo(x[2], x[3], qa[ks][2], qa[ks][3]);
     }
   }
   float fr[NG][4];
@@ -436,14 +440,7 @@ __global__ void __launch_bounds__(kThreads)
   const int first = n_kv - n_q, nq = min(kPQ, n_q - i0);
   const int k_end = first + i0 + nq;  // the block's last query sees keys < k_end
 
-  {
-    const float* ukg = a.uk + size_t(g) * RK * D;
-    for (int idx = tid; idx < RK * D; idx += kThreads) {
-      const int j = idx / D, d = idx - j * D;
-      sUt[d * ULD + j] = __float2bfloat16_rn(ukg[idx]);
-    }
-    if (tid < 4) reinterpret_cast<uint32_t*>(zero_row)[tid] = 0u;
-  }
+  stage_basis<D, RK>(sUt, zero_row, a.uk, g);
   // this warp's query rows gq and gq + 8 (clamped to the last query: rows past nq are computed, never written)
   uint32_t qh[QK][4], ql[QK][4];
   {
@@ -456,17 +453,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < 8; ++e)
         x[e] = ((e >> 1) & 1 ? q1 : q0)[16 * ks + 2 * tq + (e & 1) + 8 * (e >> 2)] * scale;
-      float hi[8], lo[8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        hi[e] = __bfloat162float(__float2bfloat16_rn(x[e]));
-        lo[e] = x[e] - hi[e];
-      }
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {  // a[r] = elements 2r, 2r+1: (row gq | gq+8 by r & 1, dims + 8 by r >> 1)
-        qh[ks][r] = tc::pack_bf16(hi[2 * r], hi[2 * r + 1]);
-        ql[ks][r] = tc::pack_bf16(lo[2 * r], lo[2 * r + 1]);
-      }
+      for (int r = 0; r < 4; ++r)  // a[r] = elements 2r, 2r+1: (row gq | gq+8 by r & 1, dims + 8 by r >> 1)
+        pack_hi_lo(x[2 * r], x[2 * r + 1], qh[ks][r], ql[ks][r]);
     }
   }
   float fr[NG][4];
@@ -692,10 +681,6 @@ bool attention_lowrank_tc_supported(const LowRankAttentionCudaArgs<bf16>& a, std
   if (reinterpret_cast<uintptr_t>(a.ck) % 16 != 0 || reinterpret_cast<uintptr_t>(a.cv) % 16 != 0)
     return no("ck or cv not 16-byte aligned");
   return true;
-}
-
-size_t attention_lowrank_tc_smem_bytes(int head_dim, int r_k, int r_vmax) {
-  return tc_smem_bytes(head_dim, r_k, r_vmax);
 }
 
 void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<bf16>& a, const int* pos, int splits,
