@@ -1422,12 +1422,9 @@ void lowrank_attention(CudaSession& s, int l, int n, int n_call, const int* pos,
     a.v_align = std::gcd(std::gcd(M.ranks.v_low, M.ranks.v_med), M.ranks.v_high);  // the ranks the policy gives
     if (M.vsinks > 0) a.v_align = std::gcd(a.v_align, hd);                           // value sinks: head_dim
     a.kernel = M.kernel;
-    if (n == 1 && l == 0) {
+    if (n == 1 && s.lr_decode_kernel.empty()) {  // the same choice at every step of a session: said once
       std::string why;
-      const bool tc = M.kernel != LowRankKernel::generic && attention_lowrank_tc_supported(a, &why);
-      s.lr_decode_kernel = tc ? "tensor-core" : M.kernel == LowRankKernel::generic
-                                                    ? "generic (asked for)"
-                                                    : "generic (the tensor-core kernel cannot take " + why + ")";
+      s.lr_decode_kernel = attention_lowrank_tc_chosen(a, &why) ? "tensor-core" : "generic (" + why + ")";
     }
     if (n == 1)
       attention_lowrank_decode_cuda(z, a, s.pos.as<int>(), s.lr_splits, s.attn_ws.as<float>(), st);

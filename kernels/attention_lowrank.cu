@@ -221,14 +221,11 @@ void check_args(const char* who, const LowRankAttentionCudaArgs<T>& a) {
          " equal to head_dim ", a.head_dim, " (the window's values are read at full rank)");
 }
 
-// Whether the tensor-core kernels (kernels/attention_lowrank_tc.cu) take these arguments, by a.kernel: tensor
-// always (they refuse what they cannot take, saying why), automatic when attention_lowrank_tc_supported, generic
-// never; the fp32 cache never (tensor is refused for it).
+// attention_lowrank_tc_chosen for the bf16 cache; the fp32 cache never (tensor is refused for it)
 template <class T>
 bool use_tensor_cores(const char* who, const LowRankAttentionCudaArgs<T>& a) {
   if constexpr (std::is_same_v<T, bf16>) {
-    return a.kernel == LowRankKernel::tensor ||
-           (a.kernel == LowRankKernel::automatic && attention_lowrank_tc_supported(a));
+    return attention_lowrank_tc_chosen(a);
   } else {
     if (a.kernel == LowRankKernel::tensor)
       fail(who, ": the tensor-core kernel reads the bf16 cache (this one is fp32)");

@@ -83,6 +83,10 @@ struct LowRankAttentionCudaArgs {
 // r_vmax a multiple of 16, v_align and cv_stride multiples of 8, GQA group <= 8, sinks (k_sink) or not, no window
 // or alloc=spectrum, 16-byte aligned ck and cv. False: *why (when given) names the first argument they cannot take.
 bool attention_lowrank_tc_supported(const LowRankAttentionCudaArgs<bf16>& a, std::string* why = nullptr);
+// Whether attention_lowrank_{prefill,decode}_cuda run the tensor-core kernels for these arguments, by a.kernel:
+// tensor always (they refuse what they cannot take), automatic when attention_lowrank_tc_supported, generic never.
+// False: *why (when given) says why the block program runs instead.
+bool attention_lowrank_tc_chosen(const LowRankAttentionCudaArgs<bf16>& a, std::string* why = nullptr);
 // The tensor-core decode kernel itself (attention_lowrank_decode_cuda's tensor branch; same arguments and partial
 // workspace), refusing arguments it cannot take.
 void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<bf16>& a, const int* pos, int splits,

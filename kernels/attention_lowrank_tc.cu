@@ -683,6 +683,15 @@ bool attention_lowrank_tc_supported(const LowRankAttentionCudaArgs<bf16>& a, std
   return true;
 }
 
+bool attention_lowrank_tc_chosen(const LowRankAttentionCudaArgs<bf16>& a, std::string* why) {
+  if (a.kernel == LowRankKernel::tensor) return true;
+  if (a.kernel == LowRankKernel::generic) {
+    if (why) *why = "LowRankKernel::generic asked for";
+    return false;
+  }
+  return attention_lowrank_tc_supported(a, why);
+}
+
 void attention_lowrank_tc_decode_cuda(float* z, const LowRankAttentionCudaArgs<bf16>& a, const int* pos, int splits,
                                       float* workspace, cudaStream_t st) {
   std::string why;
