@@ -266,14 +266,20 @@ stage_demo() {
   fi
   bench demo -m "$DEMO" -p 512 -n 128 -c 1024 -r 3
 }
+# One layer's low-rank attention against the full cache (bench_lowrank_cuda: decode at 1K / 8K / 32K for the block
+# program and the tensor-core kernel, prefill of 2048 tokens): the text table in the summary, one JSON object per
+# line in bench.jsonl
+kbench_lowrank() {
+  run kbench_lowrank 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --prefill 2048 &&
+    sed "s/^/lowrank: /" "$LOGS/kbench_lowrank.log" | tail -16 >> "$SUMMARY"
+  run kbench_lowrank_json 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --prefill 2048 --json &&
+    grep '^{' "$LOGS/kbench_lowrank_json.log" >> "$LOGS/bench.jsonl"
+}
 # Compressed-cache benches: one `bench NAME ARGS...` line each (text + JSON, like the lines above), each issue
 # under its own comment so that separate branches merge without touching each other's lines.
 stage_bench_extra() {
   # issue 6 (low-rank KV, kernels/attention_lowrank.cu): one layer's decode attention, compressed vs full cache
-  run kbench_lowrank 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 &&
-    sed "s/^/lowrank: /" "$LOGS/kbench_lowrank.log" | tail -12 >> "$SUMMARY"
-  run kbench_lowrank_json 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --json &&
-    tr -d '\n' < "$LOGS/kbench_lowrank_json.log" >> "$LOGS/bench.jsonl" && echo >> "$LOGS/bench.jsonl"
+  kbench_lowrank
   # issue 6 end to end: the low-rank cache through the whole CUDA forward (engine/forward_cuda.cu), decode tok/s
   # at 1K / 8K / 32K; compare with the `bench` stage's full-cache l3_8b_CTX lines (same flags, --kv full)
   cuda_cases forward_lowrank_cuda test_forward_cuda.cu '--test-case=*low-rank*'
@@ -350,10 +356,7 @@ stage_kv_tc() {
     sanitize synccheck test_lowrank_cuda.cu 120 '--test-case=*tensor-core*matches*'
   fi
   cuda_cases forward_lowrank_cuda test_forward_cuda.cu '--test-case=*low-rank*'
-  run kbench_lowrank 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --prefill 2048 &&
-    sed "s/^/lowrank: /" "$LOGS/kbench_lowrank.log" | tail -15 >> "$SUMMARY"
-  run kbench_lowrank_json 150 "$B/bench_lowrank_cuda" --ctx 1024,8192,32768 --prefill 2048 --json &&
-    tr -d '\n' < "$LOGS/kbench_lowrank_json.log" >> "$LOGS/bench.jsonl" && echo >> "$LOGS/bench.jsonl"
+  kbench_lowrank
   for ctx in 1024 8192 32768; do
     bench "l3_8b_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3
     bench "l3_8b_svd_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv svd:k=1/4,v=d/4/d/2/d,policy=seed
