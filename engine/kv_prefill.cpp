@@ -82,6 +82,9 @@ std::vector<int> kv_select(const float* score, const int* pos, int m, int count,
 
 KVPrefill kv_prefill_create(const KVPrefillSpec& spec, const Config& c, const KVLowRankModel* lowrank) {
   kv_prefill_spec_check(spec, c, lowrank != nullptr);
+  if (spec.quant.wbits != 16 && (!lowrank || lowrank->spec.window == 0))
+    fail("--kv quant: wbits=", spec.quant.wbits, " sets the width of the low-rank window's full entries, but the spec "
+         "has no window: add window=N to the svd part (e.g. svd:k=1/4,window=64+quant:8,wbits=8) or drop wbits");
   KVPrefill p;
   p.spec = spec;
   p.n_layers = c.n_layers;
@@ -167,9 +170,10 @@ static void append_lowrank_entry(KVPrefillLayer& L, int g, const float* ck, int 
 }
 
 // svd: rewrite the entries of KV head g from e0 on so that entry e has the key length, value rank and width
-// want(e, kl, vr, bits) leaves in its arguments. An unchanged entry keeps its bytes; a changed one must be a 16-bit
-// (fp32) row: a full key shortened to kl < head_dim is projected, c_k = DOWN_K[:kl] k (kdown: the block's DOWN rows),
-// a value is truncated to its first vr coefficients (nested bases). The offsets stay a prefix sum.
+// want(e, kl, vr, bits) leaves in its arguments. An unchanged entry keeps its bytes; a changed one is read as fp32
+// (a quantised one dequantised: only the window's full entries at wbits change from a width below 16): a full key
+// shortened to kl < head_dim is projected, c_k = DOWN_K[:kl] k (kdown: the block's DOWN rows), a value is truncated
+// to its first vr coefficients (nested bases). The offsets stay a prefix sum.
 template <class Want>
 static void relayout_lowrank(KVPrefillLayer& L, int g, int e0, int hd, int group, const float* kdown, Want want) {
   const int E = static_cast<int>(L.bits[g].size());
@@ -198,11 +202,17 @@ static void relayout_lowrank(KVPrefillLayer& L, int g, int e0, int hd, int group
       L.cvrank[g].push_back(cr[j]), L.cbits[g].push_back(cb[j]);
       continue;
     }
-    if (bits[j] != 16 || r > vr[j] || (kl != kr[j] && kr[j] != hd) || kl > kr[j])
+    if (r > vr[j] || (kl != kr[j] && kr[j] != hd) || kl > kr[j])
       fail("internal: entry ", e, " cannot change from key ", kr[j], "/value ", vr[j], " at ", int(bits[j]),
            " bits to ", kl, "/", r, " at ", w);
     row.resize(size_t(kr[j]) + vr[j]);
-    std::memcpy(row.data(), src, row.size() * sizeof(float));
+    if (bits[j] == 16) {
+      std::memcpy(row.data(), src, row.size() * sizeof(float));
+    } else {  // a quantised full entry of the window (wbits) leaving it: its dequantised rows are projected
+      dequantize_rank_row_cpu(row.data(), src, kr[j], bits[j], group);
+      dequantize_rank_row_cpu(row.data() + kr[j], src + quant_rank_row_bytes(kr[j], bits[j], group), vr[j], bits[j],
+                              group);
+    }
     const float* k = row.data();
     if (kl != kr[j]) {
       lowrank_project_cpu(key.data(), kdown, row.data(), kl, hd);
@@ -530,9 +540,10 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         }
         for (size_t a = 0; a < entries.size(); ++a) {
           const int i = entries[a];
-          if (LR && W > 0 && P.pos[i] >= n - W) {  // the last W positions: in full at 16 bits
+          if (LR && W > 0 && P.pos[i] >= n - W) {  // the last W positions: in full, at 16 bits or wbits
+            const int wb = qs.on && P.pos[i] < n - qs.recent ? qs.wbits : 16;
             append_lowrank_entry(C, g, P.kwin.data() + (size_t(g) * m + i) * hd, hd,
-                                 P.vwin.data() + (size_t(g) * m + i) * hd, hd, 16, P.group, rank[size_t(g) * m + i],
+                                 P.vwin.data() + (size_t(g) * m + i) * hd, hd, wb, P.group, rank[size_t(g) * m + i],
                                  width[a]);
           } else if (LR) {
             const float* row = P.rows[g].data() + P.rows_off[g][i] / sizeof(float);
@@ -556,13 +567,20 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         }
       const int nw = W > 0 ? E0 - win_lo + m : 0;
       if (W > 0) grow(P.kwin, size_t(Hkv) * nw * hd), grow(P.vwin, size_t(Hkv) * nw * hd);
-      for (int g = 0; g < Hkv && W > 0; ++g)  // side rows of the old window entries (fp32 full rows in the cache)
+      for (int g = 0; g < Hkv && W > 0; ++g)  // side rows of the old window entries (full rows in the cache)
         for (int e = win_lo; e < E0; ++e) {
-          if (C.bits[g][e] != 16 || C.krank[g][e] != hd || C.vrank[g][e] != hd)
-            fail("internal: window entry ", e, " is not held in full");
-          const float* row = reinterpret_cast<const float*>(C.data[g].data() + C.off[g][e]);
-          std::memcpy(P.kwin.data() + (size_t(g) * nw + e - win_lo) * hd, row, hd * sizeof(float));
-          std::memcpy(P.vwin.data() + (size_t(g) * nw + e - win_lo) * hd, row + hd, hd * sizeof(float));
+          if (C.krank[g][e] != hd || C.vrank[g][e] != hd) fail("internal: window entry ", e, " is not held in full");
+          float* kw = P.kwin.data() + (size_t(g) * nw + e - win_lo) * hd;
+          float* vw = P.vwin.data() + (size_t(g) * nw + e - win_lo) * hd;
+          const uint8_t* src = C.data[g].data() + C.off[g][e];
+          const int b = C.bits[g][e];
+          if (b == 16) {
+            std::memcpy(kw, src, hd * sizeof(float));
+            std::memcpy(vw, src + hd * sizeof(float), hd * sizeof(float));
+          } else {  // wbits: the window's quantised full rows, read dequantised
+            dequantize_rank_row_cpu(kw, src, hd, b, P.group);
+            dequantize_rank_row_cpu(vw, src + quant_rank_row_bytes(hd, b, P.group), hd, b, P.group);
+          }
         }
       std::vector<float> row(size_t(2) * hd);
       for (int i = 0; i < m; ++i) {
@@ -596,10 +614,11 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         for (int g = 0; g < Hkv && fb > C.full_begin; ++g) {
           const int kr_g = LR->k_rank[size_t(l) * Hkv + g];
           relayout_lowrank(C, g, C.full_begin, hd, P.group, Lr->uk_down.data() + size_t(g) * rk * hd,
-                           [&](int e, int& kl, int& r, int&) {
+                           [&](int e, int& kl, int& r, int& w) {
                              if (e >= fb) return;
                              kl = C.pos[e] < S ? hd : kr_g;
                              r = C.cvrank[g][e];
+                             w = 16;  // (a wbits entry too: its width comes after the attention)
                            });
         }
         C.full_begin = fb;
@@ -634,18 +653,26 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
           for (int e = C.win_begin; e < nb; ++e) C.cbits[g][e] = static_cast<uint8_t>(req);
         C.win_begin = nb;
       }
+      // (with wbits, the window's full entries now older than the recent window take it)
+      const int wbits = P.spec.quant.on ? P.spec.quant.wbits : 16, wend = std::max(C.full_begin, C.win_begin);
+      auto width_of = [&](int g, int e) {
+        return e < C.full_begin ? int(C.cbits[g][e]) : e < wend && C.bits[g][e] == 16 ? wbits : int(C.bits[g][e]);
+      };
+      std::vector<int> want;
       for (int g = 0; g < Hkv; ++g) {
-        int e0 = C.full_begin;
-        for (int e = 0; e < C.full_begin; ++e)
-          if (C.bits[g][e] != C.cbits[g][e]) {
+        int e0 = wend;
+        for (int e = 0; e < wend; ++e)
+          if (C.bits[g][e] != width_of(g, e)) {
             e0 = e;
             break;
           }
-        if (e0 < C.full_begin)
-          relayout_lowrank(C, g, e0, hd, P.group, Lr->uk_down.data() + size_t(g) * rk * hd,
-                           [&](int e, int&, int&, int& w) {
-                             if (e < C.full_begin) w = C.cbits[g][e];
-                           });
+        if (e0 == wend) continue;
+        want.resize(wend - e0);  // (taken before the relayout, which rewrites bits from e0 on)
+        for (int e = e0; e < wend; ++e) want[e - e0] = width_of(g, e);
+        relayout_lowrank(C, g, e0, hd, P.group, Lr->uk_down.data() + size_t(g) * rk * hd,
+                         [&](int e, int&, int&, int& w) {
+                           if (e < wend) w = want[e - e0];
+                         });
       }
     } else {
       // after the prefill: the new tokens join every layer at 16 bits, then attend to the whole cache

@@ -30,7 +30,8 @@
 //   window=N:   a query at position p reads the entries at positions p-N+1 .. p in full (the pre-RoPE key W_K x,
 //               all head_dim value coefficients DOWN_V v) and the older ones compressed. The prefill's boundary is
 //               per query (side rows of the full forms beside the compressed ones); the cache holds the last N
-//               positions in full at 16 bits (entries full_begin ..) and, as later calls slide the window, a token
+//               positions in full (entries full_begin ..), at 16 bits, or with quant's wbits=B those older than
+//               the quant recent window at B bits (read back dequantised), and, as later calls slide the window, a token
 //               leaving it is truncated to its key rank and policy value rank (cvrank) at 16 bits before the call's
 //               attention (the queries past its window read it so) and quantised to its width (cbits) after it, as
 //               the quant recent window re-quantises. The compressed keys are then DOWN_K[:r] W_K x (as the
@@ -91,6 +92,8 @@ struct KVQuantSpec {
   int recent = 32;                           // the last `recent` tokens stay at 16 bits (slides on decode)
   int group = -1;                            // values per scale/min group; 0: one per head row; -1: 32, or
                                              // one per head row when head_dim is not a multiple of 32
+  int wbits = 16;                            // svd window=N: width of the window's full entries once they are
+                                             // older than the recent window (16: they stay at 16 bits)
 };
 struct KVKeepSpec {
   bool on = false;

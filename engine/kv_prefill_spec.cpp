@@ -29,7 +29,7 @@ const char* kv_evict_name(KVEvict e) {
 namespace {
 
 const char* kPrefillGrammar =
-    "a KV spec is full or svd:... (docs/kv-compression.md) optionally followed by parts joined by '+': quant:BITS[=FRACS][,recent=N][,group=N|head] "
+    "a KV spec is full or svd:... (docs/kv-compression.md) optionally followed by parts joined by '+': quant:BITS[=FRACS][,recent=N][,group=N|head][,wbits=B] "
     "(BITS from 8/4/2/16, e.g. 8/4/2=0.2/0.5/0.3), keep:RATIO|R1/R2/...[,constant|linear|pyramid][,from=LAYER], "
     "evict:streaming|h2o|snapkv|pyramidkv|importance[,budget=RATIO], imp:a=X,b=X,c=X,w=N,pool=N,sinks=N,recent=N; "
     "see docs/prefill-compression.md";
@@ -96,7 +96,11 @@ struct PartParser {
       const std::string key = fields[i].substr(0, e), val = e == std::string::npos ? "" : fields[i].substr(e + 1);
       if (key == "recent") q.recent = integer(part, val, 0);
       else if (key == "group") q.group = val == "head" ? 0 : integer(part, val, 4);
-      else bad(part, "unknown key '" + key + "' (recent, group)");
+      else if (key == "wbits") {
+        q.wbits = integer(part, val, 1);
+        if (q.wbits != 2 && q.wbits != 4 && q.wbits != 8 && q.wbits != 16)
+          bad(part, "wbits=" + val + " unsupported: use 2, 4, 8 or 16");
+      } else bad(part, "unknown key '" + key + "' (recent, group, wbits)");
     }
   }
 

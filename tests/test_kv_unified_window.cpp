@@ -226,6 +226,93 @@ TEST_CASE("unified window + quant: widths as the windows slide; vsinks; alloc=sp
   CHECK(rel_diff(ra, ru) > 1e-4f);
 }
 
+TEST_CASE("unified window + quant wbits=B: the window's full entries older than the recent window at B bits") {
+  TinyLlama2 m(64, 4, 2);
+  ThreadPool pool(2);
+  const std::vector<int> prompt = tokens_of(40, m.c.vocab_size, 4);
+  const int n = 40, W = 8, R = 4, steps = 10, E = n + steps, hd = 16;
+  const auto lrm = lowrank_model(m, "svd:k=1/2,v=1/2,policy=uniform,window=8", &pool);
+  const RunOut q = run(m, lrm.get(), "quant:8/4=0.5/0.5,recent=4,group=4", prompt, steps, &pool);
+  // wbits=16 is the default
+  const RunOut q16 = run(m, lrm.get(), "quant:8/4=0.5/0.5,recent=4,group=4,wbits=16", prompt, steps, &pool, &q.tokens);
+  CHECK(rel_diff(q16, q) == 0.0f);
+  // wbits=8, teacher-forced on q's tokens: the prefill reads no cache (its logits are q's exactly), the decode steps
+  // read the window's 8-bit rows: a small error (within the 8-bit bound of the test above), 4 bits larger
+  const RunOut w8 = run(m, lrm.get(), "quant:8/4=0.5/0.5,recent=4,group=4,wbits=8", prompt, steps, &pool, &q.tokens);
+  const RunOut w4 = run(m, lrm.get(), "quant:8/4=0.5/0.5,recent=4,group=4,wbits=4", prompt, steps, &pool, &q.tokens);
+  // (the tiny random model amplifies some steps' errors: step 3 here gives 1.8% at 8 bits and 4.1% at 4 bits, the
+  // others 0.1-0.6% and 1.4-4.3%, so the 4-bit comparison is on the mean over the steps)
+  CHECK(max_abs_diff(w8.logits[0], q.logits[0]) == 0.0f);
+  float m8 = 0, m4 = 0;
+  for (size_t i = 1; i < q.logits.size(); ++i) {
+    const float s = 1.0f + max_abs(q.logits[i]);
+    m8 += max_abs_diff(w8.logits[i], q.logits[i]) / s / steps;
+    m4 += max_abs_diff(w4.logits[i], q.logits[i]) / s / steps;
+  }
+  CAPTURE(m8);
+  CAPTURE(m4);
+  CHECK(m8 > 0.0f);
+  CHECK(rel_diff(w8, q) < 0.02f);
+  CHECK(m8 < m4 / 4);
+  // the forms: the last R entries in full at 16 bits, the W - R before them in full at 8 bits, the older ones
+  // compressed at the widths they take without wbits (a window entry leaves through its dequantised rows)
+  const RunOut p8 = run(m, lrm.get(), "quant:8/4=0.5/0.5,recent=4,group=4,wbits=8", prompt, 0, &pool);
+  for (int l = 0; l < m.c.n_layers; ++l)
+    for (int g = 0; g < m.c.n_kv_heads; ++g) {
+      const KVPrefillLayer &L = w8.cache->layers[l], &Q = q.cache->layers[l], &P = p8.cache->layers[l];
+      CHECK(L.full_begin == E - W);
+      CHECK(L.win_begin == E - R);
+      for (int e = 0; e < E; ++e) {
+        CAPTURE(l);
+        CAPTURE(g);
+        CAPTURE(e);
+        CHECK(int(L.bits[g][e]) == (e >= E - R ? 16 : e >= E - W ? 8 : int(Q.bits[g][e])));
+        CHECK(L.krank[g][e] == Q.krank[g][e]);
+        CHECK(L.vrank[g][e] == Q.vrank[g][e]);
+      }
+      for (int e = 0; e < n; ++e) {
+        CAPTURE(e);
+        CHECK(int(P.bits[g][e]) == (e >= n - R ? 16 : e >= n - W ? 8 : int(Q.bits[g][e])));
+        CHECK(P.krank[g][e] == (e >= n - W ? hd : 8));
+      }
+    }
+  // bytes, prefill only, compressed rows at 16 bits (quant:16), group 8: the W - R older window entries' rows of
+  // head_dim values at 8 bits (2 groups of 4 bytes of scale/min + 8 values) instead of 2 bytes a value
+  const RunOut b8 = run(m, lrm.get(), "quant:16,recent=4,group=8,wbits=8", prompt, 0, &pool);
+  CHECK(b8.cache->bytes_used() ==
+        size_t(4) * (40 * 4 + 2 * (32 * (2 * 8 + 2 * 8 + 5) + 4 * (2 * 2 * (4 + 8) + 5) + 4 * (2 * 16 + 2 * 16 + 5))));
+  // token-by-token decode writes the same forms as one prefill of the same tokens
+  {
+    KVPrefillSpec spec;
+    std::string base;
+    spec = kv_prefill_spec_parse("quant:8,recent=4,group=4,wbits=8", base);
+    KVPrefill one = kv_prefill_create(spec, m.c, lrm.get()), dec = kv_prefill_create(spec, m.c, lrm.get());
+    feed_calls(m, one, prompt, {n}, &pool);
+    std::vector<int> calls{10, 1, 1, 7, 1};
+    while (std::accumulate(calls.begin(), calls.end(), 0) < n) calls.push_back(1);
+    feed_calls(m, dec, prompt, calls, &pool);
+    for (int l = 0; l < m.c.n_layers; ++l)
+      for (int g = 0; g < m.c.n_kv_heads; ++g) {
+        CAPTURE(l);
+        CAPTURE(g);
+        const KVPrefillLayer &A = one.layers[l], &B = dec.layers[l];
+        CHECK(A.full_begin == B.full_begin);
+        CHECK(A.win_begin == B.win_begin);
+        CHECK(std::vector<int>(A.bits[g].begin(), A.bits[g].end()) == std::vector<int>(B.bits[g].begin(), B.bits[g].end()));
+        CHECK(A.krank[g] == B.krank[g]);
+      }
+  }
+  // bad arguments: wbits without a window, an unsupported width
+  const auto nowin = lowrank_model(m, "svd:k=1/2,v=1/2,policy=uniform", &pool);
+  CHECK_THROWS_WITH_AS(run(m, nowin.get(), "quant:8,wbits=8", prompt, 0, &pool), doctest::Contains("has no window"),
+                       Error);
+  std::string base;
+  CHECK_THROWS_WITH_AS(kv_prefill_create(kv_prefill_spec_parse("quant:8,wbits=8", base), m.c),
+                       doctest::Contains("has no window"), Error);
+  CHECK_THROWS_WITH_AS(kv_prefill_spec_parse("svd:window=8+quant:8,wbits=3", base),
+                       doctest::Contains("wbits=3 unsupported"), Error);
+}
+
 TEST_CASE("unified window with keep/evict and policy=importance; the kernel's window; bad arguments") {
   TinyLlama2 m(64, 4, 2);
   ThreadPool pool(2);
