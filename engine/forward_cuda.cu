@@ -591,6 +591,9 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
     fail("--kv ", m.lowrank->desc, "+", spec.text, ": window=, vsinks= and alloc=spectrum are not supported by the "
          "unified cache (svd with quant/keep/evict or policy=importance) on cuda yet; drop them, or use svd alone "
          "with policy=seed|uniform, or --device cpu");
+  if (spec.quant.on && spec.quant.hadamard)
+    fail("--kv ", spec.text, ": quant hadamard (rotated rows) is not supported on cuda yet; drop hadamard or use "
+         "--device cpu");
   if (s.n != 0) fail("cuda_session_enable_prefill: the session already holds ", s.n, " tokens; enable it first");
   auto q = std::make_unique<CudaKVQ>();
   q->spec = spec;

@@ -151,6 +151,15 @@ static void append_entry(KVPrefillLayer& L, int g, const float* k_row, const flo
   L.bits[g].push_back(static_cast<uint8_t>(bits));
 }
 
+// append_entry of the rows rotated by hadamard_rotate_cpu (quant hadamard), or as they are
+static void append_entry_rot(KVPrefillLayer& L, int g, const float* k_row, const float* v_row, int hd, int bits,
+                             int group, bool rot) {
+  if (!rot) return append_entry(L, g, k_row, v_row, hd, bits, group);
+  std::vector<float> k(k_row, k_row + hd), v(v_row, v_row + hd);
+  hadamard_rotate_cpu(k.data(), hd), hadamard_rotate_cpu(v.data(), hd);
+  append_entry(L, g, k.data(), v.data(), hd, bits, group);
+}
+
 // svd: append one entry (rank-space rows: c_k of rk values (head_dim: the full key), c_v of r values) to KV head g
 // of layer L; cr, cb: the value rank and width it takes when it leaves the windows.
 static void append_lowrank_entry(KVPrefillLayer& L, int g, const float* ck, int rk, const float* cv, int r, int bits,
@@ -550,8 +559,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
             const int r = rank[size_t(g) * m + i];
             append_lowrank_entry(C, g, row, key_len(g, i), row + key_len(g, i), r, width[a], P.group, r, width[a]);
           } else {
-            append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd,
-                         width[a], P.group);
+            append_entry_rot(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd,
+                             width[a], P.group, P.spec.quant.hadamard);
           }
         }
       }
@@ -676,12 +685,17 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       }
     } else {
       // after the prefill: the new tokens join every layer at 16 bits, then attend to the whole cache
+      const bool rot = P.spec.quant.hadamard;
       for (int i = 0; i < m; ++i) {
         C.pos.push_back(P.pos[i]);
         for (int g = 0; g < Hkv; ++g)
-          append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd, 16,
-                       P.group);
+          append_entry_rot(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd, 16,
+                           P.group, rot);
       }
+      if (rot)  // the cache holds H k and H v: q.k = (Hq).(Hk), and the output comes back from H sum p v below
+        parallel_for(pool, int64_t(m) * H, [&](int64_t b, int64_t e) {
+          for (int64_t t = b; t < e; ++t) hadamard_rotate_cpu(P.q.data() + size_t(t) * hd, hd);
+        });
       std::vector<const uint8_t*> data(Hkv), bits(Hkv);
       std::vector<const uint64_t*> off(Hkv);
       for (int g = 0; g < Hkv; ++g) data[g] = C.data[g].data(), off[g] = C.off[g].data(), bits[g] = C.bits[g].data();
@@ -697,6 +711,10 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       a.head_dim = hd;
       a.group = P.group;
       attention_quant_cpu(P.att.data(), a, pool);
+      if (rot)
+        parallel_for(pool, int64_t(m) * H, [&](int64_t b, int64_t e) {
+          for (int64_t t = b; t < e; ++t) hadamard_rotate_cpu(P.att.data() + size_t(t) * hd, hd);
+        });
     }
     // after a later call: the recent window slides, the entries falling out are re-quantised (this call's
     // attention above saw them at 16 bits)

@@ -94,6 +94,8 @@ struct KVQuantSpec {
                                              // one per head row when head_dim is not a multiple of 32
   int wbits = 16;                            // svd window=N: width of the window's full entries once they are
                                              // older than the recent window (16: they stay at 16 bits)
+  bool hadamard = false;                     // head_dim rows (no svd): cache H k and H v (hadamard_rotate_cpu),
+                                             // queries rotated the same, outputs rotated back
 };
 struct KVKeepSpec {
   bool on = false;

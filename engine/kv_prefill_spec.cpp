@@ -29,7 +29,7 @@ const char* kv_evict_name(KVEvict e) {
 namespace {
 
 const char* kPrefillGrammar =
-    "a KV spec is full or svd:... (docs/kv-compression.md) optionally followed by parts joined by '+': quant:BITS[=FRACS][,recent=N][,group=N|head][,wbits=B] "
+    "a KV spec is full or svd:... (docs/kv-compression.md) optionally followed by parts joined by '+': quant:BITS[=FRACS][,recent=N][,group=N|head][,wbits=B][,hadamard] "
     "(BITS from 8/4/2/16, e.g. 8/4/2=0.2/0.5/0.3), keep:RATIO|R1/R2/...[,constant|linear|pyramid][,from=LAYER], "
     "evict:streaming|h2o|snapkv|pyramidkv|importance[,budget=RATIO], imp:a=X,b=X,c=X,w=N,pool=N,sinks=N,recent=N; "
     "see docs/prefill-compression.md";
@@ -96,11 +96,14 @@ struct PartParser {
       const std::string key = fields[i].substr(0, e), val = e == std::string::npos ? "" : fields[i].substr(e + 1);
       if (key == "recent") q.recent = integer(part, val, 0);
       else if (key == "group") q.group = val == "head" ? 0 : integer(part, val, 4);
-      else if (key == "wbits") {
+      else if (key == "hadamard") {
+        if (e != std::string::npos) bad(part, "hadamard takes no value");
+        q.hadamard = true;
+      } else if (key == "wbits") {
         q.wbits = integer(part, val, 1);
         if (q.wbits != 2 && q.wbits != 4 && q.wbits != 8 && q.wbits != 16)
           bad(part, "wbits=" + val + " unsupported: use 2, 4, 8 or 16");
-      } else bad(part, "unknown key '" + key + "' (recent, group, wbits)");
+      } else bad(part, "unknown key '" + key + "' (recent, group, wbits, hadamard)");
     }
   }
 
@@ -239,6 +242,11 @@ void kv_prefill_spec_check(const KVPrefillSpec& s, const Config& c, bool lowrank
     if (g % 4 != 0 || c.head_dim % g != 0)
       fail("--kv quant: group ", g, " must divide head_dim ", c.head_dim, " (and be a multiple of 4); use group=head");
   }
+  if (s.quant.on && s.quant.hadamard && lowrank)
+    fail("--kv quant: hadamard rotates head_dim rows; with svd the rows are already in the profile's basis "
+         "(decorrelated, by importance): drop hadamard or the svd part");
+  if (s.quant.on && s.quant.hadamard && (c.head_dim & (c.head_dim - 1)) != 0)
+    fail("--kv quant: hadamard needs head_dim a power of two, the model has ", c.head_dim, "; drop hadamard");
   if (s.keep.on && s.keep.schedule == KVKeepSchedule::list && int(s.keep.list.size()) > c.n_layers)
     fail("--kv keep: ", s.keep.list.size(), " ratios for a model of ", c.n_layers, " layers (give at most one per layer)");
   if (s.keep.on && s.keep.from >= c.n_layers)

@@ -70,6 +70,18 @@ void quantize_row_cpu(uint8_t* dst, const float* x, int n, int bits, int group) 
   for (int g0 = 0; g0 < n; g0 += group) dst += quantize_group(dst, x + g0, group, bits);
 }
 
+void hadamard_rotate_cpu(float* x, int n) {
+  if (n < 1 || (n & (n - 1)) != 0) fail("hadamard_rotate_cpu: n = ", n, " is not a power of two");
+  for (int h = 1; h < n; h *= 2)
+    for (int i = 0; i < n; i += 2 * h)
+      for (int j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b, x[j + h] = a - b;
+      }
+  const float s = 1.0f / std::sqrt(static_cast<float>(n));
+  for (int i = 0; i < n; ++i) x[i] *= s;
+}
+
 void dequantize_row_cpu(float* dst, const uint8_t* src, int n, int bits, int group) {
   if (bits == 16) {
     std::memcpy(dst, src, size_t(n) * sizeof(float));

@@ -28,6 +28,12 @@ size_t quant_row_bytes_16(int n, int bits, int group);
 void quantize_row_cpu(uint8_t* dst, const float* x, int n, int bits, int group);
 void dequantize_row_cpu(float* dst, const uint8_t* src, int n, int bits, int group);
 
+// Normalised Walsh-Hadamard rotation in place: x <- H x / sqrt(n), n a power of two (H the Sylvester matrix,
+// H[i][j] = (-1)^popcount(i & j)). Orthonormal and its own inverse, so q.k = (Hq).(Hk) and sum p (Hv) = H sum p v.
+// `quant:...,hadamard` (engine/kv_prefill.h) caches the rotated rows: an outlier channel's energy is spread over
+// the whole row, so a per-token group no longer takes its range from one channel.
+void hadamard_rotate_cpu(float* x, int n);
+
 // Rank-space rows (svd + quant, the unified policy): a row holds the first n low-rank coefficients of one token's
 // key (n = r_k) or value (n = its value rank), most important coefficient first. Any n >= 1 is allowed, so the
 // group rule differs from the head_dim rows: groups of `group` values from the first coefficient on, the LAST
