@@ -151,13 +151,11 @@ static void append_entry(KVPrefillLayer& L, int g, const float* k_row, const flo
   L.bits[g].push_back(static_cast<uint8_t>(bits));
 }
 
-// append_entry of the rows rotated by hadamard_rotate_cpu (quant hadamard), or as they are
-static void append_entry_rot(KVPrefillLayer& L, int g, const float* k_row, const float* v_row, int hd, int bits,
-                             int group, bool rot) {
-  if (!rot) return append_entry(L, g, k_row, v_row, hd, bits, group);
-  std::vector<float> k(k_row, k_row + hd), v(v_row, v_row + hd);
-  hadamard_rotate_cpu(k.data(), hd), hadamard_rotate_cpu(v.data(), hd);
-  append_entry(L, g, k.data(), v.data(), hd, bits, group);
+// quant hadamard: rotate `rows` consecutive head_dim rows in place (hadamard_rotate_cpu)
+static void rotate_rows(float* x, int64_t rows, int hd, ThreadPool* pool) {
+  parallel_for(pool, rows, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) hadamard_rotate_cpu(x + size_t(t) * hd, hd);
+  });
 }
 
 // svd: append one entry (rank-space rows: c_k of rk values (head_dim: the full key), c_v of r values) to KV head g
@@ -214,14 +212,10 @@ static void relayout_lowrank(KVPrefillLayer& L, int g, int e0, int hd, int group
     if (r > vr[j] || (kl != kr[j] && kr[j] != hd) || kl > kr[j])
       fail("internal: entry ", e, " cannot change from key ", kr[j], "/value ", vr[j], " at ", int(bits[j]),
            " bits to ", kl, "/", r, " at ", w);
-    row.resize(size_t(kr[j]) + vr[j]);
-    if (bits[j] == 16) {
-      std::memcpy(row.data(), src, row.size() * sizeof(float));
-    } else {  // a quantised full entry of the window (wbits) leaving it: its dequantised rows are projected
-      dequantize_rank_row_cpu(row.data(), src, kr[j], bits[j], group);
-      dequantize_rank_row_cpu(row.data() + kr[j], src + quant_rank_row_bytes(kr[j], bits[j], group), vr[j], bits[j],
-                              group);
-    }
+    row.resize(size_t(kr[j]) + vr[j]);  // (at 16 bits a copy; a window entry at wbits leaving it: dequantised)
+    dequantize_rank_row_cpu(row.data(), src, kr[j], bits[j], group);
+    dequantize_rank_row_cpu(row.data() + kr[j], src + quant_rank_row_bytes(kr[j], bits[j], group), vr[j], bits[j],
+                            group);
     const float* k = row.data();
     if (kl != kr[j]) {
       lowrank_project_cpu(key.data(), kdown, row.data(), kl, hd);
@@ -527,6 +521,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         if (W > 0) a.k_win = P.kwin.data(), a.v_win = P.vwin.data(), a.win_stride = m, a.win_lo = 0, a.window = W;
         attention_lowrank_quant_cpu(P.att.data(), a, pool);  // z: (m, H, r_vmax)
       }
+      if (!LR && P.spec.quant.hadamard)  // the cache holds H k and H v (the prefill's attention is done)
+        rotate_rows(P.k.data(), int64_t(m) * Hkv, hd, pool), rotate_rows(P.v.data(), int64_t(m) * Hkv, hd, pool);
       // mixed precision per KV head: the recent window at 16 bits, the rest by importance quantiles
       const KVQuantSpec& qs = P.spec.quant;
       for (int g = 0; g < Hkv; ++g) {
@@ -559,8 +555,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
             const int r = rank[size_t(g) * m + i];
             append_lowrank_entry(C, g, row, key_len(g, i), row + key_len(g, i), r, width[a], P.group, r, width[a]);
           } else {
-            append_entry_rot(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd,
-                             width[a], P.group, P.spec.quant.hadamard);
+            append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd,
+                         width[a], P.group);
           }
         }
       }
@@ -582,14 +578,9 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
           float* kw = P.kwin.data() + (size_t(g) * nw + e - win_lo) * hd;
           float* vw = P.vwin.data() + (size_t(g) * nw + e - win_lo) * hd;
           const uint8_t* src = C.data[g].data() + C.off[g][e];
-          const int b = C.bits[g][e];
-          if (b == 16) {
-            std::memcpy(kw, src, hd * sizeof(float));
-            std::memcpy(vw, src + hd * sizeof(float), hd * sizeof(float));
-          } else {  // wbits: the window's quantised full rows, read dequantised
-            dequantize_rank_row_cpu(kw, src, hd, b, P.group);
-            dequantize_rank_row_cpu(vw, src + quant_rank_row_bytes(hd, b, P.group), hd, b, P.group);
-          }
+          const int b = C.bits[g][e];  // 16, or wbits: read dequantised
+          dequantize_rank_row_cpu(kw, src, hd, b, P.group);
+          dequantize_rank_row_cpu(vw, src + quant_rank_row_bytes(hd, b, P.group), hd, b, P.group);
         }
       std::vector<float> row(size_t(2) * hd);
       for (int i = 0; i < m; ++i) {
@@ -685,17 +676,17 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       }
     } else {
       // after the prefill: the new tokens join every layer at 16 bits, then attend to the whole cache
+      // (hadamard: the cache holds H k and H v, so q.k = (Hq).(Hk), and the output comes back from H sum p v below)
       const bool rot = P.spec.quant.hadamard;
+      if (rot)
+        rotate_rows(P.k.data(), int64_t(m) * Hkv, hd, pool), rotate_rows(P.v.data(), int64_t(m) * Hkv, hd, pool),
+            rotate_rows(P.q.data(), int64_t(m) * H, hd, pool);
       for (int i = 0; i < m; ++i) {
         C.pos.push_back(P.pos[i]);
         for (int g = 0; g < Hkv; ++g)
-          append_entry_rot(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd, 16,
-                           P.group, rot);
+          append_entry(C, g, P.k.data() + size_t(i) * kvd + g * hd, P.v.data() + size_t(i) * kvd + g * hd, hd, 16,
+                       P.group);
       }
-      if (rot)  // the cache holds H k and H v: q.k = (Hq).(Hk), and the output comes back from H sum p v below
-        parallel_for(pool, int64_t(m) * H, [&](int64_t b, int64_t e) {
-          for (int64_t t = b; t < e; ++t) hadamard_rotate_cpu(P.q.data() + size_t(t) * hd, hd);
-        });
       std::vector<const uint8_t*> data(Hkv), bits(Hkv);
       std::vector<const uint64_t*> off(Hkv);
       for (int g = 0; g < Hkv; ++g) data[g] = C.data[g].data(), off[g] = C.off[g].data(), bits[g] = C.bits[g].data();
@@ -711,10 +702,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       a.head_dim = hd;
       a.group = P.group;
       attention_quant_cpu(P.att.data(), a, pool);
-      if (rot)
-        parallel_for(pool, int64_t(m) * H, [&](int64_t b, int64_t e) {
-          for (int64_t t = b; t < e; ++t) hadamard_rotate_cpu(P.att.data() + size_t(t) * hd, hd);
-        });
+      if (rot) rotate_rows(P.att.data(), int64_t(m) * H, hd, pool);
     }
     // after a later call: the recent window slides, the entries falling out are re-quantised (this call's
     // attention above saw them at 16 bits)
