@@ -591,9 +591,6 @@ void cuda_session_enable_prefill(CudaSession& s, const KVPrefillSpec& spec) {
     fail("--kv ", m.lowrank->desc, "+", spec.text, ": window=, vsinks= and alloc=spectrum are not supported by the "
          "unified cache (svd with quant/keep/evict or policy=importance) on cuda yet; drop them, or use svd alone "
          "with policy=seed|uniform, or --device cpu");
-  if (spec.quant.on && spec.quant.hadamard)
-    fail("--kv ", spec.text, ": quant hadamard (rotated rows) is not supported on cuda yet; drop hadamard or use "
-         "--device cpu");
   if (s.n != 0) fail("cuda_session_enable_prefill: the session already holds ", s.n, " tokens; enable it first");
   auto q = std::make_unique<CudaKVQ>();
   q->spec = spec;
@@ -879,6 +876,9 @@ void cuda_kvq_prefill_finish(CudaSession& s, int n) {
   a.n = hd;
   a.group = q.group;
   a.row16 = 2;
+  if (qs.hadamard)  // the cache holds H k and H v (the prefill attended to the plain rows): every layer's prompt rows
+    for (bf16* x : {s.kcache.as<bf16>(), s.vcache.as<bf16>()})
+      hadamard_rows_cuda(x, nullptr, n, L * Hkv, int64_t(cap) * hd, hd, hd, st);
   quantize_rows_cuda(a, s.kcache.as<bf16>(), st);
   a.dst_off = dv.as<uint64_t>();
   quantize_rows_cuda(a, s.vcache.as<bf16>(), st);
@@ -1540,6 +1540,12 @@ void forward_block_t(CudaSession& s, int n, int logits_rows, OpTimer* timer) {
       if (kvq && kvq->active) {  // issue 7: the call's tokens join the packed cache at 16 bits, then attend to it
         const size_t lhc = size_t(l) * c.n_kv_heads * s.capacity;
         uint8_t* data = kvq->data.as<uint8_t>() + kvq->h_lbase[l];
+        const bool rot = kvq->spec.quant.hadamard;  // H q, H k and H v: q.k unchanged; the output comes back below
+        if (rot) {
+          hadamard_rows_cuda(s.q.as<bf16>(), nullptr, n, c.n_heads, hd, int64_t(c.n_heads) * hd, hd, st);
+          for (bf16* kv : {s.k_layer(l), s.v_layer(l)})
+            hadamard_rows_cuda(kv, s.pos.as<int>(), n, c.n_kv_heads, int64_t(s.capacity) * hd, hd, hd, st);
+        }
         kvq_append_kernel<<<dim3(n, c.n_kv_heads), 64, 0, st>>>(data, kvq->off.as<uint64_t>() + lhc, s.k_layer(l),
                                                                 s.v_layer(l), s.pos.as<int>(),
                                                                 kvq->n_kv.as<int>() + l, kvq->h_entries[l],
@@ -1560,6 +1566,7 @@ void forward_block_t(CudaSession& s, int n, int logits_rows, OpTimer* timer) {
         a.row16 = 2;
         attention_quant_decode_cuda(s.att.as<bf16>(), a, n == 1 ? kvq->splits : std::max(1, kvq->splits / n),
                                     kvq->ws.as<float>(), st);
+        if (rot) hadamard_rows_cuda(s.att.as<bf16>(), nullptr, n, c.n_heads, hd, int64_t(c.n_heads) * hd, hd, st);
       } else if (n_call == 1)
         attention_decode_cuda(s.att.as<T>(), s.q.as<T>(), s.k_layer<T>(l), s.v_layer<T>(l), s.pos.as<int>(), c.n_heads,
                               c.n_kv_heads, hd, s.capacity, s.splits, s.attn_ws.as<float>(), st);

@@ -2,6 +2,8 @@
 // kernels/quant_cpu.cpp). One thread per (row, scale group): the group's min/max, its fp16 scale and min, and
 // its code bytes, in the CPU's order. Quantisation runs once per prefill over the kept entries, so simplicity
 // (bit-identical bytes) beats speed here; the hot path is the attention kernel that reads the result.
+#include <cmath>
+
 #include "kernels/quant_cuda.h"
 #include "loader/ggml_quants.h"
 
@@ -77,6 +79,40 @@ __global__ void dequantize_rows_kernel(float* out, const uint8_t* src, const uin
   out[t] = v;
 }
 
+// One warp a row, E = hd / 32 consecutive values a lane: the stages h < E inside a lane, the rest across lanes by
+// shuffles, in the CPU twin's order (h = 1, 2, 4, ...: each value is a + b or a - b of the same two fp32 operands),
+// so an fp32 row rotates to the same bits; the scale comes from the host (hadamard_rotate_cpu's 1 / sqrt(n)).
+template <int E>
+__global__ void hadamard_rows_kernel(bf16* x, const int* pos, int n, int blocks, int64_t block_stride,
+                                     int64_t row_stride, float scale) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= int64_t(n) * blocks) return;  // (a whole warp leaves together: the shuffles below see full warps)
+  const int lane = threadIdx.x % 32, i = static_cast<int>(row % n), b = static_cast<int>(row / n);
+  bf16* r = x + b * block_stride + int64_t(pos ? pos[i] : i) * row_stride + lane * E;
+  float v[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) v[e] = __bfloat162float(r[e]);
+#pragma unroll
+  for (int h = 1; h < E; h *= 2)
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+      if (!(e & h)) {
+        const float a = v[e], c = v[e + h];
+        v[e] = a + c, v[e + h] = a - c;
+      }
+  for (int h = E; h < 32 * E; h *= 2) {
+    const int m = h / E;  // the partner lane holds value j ^ h at the same e
+    const bool low = !(lane & m);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const float o = __shfl_xor_sync(0xffffffffu, v[e], m);
+      v[e] = low ? v[e] + o : o - v[e];
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < E; ++e) r[e] = __float2bfloat16_rn(v[e] * scale);
+}
+
 template <class T>
 void launch_quantize(const QuantRowsArgs& a, const T* x, cudaStream_t st) {
   quant_check_cuda("quantize_rows_cuda", a.n, a.group, a.row16);
@@ -103,6 +139,23 @@ void dequantize_rows_cuda(float* out, const uint8_t* src, const uint64_t* src_of
   if (n_rows <= 0) return;
   dequantize_rows_kernel<<<ceil_div(int64_t(n_rows) * n, 256), 256, 0, st>>>(out, src, src_off, bits, n_rows, n,
                                                                              group, row16);
+  CUDA_CHECK_LAUNCH();
+}
+
+void hadamard_rows_cuda(bf16* x, const int* pos, int n, int blocks, int64_t block_stride, int64_t row_stride, int hd,
+                        cudaStream_t st) {
+  if (hd < 64 || hd > 256 || (hd & (hd - 1)) != 0)
+    fail("hadamard_rows_cuda: head_dim ", hd, " unsupported (64, 128 or 256)");
+  if (n <= 0 || blocks <= 0) return;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));  // hadamard_rotate_cpu's
+  const int rows_per_block = 4;
+  const unsigned grid = static_cast<unsigned>(ceil_div(int64_t(n) * blocks, rows_per_block));
+  if (hd == 64)
+    hadamard_rows_kernel<2><<<grid, 32 * rows_per_block, 0, st>>>(x, pos, n, blocks, block_stride, row_stride, scale);
+  else if (hd == 128)
+    hadamard_rows_kernel<4><<<grid, 32 * rows_per_block, 0, st>>>(x, pos, n, blocks, block_stride, row_stride, scale);
+  else
+    hadamard_rows_kernel<8><<<grid, 32 * rows_per_block, 0, st>>>(x, pos, n, blocks, block_stride, row_stride, scale);
   CUDA_CHECK_LAUNCH();
 }
 

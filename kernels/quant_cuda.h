@@ -78,4 +78,11 @@ void quantize_rows_cuda(const QuantRowsArgs& a, const bf16* x, cudaStream_t st);
 void dequantize_rows_cuda(float* out, const uint8_t* src, const uint64_t* src_off, const uint8_t* bits, int n_rows,
                           int n, int group, int row16, cudaStream_t st);
 
+// `quant:...,hadamard` (engine/forward_cuda.cu): rotate bf16 rows of hd values (64, 128 or 256) in place by the
+// normalised Walsh-Hadamard transform, computed in fp32 and rounded once (CPU twin: hadamard_rotate_cpu on the
+// widened row). Rows (i, b), i < n, b < blocks, at x + b * block_stride + (pos ? pos[i] : i) * row_stride
+// (elements; pos a device array, so a captured decode graph reads the step's position).
+void hadamard_rows_cuda(bf16* x, const int* pos, int n, int blocks, int64_t block_stride, int64_t row_stride, int hd,
+                        cudaStream_t st);
+
 }  // namespace llm

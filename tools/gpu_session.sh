@@ -303,6 +303,8 @@ stage_bench_extra() {
   for ctx in 1024 8192 32768; do
     bench "l3_8b_quant_${ctx}" --synthetic $CONFIG -p 2048 -n 128 -c $ctx -r 3 --kv quant:8/4/2=0.2/0.5/0.3
   done
+  # rotated rows (hadamard_rows_cuda on q, K, V and the output: four small launches a layer): their decode cost
+  bench "l3_8b_quant_hadamard_32768" --synthetic $CONFIG -p 2048 -n 128 -c 32768 -r 3 --kv quant:8/4/2=0.2/0.5/0.3,hadamard
   grep -h "^kv cache" "$LOGS"/bench_l3_8b_quant_*.log 2> /dev/null | head -1 | sed "s/^/l3_8b_quant: /" >> "$SUMMARY"
   # issue 7, selective propagation (keep:<1): the prefill speed-up; compare prefill tok/s with the full cache at
   # the same -p (l3_8b_p8k_full: the prefill's attention grows with the prompt, the GEMMs with the tokens kept)

@@ -99,7 +99,11 @@ TEST_CASE("cuda KV quant on synthetic models: the packed cache, decode graph and
     const std::pair<const char*, bool> specs[] = {{"quant:8,recent=4", false},
                                                   {"quant:2,recent=6,group=16", true},
                                                   {"evict:streaming,budget=0.5+quant:8,recent=4+imp:w=4,sinks=2", true},
-                                                  {"evict:h2o,budget=1", false}};
+                                                  {"evict:h2o,budget=1", false},
+                                                  // rotated rows: H q, H k, H v on the device, the output back
+                                                  {"quant:2,recent=6,group=16,hadamard", true},
+                                                  {"evict:streaming,budget=0.5+quant:4,recent=4,hadamard+imp:w=4,"
+                                                   "sinks=2", true}};
     for (const auto& [text, visible] : specs) {
       const std::string spec_text = text;
       CAPTURE(spec_text);
@@ -144,13 +148,15 @@ TEST_CASE("cuda KV quant on the demo model: logits, greedy text and bytes match 
   if (!llm_test::have_demo_model()) return;
   // 8/4/2 bits with a window of 8: the ~12 prompt tokens before the window are quantised, and the 12 decode steps
   // slide the window over the rest of the prompt and the first decoded tokens (re-quantised to 4 bits); the second
-  // spec also evicts half the prompt by H2O's score (question window 4 and 2 sinks, so there is a choice to make).
+  // spec also evicts half the prompt by H2O's score (question window 4 and 2 sinks, so there is a choice to make);
+  // the third caches Walsh-Hadamard-rotated rows (hadamard_rows_cuda on q, k, v and the attention output).
   // Greedy text: teacher-forced on the CPU's greedy path, the GPU's top-1 of each row is the token its own greedy
   // decoding would pick as long as the paths agree, so the agreement of the rows is the agreement of the texts;
   // the first spec also generates freely (Session::generate: the pending-token path), at twice the device time.
   bool first = true;
   for (const char* spec : {"quant:8/4/2=0.2/0.5/0.3,recent=8",
-                           "evict:h2o,budget=0.5+quant:8/4=0.5/0.5,recent=8+imp:w=4,sinks=2"}) {
+                           "evict:h2o,budget=0.5+quant:8/4=0.5/0.5,recent=8+imp:w=4,sinks=2",
+                           "quant:8/4/2=0.2/0.5/0.3,recent=8,hadamard"}) {
     // under the CPU emulator the free generation (as long again) is left to a GPU run; the H100 ran it
     const bool generate = first && !cuda_emulated();
     if (first && cuda_emulated()) MESSAGE("reduced under emulation: the free generation of the first spec is skipped");

@@ -205,6 +205,49 @@ TEST_CASE("cuda quantize_rows packs rows byte for byte as quantize_row_cpu (fp32
   }
 }
 
+TEST_CASE("cuda hadamard_rows rotates bf16 rows bit for bit as hadamard_rotate_cpu, rows picked by positions") {
+  if (!have_cuda()) return;
+  std::mt19937 rng(11);
+  for (int hd : {64, 128, 256}) {
+    CAPTURE(hd);
+    // a cache-shaped buffer: 3 blocks (KV heads) of cap = 9 slots; rotate the slots at positions {7, 2, 5} only
+    const int blocks = 3, cap = 9;
+    const std::vector<int> pos = {7, 2, 5};
+    std::vector<uint16_t> xb;
+    std::vector<float> x = random_bf16(rng, size_t(blocks) * cap * hd, 3.0f, xb);
+    x[size_t(2) * hd + 1] = 250.0f, xb[size_t(2) * hd + 1] = f32_to_bf16(250.0f);  // an outlier channel
+    std::vector<uint16_t> want = xb;
+    std::vector<float> row(hd);
+    for (int b = 0; b < blocks; ++b)
+      for (int p : pos) {
+        const size_t at = (size_t(b) * cap + p) * hd;
+        for (int d = 0; d < hd; ++d) row[d] = x[at + d];
+        hadamard_rotate_cpu(row.data(), hd);
+        for (int d = 0; d < hd; ++d) want[at + d] = f32_to_bf16(row[d]);
+      }
+    DeviceBuffer dx = upload(xb), dpos = upload(pos);
+    hadamard_rows_cuda(dx.as<bf16>(), dpos.as<int>(), int(pos.size()), blocks, int64_t(cap) * hd, hd, hd, nullptr);
+    CHECK(download<uint16_t>(dx, xb.size()) == want);  // the other slots untouched, the rotated ones bit for bit
+    // contiguous rows (pos null), token-major like q: n = 5 tokens of 3 heads; twice is the identity (H H = I)
+    // up to the two bf16 roundings
+    const int n = 5, heads = 3;
+    std::vector<uint16_t> qb;
+    std::vector<float> q = random_bf16(rng, size_t(n) * heads * hd, 1.0f, qb);
+    DeviceBuffer dq = upload(qb);
+    hadamard_rows_cuda(dq.as<bf16>(), nullptr, n, heads, hd, int64_t(heads) * hd, hd, nullptr);
+    std::vector<uint16_t> once = download<uint16_t>(dq, qb.size());
+    for (size_t r = 0; r < size_t(n) * heads; ++r) {
+      for (int d = 0; d < hd; ++d) row[d] = q[r * hd + d];
+      hadamard_rotate_cpu(row.data(), hd);
+      for (int d = 0; d < hd; ++d) REQUIRE(once[r * hd + d] == f32_to_bf16(row[d]));
+    }
+    hadamard_rows_cuda(dq.as<bf16>(), nullptr, n, heads, hd, int64_t(heads) * hd, hd, nullptr);
+    check_close("hadamard twice", download_bf16(dq, q.size()), q, 2e-2f, 1e-2f);
+  }
+  CHECK_THROWS_WITH_AS(hadamard_rows_cuda(nullptr, nullptr, 1, 1, 96, 96, 96, nullptr),
+                       doctest::Contains("head_dim 96 unsupported"), Error);
+}
+
 namespace {
 
 // A layer's mixed-precision cache as the CPU builds it (engine/kv_prefill.h: per KV head, entry e at off[g][e],
