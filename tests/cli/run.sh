@@ -69,6 +69,21 @@ PY
 fi
 expect_ok "bench --json" "$LLM" bench -m "$MODEL" -p 16 -n 4 --json
 grep -q '"decode_tok_s"' "$TMP/out" || { echo "FAIL: bench json"; fails=$((fails + 1)); }
+# a compressed cache reports its own bytes per cached token, not the full cache's: every prompt token but the
+# last 4 at 4 bits (group 32: 2 groups of 20 bytes a 64-wide row), the rest at 16 bits counted 2 bytes a value,
+# plus each entry's width byte per KV head and its int32 position per layer
+if expect_ok "bench --json --kv quant" "$LLM" bench -m "$MODEL" --device cpu -p 16 -n 4 --kv quant:4,recent=4 --json; then
+  python3 - "$TMP/out" <<'PY' || fails=$((fails + 1))
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["kv"] == "full+quant:4,recent=4", d
+assert d["full_kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 4, d
+rows = 2 * 30 * 3  # K and V rows of one token: layers x KV heads
+want = (rows * (16 * 40 + 4 * 128) + 30 * 20 * (3 + 4)) / 20  # 16 of the 20 tokens at 4 bits, 4 in the window
+assert abs(d["kv_bytes_per_token"] - want) < 1, (d["kv_bytes_per_token"], want)
+print("ok: bench --kv quant bytes per token", d["kv_bytes_per_token"])
+PY
+fi
 
 [ $fails -eq 0 ] && echo "all CLI checks passed" || echo "$fails CLI checks failed"
 [ $fails -eq 0 ]

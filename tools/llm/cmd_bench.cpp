@@ -84,6 +84,7 @@ int cmd_bench(int argc, char** argv) {
   for (auto& t : prompt) t = tok(rng);
 
   double best_prefill = 1e30, best_decode = 1e30, best_prefill_cpu = 1e30, best_decode_cpu = 1e30;
+  size_t kv_bytes_end = 0;  // the cache as stored after the last run (compressed or full)
   llm::Session session(model, {.n_ctx = n_ctx});
   for (long long r = 0; r < reps; ++r) {
     session.reset();
@@ -104,10 +105,14 @@ int cmd_bench(int argc, char** argv) {
       best_decode = std::min(best_decode, std::chrono::duration<double>(t1 - t0).count());
       best_decode_cpu = std::min(best_decode_cpu, process_cpu_s() - c0);
     }
+    kv_bytes_end = session.kv_cache_bytes();
   }
   const double prefill_tps = p / best_prefill, decode_tps = n > 0 ? n / best_decode : 0.0;
-  // bytes per decoded token: every weight matrix once + the KV cache read (average context) and written
-  const double kv_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * sizeof(float);
+  // bytes per decoded token: every weight matrix once + the KV cache read (average context) and written. The
+  // cache's bytes per cached token as stored (--kv: the compressed size, Session::kv_cache_bytes over the p + n
+  // tokens cached at the end), next to the full fp32 cache's
+  const double full_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * sizeof(float);
+  const double kv_token_bytes = static_cast<double>(kv_bytes_end) / static_cast<double>(p + n);
   const double bytes_per_tok = static_cast<double>(model.weight_bytes()) + kv_token_bytes * (p + n / 2.0);
   const double gbs = bytes_per_tok * decode_tps / 1e9;
   const double peak_mib = llm::peak_rss_bytes() / 1048576.0;
@@ -115,10 +120,12 @@ int cmd_bench(int argc, char** argv) {
     std::printf(
         "{\"device\": \"%s\", \"threads\": %d, \"n_prompt\": %lld, \"n_gen\": %lld, \"ctx\": %d, "
         "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"weight_bytes\": %zu, \"kv_bytes_per_token\": %.0f, "
-        "\"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.3f, \"peak_rss_mib\": %.1f, "
+        "\"full_kv_bytes_per_token\": %.0f, \"kv\": \"%s\", \"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.3f, "
+        "\"peak_rss_mib\": %.1f, "
         "\"prefill_cpu_ms_per_token\": %.3f, \"decode_cpu_ms_per_token\": %.3f}\n",
         llm::device_name(model.device()), model.n_threads(), p, n, n_ctx, prefill_tps, decode_tps,
-        model.weight_bytes(), kv_token_bytes, bytes_per_tok, gbs, peak_mib, 1e3 * best_prefill_cpu / p,
+        model.weight_bytes(), kv_token_bytes, full_token_bytes, model.kv_description().c_str(), bytes_per_tok, gbs,
+        peak_mib, 1e3 * best_prefill_cpu / p,
         n > 0 ? 1e3 * best_decode_cpu / n : 0.0);
   } else {
     std::printf("model      %s (%s, %d threads)\n", model.path().c_str(), llm::device_name(model.device()),
@@ -127,6 +134,13 @@ int cmd_bench(int argc, char** argv) {
     if (n > 0) std::printf("decode     %lld tokens: %.1f tok/s\n", n, decode_tps);
     std::printf("per token  %.1f MB weights + %.1f KB KV per cached token -> %.2f GB/s at decode\n",
                 model.weight_bytes() / 1e6, kv_token_bytes / 1e3, gbs);
+    // (the compressed caches count their 16-bit rows at 2 bytes a value, as the GPU stores them: the reports
+    // compare with a 16-bit full cache, half this backend's fp32 one)
+    if (model.kv_description() != "full")
+      std::printf("kv cache   %s: %.1f KB per cached token, %.2fx less than a 16-bit full cache (%.1f KB; fp32 "
+                  "here: %.1f KB)\n",
+                  model.kv_description().c_str(), kv_token_bytes / 1e3, full_token_bytes / 2 / kv_token_bytes,
+                  full_token_bytes / 2e3, full_token_bytes / 1e3);
     std::printf("cpu time   prefill %.2f ms/token, decode %.2f ms/token (all threads; wall time above)\n",
                 1e3 * best_prefill_cpu / p, n > 0 ? 1e3 * best_decode_cpu / n : 0.0);
     std::printf("memory     peak RSS %.0f MiB\n", peak_mib);
