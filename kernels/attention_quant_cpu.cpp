@@ -1,6 +1,7 @@
 // Attention over the mixed-precision KV cache, and prefill attention with importance accumulators (issue 7;
 // declarations and layouts in kernels/quant_cpu.h). Both keep attention_cpu's arithmetic order (scores, max,
 // exp, sum, then the weighted sum of values) so that the fp32 special cases match it bit for bit.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -12,38 +13,68 @@
 
 namespace llm {
 
+// Work shape (the arithmetic is per (query, head) as above, so the results do not depend on it): each cached row is
+// dequantised once per block of queries and read by every query head of its KV group. A block of up to kQB
+// queries runs in three parallel passes: (1) per (KV head, chunk of kChunk entries) the key rows, scored by every
+// query and head of the group into S; (2) per (query, head) the softmax of its S row, in key order; (3) per
+// (KV head, value columns d0 .. d0 + W) the value rows' columns, accumulated into every head's output in key
+// order. The column split keeps whole scale groups and a multiple of 16 values (the widest SIMD step, so each
+// output value sees the same axpy arithmetic as a whole row would); decode (one query) still has
+// n_kv_heads * head_dim / W tasks for the threads.
 void attention_quant_cpu(float* out, const QuantAttentionArgs& a, ThreadPool* pool) {
-  const int hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
+  const int hd = a.head_dim, H = a.n_heads, Hkv = a.n_kv_heads, G = H / Hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  parallel_for(pool, int64_t(a.n_q) * a.n_heads, [&](int64_t b, int64_t e) {
-    std::vector<float> att(a.n_kv);
-    std::vector<float> row(hd);  // one dequantised key or value: the "registers" of the CUDA kernel
-    for (int64_t t = b; t < e; ++t) {
-      const int i = static_cast<int>(t / a.n_heads), h = static_cast<int>(t % a.n_heads), g = h / group;
-      const int last = a.n_kv - a.n_q + i;
-      const float* qi = a.q + (int64_t(i) * a.n_heads + h) * hd;
-      const uint8_t* data = a.data[g];
-      const uint64_t* off = a.off[g];
-      const uint8_t* bits = a.bits[g];
-      const float inv = attention_softmax_cpu(att.data(), last + 1, [&](int j) {
-        const uint8_t* kj = data + off[j];
-        if (bits[j] == 16) {
-          std::memcpy(row.data(), kj, size_t(hd) * sizeof(float));
-        } else {
-          dequantize_row_cpu(row.data(), kj, hd, bits[j], a.group);
+  constexpr int kQB = 8, kChunk = 128;
+  int W = a.group;
+  while (W < 32 && hd % (2 * W) == 0) W *= 2;
+  if (W % 16 != 0 || hd % W != 0) W = hd;
+  const int n_cols = hd / W;
+  std::vector<float> S(size_t(std::min(a.n_q, kQB)) * H * a.n_kv), inv(size_t(std::min(a.n_q, kQB)) * H);
+  for (int i0 = 0; i0 < a.n_q; i0 += kQB) {
+    const int nb = std::min(kQB, a.n_q - i0);
+    const int first_last = a.n_kv - a.n_q + i0;  // entries query i sees: 0 .. first_last + (i - i0)
+    const int count = first_last + nb;           // entries the block reads
+    auto srow = [&](int i, int h) { return S.data() + (size_t(i) * H + h) * a.n_kv; };
+    const int n_chunks = (count + kChunk - 1) / kChunk;
+    parallel_for(pool, int64_t(Hkv) * n_chunks, [&](int64_t b, int64_t e) {
+      std::vector<float> row(hd);  // one dequantised key: the "registers" of the CUDA kernel
+      for (int64_t t = b; t < e; ++t) {
+        const int g = static_cast<int>(t / n_chunks), j0 = static_cast<int>(t % n_chunks) * kChunk;
+        const int j1 = std::min(count, j0 + kChunk);
+        for (int j = j0; j < j1; ++j) {
+          dequantize_row_cpu(row.data(), a.data[g] + a.off[g][j], hd, a.bits[g][j], a.group);
+          for (int i = std::max(0, j - first_last); i < nb; ++i)
+            for (int h = g * G; h < (g + 1) * G; ++h)
+              srow(i, h)[j] = simd::dot(a.q + (int64_t(i0 + i) * H + h) * hd, row.data(), hd) * scale;
         }
-        return simd::dot(qi, row.data(), hd) * scale;
-      });
-      float* oi = out + (int64_t(i) * a.n_heads + h) * hd;
-      for (int d = 0; d < hd; ++d) oi[d] = 0.0f;
-      for (int j = 0; j <= last; ++j) {
-        const float p = att[j] * inv;
-        const uint8_t* vj = data + off[j] + quant_row_bytes(hd, bits[j], a.group);
-        dequantize_row_cpu(row.data(), vj, hd, bits[j], a.group);
-        simd::axpy(oi, p, row.data(), hd);
       }
-    }
-  });
+    });
+    parallel_for(pool, int64_t(nb) * H, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int i = static_cast<int>(t / H), h = static_cast<int>(t % H);
+        float* att = srow(i, h);
+        inv[t] = attention_softmax_cpu(att, first_last + i + 1, [&](int j) { return att[j]; });
+      }
+    });
+    parallel_for(pool, int64_t(Hkv) * n_cols, [&](int64_t b, int64_t e) {
+      std::vector<float> row(W);  // columns d0 .. d0 + W of one dequantised value row
+      for (int64_t t = b; t < e; ++t) {
+        const int g = static_cast<int>(t / n_cols), d0 = static_cast<int>(t % n_cols) * W;
+        for (int i = 0; i < nb; ++i)
+          for (int h = g * G; h < (g + 1) * G; ++h)
+            std::fill_n(out + (int64_t(i0 + i) * H + h) * hd + d0, W, 0.0f);
+        for (int j = 0; j < count; ++j) {
+          const int bits = a.bits[g][j];
+          dequantize_row_part_cpu(row.data(), a.data[g] + a.off[g][j] + quant_row_bytes(hd, bits, a.group), bits,
+                                  a.group, d0, W);
+          for (int i = std::max(0, j - first_last); i < nb; ++i)
+            for (int h = g * G; h < (g + 1) * G; ++h)
+              simd::axpy(out + (int64_t(i0 + i) * H + h) * hd + d0, srow(i, h)[j] * inv[size_t(i) * H + h],
+                         row.data(), W);
+        }
+      }
+    });
+  }
 }
 
 void attention_importance_cpu(float* out, float* cum, float* win, float* scratch, const float* q, const float* k,

@@ -27,6 +27,9 @@ size_t quant_row_bytes_16(int n, int bits, int group);
 // |x - dequant(x)| <= scale/2 + fp16 rounding of min and scale, scale = (max - min) / (2^bits - 1) of the group.
 void quantize_row_cpu(uint8_t* dst, const float* x, int n, int bits, int group);
 void dequantize_row_cpu(float* dst, const uint8_t* src, int n, int bits, int group);
+// Values d0 .. d0 + len - 1 of such a row (d0 and len multiples of group) into dst (len): the same values
+// dequantize_row_cpu gives there (the decode attention's value columns, kernels/attention_quant_cpu.cpp).
+void dequantize_row_part_cpu(float* dst, const uint8_t* src, int bits, int group, int d0, int len);
 
 // Normalised Walsh-Hadamard rotation in place: x <- H x / sqrt(n), n a power of two (H the Sylvester matrix,
 // H[i][j] = (-1)^popcount(i & j)). Orthonormal and its own inverse, so q.k = (Hq).(Hk) and sum p (Hv) = H sum p v.

@@ -108,43 +108,57 @@ TEST_CASE("KV quantisation: error bound per width, 16 bits exact, more bits = le
 
 TEST_CASE("attention over the mixed-precision cache == attention_cpu over the dequantised rows") {
   ThreadPool pool(2);
-  const int H = 6, Hkv = 2, hd = 32, n_kv = 23, n_q = 3;
-  std::vector<float> q = randn(size_t(n_q) * H * hd, 1), k = randn(size_t(Hkv) * n_kv * hd, 2),
-                     v = randn(size_t(Hkv) * n_kv * hd, 3);
-  const int widths[4] = {2, 4, 8, 16};
-  std::vector<std::vector<uint8_t>> data(Hkv), bits(Hkv);
-  std::vector<std::vector<uint64_t>> off(Hkv, std::vector<uint64_t>{0});
-  std::vector<float> kd(k.size()), vd(v.size());  // the reference's dequantised copy (the test may materialise it)
-  for (int g = 0; g < Hkv; ++g)
-    for (int t = 0; t < n_kv; ++t) {
-      const int b = widths[(t + g) % 4];
-      const size_t rb = quant_row_bytes(hd, b, 16), at = data[g].size();
-      data[g].resize(at + 2 * rb);
-      const size_t r = (size_t(g) * n_kv + t) * hd;
-      quantize_row_cpu(data[g].data() + at, k.data() + r, hd, b, 16);
-      quantize_row_cpu(data[g].data() + at + rb, v.data() + r, hd, b, 16);
-      dequantize_row_cpu(kd.data() + r, data[g].data() + at, hd, b, 16);
-      dequantize_row_cpu(vd.data() + r, data[g].data() + at + rb, hd, b, 16);
-      off[g].push_back(at + 2 * rb);
-      bits[g].push_back(uint8_t(b));
-    }
-  std::vector<const uint8_t*> dp(Hkv), bp(Hkv);
-  std::vector<const uint64_t*> op(Hkv);
-  for (int g = 0; g < Hkv; ++g) dp[g] = data[g].data(), bp[g] = bits[g].data(), op[g] = off[g].data();
-  QuantAttentionArgs a;
-  a.q = q.data();
-  a.data = dp.data();
-  a.off = op.data();
-  a.bits = bp.data();
-  a.n_q = n_q, a.n_kv = n_kv, a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd, a.group = 16;
-  std::vector<float> out(q.size()), ref(q.size()), exact(q.size());
-  attention_quant_cpu(out.data(), a, &pool);
-  attention_cpu(ref.data(), q.data(), kd.data(), vd.data(), n_q, n_kv, H, Hkv, hd, n_kv, nullptr);
-  CHECK(max_abs_diff(out, ref) == 0.0f);
-  attention_cpu(exact.data(), q.data(), k.data(), v.data(), n_q, n_kv, H, Hkv, hd, n_kv, nullptr);
-  const float d = max_abs_diff(out, exact);
-  CHECK(d > 0.0f);  // the 2-bit rows do change the result ...
-  CHECK(d < 0.5f);  // ... by a bounded amount
+  struct Shape {
+    int H, Hkv, hd, n_kv, n_q, group;
+  };
+  // the small case; then shapes that cross attention_quant_cpu's work split: 2+ query blocks of 8, several
+  // 128-entry key chunks, value columns of 32 (group 16, head_dim 128: 4 column tasks a KV head), one group a
+  // row (group = head_dim: one column task), and a single decode query over 300 entries
+  for (const Shape& sh : {Shape{6, 2, 32, 23, 3, 16}, Shape{8, 2, 128, 300, 11, 16}, Shape{4, 1, 64, 140, 9, 64},
+                          Shape{9, 3, 64, 300, 1, 32}}) {
+    const int H = sh.H, Hkv = sh.Hkv, hd = sh.hd, n_kv = sh.n_kv, n_q = sh.n_q, group = sh.group;
+    CAPTURE(hd);
+    CAPTURE(n_kv);
+    CAPTURE(n_q);
+    std::vector<float> q = randn(size_t(n_q) * H * hd, 1), k = randn(size_t(Hkv) * n_kv * hd, 2),
+                       v = randn(size_t(Hkv) * n_kv * hd, 3);
+    const int widths[4] = {2, 4, 8, 16};
+    std::vector<std::vector<uint8_t>> data(Hkv), bits(Hkv);
+    std::vector<std::vector<uint64_t>> off(Hkv, std::vector<uint64_t>{0});
+    std::vector<float> kd(k.size()), vd(v.size());  // the reference's dequantised copy (the test may materialise it)
+    for (int g = 0; g < Hkv; ++g)
+      for (int t = 0; t < n_kv; ++t) {
+        const int b = widths[(t + g) % 4];
+        const size_t rb = quant_row_bytes(hd, b, group), at = data[g].size();
+        data[g].resize(at + 2 * rb);
+        const size_t r = (size_t(g) * n_kv + t) * hd;
+        quantize_row_cpu(data[g].data() + at, k.data() + r, hd, b, group);
+        quantize_row_cpu(data[g].data() + at + rb, v.data() + r, hd, b, group);
+        dequantize_row_cpu(kd.data() + r, data[g].data() + at, hd, b, group);
+        dequantize_row_cpu(vd.data() + r, data[g].data() + at + rb, hd, b, group);
+        off[g].push_back(at + 2 * rb);
+        bits[g].push_back(uint8_t(b));
+      }
+    std::vector<const uint8_t*> dp(Hkv), bp(Hkv);
+    std::vector<const uint64_t*> op(Hkv);
+    for (int g = 0; g < Hkv; ++g) dp[g] = data[g].data(), bp[g] = bits[g].data(), op[g] = off[g].data();
+    QuantAttentionArgs a;
+    a.q = q.data();
+    a.data = dp.data();
+    a.off = op.data();
+    a.bits = bp.data();
+    a.n_q = n_q, a.n_kv = n_kv, a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd, a.group = group;
+    std::vector<float> out(q.size()), ref(q.size()), exact(q.size()), one(q.size());
+    attention_quant_cpu(out.data(), a, &pool);
+    attention_cpu(ref.data(), q.data(), kd.data(), vd.data(), n_q, n_kv, H, Hkv, hd, n_kv, nullptr);
+    CHECK(max_abs_diff(out, ref) == 0.0f);
+    attention_quant_cpu(one.data(), a, nullptr);  // no pool: the same bits (the split is work, not arithmetic)
+    CHECK(max_abs_diff(one, out) == 0.0f);
+    attention_cpu(exact.data(), q.data(), k.data(), v.data(), n_q, n_kv, H, Hkv, hd, n_kv, nullptr);
+    const float d = max_abs_diff(out, exact);
+    CHECK(d > 0.0f);  // the 2-bit rows do change the result ...
+    CHECK(d < 0.5f);  // ... by a bounded amount
+  }
 }
 
 TEST_CASE("importance: attention accumulators and the three terms on a hand-computable pattern") {
