@@ -21,6 +21,12 @@ namespace llm::lowrank_tasks {
 
 constexpr int kTile = 32;    // keys rebuilt at a time
 constexpr int kQChunk = 32;  // queries sharing one rebuild
+// Decode and short calls (one query chunk) also split the keys, flash-decoding style, so that n_kv_heads tasks do
+// not leave threads idle: splits of kSplitKeys keys (at most kMaxSplits), each with its own running max, sum and
+// z, merged in split order afterwards. The split count depends on the shapes only (never on the thread count),
+// so a result is the same whatever the pool; one split is the unsplit arithmetic exactly.
+constexpr int kSplitKeys = 8 * kTile;
+constexpr int kMaxSplits = 16;
 
 // make_tile() is called once per worker and returns its Tile (with its own scratch buffers):
 //   void load(int g, int t0, int nt, float* keys, int* kpos): keys t0 .. t0+nt-1 of KV head g rebuilt (before
@@ -43,24 +49,35 @@ void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
   const int n_chunks = (a.n_q + kQChunk - 1) / kQChunk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int first = a.n_kv - a.n_q;  // key (position or entry) of query 0
-  parallel_for(pool, int64_t(a.n_kv_heads) * n_chunks, [&](int64_t b, int64_t e) {
+  const int S = n_chunks == 1 ? std::clamp((a.n_kv + kSplitKeys - 1) / kSplitKeys, 1, kMaxSplits) : 1;
+  const int split_keys = S > 1 ? ((a.n_kv + S - 1) / S + kTile - 1) / kTile * kTile : a.n_kv;  // whole tiles
+  // S > 1: each split's unnormalised z and its running max / sum, (S, n_q, n_heads[, r_vmax])
+  std::vector<float> part_z(S > 1 ? size_t(S) * a.n_q * a.n_heads * rv : 0);
+  std::vector<float> part_m(S > 1 ? size_t(S) * a.n_q * a.n_heads : 0), part_l(part_m.size());
+  auto zrow = [&](int split, int i, int h) {
+    return S > 1 ? part_z.data() + ((size_t(split) * a.n_q + i) * a.n_heads + h) * rv
+                 : z + (size_t(i) * a.n_heads + h) * rv;
+  };
+  parallel_for(pool, int64_t(a.n_kv_heads) * n_chunks * S, [&](int64_t b, int64_t e) {
     auto tile = make_tile();
     std::vector<float> keys(size_t(kTile) * hd);  // rebuilt, RoPE'd keys of one tile
     std::vector<float> kfull(W > 0 ? size_t(kTile) * hd : 0), mixed(kfull.size());  // window: full keys, a query's mix
     std::vector<int> kpos(kTile);
     std::vector<float> m, l, sc(kTile);  // running max / sum per (head, query)
     for (int64_t task = b; task < e; ++task) {
-      const int g = static_cast<int>(task / n_chunks), chunk = static_cast<int>(task % n_chunks);
+      const int split = static_cast<int>(task % S), gc = static_cast<int>(task / S);
+      const int g = gc / n_chunks, chunk = gc % n_chunks;
       const int i0 = chunk * kQChunk, i1 = std::min(a.n_q, i0 + kQChunk);
       const int nq = i1 - i0;
       m.assign(size_t(gs) * nq, -std::numeric_limits<float>::infinity());
       l.assign(size_t(gs) * nq, 0.0f);
       for (int hh = 0; hh < gs; ++hh)
-        for (int i = i0; i < i1; ++i) std::fill_n(z + (size_t(i) * a.n_heads + g * gs + hh) * rv, rv, 0.0f);
-      const int t_end = first + i1;  // keys [0, t_end) are seen by some query of the chunk
+        for (int i = i0; i < i1; ++i) std::fill_n(zrow(split, i, g * gs + hh), rv, 0.0f);
+      // keys [0, t_end) are seen by some query of the chunk; this split walks [s0, s1) of them
+      const int t_end = first + i1, s0 = split * split_keys, s1 = std::min(t_end, s0 + split_keys);
       const int p_lo = W > 0 ? tile.position(first + i0) : 0;  // the chunk's first query: the widest window
-      for (int t0 = 0; t0 < t_end; t0 += kTile) {
-        const int nt = std::min(kTile, t_end - t0);
+      for (int t0 = s0; t0 < s1; t0 += kTile) {
+        const int nt = std::min(kTile, s1 - t0);
         tile.load(g, t0, nt, keys.data(), kpos.data());
         rope_cpu(keys.data(), kpos.data(), nt, 1, hd, hd, a.inv_freq, a.rope_layout, nullptr);
         int w_first = t0 + nt;  // the tile's first key inside some query's window (none: t0 + nt)
@@ -93,8 +110,8 @@ void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
             const int h = g * gs + hh;
             const float* q = a.q + (size_t(i) * a.n_heads + h) * hd;
             const size_t si = size_t(hh) * nq + (i - i0);
-            lowrank_tile_softmax(q, tk, nv, hd, scale, sc.data(), m[si], l[si], z + (size_t(i) * a.n_heads + h) * rv,
-                                 rv, [&](int t, int& rank) -> const float* {
+            lowrank_tile_softmax(q, tk, nv, hd, scale, sc.data(), m[si], l[si], zrow(split, i, h), rv,
+                                 [&](int t, int& rank) -> const float* {
                                    if (t0 + t >= wf) {
                                      rank = hd;
                                      return a.v_win + (size_t(g) * a.win_stride + t0 + t - a.win_lo) * hd;
@@ -106,12 +123,42 @@ void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
       }
       for (int hh = 0; hh < gs; ++hh)
         for (int i = i0; i < i1; ++i) {
-          const float inv = 1.0f / l[size_t(hh) * nq + (i - i0)];
-          float* zi = z + (size_t(i) * a.n_heads + g * gs + hh) * rv;
+          const size_t si = size_t(hh) * nq + (i - i0);
+          if (S > 1) {  // merged below
+            const size_t pi = (size_t(split) * a.n_q + i) * a.n_heads + g * gs + hh;
+            part_m[pi] = m[si], part_l[pi] = l[si];
+            continue;
+          }
+          const float inv = 1.0f / l[si];
+          float* zi = zrow(0, i, g * gs + hh);
           for (int r = 0; r < rv; ++r) zi[r] *= inv;
         }
     }
   });
+  if (S == 1) return;
+  // the splits' softmax pieces rescaled to their common max, in split order (a split a query does not reach,
+  // past its causal end, has sum 0 and is skipped; split 0 holds key 0, which every query sees)
+  for (int i = 0; i < a.n_q; ++i)
+    for (int h = 0; h < a.n_heads; ++h) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int sp = 0; sp < S; ++sp) {
+        const size_t pi = (size_t(sp) * a.n_q + i) * a.n_heads + h;
+        if (part_l[pi] > 0.0f) mx = std::max(mx, part_m[pi]);
+      }
+      float* zi = z + (size_t(i) * a.n_heads + h) * rv;
+      std::fill_n(zi, rv, 0.0f);
+      float sum = 0.0f;
+      for (int sp = 0; sp < S; ++sp) {
+        const size_t pi = (size_t(sp) * a.n_q + i) * a.n_heads + h;
+        if (part_l[pi] == 0.0f) continue;
+        const float f = std::exp(part_m[pi] - mx);
+        sum += part_l[pi] * f;
+        const float* pz = zrow(sp, i, h);
+        for (int r = 0; r < rv; ++r) zi[r] += f * pz[r];
+      }
+      const float inv = 1.0f / sum;
+      for (int r = 0; r < rv; ++r) zi[r] *= inv;
+    }
 }
 
 }  // namespace llm::lowrank_tasks

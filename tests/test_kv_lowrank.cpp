@@ -205,7 +205,6 @@ TEST_CASE("attention_lowrank: equals rebuild keys+values, full attention, then W
   std::mt19937 rng(11);
   std::normal_distribution<float> N(0.0f, 1.0f);
   const int n_heads = 4, n_kv_heads = 2, hd = 16, rk = 8, rv = 16, dim = 12, gs = n_heads / n_kv_heads;
-  const int n_kv = 75;  // more than one key tile and one query chunk
   ThreadPool pool(2);
   std::vector<float> inv_freq(hd / 2);
   rope_inv_freq_cpu(inv_freq.data(), hd, 10000.0f, RopeScaling{});
@@ -236,8 +235,13 @@ TEST_CASE("attention_lowrank: equals rebuild keys+values, full attention, then W
     for (int j = 0; j < hd; ++j) full += c[j] * uv[size_t(j) * hd + 3];
     CHECK(full == doctest::Approx(v[3]).epsilon(1e-5));
   }
+  // n_kv 75: more than one key tile and one query chunk; 600: one query chunk (1 or 20 queries) splits the keys
+  // (lowrank_tasks kSplitKeys: 3 splits merged afterwards)
+  for (int n_kv : {75, 600})
   for (RopeLayout layout : {RopeLayout::half_split, RopeLayout::interleaved})
-    for (int n_q : {n_kv, 1, 40}) {
+    for (int n_q : {n_kv, 1, 40, 20}) {
+      CAPTURE(n_kv);
+      CAPTURE(n_q);
       // the cache
       std::vector<float> ck(size_t(n_kv_heads) * n_kv * rk);
       for (float& x : ck) x = N(rng);
