@@ -102,6 +102,16 @@ RunState runstate_create(const Config& c, int max_block) {
   return s;
 }
 
+const float* runstate_rope_table(RunState& s, int n_pos, int head_dim) {
+  const size_t have = s.rope_cs.size() / size_t(head_dim);
+  if (size_t(n_pos) > have) {
+    const int want = (n_pos + 255) / 256 * 256;
+    s.rope_cs.resize(size_t(want) * head_dim);
+    rope_table_cpu(s.rope_cs.data(), static_cast<int>(have), want, head_dim, s.inv_freq.data());
+  }
+  return s.rope_cs.data();
+}
+
 // One block of n <= s.max_block tokens. out_logits: (n, vocab) when all, (vocab) of the last token otherwise.
 static void forward_block(const Config& c, const Weights& w, KVCache& kv, RunState& s, const int* tokens, int n,
                           LogitsMode mode, float* out_logits, ThreadPool* pool) {

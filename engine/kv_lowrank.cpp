@@ -715,6 +715,7 @@ void kv_lowrank_attention(const Config& c, const LayerWeights& L, int l, KVLowRa
   a.head_dim = hd;
   a.inv_freq = s.inv_freq.data();
   a.rope_layout = c.rope_layout;
+  a.rope_cs = runstate_rope_table(s, pos0 + n, hd);  // key t at position t
   a.k_sink = ksink;
   a.k_sink_stride = lr.n_sink;
   a.n_sink = lr.n_sink;

@@ -517,6 +517,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         a.n_q = m, a.n_kv = m, a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
         a.inv_freq = s.inv_freq.data();
         a.rope_layout = c.rope_layout;
+        a.rope_cs = runstate_rope_table(s, *std::max_element(P.pos.begin(), P.pos.begin() + m) + 1, hd);
         if (per_entry_k) a.krank = kr.data();
         if (W > 0) a.k_win = P.kwin.data(), a.v_win = P.vwin.data(), a.win_stride = m, a.win_lo = 0, a.window = W;
         attention_lowrank_quant_cpu(P.att.data(), a, pool);  // z: (m, H, r_vmax)
@@ -641,6 +642,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       a.n_q = m, a.n_kv = static_cast<int>(C.pos.size()), a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
       a.inv_freq = s.inv_freq.data();
       a.rope_layout = c.rope_layout;
+      a.rope_cs = runstate_rope_table(s, *std::max_element(C.pos.begin(), C.pos.end()) + 1, hd);
       if (W > 0) a.k_win = P.kwin.data(), a.v_win = P.vwin.data(), a.win_stride = nw, a.win_lo = win_lo, a.window = W;
       attention_lowrank_quant_cpu(P.att.data(), a, pool);
       // widths after the attention: the quant recent window slides (an entry leaving it takes kv_requant_bits; one

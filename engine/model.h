@@ -83,8 +83,12 @@ struct RunState {
   std::vector<float> logits;   // (max_block, vocab) when every position is asked for, else (vocab)
   std::vector<float> inv_freq; // (head_dim/2) RoPE inverse frequencies (llama3 scaling applied)
   std::vector<int> pos;        // (max_block)
+  std::vector<float> rope_cs;  // (positions, head_dim) rope_table_cpu rows, grown by runstate_rope_table
 };
 RunState runstate_create(const Config& c, int max_block);
+// The RoPE table of positions 0 .. n_pos-1 (grown in steps of 256 positions as the cache fills): the low-rank
+// attentions rotate every rebuilt key at every step from it instead of recomputing the angles' cos and sin.
+const float* runstate_rope_table(RunState& s, int n_pos, int head_dim);
 
 // Which logits forward_cpu computes: the last token's (generation) or every token's (perplexity, evaluation).
 enum class LogitsMode { last, all };

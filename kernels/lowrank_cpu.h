@@ -74,6 +74,7 @@ struct LowRankAttentionArgs {
   int n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
   const float* inv_freq = nullptr;  // (head_dim/2) RoPE inverse frequencies
   RopeLayout rope_layout = RopeLayout::half_split;
+  const float* rope_cs = nullptr;   // optional: rope_table_cpu rows covering every key position (else rope_cpu)
   const float* k_sink = nullptr;
   int64_t k_sink_stride = 0;
   int n_sink = 0;

@@ -35,7 +35,7 @@ constexpr int kMaxSplits = 16;
 //   int position(int e): the position of key (entry) e; positions ascend with e
 // Args: LowRankAttentionArgs or LowRankQuantAttentionArgs, of which run reads the shared fields q (n_q, n_heads,
 // head_dim; RoPE applied; the queries are the last n_q of the n_kv keys), n_q, n_kv, n_heads, n_kv_heads, head_dim,
-// r_vmax, inv_freq, rope_layout and the recent window's window, k_win, v_win, win_lo, win_stride (shapes already
+// r_vmax, inv_freq, rope_layout, rope_cs and the recent window's window, k_win, v_win, win_lo, win_stride (shapes already
 // checked); writes z (n_q, n_heads, r_vmax).
 //
 // window > 0: which form of a key a query reads depends on the query (full inside its recent window: keys e >=
@@ -58,6 +58,12 @@ void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
     return S > 1 ? part_z.data() + ((size_t(split) * a.n_q + i) * a.n_heads + h) * rv
                  : z + (size_t(i) * a.n_heads + h) * rv;
   };
+  auto rope = [&](float* x, const int* p, int n) {  // (the same bits either way)
+    if (a.rope_cs)
+      rope_table_apply_cpu(x, p, n, hd, hd, a.rope_cs, a.rope_layout);
+    else
+      rope_cpu(x, p, n, 1, hd, hd, a.inv_freq, a.rope_layout, nullptr);
+  };
   parallel_for(pool, int64_t(a.n_kv_heads) * n_chunks * S, [&](int64_t b, int64_t e) {
     auto tile = make_tile();
     std::vector<float> keys(size_t(kTile) * hd);  // rebuilt, RoPE'd keys of one tile
@@ -79,7 +85,7 @@ void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
       for (int t0 = s0; t0 < s1; t0 += kTile) {
         const int nt = std::min(kTile, s1 - t0);
         tile.load(g, t0, nt, keys.data(), kpos.data());
-        rope_cpu(keys.data(), kpos.data(), nt, 1, hd, hd, a.inv_freq, a.rope_layout, nullptr);
+        rope(keys.data(), kpos.data(), nt);
         int w_first = t0 + nt;  // the tile's first key inside some query's window (none: t0 + nt)
         if (W > 0) {
           w_first = std::max(t0, a.win_lo);
@@ -88,8 +94,7 @@ void run(float* z, const Args& a, ThreadPool* pool, MakeTile make_tile) {
             std::copy_n(a.k_win + (size_t(g) * a.win_stride + t - a.win_lo) * hd, hd,
                         kfull.data() + size_t(t - t0) * hd);
           if (w_first < t0 + nt)
-            rope_cpu(kfull.data() + size_t(w_first - t0) * hd, kpos.data() + (w_first - t0), t0 + nt - w_first, 1, hd,
-                     hd, a.inv_freq, a.rope_layout, nullptr);
+            rope(kfull.data() + size_t(w_first - t0) * hd, kpos.data() + (w_first - t0), t0 + nt - w_first);
         }
         for (int i = i0; i < i1; ++i) {
           const int nv = std::min(nt, first + i - t0 + 1);  // causal: keys t0 .. first + i

@@ -50,6 +50,13 @@ void rope_inv_freq_cpu(float* inv_freq, int head_dim, float theta, const RopeSca
 // each rotated by angle pos * inv_freq[j]: (a, b) -> (a cos - b sin, a sin + b cos).
 void rope_cpu(float* x, const int* pos, int n, int n_heads, int head_dim, int64_t row_stride, const float* inv_freq,
               RopeLayout layout, ThreadPool* pool = nullptr);
+// The same rotation from a table of the angles' cosines and sines (the low-rank attentions rotate every rebuilt
+// key at every step: the table saves their trigonometry). rope_table_cpu fills rows p0 .. p1-1 of cs, row p =
+// head_dim floats: cos of pos * inv_freq[j] for j < head_dim/2, then the sines, computed exactly as rope_cpu does,
+// so rope_table_apply_cpu (n_heads 1) gives rope_cpu's result bit for bit.
+void rope_table_cpu(float* cs, int p0, int p1, int head_dim, const float* inv_freq);
+void rope_table_apply_cpu(float* x, const int* pos, int n, int head_dim, int64_t row_stride, const float* cs,
+                          RopeLayout layout);
 
 // ---- attention -------------------------------------------------------------------------------------------
 // Causal GQA attention of a block of n_q queries against a key/value cache, prefill (n_q = prompt block) and

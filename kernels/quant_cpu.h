@@ -89,6 +89,7 @@ struct LowRankQuantAttentionArgs {
   int n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
   const float* inv_freq = nullptr;        // (head_dim/2) RoPE inverse frequencies
   RopeLayout rope_layout = RopeLayout::half_split;
+  const float* rope_cs = nullptr;         // optional: rope_table_cpu rows covering every entry's position
   // Optional (the CPU unified cache's window=/sinks=/alloc=spectrum; engine/kv_prefill.h):
   //   krank: (n_kv_heads) pointers to (n_kv) key row lengths. A length below head_dim is that many c_k values,
   //          rebuilt with the first krank rows of uk (r_k is then uk's row stride per KV head); head_dim means the

@@ -31,37 +31,58 @@ void rope_inv_freq_cpu(float* inv_freq, int head_dim, float theta, const RopeSca
   }
 }
 
+namespace {
+// (a, b) -> (a cos - b sin, a sin + b cos) for every pair of one head_dim row
+inline void rotate_row(float* v, int half, const float* cs, const float* sn, RopeLayout layout) {
+  if (layout == RopeLayout::interleaved) {
+    for (int j = 0; j < half; ++j) {
+      float a = v[2 * j], bb = v[2 * j + 1];
+      v[2 * j] = a * cs[j] - bb * sn[j];
+      v[2 * j + 1] = a * sn[j] + bb * cs[j];
+    }
+  } else {
+    for (int j = 0; j < half; ++j) {
+      float a = v[j], bb = v[j + half];
+      v[j] = a * cs[j] - bb * sn[j];
+      v[j + half] = a * sn[j] + bb * cs[j];
+    }
+  }
+}
+// transformers computes (pos * inv_freq) in fp32, then cos/sin: do exactly that
+inline void angles(float* cs, float* sn, int p, int half, const float* inv_freq) {
+  for (int j = 0; j < half; ++j) {
+    float ang = static_cast<float>(p) * inv_freq[j];
+    cs[j] = std::cos(ang);
+    sn[j] = std::sin(ang);
+  }
+}
+}  // namespace
+
 void rope_cpu(float* x, const int* pos, int n, int n_heads, int head_dim, int64_t row_stride, const float* inv_freq,
               RopeLayout layout, ThreadPool* pool) {
   const int half = head_dim / 2;
   parallel_for(n > 4 ? pool : nullptr, n, [&](int64_t b, int64_t e) {
     float cs[512], sn[512];  // head_dim <= 1024
     for (int64_t i = b; i < e; ++i) {
-      for (int j = 0; j < half; ++j) {
-        // transformers computes (pos * inv_freq) in fp32, then cos/sin: do exactly that.
-        float ang = static_cast<float>(pos[i]) * inv_freq[j];
-        cs[j] = std::cos(ang);
-        sn[j] = std::sin(ang);
-      }
+      angles(cs, sn, pos[i], half, inv_freq);
       float* xi = x + i * row_stride;
-      for (int h = 0; h < n_heads; ++h) {
-        float* v = xi + static_cast<int64_t>(h) * head_dim;
-        if (layout == RopeLayout::interleaved) {
-          for (int j = 0; j < half; ++j) {
-            float a = v[2 * j], bb = v[2 * j + 1];
-            v[2 * j] = a * cs[j] - bb * sn[j];
-            v[2 * j + 1] = a * sn[j] + bb * cs[j];
-          }
-        } else {
-          for (int j = 0; j < half; ++j) {
-            float a = v[j], bb = v[j + half];
-            v[j] = a * cs[j] - bb * sn[j];
-            v[j + half] = a * sn[j] + bb * cs[j];
-          }
-        }
-      }
+      for (int h = 0; h < n_heads; ++h) rotate_row(xi + static_cast<int64_t>(h) * head_dim, half, cs, sn, layout);
     }
   });
+}
+
+void rope_table_cpu(float* cs, int p0, int p1, int head_dim, const float* inv_freq) {
+  const int half = head_dim / 2;
+  for (int p = p0; p < p1; ++p) angles(cs + size_t(p) * head_dim, cs + size_t(p) * head_dim + half, p, half, inv_freq);
+}
+
+void rope_table_apply_cpu(float* x, const int* pos, int n, int head_dim, int64_t row_stride, const float* cs,
+                          RopeLayout layout) {
+  const int half = head_dim / 2;
+  for (int i = 0; i < n; ++i) {
+    const float* row = cs + size_t(pos[i]) * head_dim;
+    rotate_row(x + i * row_stride, half, row, row + half, layout);
+  }
 }
 
 }  // namespace llm

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "kernels/ops_cpu.h"
@@ -83,6 +84,29 @@ TEST_CASE("rmsnorm: hand-computed row and random rows") {
       for (int j = 0; j < dim; ++j) ss += double(xs[i * dim + j]) * xs[i * dim + j];
       double s = 1.0 / std::sqrt(ss / dim + 1e-5);
       for (int j = 0; j < dim; ++j) CHECK(close(o[i * dim + j], xs[i * dim + j] * s * ws[j], 1e-5));
+    }
+  }
+}
+
+TEST_CASE("rope table: rope_table_apply_cpu rotates as rope_cpu does, bit for bit, at any position") {
+  RopeScaling l3;  // Llama-3.1's scaled frequencies, head_dim 128; and a plain head_dim 64
+  l3.type = RopeScaling::Type::llama3;
+  l3.factor = 8, l3.low_freq_factor = 1, l3.high_freq_factor = 4, l3.original_max_position = 8192;
+  for (const auto& [hd, theta, sc] : {std::tuple{128, 500000.0f, l3}, std::tuple{64, 10000.0f, RopeScaling{}}}) {
+    std::vector<float> f(hd / 2);
+    rope_inv_freq_cpu(f.data(), hd, theta, sc);
+    const std::vector<int> pos = {0, 1, 7, 300, 4095, 100000, 131071, 2};
+    const int n_pos = 131072;
+    std::vector<float> cs(size_t(n_pos) * hd, -9.0f);
+    rope_table_cpu(cs.data(), 0, 4096, hd, f.data());  // in two pieces, as the session grows it
+    rope_table_cpu(cs.data(), 4096, n_pos, hd, f.data());
+    for (RopeLayout layout : {RopeLayout::half_split, RopeLayout::interleaved}) {
+      const auto x = randn(pos.size() * hd, 5);
+      std::vector<float> a = x, b = x;
+      rope_cpu(a.data(), pos.data(), int(pos.size()), 1, hd, hd, f.data(), layout);
+      rope_table_apply_cpu(b.data(), pos.data(), int(pos.size()), hd, hd, cs.data(), layout);
+      CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+      CHECK(a != x);
     }
   }
 }
