@@ -134,13 +134,13 @@ int cmd_bench(int argc, char** argv) {
     if (n > 0) std::printf("decode     %lld tokens: %.1f tok/s\n", n, decode_tps);
     std::printf("per token  %.1f MB weights + %.1f KB KV per cached token -> %.2f GB/s at decode\n",
                 model.weight_bytes() / 1e6, kv_token_bytes / 1e3, gbs);
-    // (the compressed caches count their 16-bit rows at 2 bytes a value, as the GPU stores them: the reports
-    // compare with a 16-bit full cache, half this backend's fp32 one)
+    // Session::kv_cache_bytes: svd alone counts its fp32 rows as this backend stores them; the caches with
+    // quant/keep/evict count 16-bit rows at 2 bytes a value, as the GPU stores them (docs/kv-compression.md)
     if (model.kv_description() != "full")
-      std::printf("kv cache   %s: %.1f KB per cached token, %.2fx less than a 16-bit full cache (%.1f KB; fp32 "
-                  "here: %.1f KB)\n",
-                  model.kv_description().c_str(), kv_token_bytes / 1e3, full_token_bytes / 2 / kv_token_bytes,
-                  full_token_bytes / 2e3, full_token_bytes / 1e3);
+      std::printf("kv cache   %s: %.1f KB per cached token (Session::kv_cache_bytes; the full cache here: %.1f KB "
+                  "fp32, %.1f KB at 16 bits)\n",
+                  model.kv_description().c_str(), kv_token_bytes / 1e3, full_token_bytes / 1e3,
+                  full_token_bytes / 2e3);
     std::printf("cpu time   prefill %.2f ms/token, decode %.2f ms/token (all threads; wall time above)\n",
                 1e3 * best_prefill_cpu / p, n > 0 ? 1e3 * best_decode_cpu / n : 0.0);
     std::printf("memory     peak RSS %.0f MiB\n", peak_mib);
