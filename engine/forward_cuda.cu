@@ -209,6 +209,7 @@ CudaLowRank& lowrank_alloc(CudaModel& m, const KVSpec& spec, const KVRanks& r, i
   lr->k_rank = std::move(k_rank);
   lr->vsinks = spec.vsinks;
   lr->window = spec.window;
+  lr->window_den = spec.window_den;
   lr->alloc_spectrum = spec.k_alloc_spectrum;
   for (int l = 0; l < c.n_layers; ++l) {
     CudaLowRankLayer& R = lr->layers[l];
@@ -447,7 +448,9 @@ CudaSessionPtr cuda_session_create(const CudaModel& m, int capacity, int max_blo
       s->ksink = DeviceBuffer(size_t(c.n_layers) * c.n_kv_heads * s->n_sink * c.head_dim * 4);
       CUDA_CHECK(cudaMemset(s->ksink.ptr, 0, s->ksink.bytes));
     }
-    s->window = std::min(M.window, capacity);  // window=N (KVLowRank::window)
+    KVSpec ws;  // window=N or A/B of the context (KVLowRank::window, kv_window_tokens)
+    ws.window = M.window, ws.window_den = M.window_den;
+    s->window = kv_window_tokens(ws, capacity);
     if (s->window > 0) {
       const size_t ring = size_t(c.n_layers) * c.n_kv_heads * s->window * c.head_dim * 4;
       s->kwin = DeviceBuffer(ring);

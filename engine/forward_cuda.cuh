@@ -54,6 +54,7 @@ struct CudaLowRank {
   bool alloc_spectrum = false;  // spec.k_alloc_spectrum (k_rank from the profile's spectrum)
   int vsinks = 0;           // spec.vsinks: the first `vsinks` positions keep their values at rank head_dim
   int window = 0;           // spec.window: full keys / values of the last `window` tokens (a ring per layer, KV head)
+  int window_den = 0;       // spec.window_den: window=A/B of each session's context (kv_window_tokens)
   LowRankKernel kernel = LowRankKernel::automatic;  // attention_lowrank_{prefill,decode}_cuda's choice
 };
 

@@ -47,7 +47,7 @@ namespace {
 
 const char* kGrammar =
     "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib,"
-    "metric=score|energy,alloc=uniform|spectrum,sinks=N,vsinks=N,window=N "
+    "metric=score|energy,alloc=uniform|spectrum,sinks=N,vsinks=N,window=N|A/B "
     "(RANK: a number such as 32, a fraction of head_dim such as 1/4, or d, d/2, d/4 ...); see docs/kv-compression.md";
 
 bool parse_uint(const std::string& s, int& out) {
@@ -173,8 +173,16 @@ KVSpec kv_spec_parse(const std::string& spec) {
         if (!parse_uint(val, s.vsinks) || s.vsinks > 65536)
           fail("--kv '", spec, "': vsinks=", val, ": expected a number of tokens in [0, 65536]");
       } else if (key == "window") {
-        if (!parse_uint(val, s.window) || s.window > 65536)
-          fail("--kv '", spec, "': window=", val, ": expected a number of recent tokens in [0, 65536]");
+        const size_t sl = val.find('/');
+        if (sl != std::string::npos) {  // a fraction of the session's context size
+          if (!parse_uint(val.substr(0, sl), s.window) || !parse_uint(val.substr(sl + 1), s.window_den) ||
+              s.window < 1 || s.window_den < 1 || s.window > s.window_den || s.window_den > 65536)
+            fail("--kv '", spec, "': window=", val, ": expected a number of recent tokens in [0, 65536] or a "
+                 "fraction A/B of the context size in (0, 1] (window=1/4)");
+        } else if (!parse_uint(val, s.window) || s.window > 65536) {
+          fail("--kv '", spec, "': window=", val, ": expected a number of recent tokens in [0, 65536] or a "
+               "fraction A/B of the context size in (0, 1] (window=1/4)");
+        }
       } else {
         fail("--kv '", spec, "': unknown key '", key, "'; ", kGrammar);
       }
@@ -277,9 +285,17 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
     s.vsinks = static_cast<int>(j["vsinks"].get<long long>());
   }
   if (j.contains("window")) {
-    if (!j["window"].is_number_integer() || j["window"].get<long long>() < 0 || j["window"].get<long long>() > 65536)
-      fail("--kv-config '", path, "': \"window\" must be a number of recent tokens in [0, 65536]");
-    s.window = static_cast<int>(j["window"].get<long long>());
+    if (j["window"].is_string() && j["window"].get<std::string>().find('/') != std::string::npos) {
+      // "1/4": a fraction of the context size, as in the spec text
+      const KVSpec w = kv_spec_parse("svd:window=" + j["window"].get<std::string>());
+      s.window = w.window, s.window_den = w.window_den;
+    } else {
+      if (!j["window"].is_number_integer() || j["window"].get<long long>() < 0 ||
+          j["window"].get<long long>() > 65536)
+        fail("--kv-config '", path, "': \"window\" must be a number of recent tokens in [0, 65536] or a fraction "
+             "of the context size as a string (\"1/4\")");
+      s.window = static_cast<int>(j["window"].get<long long>());
+    }
   }
   finish_spec(s, v_given);
   return s;
@@ -312,7 +328,14 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r) {
   if (s.k_alloc_spectrum) o << ",alloc=spectrum";
   if (s.vsinks > 0) o << ",vsinks=" << s.vsinks;
   if (s.window > 0) o << ",window=" << s.window;
+  if (s.window > 0 && s.window_den > 0) o << "/" << s.window_den;
   return o.str();
+}
+
+int kv_window_tokens(const KVSpec& s, int n_ctx) {
+  if (s.window <= 0) return 0;
+  if (s.window_den <= 0) return std::min(s.window, n_ctx);
+  return std::clamp(static_cast<int>(int64_t(s.window) * n_ctx / s.window_den), 1, std::max(n_ctx, 1));
 }
 
 // ---- policies ----------------------------------------------------------------------------------------------------
@@ -510,7 +533,7 @@ KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capaci
   lr.voff.assign(size_t(capacity) + 1, 0);
   lr.n_sink = std::min(m.spec.sinks, capacity);
   lr.ksink.assign(size_t(c.n_layers) * c.n_kv_heads * lr.n_sink * c.head_dim, 0.0f);
-  lr.window = std::min(m.spec.window, capacity);
+  lr.window = kv_window_tokens(m.spec, capacity);
   lr.kwin.assign(size_t(c.n_layers) * c.n_kv_heads * lr.window * c.head_dim, 0.0f);
   lr.vwin.assign(lr.kwin.size(), 0.0f);
   return lr;

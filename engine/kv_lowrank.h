@@ -67,9 +67,13 @@ struct KVSpec {
   int vsinks = 0;                // the first `vsinks` tokens keep their values at full rank (head_dim); 0 = off
   int window = 0;                // a query at position p reads full keys and values of tokens p-window+1 .. p (a
                                  // recent window kept beside the compressed cache); 0 = off (the default)
+  int window_den = 0;            // window=A/B: A/B of the session's context size (window holds A); 0: a count
   std::string text;              // as given (for messages)
 };
 KVSpec kv_spec_parse(const std::string& spec);
+// The recent window in tokens for a session of n_ctx tokens: window, or window/window_den of n_ctx (rounded
+// down, at least 1); never more than n_ctx. 0 when the spec has none.
+int kv_window_tokens(const KVSpec& s, int n_ctx);
 // The fields of a spec text between the separators sep ("a,b,,c" -> "a", "b", "", "c"); shared with the prefill
 // spec parser (engine/kv_prefill_spec.cpp).
 std::vector<std::string> kv_spec_fields(const std::string& text, char sep);

@@ -344,7 +344,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
     const KVLowRankModel::Layer* Lr = LR ? &LR->layers[l] : nullptr;
     // svd: rk = the c_k row stride (r_kpad: alloc=spectrum pads lower-rank blocks with zero rows), rv = z's width
     const int rk = LR ? LR->r_kpad : 0, rv = LR ? LR->r_fused : 0, ckd = Hkv * rk;
-    const int W = LR ? LR->spec.window : 0, S = LR ? LR->spec.sinks : 0;
+    const int W = LR ? kv_window_tokens(LR->spec, kv.capacity) : 0, S = LR ? LR->spec.sinks : 0;
     if (W > 0 || S > 0) grow(P.kfull, size_t(m) * kvd);
     {
       // svd: P.k holds c_k (m, Hkv*r_k), before RoPE; with window=N the full keys W_K x instead (P.kfull), from

@@ -138,7 +138,8 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
            "unified cache (svd with quant/keep/evict or policy=importance) on cuda yet; drop sinks=, run on the CPU "
            "(--device cpu), or use svd alone with policy=seed|uniform");
     if (unified && opt.device == Device::cuda && (spec.window > 0 || spec.vsinks > 0 || spec.k_alloc_spectrum))
-      fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": window=", spec.window, ", vsinks=", spec.vsinks,
+      fail("--kv ", opt.kv.empty() ? opt.kv_config : opt.kv, ": window=", spec.window,
+           spec.window_den > 0 ? "/" + std::to_string(spec.window_den) : std::string(), ", vsinks=", spec.vsinks,
            ", alloc=", spec.k_alloc_spectrum ? "spectrum" : "uniform", ": not supported by the unified cache (svd "
            "with quant/keep/evict or policy=importance) on cuda yet; drop them, run on the CPU (--device cpu), or use "
            "svd alone with policy=seed|uniform");

@@ -126,6 +126,13 @@ TEST_CASE("kv spec: grammar, fractions of head_dim, defaults") {
   CHECK(r.v_low == 32);
   CHECK(r.v_high == 32);
   CHECK(kv_spec_describe(s, r) == "svd:k=24,v=32,policy=uniform,basis=calib,metric=score");
+  // window=A/B: a fraction of the session's context (kv_window_tokens resolves it), described as written
+  s = kv_spec_parse("svd:k=1/4,window=1/4");
+  CHECK(s.window == 1);
+  CHECK(s.window_den == 4);
+  CHECK(kv_window_tokens(s, 512) == 128);
+  CHECK(kv_spec_describe(s, kv_spec_ranks(s, 64)) == "svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score,window=1/4");
+  CHECK(kv_spec_parse("svd:window=1/1").window_den == 1);
 }
 
 TEST_CASE("kv spec: bad specs give clear errors") {
@@ -143,6 +150,9 @@ TEST_CASE("kv spec: bad specs give clear errors") {
   CHECK_THROWS_WITH_AS(kv_spec_parse("lowrank"), doctest::Contains("unknown cache kind"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:k"), doctest::Contains("KEY=VALUE"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:k=abc"), doctest::Contains("not a rank"), Error);
+  for (const char* w : {"svd:window=5/4", "svd:window=0/4", "svd:window=1/0", "svd:window=1/", "svd:window=/4",
+                        "svd:window=-1", "svd:window=1/2/3", "svd:window=70000"})
+    CHECK_THROWS_WITH_AS(kv_spec_parse(w), doctest::Contains("fraction A/B of the context size in (0, 1]"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:k=16/32/64"), doctest::Contains("k takes one rank"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:k=16,k=32"), doctest::Contains("given twice"), Error);
   CHECK_THROWS_WITH_AS(kv_spec_parse("svd:q=16"), doctest::Contains("unknown key 'q'"), Error);

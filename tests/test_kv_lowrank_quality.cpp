@@ -182,6 +182,14 @@ TEST_CASE("kv spec: window=N, its JSON key, and its errors") {
     CHECK(j.vsinks == 1);
   }
   {
+    std::ofstream(path) << R"({"kv": "svd", "window": "1/8"})";  // a fraction of the context, as a string
+    KVSpec j = kv_spec_from_json_file(path);
+    CHECK(j.window == 1);
+    CHECK(j.window_den == 8);
+    std::ofstream(path) << R"({"kv": "svd", "window": "9/8"})";
+    CHECK_THROWS_WITH_AS(kv_spec_from_json_file(path), doctest::Contains("(0, 1]"), Error);
+  }
+  {
     std::ofstream(path) << R"({"kv": "svd", "window": "32"})";
     CHECK_THROWS_WITH_AS(kv_spec_from_json_file(path), doctest::Contains("\"window\" must be a number"), Error);
   }

@@ -89,6 +89,32 @@ TEST_CASE("unified window: full ranks + window == full cache; a window covering 
   CHECK(rel_diff(run(m, lrm.get(), "quant:16", prompt, 6, &pool), full) > 1e-3f);
 }
 
+TEST_CASE("window=A/B: a fraction of the session's context, the same cache as the token count it resolves to") {
+  TinyLlama2 m(64, 4, 2);
+  ThreadPool pool(2);
+  const std::vector<int> prompt = tokens_of(40, m.c.vocab_size, 7);
+  // kv_run's sessions hold 128 tokens: 1/16 of them is a window of 8
+  const auto frac = lowrank_model(m, "svd:k=1/2,v=1/2,policy=uniform,window=1/16", &pool);
+  const auto count = lowrank_model(m, "svd:k=1/2,v=1/2,policy=uniform,window=8", &pool);
+  const auto wide = lowrank_model(m, "svd:k=1/2,v=1/2,policy=uniform,window=16", &pool);
+  CHECK(kv_window_tokens(frac->spec, 128) == 8);
+  CHECK(kv_window_tokens(frac->spec, 4096) == 256);
+  CHECK(kv_window_tokens(frac->spec, 10) == 1);     // at least one token
+  CHECK(kv_window_tokens(count->spec, 4) == 4);     // a count never exceeds the context
+  CHECK(kv_window_tokens(lowrank_model(m, "svd:k=1/2", &pool)->spec, 128) == 0);
+  for (KVMode mode : {KVMode::svd, KVMode::unified}) {
+    CAPTURE(int(mode));
+    const std::string pre = mode == KVMode::unified ? "quant:8/4=0.5/0.5,recent=4,group=4,wbits=8" : "";
+    const RunOut a = llm_test::kv_run(m, mode, frac.get(), pre, prompt, 6, &pool);
+    const RunOut b = llm_test::kv_run(m, mode, count.get(), pre, prompt, 6, &pool, {}, &a.tokens);
+    const RunOut c = llm_test::kv_run(m, mode, wide.get(), pre, prompt, 6, &pool, {}, &a.tokens);
+    CHECK(rel_diff(a, b) == 0.0f);  // bit for bit
+    CHECK(rel_diff(c, b) > 0.0f);   // (another window does change them)
+    if (mode == KVMode::svd) CHECK(a.lowrank_bytes == b.lowrank_bytes);
+    if (mode == KVMode::unified) CHECK(a.cache->bytes_used() == b.cache->bytes_used());
+  }
+}
+
 TEST_CASE("unified window == the plain low-rank cache's window at 16 bits; quant:8 within its bound, 4 bits further") {
   TinyLlama2 m(64, 4, 2);
   ThreadPool pool(2);

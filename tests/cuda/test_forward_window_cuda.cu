@@ -117,7 +117,8 @@ TEST_CASE("cuda svd window/vsinks/alloc=spectrum: prompt blocks and decode steps
   const Config c2 = small_config(256, 4, 2, 512, 2, 512, RopeLayout::half_split, false);
   const Config c4 = small_config(256, 4, 1, 512, 2, 512, RopeLayout::interleaved, true);
   for (const Case& k : {Case{c2, ",window=8,vsinks=1,alloc=spectrum"}, Case{c4, ",window=8,vsinks=1,alloc=spectrum"},
-                        Case{c2, ",window=8"}, Case{c2, ",vsinks=2"}, Case{c2, ",alloc=spectrum"}}) {
+                        Case{c2, ",window=8"}, Case{c2, ",vsinks=2"}, Case{c2, ",alloc=spectrum"},
+                        Case{c2, ",window=1/8"}}) {  // an eighth of the context of 64: 8 tokens
     const Config& c = k.c;
     CAPTURE(k.opts);
     CAPTURE(c.n_kv_heads);
@@ -141,7 +142,8 @@ TEST_CASE("cuda svd window/vsinks/alloc=spectrum: prompt blocks and decode steps
     CHECK(m.lowrank->k_rank == lrm->k_rank);
     if (spec.k_alloc_spectrum) check_padding_zero(m);
     CudaSessionPtr s = cuda_session_create(m, ctx, 16);  // blocks of 16: later blocks read the ring
-    CHECK(s->window == spec.window);
+    CHECK(s->window == kv_window_tokens(spec, ctx));
+    if (spec.window_den > 0) CHECK(s->window == 8);
     if (spec.k_alloc_spectrum) {  // c_k packed at the blocks' own ranks: no padding stored (or read)
       size_t key_ranks = 0;
       for (int r : lrm->k_rank) key_ranks += size_t(r);
@@ -159,7 +161,7 @@ TEST_CASE("cuda svd window/vsinks/alloc=spectrum: prompt blocks and decode steps
     CHECK(eff.max_abs > 2 * dev.max_abs);
     // bytes: c_k / c_v at 2 bytes a value (the CPU's 4), the window's rows fp32 on both
     const int total = n + int(feed.size());
-    CHECK(2 * cuda_session_kv_bytes(*s) == cpu_bytes + window_bytes(c, total, spec.window));
+    CHECK(2 * cuda_session_kv_bytes(*s) == cpu_bytes + window_bytes(c, total, kv_window_tokens(spec, ctx)));
   }
 }
 
