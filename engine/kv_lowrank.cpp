@@ -173,16 +173,14 @@ KVSpec kv_spec_parse(const std::string& spec) {
         if (!parse_uint(val, s.vsinks) || s.vsinks > 65536)
           fail("--kv '", spec, "': vsinks=", val, ": expected a number of tokens in [0, 65536]");
       } else if (key == "window") {
-        const size_t sl = val.find('/');
-        if (sl != std::string::npos) {  // a fraction of the session's context size
-          if (!parse_uint(val.substr(0, sl), s.window) || !parse_uint(val.substr(sl + 1), s.window_den) ||
-              s.window < 1 || s.window_den < 1 || s.window > s.window_den || s.window_den > 65536)
-            fail("--kv '", spec, "': window=", val, ": expected a number of recent tokens in [0, 65536] or a "
-                 "fraction A/B of the context size in (0, 1] (window=1/4)");
-        } else if (!parse_uint(val, s.window) || s.window > 65536) {
+        const size_t sl = val.find('/');  // A/B: a fraction of the session's context size
+        const bool ok = sl == std::string::npos
+                            ? parse_uint(val, s.window) && s.window <= 65536
+                            : parse_uint(val.substr(0, sl), s.window) && parse_uint(val.substr(sl + 1), s.window_den) &&
+                                  s.window >= 1 && s.window <= s.window_den && s.window_den <= 65536;
+        if (!ok)
           fail("--kv '", spec, "': window=", val, ": expected a number of recent tokens in [0, 65536] or a "
                "fraction A/B of the context size in (0, 1] (window=1/4)");
-        }
       } else {
         fail("--kv '", spec, "': unknown key '", key, "'; ", kGrammar);
       }

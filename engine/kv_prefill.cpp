@@ -318,6 +318,8 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
   embedding_cpu(x, tokens, n, w.token_embd);
   int m = n;
   for (int i = 0; i < n; ++i) P.pos[i] = kv.n + i, P.idx[i] = i;
+  // svd: the rebuilt keys' RoPE table, every position this call reads (grown once here, not per layer)
+  const float* rope_cs = LR ? runstate_rope_table(s, kv.n + n, c.head_dim) : nullptr;
   const int win_start = kv.n + n - std::min(imp.w, n);  // the question window: always kept
   const int w_rows = std::min(imp.w, n);
 
@@ -517,7 +519,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
         a.n_q = m, a.n_kv = m, a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
         a.inv_freq = s.inv_freq.data();
         a.rope_layout = c.rope_layout;
-        a.rope_cs = runstate_rope_table(s, *std::max_element(P.pos.begin(), P.pos.begin() + m) + 1, hd);
+        a.rope_cs = rope_cs;
         if (per_entry_k) a.krank = kr.data();
         if (W > 0) a.k_win = P.kwin.data(), a.v_win = P.vwin.data(), a.win_stride = m, a.win_lo = 0, a.window = W;
         attention_lowrank_quant_cpu(P.att.data(), a, pool);  // z: (m, H, r_vmax)
@@ -642,7 +644,7 @@ void kv_prefill_forward(const Config& c, const Weights& w, KVPrefill& P, KVCache
       a.n_q = m, a.n_kv = static_cast<int>(C.pos.size()), a.n_heads = H, a.n_kv_heads = Hkv, a.head_dim = hd;
       a.inv_freq = s.inv_freq.data();
       a.rope_layout = c.rope_layout;
-      a.rope_cs = runstate_rope_table(s, *std::max_element(C.pos.begin(), C.pos.end()) + 1, hd);
+      a.rope_cs = rope_cs;
       if (W > 0) a.k_win = P.kwin.data(), a.v_win = P.vwin.data(), a.win_stride = nw, a.win_lo = win_lo, a.window = W;
       attention_lowrank_quant_cpu(P.att.data(), a, pool);
       // widths after the attention: the quant recent window slides (an entry leaving it takes kv_requant_bits; one
