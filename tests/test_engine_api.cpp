@@ -143,3 +143,64 @@ TEST_CASE("api: errors say what is wrong") {
   CHECK(s.n_past() == 8);
   CHECK_THROWS_AS(llm::Session(m, {.n_ctx = 1 << 20}), llm::Error);  // beyond the model's maximum
 }
+
+namespace {
+// -log softmax(row)[target] in double, written out here (not llm::log_prob_at) as the reference; log_prob_at
+// shifts by the max in float, so the two agree to ~1e-8 relative (one token scored or not moves the mean by ~3%).
+double nll_at(const float* row, int V, int target) {
+  double mx = row[0];
+  for (int j = 1; j < V; ++j) mx = std::max(mx, double(row[j]));
+  double s = 0;
+  for (int j = 0; j < V; ++j) s += std::exp(double(row[j]) - mx);
+  return -(double(row[target]) - mx - std::log(s));
+}
+// The summed NLL of the tokens at positions [first, e) of t, each predicted by a fresh session fed t[b, e) alone.
+double window_nll(llm::Model& m, const std::vector<int>& t, size_t b, size_t e, size_t first = 0) {
+  llm::Session s(m, {.n_ctx = 64});
+  const std::vector<int> w(t.begin() + long(b), t.begin() + long(e));
+  const auto& lg = s.feed_all_logits(w);
+  const int V = s.vocab_size();
+  double sum = 0;
+  for (size_t p = std::max(first, b + 1); p < e; ++p) sum += nll_at(lg.data() + (p - b - 1) * size_t(V), V, t[p]);
+  return sum;
+}
+}  // namespace
+
+TEST_CASE("api: perplexity(): windows, scored tokens and NLL on a short text; bad arguments") {
+  // The small twin of the golden perplexity case (test_engine_golden, against transformers): also what runs under
+  // ASan. 40 tokens; one window, disjoint windows and overlapping ones.
+  if (!llm_test::have_demo_model()) return;
+  llm::Model m(llm_test::demo_model_path(), {.n_threads = 2});
+  auto t = m.tokenize("The quick brown fox jumps over the lazy dog. A stitch in time saves nine; many hands make "
+                      "light work, and the early bird catches the worm while the cat is away. All that glitters "
+                      "is not gold, and a rolling stone gathers no moss.",
+                      true);
+  REQUIRE(t.size() >= 40);
+  t.resize(40);
+  const double whole = window_nll(m, t, 0, 40);
+
+  auto one = llm::perplexity(m, t, 64, 64);  // the context holds the text: every token but the first, once
+  CHECK(one.windows == 1);
+  CHECK(one.tokens == 39);
+  CHECK(one.nll == doctest::Approx(whole / 39).epsilon(1e-6));
+  CHECK(one.ppl == doctest::Approx(std::exp(one.nll)).epsilon(1e-12));
+
+  // stride == context: disjoint windows [0,16) [16,32) [32,40), each scored without the text before it
+  auto disjoint = llm::perplexity(m, t, 16, 16);
+  CHECK(disjoint.windows == 3);
+  CHECK(disjoint.tokens == 15 + 15 + 7);
+  const double want = (window_nll(m, t, 0, 16) + window_nll(m, t, 16, 32) + window_nll(m, t, 32, 40)) / 37;
+  CHECK(disjoint.nll == doctest::Approx(want).epsilon(1e-6));
+
+  // stride 8 < context 16: windows begin at 0, 8, 16, 24 and each scores only the tokens past the previous end
+  auto overlap = llm::perplexity(m, t, 16, 8);
+  CHECK(overlap.windows == 4);
+  CHECK(overlap.tokens == 39);
+  const double scored = window_nll(m, t, 0, 16) + window_nll(m, t, 8, 24, 16) + window_nll(m, t, 16, 32, 24) +
+                        window_nll(m, t, 24, 40, 32);
+  CHECK(overlap.nll == doctest::Approx(scored / 39).epsilon(1e-6));
+
+  CHECK_THROWS_WITH_AS(llm::perplexity(m, t, 1, 1), doctest::Contains("at least 2"), llm::Error);
+  CHECK_THROWS_WITH_AS(llm::perplexity(m, t, 16, 17), doctest::Contains("stride"), llm::Error);
+  CHECK_THROWS_WITH_AS(llm::perplexity(m, {5}, 16, 8), doctest::Contains("too short"), llm::Error);
+}

@@ -125,6 +125,12 @@ TEST_CASE("golden: 64-token greedy generations (plain and chat) equal transforme
 
 TEST_CASE("golden: perplexity (1024-token prefix, window 512, stride 256) within 0.5% of transformers") {
   if (!llm_test::have_demo_model() || !have_fixture("golden/smollm2_perplexity.json")) return;
+  if (llm_test::sanitized) {
+    // ~140 s under ASan for the forward path the two cases above already run there; perplexity()'s own code runs
+    // under ASan in test_engine_api's small perplexity case.
+    MESSAGE("SKIPPED under AddressSanitizer: the 1024-token golden perplexity (runs in the normal build)");
+    return;
+  }
   const json fx = load_json("golden/smollm2_perplexity.json");
   const auto ids = fx["ids"].get<std::vector<int>>();
   for (const auto& run : fx["runs"]) {

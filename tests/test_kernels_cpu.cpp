@@ -222,7 +222,8 @@ TEST_CASE("matmul: quantised weights (fused decode GEMV and tiled prefill) again
   ThreadPool pool(2);
   for (GGMLType t : {GGMLType::F32, GGMLType::F16, GGMLType::Q4_0, GGMLType::Q4_1, GGMLType::Q8_0,
                      GGMLType::Q5_0}) {
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 64}, {17, 576}, {5, 1536}}) {
+    for (auto shape : {std::pair<int64_t, int64_t>{37, 64}, {17, 576}, {5, 1536}}) {
+      const int64_t rows = shape.first, cols = shape.second;  // not a structured binding: INFO captures them
       if (t == GGMLType::Q5_0 && cols % 32) continue;
       auto data = random_quant(t, rows, cols, rows * 131 + cols);
       QMatrix w = qm(t, data, rows, cols);

@@ -9,7 +9,22 @@
 #include <string>
 #include <vector>
 
+// Built with AddressSanitizer (gcc defines __SANITIZE_ADDRESS__, clang answers __has_feature): the few
+// demo-model cases that take minutes under it run a smaller workload there (tools/sanitize_and_fuzz.sh) and say so.
+#if defined(__SANITIZE_ADDRESS__)
+#define LLM_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LLM_TEST_SANITIZED 1
+#endif
+#endif
+#ifndef LLM_TEST_SANITIZED
+#define LLM_TEST_SANITIZED 0
+#endif
+
 namespace llm_test {
+
+inline constexpr bool sanitized = LLM_TEST_SANITIZED != 0;
 
 inline std::string source_path(const std::string& rel) { return std::string(LLM_SOURCE_DIR) + "/" + rel; }
 inline std::string data_path(const std::string& rel) { return source_path("tests/data/" + rel); }
