@@ -25,7 +25,8 @@ if [ "${SKIP_ASAN:-0}" != "1" ]; then
   # RelWithDebInfo (-O2 -g): gcc 12 at -O1 with ASan reports false -Wstringop-overflow errors under -Werror.
   emu=OFF
   if [ "${EMU_ASAN:-0}" = "1" ]; then emu=ON; fi
-  asan_cxx=${ASAN_CXX:-$(command -v clang++ || echo g++)}
+  # (EMU_ASAN=1 keeps gcc, with which the emulated kernels were checked under ASan)
+  if [ "$emu" = ON ]; then asan_cxx=${ASAN_CXX:-g++}; else asan_cxx=${ASAN_CXX:-$(command -v clang++ || echo g++)}; fi
   asan_cc=gcc
   case "$asan_cxx" in *clang++*) asan_cc=${asan_cxx%++} ;; esac
   echo "compiler: $asan_cxx"
