@@ -30,10 +30,9 @@ void attention_cpu(float* out, const float* q, const float* k, const float* v, i
       });
       float* oi = out + (static_cast<int64_t>(i) * n_heads + h) * head_dim;
       for (int d = 0; d < head_dim; ++d) oi[d] = 0.0f;
-      for (int j = 0; j <= last; ++j) {
-        const float p = att[j] * inv;
-        simd::axpy(oi, p, vg + static_cast<int64_t>(j) * head_dim, head_dim);
-      }
+      for (int j = 0; j <= last; ++j) att[j] *= inv;  // the weights p_j
+      // oi += p_j v_j for j = 0 .. last in order, the output held in registers across the rows
+      simd::axpy_rows(oi, att.data(), vg, head_dim, last + 1, head_dim);
     }
   });
 }

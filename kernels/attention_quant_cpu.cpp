@@ -57,20 +57,32 @@ void attention_quant_cpu(float* out, const QuantAttentionArgs& a, ThreadPool* po
       }
     });
     parallel_for(pool, int64_t(Hkv) * n_cols, [&](int64_t b, int64_t e) {
-      std::vector<float> row(W);  // columns d0 .. d0 + W of one dequantised value row
+      // columns d0 .. d0 + W of up to kRows dequantised value rows, and one (query, head)'s weights for them: each
+      // output slice accumulates a block of rows in registers (simd::axpy_rows: axpy's arithmetic, row by row)
+      constexpr int kRows = 64;
+      std::vector<float> rows(size_t(kRows) * W), p(kRows);
       for (int64_t t = b; t < e; ++t) {
         const int g = static_cast<int>(t / n_cols), d0 = static_cast<int>(t % n_cols) * W;
         for (int i = 0; i < nb; ++i)
           for (int h = g * G; h < (g + 1) * G; ++h)
             std::fill_n(out + (int64_t(i0 + i) * H + h) * hd + d0, W, 0.0f);
-        for (int j = 0; j < count; ++j) {
-          const int bits = a.bits[g][j];
-          dequantize_row_part_cpu(row.data(), a.data[g] + a.off[g][j] + quant_row_bytes(hd, bits, a.group), bits,
-                                  a.group, d0, W);
-          for (int i = std::max(0, j - first_last); i < nb; ++i)
-            for (int h = g * G; h < (g + 1) * G; ++h)
-              simd::axpy(out + (int64_t(i0 + i) * H + h) * hd + d0, srow(i, h)[j] * inv[size_t(i) * H + h],
-                         row.data(), W);
+        for (int j0 = 0; j0 < count; j0 += kRows) {
+          const int j1 = std::min(count, j0 + kRows);
+          for (int j = j0; j < j1; ++j) {
+            const int bits = a.bits[g][j];
+            dequantize_row_part_cpu(rows.data() + size_t(j - j0) * W,
+                                    a.data[g] + a.off[g][j] + quant_row_bytes(hd, bits, a.group), bits, a.group, d0, W);
+          }
+          for (int i = 0; i < nb; ++i) {
+            const int n_rows = std::min(j1, first_last + i + 1) - j0;  // query i reads entries 0 .. first_last + i
+            if (n_rows <= 0) continue;
+            for (int h = g * G; h < (g + 1) * G; ++h) {
+              const float* s_ih = srow(i, h);
+              const float inv_ih = inv[size_t(i) * H + h];
+              for (int r = 0; r < n_rows; ++r) p[r] = s_ih[j0 + r] * inv_ih;
+              simd::axpy_rows(out + (int64_t(i0 + i) * H + h) * hd + d0, p.data(), rows.data(), W, n_rows, W);
+            }
+          }
         }
       }
     });
@@ -114,8 +126,9 @@ void attention_importance_cpu(float* out, float* cum, float* win, float* scratch
           const float p = att[j] * inv;
           ch[j] += p;
           if (in_win) wh[j] += p;
-          simd::axpy(oi, p, vg + int64_t(j) * head_dim, head_dim);
+          att[j] = p;
         }
+        simd::axpy_rows(oi, att.data(), vg, head_dim, i + 1, head_dim);  // oi += p_j v_j, j in order
       }
     }
   });

@@ -79,6 +79,58 @@ inline void axpy(float* y, float a, const float* x, int64_t n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// for r in 0 .. rows-1: axpy(y, a[r], x + r * ldx, n), element for element the same arithmetic (the same fused
+// multiply-adds in the same r order, the same scalar tail), but each vector of y stays in a register across the
+// rows instead of going through memory on every row (a store-to-load chain that bounded the quantised-cache
+// decode's value pass).
+inline void axpy_rows(float* y, const float* a, const float* x, int64_t ldx, int rows, int64_t n) {
+  int64_t i = 0;
+#if defined(LLM_SIMD_AVX512)
+  for (; i + 32 <= n; i += 32) {
+    __m512 y0 = _mm512_loadu_ps(y + i), y1 = _mm512_loadu_ps(y + i + 16);
+    for (int r = 0; r < rows; ++r) {
+      const __m512 va = _mm512_set1_ps(a[r]);
+      y0 = _mm512_fmadd_ps(va, _mm512_loadu_ps(x + r * ldx + i), y0);
+      y1 = _mm512_fmadd_ps(va, _mm512_loadu_ps(x + r * ldx + i + 16), y1);
+    }
+    _mm512_storeu_ps(y + i, y0);
+    _mm512_storeu_ps(y + i + 16, y1);
+  }
+  for (; i + 16 <= n; i += 16) {
+    __m512 y0 = _mm512_loadu_ps(y + i);
+    for (int r = 0; r < rows; ++r) y0 = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), _mm512_loadu_ps(x + r * ldx + i), y0);
+    _mm512_storeu_ps(y + i, y0);
+  }
+#elif defined(LLM_SIMD_AVX2)
+  for (; i + 32 <= n; i += 32) {
+    __m256 y0 = _mm256_loadu_ps(y + i), y1 = _mm256_loadu_ps(y + i + 8), y2 = _mm256_loadu_ps(y + i + 16),
+           y3 = _mm256_loadu_ps(y + i + 24);
+    for (int r = 0; r < rows; ++r) {
+      const __m256 va = _mm256_set1_ps(a[r]);
+      const float* xr = x + r * ldx + i;
+      y0 = _mm256_fmadd_ps(va, _mm256_loadu_ps(xr), y0);
+      y1 = _mm256_fmadd_ps(va, _mm256_loadu_ps(xr + 8), y1);
+      y2 = _mm256_fmadd_ps(va, _mm256_loadu_ps(xr + 16), y2);
+      y3 = _mm256_fmadd_ps(va, _mm256_loadu_ps(xr + 24), y3);
+    }
+    _mm256_storeu_ps(y + i, y0);
+    _mm256_storeu_ps(y + i + 8, y1);
+    _mm256_storeu_ps(y + i + 16, y2);
+    _mm256_storeu_ps(y + i + 24, y3);
+  }
+  for (; i + 8 <= n; i += 8) {
+    __m256 y0 = _mm256_loadu_ps(y + i);
+    for (int r = 0; r < rows; ++r) y0 = _mm256_fmadd_ps(_mm256_set1_ps(a[r]), _mm256_loadu_ps(x + r * ldx + i), y0);
+    _mm256_storeu_ps(y + i, y0);
+  }
+#endif
+  for (; i < n; ++i) {
+    float yi = y[i];
+    for (int r = 0; r < rows; ++r) yi += a[r] * x[r * ldx + i];
+    y[i] = yi;
+  }
+}
+
 // out[t * ldo + r] = dot(w + r*n, x + t*n) for a block of 4 weight rows x 4 tokens (the prefill micro-kernel:
 // 16 accumulators, each loaded value used 4 times).
 inline void dot4x4(const float* w, const float* x, int64_t n, float* out, int64_t ldo) {
