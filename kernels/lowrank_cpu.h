@@ -87,35 +87,4 @@ struct LowRankAttentionArgs {
 };
 void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* pool = nullptr);
 
-// One key tile of the rank-space online softmax, shared by attention_lowrank_cpu and attention_lowrank_quant_cpu
-// (they differ only in where a tile's keys and value rows come from): scores query q against the tile's first nv
-// rebuilt keys (rows of hd floats) into sc, rescales z (rv floats), the running max m and sum l, and adds
-// p_t * value row t, where value_row(t, rank) returns the row and sets its rank.
-template <class ValueRow>
-inline void lowrank_tile_softmax(const float* q, const float* keys, int nv, int hd, float scale, float* sc, float& m,
-                                 float& l, float* z, int rv, ValueRow value_row) {
-  float tmax = -std::numeric_limits<float>::infinity();
-  for (int t = 0; t < nv; ++t) {
-    const float* kt = keys + size_t(t) * hd;
-    float s = 0.0f;
-    for (int d = 0; d < hd; ++d) s += q[d] * kt[d];
-    sc[t] = s * scale;
-    tmax = std::max(tmax, sc[t]);
-  }
-  const float m_new = std::max(m, tmax);
-  const float corr = std::exp(m - m_new);  // 0 on the first tile (m = -inf)
-  if (corr != 1.0f)
-    for (int r = 0; r < rv; ++r) z[r] *= corr;
-  float lsum = l * corr;
-  for (int t = 0; t < nv; ++t) {
-    const float p = std::exp(sc[t] - m_new);
-    lsum += p;
-    int rank = 0;
-    const float* cv = value_row(t, rank);
-    for (int r = 0; r < rank; ++r) z[r] += p * cv[r];
-  }
-  l = lsum;
-  m = m_new;
-}
-
 }  // namespace llm

@@ -15,7 +15,55 @@
 
 #include "kernels/lowrank_cpu.h"
 #include "kernels/ops_cpu.h"
+#include "kernels/simd_cpu.h"
 #include "kernels/threadpool_cpu.h"
+
+namespace llm {
+
+// lowrank_rebuild_cpu (x_hat = sum_j c[j] * up[j], j in order) with x_hat held in registers across the r basis rows
+// (simd::axpy_rows) instead of updated in memory once per row: the tiles' key rebuild.
+inline void lowrank_rebuild_rows_cpu(float* x_hat, const float* c, const float* up, int r, int hd) {
+  std::fill_n(x_hat, hd, 0.0f);
+  simd::axpy_rows(x_hat, c, up, hd, r, hd);
+}
+
+// One key tile of the rank-space online softmax, shared by attention_lowrank_cpu and attention_lowrank_quant_cpu
+// (they differ only in where a tile's keys and value rows come from): scores query q against the tile's first nv
+// (<= kTile) rebuilt keys (rows of hd floats) into sc, rescales z (rv floats), the running max m and sum l, and
+// adds p_t * value row t, where value_row(t, rank) returns the row (valid for the tile) and sets its rank.
+// The scores are simd::dot's; the weighted rows go through simd::axpy_ragged, which holds z in registers across the
+// tile's rows (each z[r] still sums its rows in key order).
+template <class ValueRow>
+inline void lowrank_tile_softmax(const float* q, const float* keys, int nv, int hd, float scale, float* sc, float& m,
+                                 float& l, float* z, int rv, ValueRow value_row) {
+  float tmax = -std::numeric_limits<float>::infinity();
+  for (int t = 0; t < nv; ++t) {
+    sc[t] = simd::dot(q, keys + size_t(t) * hd, hd) * scale;
+    tmax = std::max(tmax, sc[t]);
+  }
+  const float m_new = std::max(m, tmax);
+  const float corr = std::exp(m - m_new);  // 0 on the first tile (m = -inf)
+  if (corr != 1.0f)
+    for (int r = 0; r < rv; ++r) z[r] *= corr;
+  float lsum = l * corr;
+  constexpr int kRows = 32;
+  const float* rows[kRows];
+  int ranks[kRows];
+  for (int t0 = 0; t0 < nv; t0 += kRows) {
+    const int n = std::min(kRows, nv - t0);
+    for (int t = 0; t < n; ++t) {
+      const float p = std::exp(sc[t0 + t] - m_new);
+      lsum += p;
+      sc[t0 + t] = p;
+      rows[t] = value_row(t0 + t, ranks[t]);
+    }
+    simd::axpy_ragged(z, sc + t0, rows, ranks, n, rv);
+  }
+  l = lsum;
+  m = m_new;
+}
+
+}  // namespace llm
 
 namespace llm::lowrank_tasks {
 

@@ -131,6 +131,64 @@ inline void axpy_rows(float* y, const float* a, const float* x, int64_t ldx, int
   }
 }
 
+// for t in 0 .. n-1: y[r] += a[t] * x[t][r] for r < len[t] (rows of their own lengths, none longer than n_y):
+// each y[r] sums its rows in t order, held in a register across the rows.
+inline void axpy_ragged(float* y, const float* a, const float* const* x, const int* len, int n, int64_t n_y) {
+  int64_t i = 0;
+#if defined(LLM_SIMD_AVX512) || defined(LLM_SIMD_AVX2)
+#if defined(LLM_SIMD_AVX512)
+  using V = __m512;
+  constexpr int kW = 16;
+  auto load = [](const float* p) { return _mm512_loadu_ps(p); };
+  auto store = [](float* p, V v) { _mm512_storeu_ps(p, v); };
+  auto fma = [](float s, const float* p, V acc) { return _mm512_fmadd_ps(_mm512_set1_ps(s), _mm512_loadu_ps(p), acc); };
+#else
+  using V = __m256;
+  constexpr int kW = 8;
+  auto load = [](const float* p) { return _mm256_loadu_ps(p); };
+  auto store = [](float* p, V v) { _mm256_storeu_ps(p, v); };
+  auto fma = [](float s, const float* p, V acc) { return _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_loadu_ps(p), acc); };
+#endif
+  // a row that ends inside vector c: its part of c is added lane by lane through memory
+  auto partial = [&](V acc, int64_t c, int t) {
+    alignas(64) float tmp[kW];
+    store(tmp, acc);
+    for (int64_t e = c; e < len[t]; ++e) tmp[e - c] += a[t] * x[t][e];
+    return load(tmp);
+  };
+  for (; i + 2 * kW <= n_y; i += 2 * kW) {
+    V y0 = load(y + i), y1 = load(y + i + kW);
+    for (int t = 0; t < n; ++t) {
+      if (len[t] >= i + 2 * kW) {
+        y0 = fma(a[t], x[t] + i, y0);
+        y1 = fma(a[t], x[t] + i + kW, y1);
+      } else if (len[t] > i) {
+        y0 = len[t] >= i + kW ? fma(a[t], x[t] + i, y0) : partial(y0, i, t);
+        if (len[t] > i + kW) y1 = partial(y1, i + kW, t);
+      }
+    }
+    store(y + i, y0);
+    store(y + i + kW, y1);
+  }
+  for (; i + kW <= n_y; i += kW) {
+    V y0 = load(y + i);
+    for (int t = 0; t < n; ++t) {
+      if (len[t] >= i + kW)
+        y0 = fma(a[t], x[t] + i, y0);
+      else if (len[t] > i)
+        y0 = partial(y0, i, t);
+    }
+    store(y + i, y0);
+  }
+#endif
+  for (; i < n_y; ++i) {
+    float yi = y[i];
+    for (int t = 0; t < n; ++t)
+      if (len[t] > i) yi += a[t] * x[t][i];
+    y[i] = yi;
+  }
+}
+
 // out[t * ldo + r] = dot(w + r*n, x + t*n) for a block of 4 weight rows x 4 tokens (the prefill micro-kernel:
 // 16 accumulators, each loaded value used 4 times).
 inline void dot4x4(const float* w, const float* x, int64_t n, float* out, int64_t ldo) {
