@@ -172,6 +172,13 @@ void upload_bf16_from_f32(bf16* dst, const float* src, size_t n) {
   CUDA_CHECK(cudaMemcpy(dst, staging.data(), n * 2, cudaMemcpyHostToDevice));
 }
 
+// The folded low-rank weights (F16 with fold=f16, F32 with fold=f32) as fp32 rows for upload_bf16_from_f32
+std::vector<float> qmatrix_f32(const QMatrix& w) {
+  std::vector<float> f(size_t(w.rows) * w.cols);
+  for (int64_t r = 0; r < w.rows; ++r) dequantize_row(w.type, w.data + r * w.row_bytes, f.data() + r * w.cols, w.cols);
+  return f;
+}
+
 void release(CudaModel& m, const void* p) {
   for (DeviceBuffer& b : m.bufs)
     if (b.ptr == p) {
@@ -265,8 +272,8 @@ void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lrm) {
          c.n_layers * nkv, " blocks (recreate it with kv_lowrank_model_create for this model)");
   for (int l = 0; l < c.n_layers; ++l) {
     const KVLowRankModel::Layer& S = lrm.layers[l];
-    if (S.wk_data.size() != size_t(kcd * dim) || S.uk.size() != size_t(kcd * hd) ||
-        S.uv.size() != size_t(nkv * rv * hd) || S.wo_data.size() != size_t(dim * fused_cols))
+    if (S.wk.rows != kcd || S.wk.cols != dim || S.uk.size() != size_t(kcd * hd) ||
+        S.uv.size() != size_t(nkv * rv * hd) || S.wo.rows != dim || S.wo.cols != fused_cols)
       fail("cuda_model_add_lowrank: layer ", l, "'s low-rank weights do not have the shapes of ranks k=", rk,
            ", v_max=", rv, " for this model (recreate them with kv_lowrank_model_create for this model)");
   }
@@ -274,10 +281,10 @@ void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lrm) {
   for (int l = 0; l < c.n_layers; ++l) {
     const KVLowRankModel::Layer& S = lrm.layers[l];
     CudaLowRankLayer& R = lr.layers[l];
-    upload_bf16_from_f32(R.wqkv + size_t(qd) * dim, S.wk_data.data(), S.wk_data.size());
+    upload_bf16_from_f32(R.wqkv + size_t(qd) * dim, qmatrix_f32(S.wk).data(), size_t(kcd * dim));
     upload_f32(R.uk, S.uk.data(), S.uk.size());
     upload_f32(R.uv, S.uv.data(), S.uv.size());
-    upload_bf16_from_f32(R.wfused, S.wo_data.data(), S.wo_data.size());
+    upload_bf16_from_f32(R.wfused, qmatrix_f32(S.wo).data(), size_t(dim * fused_cols));
   }
   lowrank_finish(m);
 }

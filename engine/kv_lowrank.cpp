@@ -47,7 +47,7 @@ namespace {
 
 const char* kGrammar =
     "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib,"
-    "metric=score|energy,alloc=uniform|spectrum,sinks=N,vsinks=N,window=N|A/B "
+    "metric=score|energy,alloc=uniform|spectrum,sinks=N,vsinks=N,window=N|A/B,fold=f16|f32 "
     "(RANK: a number such as 32, a fraction of head_dim such as 1/4, or d, d/2, d/4 ...); see docs/kv-compression.md";
 
 bool parse_uint(const std::string& s, int& out) {
@@ -164,6 +164,11 @@ KVSpec kv_spec_parse(const std::string& spec) {
       } else if (key == "sinks") {
         if (!parse_uint(val, s.sinks) || s.sinks > 65536)
           fail("--kv '", spec, "': sinks=", val, ": expected a number of tokens in [0, 65536]");
+      } else if (key == "fold") {
+        if (val != "f16" && val != "f32")
+          fail("--kv '", spec, "': unknown fold '", val, "': use f16 (the folded weights W_K' and W_fused in fp16, "
+               "the default) or f32 (twice the memory)");
+        s.fold_f32 = val == "f32";
       } else if (key == "alloc") {
         if (val != "uniform" && val != "spectrum")
           fail("--kv '", spec, "': unknown alloc '", val, "': use uniform (every layer and KV head at k) or spectrum "
@@ -191,14 +196,14 @@ KVSpec kv_spec_parse(const std::string& spec) {
 }
 
 bool kv_config_key_known(const std::string& key) {
-  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "alloc", "sinks", "vsinks", "window", "quant",
-                        "keep", "evict", "imp"})
+  for (const char* k : {"kv", "k", "v", "policy", "basis", "metric", "alloc", "sinks", "vsinks", "window", "fold",
+                        "quant", "keep", "evict", "imp"})
     if (key == k) return true;
   return false;
 }
 
 const char* kv_config_keys_text() {
-  return "kv, k, v, policy, basis, metric, alloc, sinks, vsinks, window, quant, keep, evict, imp";
+  return "kv, k, v, policy, basis, metric, alloc, sinks, vsinks, window, fold, quant, keep, evict, imp";
 }
 
 KVSpec kv_spec_from_json_file(const std::string& path) {
@@ -229,12 +234,12 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
   // the file holds prefill keys only ({"quant": "4"} is full+quant, not svd+quant)
   const bool lowrank_keys = j.contains("k") || j.contains("v") || j.contains("policy") || j.contains("basis") ||
                             j.contains("metric") || j.contains("sinks") || j.contains("vsinks") ||
-                            j.contains("window") || j.contains("alloc");
+                            j.contains("window") || j.contains("alloc") || j.contains("fold");
   const bool prefill_keys = j.contains("quant") || j.contains("keep") || j.contains("evict") || j.contains("imp");
   const std::string kind = j.contains("kv") ? str("kv") : lowrank_keys || !prefill_keys ? "svd" : "full";
   if (kind == "full" && lowrank_keys)
     fail("--kv-config '", path, "': \"kv\" is \"full\" but the file gives low-rank keys (k, v, policy, basis, "
-         "metric, alloc, sinks, vsinks, window): write \"kv\": \"svd\" or drop them");
+         "metric, alloc, sinks, vsinks, window, fold): write \"kv\": \"svd\" or drop them");
   if (kind == "full") return s;
   if (kind != "svd") fail("--kv-config '", path, "': \"kv\" must be \"full\" or \"svd\", got \"", kind, "\"");
   s.lowrank = true;
@@ -276,6 +281,11 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
     if (a != "uniform" && a != "spectrum")
       fail("--kv-config '", path, "': \"alloc\" must be \"uniform\" or \"spectrum\", got \"", a, "\"");
     s.k_alloc_spectrum = a == "spectrum";
+  }
+  if (j.contains("fold")) {
+    const std::string f = str("fold");
+    if (f != "f16" && f != "f32") fail("--kv-config '", path, "': \"fold\" must be \"f16\" or \"f32\", got \"", f, "\"");
+    s.fold_f32 = f == "f32";
   }
   if (j.contains("vsinks")) {
     if (!j["vsinks"].is_number_integer() || j["vsinks"].get<long long>() < 0 || j["vsinks"].get<long long>() > 65536)
@@ -327,6 +337,7 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r) {
   if (s.vsinks > 0) o << ",vsinks=" << s.vsinks;
   if (s.window > 0) o << ",window=" << s.window;
   if (s.window > 0 && s.window_den > 0) o << "/" << s.window_den;
+  if (s.fold_f32) o << ",fold=f32";
   return o.str();
 }
 
@@ -389,6 +400,30 @@ std::vector<int> kv_key_rank_allocation(const KVProfile& p, int r_k) {
   return rank;
 }
 
+namespace {
+// Keep a folded fp32 matrix (rows x cols, row-major) in `out` as GGML F32 or F16 rows (fold=f32 / f16) and
+// return its view. fp16 keeps 11 significant bits: a relative error of at most 2^-11 per weight, far below the
+// quantisation of the weights it was folded from (Q4/Q8 GGUF); values below 2^-14 become subnormal (and below
+// 2^-25 zero), which the folded weights' scale (about that of W_O and W_K) makes negligible.
+QMatrix fold_store(const std::vector<float>& f, int64_t rows, int64_t cols, bool f32, std::vector<uint8_t>& out,
+                   ThreadPool* pool) {
+  const size_t n = size_t(rows) * cols;
+  if (f32) {
+    out.resize(n * sizeof(float));
+    std::memcpy(out.data(), f.data(), out.size());
+    return QMatrix{GGMLType::F32, out.data(), rows, cols, size_t(cols) * sizeof(float)};
+  }
+  out.resize(n * 2);
+  parallel_for(pool, rows, [&](int64_t rb, int64_t re) {
+    for (size_t i = size_t(rb) * cols; i < size_t(re) * cols; ++i) {
+      const uint16_t h = f32_to_fp16(f[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    }
+  });
+  return QMatrix{GGMLType::F16, out.data(), rows, cols, size_t(cols) * 2};
+}
+}  // namespace
+
 std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, const std::string& profile_path,
                                                         const Config& c, const Weights& w, ThreadPool* pool,
                                                         Device device) {
@@ -438,7 +473,7 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
       std::memcpy(Lr.uv_up.data() + size_t(g) * rv * hd, m->profile.v_up_rows(l, g), size_t(rv) * hd * sizeof(float));
     }
     // W_K' = DOWN_K[:r_k] W_K,g per KV head (accumulated in double: it replaces W_K exactly at full rank)
-    Lr.wk_data.assign(size_t(nkv) * rk * dim, 0.0f);
+    std::vector<float> wk(size_t(nkv) * rk * dim, 0.0f);
     parallel_for(pool, nkv, [&](int64_t gb, int64_t ge) {
       std::vector<float> wrows(size_t(hd) * dim);
       std::vector<double> acc(dim);
@@ -454,40 +489,38 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
             const float* wr = wrows.data() + size_t(i) * dim;
             for (int d = 0; d < dim; ++d) acc[d] += uji * wr[d];
           }
-          float* dst = Lr.wk_data.data() + (size_t(g) * rk + j) * dim;
+          float* dst = wk.data() + (size_t(g) * rk + j) * dim;
           for (int d = 0; d < dim; ++d) dst[d] = static_cast<float>(acc[d]);
         }
       }
     });
-    Lr.wk = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wk_data.data()), int64_t(nkv) * rk, dim,
-                    size_t(dim) * sizeof(float)};
     // the packed W_K' (the CPU cache's c_k rows, no zero rows): a copy only where some head's rank is below r_kpad
     int64_t pack_rows = 0;
     for (int g = 0; g < nkv; ++g) pack_rows += m->k_rank[size_t(l) * nkv + g];
-    Lr.wk_pack = Lr.wk;
     if (pack_rows < int64_t(nkv) * rk) {
-      Lr.wk_pack_data.resize(size_t(pack_rows) * dim);
-      float* dst = Lr.wk_pack_data.data();
+      std::vector<float> pack(size_t(pack_rows) * dim);
+      float* dst = pack.data();
       for (int g = 0; g < nkv; ++g) {
         const int kr = m->k_rank[size_t(l) * nkv + g];
-        std::memcpy(dst, Lr.wk_data.data() + size_t(g) * rk * dim, size_t(kr) * dim * sizeof(float));
+        std::memcpy(dst, wk.data() + size_t(g) * rk * dim, size_t(kr) * dim * sizeof(float));
         dst += size_t(kr) * dim;
       }
-      Lr.wk_pack = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wk_pack_data.data()), pack_rows, dim,
-                           size_t(dim) * sizeof(float)};
+      Lr.wk_pack = fold_store(pack, pack_rows, dim, spec.fold_f32, Lr.wk_pack_data, pool);
     }
+    Lr.wk = fold_store(wk, int64_t(nkv) * rk, dim, spec.fold_f32, Lr.wk_data, pool);
+    if (Lr.wk_pack_data.empty()) Lr.wk_pack = Lr.wk;
     // W_fused[o, h*r_v + j] = sum_i W_O[o, h*hd + i] UP_V,g(h)[j, i]; UP_V laid out (hd, r_v) so the
     // inner loop runs over j contiguously (vectorises; fp32 sums of head_dim terms are exact enough)
     std::vector<float> uvt(size_t(nkv) * hd * rv);
     for (int g = 0; g < nkv; ++g)
       for (int j = 0; j < rv; ++j)
         for (int i = 0; i < hd; ++i) uvt[(size_t(g) * hd + i) * rv + j] = Lr.uv_up[(size_t(g) * rv + j) * hd + i];
-    Lr.wo_data.assign(size_t(dim) * c.n_heads * rv, 0.0f);
+    std::vector<float> wo(size_t(dim) * c.n_heads * rv, 0.0f);
     parallel_for(pool, dim, [&](int64_t ob, int64_t oe) {
       std::vector<float> row(qd);
       for (int64_t o = ob; o < oe; ++o) {
         dequantize_row(L.wo.type, L.wo.data + o * L.wo.row_bytes, row.data(), qd);
-        float* dst = Lr.wo_data.data() + size_t(o) * c.n_heads * rv;
+        float* dst = wo.data() + size_t(o) * c.n_heads * rv;
         for (int h = 0; h < c.n_heads; ++h) {
           const float* ut = uvt.data() + size_t(h / gs) * hd * rv;
           const float* wr = row.data() + size_t(h) * hd;
@@ -500,8 +533,7 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
         }
       }
     });
-    Lr.wo = QMatrix{GGMLType::F32, reinterpret_cast<const uint8_t*>(Lr.wo_data.data()), dim,
-                    int64_t(c.n_heads) * rv, size_t(c.n_heads) * rv * sizeof(float)};
+    Lr.wo = fold_store(wo, dim, int64_t(c.n_heads) * rv, spec.fold_f32, Lr.wo_data, pool);
   }
   return m;
 }

@@ -68,6 +68,8 @@ struct KVSpec {
   int window = 0;                // a query at position p reads full keys and values of tokens p-window+1 .. p (a
                                  // recent window kept beside the compressed cache); 0 = off (the default)
   int window_den = 0;            // window=A/B: A/B of the session's context size (window holds A); 0: a count
+  bool fold_f32 = false;         // fold=f32: the folded weights W_K' and W_fused kept in fp32 on the CPU (default
+                                 // fold=f16: half the memory; see KVLowRankModel)
   std::string text;              // as given (for messages)
 };
 KVSpec kv_spec_parse(const std::string& spec);
@@ -111,7 +113,9 @@ void kv_policy_ranks(int32_t* out, KVRankPolicy policy, const KVRanks& r, int po
 // block gets a prefix) add one rank each, a block at most head_dim. The sum is exactly r_k x n_layers x n_kv_heads.
 std::vector<int> kv_key_rank_allocation(const KVProfile& p, int r_k);
 
-// Model-side state: the spec, the profile, and the weights folded with the bases (fp32).
+// Model-side state: the spec, the profile, and the weights folded with the bases. The folded matrices are computed
+// in fp32 (W_K' accumulated in double) and kept in fp16 (fold=f16, the default: GGML F16 rows, which matmul_cpu
+// reads directly; for Llama-3-8B W_fused is 1 GiB instead of 2) or fp32 (fold=f32). The bases stay fp32.
 struct KVLowRankModel {
   KVSpec spec;
   KVRanks ranks;
@@ -123,16 +127,16 @@ struct KVLowRankModel {
   int r_fused = 0;  // width of z and of W_fused's column blocks: ranks.v_max(), or head_dim with window or vsinks
   struct Layer {
     // DOWN rows project (c = down . x), UP rows rebuild (x_hat = sum_j c_j up_j); equal for the energy metric.
-    std::vector<float> wk_data;  // (n_kv_heads*r_k, dim)        W_K' = DOWN_K[:r_k] W_K per KV head
-    QMatrix wk;                  // view of wk_data (F32)
-    std::vector<float> wk_pack_data;  // (sum_g k_rank[l, g], dim) W_K' without the zero rows past each KV head's
-                                      // rank: KV head g's k_rank rows after those of heads < g. Empty when every
-                                      // head of the layer has rank r_kpad (wk_pack then views wk_data)
-    QMatrix wk_pack;             // view of wk_pack_data or wk_data (F32): what the CPU cache's c_k = W_K' x computes
+    std::vector<uint8_t> wk_data;  // (n_kv_heads*r_k, dim) rows of W_K' = DOWN_K[:r_k] W_K per KV head, F16 or F32
+    QMatrix wk;                    // view of wk_data
+    std::vector<uint8_t> wk_pack_data;  // (sum_g k_rank[l, g], dim) W_K' without the zero rows past each KV head's
+                                        // rank: KV head g's k_rank rows after those of heads < g. Empty when every
+                                        // head of the layer has rank r_kpad (wk_pack then views wk_data)
+    QMatrix wk_pack;             // view of wk_pack_data or wk_data: what the CPU cache's c_k = W_K' x computes
     std::vector<float> uk;       // (n_kv_heads, r_k, head_dim)   UP rows of the keys (rebuild basis)
     std::vector<float> uv;       // (n_kv_heads, r_fused, head_dim) DOWN rows of the values (value projection)
-    std::vector<float> wo_data;  // (dim, n_heads*r_fused)       W_fused, column block h = W_O[:, h] UP_V,g(h)^T
-    QMatrix wo;                  // view of wo_data (F32)
+    std::vector<uint8_t> wo_data;  // (dim, n_heads*r_fused) rows of W_fused, column block h = W_O[:, h] UP_V,g(h)^T
+    QMatrix wo;                    // view of wo_data (F16 or F32)
     std::vector<float> uk_down;  // (n_kv_heads, r_k, head_dim)   DOWN rows of the keys (folded into wk)
     std::vector<float> uv_up;    // (n_kv_heads, r_fused, head_dim) UP rows of the values (folded into wo)
   };

@@ -176,6 +176,22 @@ std::string Model::kv_description() const {
   if (impl_->prefill) return "full+" + kv_prefill_spec_describe(*impl_->prefill);  // issue 7
   return impl_->lowrank ? kv_spec_describe(impl_->lowrank->spec, impl_->lowrank->ranks) : "full";
 }
+size_t Model::kv_weight_bytes() const {
+  size_t b = 0;
+  if (impl_->lowrank)
+    for (const KVLowRankModel::Layer& L : impl_->lowrank->layers)
+      b += L.wk_pack.row_bytes * L.wk_pack.rows + L.wo.row_bytes * L.wo.rows;
+  return b;
+}
+size_t Model::decode_weight_bytes() const {
+  size_t b = impl_->weights.weight_bytes;
+  if (!impl_->lowrank) return b;
+  for (const LayerWeights& L : impl_->weights.layers) {
+    b -= L.wo.row_bytes * L.wo.rows;
+    if (impl_->lowrank->spec.window == 0) b -= L.wk.row_bytes * L.wk.rows;
+  }
+  return b + kv_weight_bytes();
+}
 const Tokenizer& Model::tokenizer() const { return impl_->tokenizer; }
 
 std::vector<int> Model::tokenize(const std::string& text, bool add_bos, bool parse_special) const {

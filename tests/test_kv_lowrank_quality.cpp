@@ -12,14 +12,17 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/kv_lowrank.h"
 #include "engine/llm.h"
+#include "engine/model.h"
 #include "kernels/lowrank_cpu.h"
 #include "kernels/ops_cpu.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"
+#include "loader/ggml_quants.h"
 #include "tests/test_util.h"
 
 using namespace llm;
@@ -348,4 +351,98 @@ TEST_CASE("window on the demo model: exact when it covers the context, exact at 
 
   // the unified cache (policy=importance, prefill parts) runs them on the CPU (tests/test_kv_unified_window.cpp)
   CHECK_NOTHROW(llm::Model(llm_test::demo_model_path(), {.n_threads = 2, .kv = "svd:policy=importance,window=8"}));
+}
+
+TEST_CASE("kv spec: fold=f16|f32, its JSON key, and its errors") {
+  CHECK_FALSE(kv_spec_parse("svd").fold_f32);
+  CHECK_FALSE(kv_spec_parse("svd:fold=f16").fold_f32);
+  KVSpec s = kv_spec_parse("svd:k=1/4,fold=f32");
+  CHECK(s.fold_f32);
+  CHECK(kv_spec_describe(s, kv_spec_ranks(s, 64)) ==
+        "svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score,fold=f32");
+  s = kv_spec_parse("svd:k=1/4,fold=f16");  // the default is not written out
+  CHECK(kv_spec_describe(s, kv_spec_ranks(s, 64)) == "svd:k=16,v=16/32/64,policy=seed,basis=weights,metric=score");
+  CHECK_THROWS_WITH_AS(kv_spec_parse("svd:fold=bf16"), doctest::Contains("unknown fold 'bf16'"), Error);
+  CHECK_THROWS_WITH_AS(kv_spec_parse("svd:fold=f32,fold=f16"), doctest::Contains("fold given twice"), Error);
+  CHECK(kv_config_key_known("fold"));
+  const std::string path = (std::filesystem::temp_directory_path() / "llm_test_kv_fold.json").string();
+  std::ofstream(path) << R"({"fold": "f32"})";
+  s = kv_spec_from_json_file(path);
+  CHECK(s.lowrank);  // a low-rank key: svd
+  CHECK(s.fold_f32);
+  std::ofstream(path) << R"({"kv": "full", "fold": "f32"})";
+  CHECK_THROWS_WITH_AS(kv_spec_from_json_file(path), doctest::Contains("fold): write"), Error);
+  std::ofstream(path) << R"({"fold": "half"})";
+  CHECK_THROWS_WITH_AS(kv_spec_from_json_file(path), doctest::Contains("\"fold\" must be"), Error);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("fold=f16 on the demo model: F16 rows at half the bytes, each weight rounded once, logits as fp32's") {
+  if (!llm_test::have_demo_model()) return;
+  llm::Model full(llm_test::demo_model_path(), {.n_threads = 2});
+  const Config& c = full.config();
+  const std::string base = "svd:k=1/4,v=d/4/d/2/d,policy=seed,alloc=spectrum";
+  const auto h = kv_lowrank_model_create(kv_spec_parse(base), "", c, full.weights(), full.thread_pool());
+  const auto f = kv_lowrank_model_create(kv_spec_parse(base + ",fold=f32"), "", c, full.weights(), full.thread_pool());
+  size_t bytes_h = 0, bytes_f = 0, held_h = 0;
+  double max_rel = 0.0;
+  int64_t nonzero = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const auto& H = h->layers[l];
+    const auto& F = f->layers[l];
+    CHECK(H.wk.type == GGMLType::F16);
+    CHECK(H.wo.type == GGMLType::F16);
+    CHECK(H.wk_pack.type == GGMLType::F16);
+    CHECK(F.wk.type == GGMLType::F32);
+    CHECK(F.wo.type == GGMLType::F32);
+    CHECK(H.wo.rows == F.wo.rows);
+    CHECK(H.wo.cols == F.wo.cols);
+    CHECK(H.wk_pack.rows == F.wk_pack.rows);
+    bytes_h += H.wk_data.size() + H.wk_pack_data.size() + H.wo_data.size();
+    held_h += H.wk_pack.row_bytes * H.wk_pack.rows + H.wo.row_bytes * H.wo.rows;  // what decode reads
+    bytes_f += F.wk_data.size() + F.wk_pack_data.size() + F.wo_data.size();
+    // every weight is the fp32 one rounded to fp16 once: relative error <= 2^-11 for normal fp16 values
+    for (const auto& [a, b] : {std::pair{&H.wo, &F.wo}, std::pair{&H.wk_pack, &F.wk_pack}}) {
+      std::vector<float> ra(a->cols), rb(b->cols);
+      for (int64_t r = 0; r < a->rows; ++r) {
+        dequantize_row(a->type, a->data + r * a->row_bytes, ra.data(), a->cols);
+        dequantize_row(b->type, b->data + r * b->row_bytes, rb.data(), b->cols);
+        for (int64_t i = 0; i < a->cols; ++i) {
+          if (std::fabs(rb[i]) < 6.2e-5f) {  // fp16 subnormal range: an absolute bound of half a step
+            REQUIRE(std::fabs(ra[i] - rb[i]) <= 0x1p-25f);
+            continue;
+          }
+          ++nonzero;
+          max_rel = std::max(max_rel, double(std::fabs(ra[i] - rb[i]) / std::fabs(rb[i])));
+        }
+      }
+    }
+  }
+  CAPTURE(max_rel);
+  CHECK(nonzero > 1000000);
+  CHECK(max_rel <= 0x1p-11);
+  CHECK(max_rel > 0.0);  // they were rounded
+  CHECK(bytes_h * 2 == bytes_f);
+  // the logits over a short text: the fp16 fold moves them by far less than the compression itself does
+  const std::vector<int> toks = full.tokenize(
+      "The quick brown fox jumps over the lazy dog. Then it ran home, where the cat was waiting for it by the door.",
+      true);
+  llm::Model mh(llm_test::demo_model_path(), {.n_threads = 2, .kv = base});
+  llm::Model mf(llm_test::demo_model_path(), {.n_threads = 2, .kv = base + ",fold=f32"});
+  // Model's byte counts: the folded weights held (fp16: half of fp32's), and what one decoded token streams
+  CHECK(full.kv_weight_bytes() == 0);
+  CHECK(full.decode_weight_bytes() == full.weight_bytes());
+  CHECK(mh.kv_weight_bytes() == held_h);
+  CHECK(mf.kv_weight_bytes() == 2 * held_h);
+  size_t wk_wo = 0;
+  for (const LayerWeights& L : full.weights().layers) wk_wo += L.wk.row_bytes * L.wk.rows + L.wo.row_bytes * L.wo.rows;
+  CHECK(mh.decode_weight_bytes() == full.weight_bytes() - wk_wo + held_h);
+  llm::Session sfull(full, {.n_ctx = 64}), sh(mh, {.n_ctx = 64}), sf(mf, {.n_ctx = 64});
+  const std::vector<float> lfull = sfull.feed_all_logits(toks), lh = sh.feed_all_logits(toks),
+                           lf = sf.feed_all_logits(toks);
+  const double scale = max_abs(lfull), fold_diff = max_abs_diff(lh, lf), compress_diff = max_abs_diff(lf, lfull);
+  MESSAGE("fold=f16 vs f32: max rel weight error ", max_rel, ", max |logit diff| ", fold_diff, " (compression vs full: ",
+          compress_diff, ", max |logit| ", scale, ")");
+  CHECK(fold_diff < 1e-2 * scale);
+  CHECK(fold_diff * 20 < compress_diff);
 }

@@ -108,23 +108,25 @@ int cmd_bench(int argc, char** argv) {
     kv_bytes_end = session.kv_cache_bytes();
   }
   const double prefill_tps = p / best_prefill, decode_tps = n > 0 ? n / best_decode : 0.0;
-  // bytes per decoded token: every weight matrix once + the KV cache read (average context) and written. The
+  // bytes per decoded token: every weight matrix the decode step reads (Model::decode_weight_bytes) once + the KV
+  // cache read (average context) and written. The
   // cache's bytes per cached token as stored (--kv: the compressed size, Session::kv_cache_bytes over the p + n
   // tokens cached at the end), next to the full fp32 cache's
   const double full_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * sizeof(float);
   const double kv_token_bytes = static_cast<double>(kv_bytes_end) / static_cast<double>(p + n);
-  const double bytes_per_tok = static_cast<double>(model.weight_bytes()) + kv_token_bytes * (p + n / 2.0);
+  const double bytes_per_tok = static_cast<double>(model.decode_weight_bytes()) + kv_token_bytes * (p + n / 2.0);
   const double gbs = bytes_per_tok * decode_tps / 1e9;
   const double peak_mib = llm::peak_rss_bytes() / 1048576.0;
   if (a.has("json")) {
     std::printf(
         "{\"device\": \"%s\", \"threads\": %d, \"n_prompt\": %lld, \"n_gen\": %lld, \"ctx\": %d, "
-        "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"weight_bytes\": %zu, \"kv_bytes_per_token\": %.0f, "
+        "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"weight_bytes\": %zu, \"kv_weight_bytes\": %zu, "
+        "\"kv_bytes_per_token\": %.0f, "
         "\"full_kv_bytes_per_token\": %.0f, \"kv\": \"%s\", \"bytes_per_decoded_token\": %.0f, \"decode_gb_s\": %.3f, "
         "\"peak_rss_mib\": %.1f, "
         "\"prefill_cpu_ms_per_token\": %.3f, \"decode_cpu_ms_per_token\": %.3f}\n",
         llm::device_name(model.device()), model.n_threads(), p, n, n_ctx, prefill_tps, decode_tps,
-        model.weight_bytes(), kv_token_bytes, full_token_bytes, model.kv_description().c_str(), bytes_per_tok, gbs,
+        model.weight_bytes(), model.kv_weight_bytes(), kv_token_bytes, full_token_bytes, model.kv_description().c_str(), bytes_per_tok, gbs,
         peak_mib, 1e3 * best_prefill_cpu / p,
         n > 0 ? 1e3 * best_decode_cpu / n : 0.0);
   } else {
@@ -133,7 +135,10 @@ int cmd_bench(int argc, char** argv) {
     std::printf("prefill    %lld tokens: %.1f tok/s\n", p, prefill_tps);
     if (n > 0) std::printf("decode     %lld tokens: %.1f tok/s\n", n, decode_tps);
     std::printf("per token  %.1f MB weights + %.1f KB KV per cached token -> %.2f GB/s at decode\n",
-                model.weight_bytes() / 1e6, kv_token_bytes / 1e3, gbs);
+                model.decode_weight_bytes() / 1e6, kv_token_bytes / 1e3, gbs);
+    if (model.kv_weight_bytes() > 0)
+      std::printf("kv weights %.1f MB folded W_K' and W_fused held beside the model's %.1f MB\n",
+                  model.kv_weight_bytes() / 1e6, model.weight_bytes() / 1e6);
     // Session::kv_cache_bytes: svd alone counts its fp32 rows as this backend stores them; the caches with
     // quant/keep/evict count 16-bit rows at 2 bytes a value, as the GPU stores them (docs/kv-compression.md)
     if (model.kv_description() != "full")
