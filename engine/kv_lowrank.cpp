@@ -47,7 +47,7 @@ namespace {
 
 const char* kGrammar =
     "expected full, or svd:k=RANK,v=RANK[/RANK/RANK],policy=seed|uniform|importance,basis=weights|calib,"
-    "metric=score|energy,alloc=uniform|spectrum,sinks=N,vsinks=N,window=N|A/B,fold=f16|f32 "
+    "metric=score|energy,alloc=uniform|spectrum,sinks=N,vsinks=N,window=N|A/B,fold=f16|f32|q8 "
     "(RANK: a number such as 32, a fraction of head_dim such as 1/4, or d, d/2, d/4 ...); see docs/kv-compression.md";
 
 bool parse_uint(const std::string& s, int& out) {
@@ -101,6 +101,14 @@ KVBasis parse_basis(const std::string& s, const std::string& spec) {
   if (s == "weights") return KVBasis::weights;
   if (s == "calib") return KVBasis::calib;
   fail("--kv '", spec, "': unknown basis '", s, "': use weights or calib");
+}
+
+GGMLType parse_fold(const std::string& s, const std::string& spec) {
+  if (s == "f16") return GGMLType::F16;
+  if (s == "f32") return GGMLType::F32;
+  if (s == "q8") return GGMLType::Q8_0;
+  fail("--kv '", spec, "': unknown fold '", s, "': use f16 (the folded weights W_K' and W_fused in fp16, the default), "
+       "f32 (twice the memory) or q8 (Q8_0, half of f16's)");
 }
 
 KVMetric parse_metric(const std::string& s, const std::string& spec) {
@@ -165,10 +173,7 @@ KVSpec kv_spec_parse(const std::string& spec) {
         if (!parse_uint(val, s.sinks) || s.sinks > 65536)
           fail("--kv '", spec, "': sinks=", val, ": expected a number of tokens in [0, 65536]");
       } else if (key == "fold") {
-        if (val != "f16" && val != "f32")
-          fail("--kv '", spec, "': unknown fold '", val, "': use f16 (the folded weights W_K' and W_fused in fp16, "
-               "the default) or f32 (twice the memory)");
-        s.fold_f32 = val == "f32";
+        s.fold = parse_fold(val, spec);
       } else if (key == "alloc") {
         if (val != "uniform" && val != "spectrum")
           fail("--kv '", spec, "': unknown alloc '", val, "': use uniform (every layer and KV head at k) or spectrum "
@@ -283,9 +288,7 @@ KVSpec kv_spec_from_json_file(const std::string& path) {
     s.k_alloc_spectrum = a == "spectrum";
   }
   if (j.contains("fold")) {
-    const std::string f = str("fold");
-    if (f != "f16" && f != "f32") fail("--kv-config '", path, "': \"fold\" must be \"f16\" or \"f32\", got \"", f, "\"");
-    s.fold_f32 = f == "f32";
+    s.fold = parse_fold(str("fold"), path);
   }
   if (j.contains("vsinks")) {
     if (!j["vsinks"].is_number_integer() || j["vsinks"].get<long long>() < 0 || j["vsinks"].get<long long>() > 65536)
@@ -337,7 +340,7 @@ std::string kv_spec_describe(const KVSpec& s, const KVRanks& r) {
   if (s.vsinks > 0) o << ",vsinks=" << s.vsinks;
   if (s.window > 0) o << ",window=" << s.window;
   if (s.window > 0 && s.window_den > 0) o << "/" << s.window_den;
-  if (s.fold_f32) o << ",fold=f32";
+  if (s.fold != GGMLType::F16) o << ",fold=" << (s.fold == GGMLType::F32 ? "f32" : "q8");
   return o.str();
 }
 
@@ -401,26 +404,52 @@ std::vector<int> kv_key_rank_allocation(const KVProfile& p, int r_k) {
 }
 
 namespace {
-// Keep a folded fp32 matrix (rows x cols, row-major) in `out` as GGML F32 or F16 rows (fold=f32 / f16) and
-// return its view. fp16 keeps 11 significant bits: a relative error of at most 2^-11 per weight, far below the
-// quantisation of the weights it was folded from (Q4/Q8 GGUF); values below 2^-14 become subnormal (and below
-// 2^-25 zero), which the folded weights' scale (about that of W_O and W_K) makes negligible.
-QMatrix fold_store(const std::vector<float>& f, int64_t rows, int64_t cols, bool f32, std::vector<uint8_t>& out,
-                   ThreadPool* pool) {
+// Keep a folded fp32 matrix (rows x cols, row-major) in `out` as GGML rows of the spec's fold type (F32, F16 or
+// Q8_0) and return its view. fp16 keeps 11 significant bits: a relative error of at most 2^-11 per weight, far
+// below the quantisation of the weights it was folded from (Q4/Q8 GGUF); values below 2^-14 become subnormal (and
+// below 2^-25 zero), which the folded weights' scale (about that of W_O and W_K) makes negligible. Q8_0: per block
+// of 32, d = max |w| / 127 (stored fp16), q = round(w / d) in [-127, 127]: an error of at most d/2 (plus d's own
+// rounding) per weight. `what` names the matrix for the error when cols is not a multiple of 32.
+QMatrix fold_store(const std::vector<float>& f, int64_t rows, int64_t cols, GGMLType type, std::vector<uint8_t>& out,
+                   ThreadPool* pool, const KVSpec& spec, const char* what) {
   const size_t n = size_t(rows) * cols;
-  if (f32) {
+  if (type == GGMLType::F32) {
     out.resize(n * sizeof(float));
     std::memcpy(out.data(), f.data(), out.size());
     return QMatrix{GGMLType::F32, out.data(), rows, cols, size_t(cols) * sizeof(float)};
   }
-  out.resize(n * 2);
+  if (type == GGMLType::F16) {
+    out.resize(n * 2);
+    parallel_for(pool, rows, [&](int64_t rb, int64_t re) {
+      for (size_t i = size_t(rb) * cols; i < size_t(re) * cols; ++i) {
+        const uint16_t h = f32_to_fp16(f[i]);
+        std::memcpy(out.data() + 2 * i, &h, 2);
+      }
+    });
+    return QMatrix{GGMLType::F16, out.data(), rows, cols, size_t(cols) * 2};
+  }
+  if (cols % 32 != 0)
+    fail("--kv '", spec.text, "': fold=q8 stores ", what, " in blocks of 32 along its ", cols, " columns, which is "
+         "not a multiple of 32; use fold=f16");
+  const size_t row_bytes = size_t(cols / 32) * 34;
+  out.resize(size_t(rows) * row_bytes);
   parallel_for(pool, rows, [&](int64_t rb, int64_t re) {
-    for (size_t i = size_t(rb) * cols; i < size_t(re) * cols; ++i) {
-      const uint16_t h = f32_to_fp16(f[i]);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    }
+    for (int64_t r = rb; r < re; ++r)
+      for (int64_t b = 0; b < cols / 32; ++b) {
+        const float* x = f.data() + size_t(r) * cols + b * 32;
+        uint8_t* blk = out.data() + size_t(r) * row_bytes + b * 34;
+        float amax = 0.0f;
+        for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+        const uint16_t dh = f32_to_fp16(amax / 127.0f);
+        std::memcpy(blk, &dh, 2);
+        const float d = fp16_to_f32(dh), inv = d > 0.0f ? 1.0f / d : 0.0f;
+        for (int i = 0; i < 32; ++i) {
+          const float q = std::nearbyint(x[i] * inv);
+          blk[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f)));
+        }
+      }
   });
-  return QMatrix{GGMLType::F16, out.data(), rows, cols, size_t(cols) * 2};
+  return QMatrix{GGMLType::Q8_0, out.data(), rows, cols, row_bytes};
 }
 }  // namespace
 
@@ -505,9 +534,9 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
         std::memcpy(dst, wk.data() + size_t(g) * rk * dim, size_t(kr) * dim * sizeof(float));
         dst += size_t(kr) * dim;
       }
-      Lr.wk_pack = fold_store(pack, pack_rows, dim, spec.fold_f32, Lr.wk_pack_data, pool);
+      Lr.wk_pack = fold_store(pack, pack_rows, dim, spec.fold, Lr.wk_pack_data, pool, spec, "W_K'");
     }
-    Lr.wk = fold_store(wk, int64_t(nkv) * rk, dim, spec.fold_f32, Lr.wk_data, pool);
+    Lr.wk = fold_store(wk, int64_t(nkv) * rk, dim, spec.fold, Lr.wk_data, pool, spec, "W_K'");
     if (Lr.wk_pack_data.empty()) Lr.wk_pack = Lr.wk;
     // W_fused[o, h*r_v + j] = sum_i W_O[o, h*hd + i] UP_V,g(h)[j, i]; UP_V laid out (hd, r_v) so the
     // inner loop runs over j contiguously (vectorises; fp32 sums of head_dim terms are exact enough)
@@ -533,7 +562,8 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
         }
       }
     });
-    Lr.wo = fold_store(wo, dim, int64_t(c.n_heads) * rv, spec.fold_f32, Lr.wo_data, pool);
+    Lr.wo = fold_store(wo, dim, int64_t(c.n_heads) * rv, spec.fold, Lr.wo_data, pool, spec,
+                       "W_fused (n_heads x r_fused columns)");
   }
   return m;
 }

@@ -68,8 +68,8 @@ struct KVSpec {
   int window = 0;                // a query at position p reads full keys and values of tokens p-window+1 .. p (a
                                  // recent window kept beside the compressed cache); 0 = off (the default)
   int window_den = 0;            // window=A/B: A/B of the session's context size (window holds A); 0: a count
-  bool fold_f32 = false;         // fold=f32: the folded weights W_K' and W_fused kept in fp32 on the CPU (default
-                                 // fold=f16: half the memory; see KVLowRankModel)
+  GGMLType fold = GGMLType::F16; // the folded weights W_K' and W_fused on the CPU: fold=f16 (default), f32, or q8
+                                 // (Q8_0: a quarter of fp32's memory); see KVLowRankModel
   std::string text;              // as given (for messages)
 };
 KVSpec kv_spec_parse(const std::string& spec);
@@ -115,7 +115,8 @@ std::vector<int> kv_key_rank_allocation(const KVProfile& p, int r_k);
 
 // Model-side state: the spec, the profile, and the weights folded with the bases. The folded matrices are computed
 // in fp32 (W_K' accumulated in double) and kept in fp16 (fold=f16, the default: GGML F16 rows, which matmul_cpu
-// reads directly; for Llama-3-8B W_fused is 1 GiB instead of 2) or fp32 (fold=f32). The bases stay fp32.
+// reads directly; for Llama-3-8B W_fused is 1 GiB instead of 2), fp32 (fold=f32) or Q8_0 (fold=q8: blocks of 32
+// with an fp16 scale, 0.53 GiB; the matrices' columns must be a multiple of 32). The bases stay fp32.
 struct KVLowRankModel {
   KVSpec spec;
   KVRanks ranks;
@@ -127,7 +128,7 @@ struct KVLowRankModel {
   int r_fused = 0;  // width of z and of W_fused's column blocks: ranks.v_max(), or head_dim with window or vsinks
   struct Layer {
     // DOWN rows project (c = down . x), UP rows rebuild (x_hat = sum_j c_j up_j); equal for the energy metric.
-    std::vector<uint8_t> wk_data;  // (n_kv_heads*r_k, dim) rows of W_K' = DOWN_K[:r_k] W_K per KV head, F16 or F32
+    std::vector<uint8_t> wk_data;  // (n_kv_heads*r_k, dim) rows of W_K' = DOWN_K[:r_k] W_K per KV head (fold)
     QMatrix wk;                    // view of wk_data
     std::vector<uint8_t> wk_pack_data;  // (sum_g k_rank[l, g], dim) W_K' without the zero rows past each KV head's
                                         // rank: KV head g's k_rank rows after those of heads < g. Empty when every
@@ -136,7 +137,7 @@ struct KVLowRankModel {
     std::vector<float> uk;       // (n_kv_heads, r_k, head_dim)   UP rows of the keys (rebuild basis)
     std::vector<float> uv;       // (n_kv_heads, r_fused, head_dim) DOWN rows of the values (value projection)
     std::vector<uint8_t> wo_data;  // (dim, n_heads*r_fused) rows of W_fused, column block h = W_O[:, h] UP_V,g(h)^T
-    QMatrix wo;                    // view of wo_data (F16 or F32)
+    QMatrix wo;                    // view of wo_data (the fold's type)
     std::vector<float> uk_down;  // (n_kv_heads, r_k, head_dim)   DOWN rows of the keys (folded into wk)
     std::vector<float> uv_up;    // (n_kv_heads, r_fused, head_dim) UP rows of the values (folded into wo)
   };

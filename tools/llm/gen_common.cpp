@@ -20,7 +20,7 @@ std::vector<FlagSpec> model_flags() {
       {"-t,--threads", "N", "CPU threads (default: every core)"},
       // issue 6: KV-cache compression (docs/kv-compression.md)
       {"--kv", "SPEC", "KV cache: full (default) or svd:k=R,v=R[/R/R],policy=seed|uniform|importance,basis=weights|calib"
-       "[,sinks=N,vsinks=N,alloc=spectrum,window=N|A/B]"
+       "[,sinks=N,vsinks=N,alloc=spectrum,window=N|A/B,fold=f16|f32|q8]"
        // issue 7: the prefill-compression parts of the same spec (docs/prefill-compression.md)
        ", then +quant:8/4/2=0.2/0.5/0.3,recent=32 +keep:0.5,pyramid +evict:snapkv,budget=0.3 +imp:a=1,b=1,c=0.5,w=32"},
       {"--kv-config", "FILE", "the KV spec as a JSON file (instead of --kv)"},
