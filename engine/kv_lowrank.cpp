@@ -568,6 +568,13 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
   return m;
 }
 
+void kv_lowrank_release_folded(KVLowRankModel& m) {
+  for (KVLowRankModel::Layer& L : m.layers) {
+    for (std::vector<uint8_t>* v : {&L.wk_data, &L.wk_pack_data, &L.wo_data}) std::vector<uint8_t>().swap(*v);
+    L.wk.data = L.wk_pack.data = L.wo.data = nullptr;
+  }
+}
+
 // ---- session: the cache ------------------------------------------------------------------------------------------
 
 KVLowRank kv_lowrank_create(const KVLowRankModel& m, const Config& c, int capacity) {

@@ -151,6 +151,10 @@ std::unique_ptr<KVLowRankModel> kv_lowrank_model_create(const KVSpec& spec, cons
                                                         const Config& c, const Weights& w, ThreadPool* pool,
                                                         Device device = Device::cpu);
 
+// Free the host copies of the folded weights (wk, wk_pack, wo: their views keep their shapes, data becomes
+// nullptr) once a device holds its own (Model on cuda, after cuda_model_add_lowrank). The bases stay.
+void kv_lowrank_release_folded(KVLowRankModel& m);
+
 // Session-side state, pointed to by KVCache::lowrank (the hook in forward_cpu). Either a low-rank cache
 // (model != nullptr) or a calibration capture over the ordinary full cache (calib != nullptr).
 struct KVLowRank {

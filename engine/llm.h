@@ -84,11 +84,12 @@ class Model {
   bool is_end_of_generation(int token) const;  // EOS / EOT of the config or the tokenizer
   // ---- issue 6 ----
   std::string kv_description() const;  // the resolved KV-cache spec: "full" or "svd:k=16,v=16/32/64,..."
-  // svd: bytes of the folded weights held beside the model's (W_K' packed and W_fused, F16 unless fold=f32; the
-  // CPU's copy); 0 for the full cache.
+  // svd on the CPU: bytes of the folded weights held beside the model's (W_K' packed and W_fused, in the spec's
+  // fold type); 0 for the full cache, and on cuda, where only the device's bf16 copies are kept.
   size_t kv_weight_bytes() const;
   // Bytes of the weight matrices one decoded token streams on the CPU: weight_bytes(), or with svd W_K' and
-  // W_fused in place of W_K and W_O (W_K as well with window=, which computes the new token's full key).
+  // W_fused in place of W_K and W_O (W_K as well with window=, which computes the new token's full key); on cuda
+  // weight_bytes() (llm bench --device cuda counts the device's bf16 bytes itself).
   size_t decode_weight_bytes() const;
   // Engine internals for tools that work on the weights (llm compress): the resolved weights and the pool.
   const Weights& weights() const;

@@ -151,7 +151,10 @@ Model::Model(const std::string& path, const LoadOptions& opt) : impl_(std::make_
       m.lowrank = kv_lowrank_model_create(spec, opt.kv_profile, m.file.config, m.weights, m.pool.get(),
                                           m.cuda ? Device::cuda : Device::cpu);
     else if (!opt.kv_profile.empty()) fail("--kv-profile is given but the KV cache is full: add --kv svd:...");
-    if (m.lowrank && m.cuda) cuda_model_add_lowrank(*m.cuda, *m.lowrank);  // issue 6 on the GPU (forward_cuda.cu)
+    if (m.lowrank && m.cuda) {  // issue 6 on the GPU (forward_cuda.cu): the device holds its bf16 copies, and
+      cuda_model_add_lowrank(*m.cuda, *m.lowrank);  // cuda sessions never read the host's (1 GiB for Llama-3-8B)
+      kv_lowrank_release_folded(*m.lowrank);
+    }
   }
   if (opt.on_progress) opt.on_progress(1.0f);
 }
@@ -180,12 +183,12 @@ size_t Model::kv_weight_bytes() const {
   size_t b = 0;
   if (impl_->lowrank)
     for (const KVLowRankModel::Layer& L : impl_->lowrank->layers)
-      b += L.wk_pack.row_bytes * L.wk_pack.rows + L.wo.row_bytes * L.wo.rows;
+      if (L.wo.data) b += L.wk_pack.row_bytes * L.wk_pack.rows + L.wo.row_bytes * L.wo.rows;
   return b;
 }
 size_t Model::decode_weight_bytes() const {
   size_t b = impl_->weights.weight_bytes;
-  if (!impl_->lowrank) return b;
+  if (!impl_->lowrank || impl_->cuda) return b;  // cuda: the host weights' count, as weight_bytes()
   for (const LayerWeights& L : impl_->weights.layers) {
     b -= L.wo.row_bytes * L.wo.rows;
     if (impl_->lowrank->spec.window == 0) b -= L.wk.row_bytes * L.wk.rows;

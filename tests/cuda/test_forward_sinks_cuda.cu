@@ -289,6 +289,9 @@ TEST_CASE("cuda svd sinks=4 on the demo model: logits and bytes against the CPU 
     Model cpu(llm_test::demo_model_path(), {.device = Device::cpu, .kv = sp.kv});
     Model gpu(llm_test::demo_model_path(), {.device = Device::cuda, .kv = sp.kv});
     CHECK(gpu.kv_description() == cpu.kv_description());
+    // the folded weights: fp16 on the host for the CPU model; the cuda model keeps only the device's bf16 copies
+    CHECK(cpu.kv_weight_bytes() > 0);
+    CHECK(gpu.kv_weight_bytes() == 0);
     const std::vector<int> prompt = cpu.tokenize("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", true);
     const ApiCpuCudaRun r = api_cpu_vs_cuda(cpu, gpu, prompt, ctx, steps);
     const Diff& d = r.d;
