@@ -166,18 +166,6 @@ DType cuda_model_dtype(const CudaModel& m) { return m.dtype; }
 // ---- issue 6: low-rank weights ------------------------------------------------------------------------------
 
 namespace {
-void upload_bf16_from_f32(bf16* dst, const float* src, size_t n) {
-  std::vector<uint16_t> staging(n);
-  for (size_t i = 0; i < n; ++i) staging[i] = f32_to_bf16(src[i]);
-  CUDA_CHECK(cudaMemcpy(dst, staging.data(), n * 2, cudaMemcpyHostToDevice));
-}
-
-// The folded low-rank weights (F16 with fold=f16, F32 with fold=f32) as fp32 rows for upload_bf16_from_f32
-std::vector<float> qmatrix_f32(const QMatrix& w) {
-  std::vector<float> f(size_t(w.rows) * w.cols);
-  for (int64_t r = 0; r < w.rows; ++r) dequantize_row(w.type, w.data + r * w.row_bytes, f.data() + r * w.cols, w.cols);
-  return f;
-}
 
 void release(CudaModel& m, const void* p) {
   for (DeviceBuffer& b : m.bufs)
@@ -278,13 +266,14 @@ void cuda_model_add_lowrank(CudaModel& m, const KVLowRankModel& lrm) {
            ", v_max=", rv, " for this model (recreate them with kv_lowrank_model_create for this model)");
   }
   CudaLowRank& lr = lowrank_alloc(m, lrm.spec, r, rk, rv, lrm.k_rank);
+  std::vector<uint16_t> staging;
   for (int l = 0; l < c.n_layers; ++l) {
     const KVLowRankModel::Layer& S = lrm.layers[l];
     CudaLowRankLayer& R = lr.layers[l];
-    upload_bf16_from_f32(R.wqkv + size_t(qd) * dim, qmatrix_f32(S.wk).data(), size_t(kcd * dim));
+    upload_matrix(R.wqkv + size_t(qd) * dim, S.wk, staging);  // the folded weights, whatever their fold type
     upload_f32(R.uk, S.uk.data(), S.uk.size());
     upload_f32(R.uv, S.uv.data(), S.uv.size());
-    upload_bf16_from_f32(R.wfused, qmatrix_f32(S.wo).data(), size_t(dim * fused_cols));
+    upload_matrix(R.wfused, S.wo, staging);
   }
   lowrank_finish(m);
 }

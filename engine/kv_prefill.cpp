@@ -10,6 +10,7 @@
 #include "engine/kv_lowrank.h"
 #include "engine/model.h"
 #include "kernels/lowrank_cpu.h"
+#include "kernels/lowrank_tasks_cpu.h"
 #include "kernels/quant_cpu.h"
 #include "kernels/threadpool_cpu.h"
 #include "loader/error.h"

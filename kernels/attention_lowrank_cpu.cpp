@@ -63,7 +63,7 @@ void attention_lowrank_cpu(float* z, const LowRankAttentionArgs& a, ThreadPool* 
           std::copy_n(a.k_sink + (size_t(g) * a.k_sink_stride + t0 + t) * hd, hd, kt);
           continue;
         }
-        lowrank_rebuild_rows_cpu(kt, ckg + size_t(t0 + t) * kr, ukg, kr, hd);
+        lowrank_rebuild_cpu(kt, ckg + size_t(t0 + t) * kr, ukg, kr, hd);
       }
     }
     const float* value_row(int t, int& rank) const {

@@ -43,7 +43,7 @@ void attention_lowrank_quant_cpu(float* z, const LowRankQuantAttentionArgs& a, T
           dequantize_rank_row_cpu(keys + size_t(t) * hd, row, hd, w, a.group);
         } else {
           dequantize_rank_row_cpu(crow.data(), row, kl, w, a.group);
-          lowrank_rebuild_rows_cpu(keys + size_t(t) * hd, crow.data(), ukg, kl, hd);  // key = U_K[:, :kl] c_k
+          lowrank_rebuild_cpu(keys + size_t(t) * hd, crow.data(), ukg, kl, hd);  // key = U_K[:, :kl] c_k
         }
         kpos[t] = a.pos[en];
         kr[t] = vrank[en];

@@ -31,15 +31,8 @@ inline void lowrank_project_cpu(float* c, const float* down, const float* x, int
     c[j] = acc;
   }
 }
-// x_hat (hd) = sum_j c[j] * row j of `up` (r x hd): a key rebuilt from its first r coefficients.
-inline void lowrank_rebuild_cpu(float* x_hat, const float* c, const float* up, int r, int hd) {
-  std::fill_n(x_hat, hd, 0.0f);
-  for (int j = 0; j < r; ++j) {
-    const float cj = c[j];
-    const float* u = up + size_t(j) * hd;
-    for (int d = 0; d < hd; ++d) x_hat[d] += cj * u[d];
-  }
-}
+// lowrank_rebuild_cpu (a key rebuilt from its first r coefficients) is in kernels/lowrank_tasks_cpu.h, with the
+// vector helpers it uses.
 
 // ---- low-rank attention (kernels/attention_lowrank_cpu.cpp) -------------------------------------------------
 // Causal GQA attention over a low-rank cache, prefill and decode alike. Keys are rebuilt per tile of keys in

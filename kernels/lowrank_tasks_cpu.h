@@ -5,7 +5,8 @@
 // go to the cache) and names their positions, rope_cpu rotates them, every (head of the group, query of the chunk)
 // scores them with lowrank_tile_softmax against the Tile's value rows, and z is normalised at the end. Rebuilding
 // once per (g, query chunk, key tile) and reusing the tile for all the group's heads and the chunk's queries keeps
-// the rebuild cost at r_k*head_dim per key per chunk instead of per query. Internal to those two files.
+// the rebuild cost at r_k*head_dim per key per chunk instead of per query. Internal to those two files and to
+// engine/kv_prefill.cpp (which shares lowrank_rebuild_cpu).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -20,9 +21,10 @@
 
 namespace llm {
 
-// lowrank_rebuild_cpu (x_hat = sum_j c[j] * up[j], j in order) with x_hat held in registers across the r basis rows
-// (simd::axpy_rows) instead of updated in memory once per row: the tiles' key rebuild.
-inline void lowrank_rebuild_rows_cpu(float* x_hat, const float* c, const float* up, int r, int hd) {
+// x_hat (hd) = sum_j c[j] * row j of `up` (r x hd), j in order: a key rebuilt from its first r coefficients (the
+// tiles' key rebuild, and kv_prefill's). x_hat is held in registers across the r basis rows (simd::axpy_rows)
+// instead of updated in memory once per row.
+inline void lowrank_rebuild_cpu(float* x_hat, const float* c, const float* up, int r, int hd) {
   std::fill_n(x_hat, hd, 0.0f);
   simd::axpy_rows(x_hat, c, up, hd, r, hd);
 }
